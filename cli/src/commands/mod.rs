@@ -1,0 +1,5 @@
+//! One module per `rbuild` subcommand.
+
+pub mod build;
+pub mod debug;
+pub mod dockerfile_input;

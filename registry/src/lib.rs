@@ -1,0 +1,4 @@
+//! rbuild-registry: the OCI distribution client (references, auth, pull, push, mirrors).
+//!
+//! It depends on no other workspace crate. Its implementation lands with its own issue; until then the crate
+//! only fixes its place in the workspace.
