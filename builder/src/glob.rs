@@ -65,12 +65,10 @@ impl Glob {
         }
         for (k, &c) in text.iter().enumerate() {
             let mut next = vec![false; 2 * n + 2];
-            let mut any = false;
             for i in 0..n {
                 let sep = self.separator.unwrap_or('/');
                 if cur[n + 1 + i] {
                     next[n + 1 + i] = true;
-                    any = true;
                     if c == sep {
                         self.close(&mut next, i + 1);
                     }
@@ -95,11 +93,10 @@ impl Glob {
                     _ => {}
                 }
             }
-            any |= next[..=n].iter().any(|&b| b);
             if next[n] {
                 out.push(k + 1);
             }
-            if !any {
+            if !next.iter().any(|&b| b) {
                 break;
             }
             cur = next;

@@ -3,6 +3,9 @@
 //! This crate owns the Dockerfile frontend (`dockerfile`), build-context handling (`context`), and, as they land,
 //! the build graph, solver, cache, store, layers and exporters. Its one error type is [`Error`].
 
+// Library code reports errors; it never panics on input (tests may unwrap, see clippy.toml).
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
 pub mod context;
 pub mod dockerfile;
 mod error;

@@ -1,3 +1,139 @@
-//! rbuild-tests: fixtures shared by the integration tests in `tests/tests/`: the path of the built `rbuild` binary,
-//! the peer conformance data in `../shared/conformance` (tests skip, saying so, when it is absent), and the offline
-//! test images made by `vendor-test-images/`.
+//! rbuild-tests: fixtures shared by the integration tests in `tests/tests/`: the built `rbuild` binary, the peer
+//! conformance data in `../shared/conformance` (tests skip, saying so, when it is absent), and the offline test
+//! images made by `vendor-test-images/` (built once, cached under `target/test-images/`, shared between tests).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+/// The workspace root (the directory holding the top-level Cargo.toml).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The cargo target directory of the running test (`target/` or `$CARGO_TARGET_DIR`).
+pub fn target_dir() -> PathBuf {
+    match std::env::var_os("CARGO_TARGET_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => workspace_root().join("target"),
+    }
+}
+
+/// The `rbuild` binary under test: `$RBUILD_BIN`, else the one cargo built beside this test executable.
+pub fn rbuild_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("RBUILD_BIN") {
+        return PathBuf::from(p);
+    }
+    // Test executables live in target/<profile>/deps/; binaries in target/<profile>/.
+    let exe = std::env::current_exe().expect("the test executable has a path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("test executable is in target/<profile>/deps");
+    let bin = profile_dir.join("rbuild");
+    assert!(
+        bin.is_file(),
+        "{} does not exist: build it first (`cargo build -p rbuild`, which scripts/test does) or set RBUILD_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A `Command` for the rbuild binary.
+pub fn rbuild() -> Command {
+    Command::new(rbuild_bin())
+}
+
+/// Run rbuild with `args`, feeding `stdin`, and return what it printed.
+pub fn run_rbuild(args: &[&str], stdin: Option<&[u8]>, cwd: Option<&Path>) -> Output {
+    let mut cmd = rbuild();
+    cmd.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if let Some(d) = cwd {
+        cmd.current_dir(d);
+    }
+    let mut child = cmd.spawn().expect("rbuild starts");
+    if let (Some(mut pipe), Some(data)) = (child.stdin.take(), stdin) {
+        pipe.write_all(data).expect("write stdin");
+    }
+    child.wait_with_output().expect("rbuild finishes")
+}
+
+/// Peer conformance data (`../shared/conformance`), or `None` after printing why the caller skips.
+pub fn conformance_dir(test: &str) -> Option<PathBuf> {
+    let dir = workspace_root().join("../shared/conformance");
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        eprintln!("SKIPPED {test}: {} is absent (it is present in the project's CI)", dir.display());
+        None
+    }
+}
+
+/// A fresh temporary directory, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("rbuild-test-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create temp dir");
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// Write `content` to `rel` inside the directory, creating parents.
+    pub fn write(&self, rel: &str, content: &str) -> PathBuf {
+        let p = self.0.join(rel);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).expect("create parent");
+        }
+        std::fs::write(&p, content).expect("write file");
+        p
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The directory holding the cached test images (`target/test-images`).
+pub fn test_images_dir() -> PathBuf {
+    target_dir().join("test-images")
+}
+
+/// The OCI layout of test image `name` (`busybox` or `debian`), built by `vendor-test-images/make-<name>.sh` on
+/// first use and cached; concurrent callers (threads or processes) wait for one builder.
+pub fn test_image(name: &str) -> PathBuf {
+    let dir = test_images_dir();
+    std::fs::create_dir_all(&dir).expect("create test image dir");
+    let out = dir.join(name);
+    if out.join("index.json").is_file() {
+        return out;
+    }
+    let lock = File::create(dir.join(format!(".{name}.lock"))).expect("create lock file");
+    lock.lock().expect("lock test image");
+    if !out.join("index.json").is_file() {
+        make_test_image(name, &out);
+    }
+    out
+}
+
+/// Run `vendor-test-images/make-<name>.sh OUT` and fail the test with its output when it fails.
+pub fn make_test_image(name: &str, out: &Path) -> String {
+    let script = workspace_root().join(format!("vendor-test-images/make-{name}.sh"));
+    let output = Command::new("bash").arg(&script).arg(out).output().expect("run image script");
+    assert!(
+        output.status.success(),
+        "{} failed:\n{}{}",
+        script.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
