@@ -127,7 +127,13 @@ pub fn test_image(name: &str) -> PathBuf {
 /// Run `vendor-test-images/make-<name>.sh OUT` and fail the test with its output when it fails.
 pub fn make_test_image(name: &str, out: &Path) -> String {
     let script = workspace_root().join(format!("vendor-test-images/make-{name}.sh"));
-    let output = Command::new("bash").arg(&script).arg(out).output().expect("run image script");
+    let mut cmd = Command::new("bash");
+    cmd.arg(&script).arg(out);
+    if std::env::var_os("DEB_CACHE").is_none() {
+        // Downloaded packages are shared by every build of the images.
+        cmd.env("DEB_CACHE", test_images_dir().join("debs"));
+    }
+    let output = cmd.output().expect("run image script");
     assert!(
         output.status.success(),
         "{} failed:\n{}{}",
@@ -136,4 +142,38 @@ pub fn make_test_image(name: &str, out: &Path) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_string()
+}
+
+/// The name of the unprivileged user tests run rootless work as when the suite runs as root (created by
+/// `scripts/install-test-deps.sh`).
+pub const TEST_USER: &str = "rbuild-test";
+
+/// Whether the tests run as root.
+pub fn running_as_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
+}
+
+/// The manifest digest an OCI layout's index.json names first.
+pub fn layout_manifest_digest(layout: &Path) -> String {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).expect("read index.json"))
+            .expect("index.json is JSON");
+    index["manifests"][0]["digest"].as_str().expect("index.json names a manifest").to_string()
+}
+
+/// Read a blob of an OCI layout by digest.
+pub fn layout_blob(layout: &Path, digest: &str) -> Vec<u8> {
+    let hex = digest.strip_prefix("sha256:").expect("sha256 digest");
+    std::fs::read(layout.join("blobs/sha256").join(hex)).expect("read blob")
+}
+
+/// A required external tool: its path, or a failure telling how to install it.
+pub fn require_tool(name: &str) -> PathBuf {
+    for dir in ["/usr/bin", "/usr/sbin", "/bin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("{name} is not installed: run scripts/install-test-deps.sh (scripts/test runs it)");
 }

@@ -212,3 +212,18 @@ fn debug_parse_prints_heredocs_and_fails_on_bad_input() {
     let out = run_rbuild(&["debug", "parse", lenient.to_str().unwrap()], None, None);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "(from \"a\")\n(copy [\"--bogus\"] \"x\" \"y\")\n(foo \"\")\n");
 }
+
+#[test]
+fn project_dockerfiles_pass_the_check() {
+    let root = rbuild_tests::workspace_root();
+    let mut dirs = vec![root.join("examples/hello")];
+    let mut workloads: Vec<_> =
+        std::fs::read_dir(root.join("bench/workloads")).unwrap().map(|e| e.unwrap().path()).collect();
+    workloads.sort();
+    assert_eq!(workloads.len(), 5, "the five benchmark workloads");
+    dirs.extend(workloads);
+    for dir in dirs {
+        let out = run_rbuild(&["build", "--check", dir.to_str().unwrap()], None, None);
+        assert!(out.status.success(), "{}: {}", dir.display(), String::from_utf8_lossy(&out.stderr));
+    }
+}

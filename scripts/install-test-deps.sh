@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what the test suite needs, idempotently: Debian packages (only the missing ones; apt-get update only
+# when something is missing) and, when run as root, the unprivileged user the rootless tests run as.
+set -euo pipefail
+
+# skopeo, umoci: independent checks of the images rbuild and vendor-test-images write.
+# debootstrap: the debian test image. ca-certificates, gzip, tar: the image scripts.
+packages=(skopeo umoci debootstrap ca-certificates gzip tar)
+test_user=rbuild-test
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null && sudo -n true 2>/dev/null; then sudo "$@"
+  else
+    echo "install-test-deps: need root to run: $*" >&2
+    echo "install-test-deps: run this script as root (or with passwordless sudo) once" >&2
+    exit 1
+  fi
+}
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-test-deps: installing ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ "$(id -u)" = 0 ] && ! id "$test_user" >/dev/null 2>&1; then
+  useradd --create-home --shell /bin/sh "$test_user"
+  echo "install-test-deps: created user $test_user"
+fi
