@@ -24,6 +24,55 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A filesystem operation on the store, a layer or an archive failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A string that is not a valid `sha256:<hex>` digest.
+    #[error("invalid digest {digest:?}: expected sha256: followed by 64 lower-case hex digits")]
+    InvalidDigest { digest: String },
+
+    /// Content whose digest or size is not what it was announced as; nothing was stored.
+    #[error("content of {what} does not match: expected {expected}, got {actual}")]
+    ContentMismatch { what: String, expected: String, actual: String },
+
+    /// A blob the store does not have.
+    #[error("blob {digest} is not in the store ({root}); pull or load the image again")]
+    BlobNotFound { digest: String, root: PathBuf },
+
+    /// An image name the store does not know.
+    #[error("image {name:?} not found in the store ({root}); `rbuild images` lists what is there")]
+    ImageNotFound { name: String, root: PathBuf },
+
+    /// An image reference that cannot be parsed.
+    #[error(transparent)]
+    Reference(#[from] rbuild_registry::ReferenceError),
+
+    /// A layer entry that would write outside its root, or that cannot be represented; the layer is rejected.
+    #[error("unsafe layer entry {entry:?} in {layer}: {reason}; the layer was rejected and nothing was kept")]
+    UnsafeLayer { layer: String, entry: String, reason: String },
+
+    /// A layer, archive or image document that is malformed.
+    #[error("malformed {what}: {reason}")]
+    Malformed { what: String, reason: String },
+
+    /// A layer larger than the configured limit (protects against compression bombs).
+    #[error("layer {layer} expands beyond the {limit}-byte limit (set RBUILD_MAX_LAYER_SIZE to raise it)")]
+    LayerTooLarge { layer: String, limit: u64 },
+
+    /// A JSON document that cannot be encoded or decoded.
+    #[error("invalid JSON in {what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
     /// A Dockerfile that cannot be read from disk.
     #[error("cannot read Dockerfile {path}: {source}")]
     DockerfileRead {
@@ -38,3 +87,14 @@ impl From<DockerfileError> for Error {
         Error::Dockerfile(Box::new(e))
     }
 }
+
+impl Error {
+    /// An I/O error on `path` during `op` (a short verb phrase: "create", "rename", ...).
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Error {
+        let path = path.into();
+        move |source| Error::Io { op, path, source }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,8 +7,12 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod context;
+pub mod digest;
 pub mod dockerfile;
 mod error;
+pub mod export;
 mod glob;
+pub mod layer;
+pub mod store;
 
-pub use error::Error;
+pub use error::{Error, Result};

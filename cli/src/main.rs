@@ -10,6 +10,9 @@ use clap::{Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "rbuild", version, about, propagate_version = true)]
 struct Cli {
+    /// The store directory (default: $RBUILD_ROOT, /var/lib/rbuild for root, else ~/.local/share/rbuild).
+    #[arg(long, global = true, env = "RBUILD_ROOT")]
+    root: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -18,6 +21,28 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile (for now: `--check` validates without building).
     Build(commands::build::BuildArgs),
+    /// List the images in the store.
+    Images,
+    /// Show an image's manifest and config as JSON.
+    Inspect(commands::store_cmds::InspectArgs),
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Remove image names (the data goes with the next prune).
+    Rmi {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Remove store data no named image uses.
+    Prune(commands::store_cmds::PruneArgs),
+    /// Store-wide information.
+    #[command(subcommand)]
+    System(commands::store_cmds::SystemCommand),
+    /// Verify every blob and image in the store.
+    Fsck,
+    /// Write images to an OCI or Docker archive.
+    Save(commands::store_cmds::SaveArgs),
+    /// Load images from an OCI or Docker archive, or an OCI layout directory.
+    Load(commands::store_cmds::LoadArgs),
     /// Inspect rbuild's internals.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -25,9 +50,20 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    use commands::store_cmds as sc;
+    let store = || sc::open_store(&cli.root);
     let result = match cli.command {
         Command::Build(args) => commands::build::run(args),
         Command::Debug(cmd) => commands::debug::run(cmd),
+        Command::Images => store().and_then(|s| sc::images(&s)),
+        Command::Inspect(args) => store().and_then(|s| sc::inspect(&s, args)),
+        Command::Tag { source, target } => store().and_then(|s| sc::tag(&s, &source, &target)),
+        Command::Rmi { images } => store().and_then(|s| sc::rmi(&s, &images)),
+        Command::Prune(args) => store().and_then(|s| sc::prune(&s, args)),
+        Command::System(sc::SystemCommand::Df) => store().and_then(|s| sc::system_df(&s)),
+        Command::Fsck => store().and_then(|s| sc::fsck(&s)),
+        Command::Save(args) => store().and_then(|s| sc::save(&s, args)),
+        Command::Load(args) => store().and_then(|s| sc::load(&s, args)),
     };
     match result {
         Ok(code) => code,

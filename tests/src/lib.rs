@@ -62,7 +62,12 @@ pub fn conformance_dir(test: &str) -> Option<PathBuf> {
     if dir.is_dir() {
         Some(dir)
     } else {
-        eprintln!("SKIPPED {test}: {} is absent (it is present in the project's CI)", dir.display());
+        // Written to the stderr handle directly: libtest captures `eprintln!`, and a skip must be visible.
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: {} is absent (it is present in the project's CI)",
+            dir.display()
+        );
         None
     }
 }

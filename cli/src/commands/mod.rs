@@ -3,3 +3,4 @@
 pub mod build;
 pub mod debug;
 pub mod dockerfile_input;
+pub mod store_cmds;

@@ -1,0 +1,72 @@
+//! Layers: directory trees to deterministic tar streams and back. `tree` lists what a layer holds (a whole tree,
+//! an overlay upper directory, or the difference of two trees), `tar_writer` writes it, `compress` compresses it,
+//! and `export_layer` does all of it in one pass into the store, computing diff_id (uncompressed), digest
+//! (compressed) and size on the way. `apply` unpacks a layer safely.
+
+pub mod apply;
+pub mod compress;
+pub mod rootless_owner;
+pub mod tar_writer;
+pub mod tree;
+
+use std::io::Write;
+
+pub use apply::{ApplyMode, ApplyOptions, ApplyReport, apply_tar, decompressed};
+pub use compress::{Compression, Compressor};
+pub use tree::{EntryKind, TreeEntry, collect_tree, diff_overlay_upper, diff_trees};
+
+use crate::digest::{Digest, HashingWriter};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// How layers are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerOptions {
+    pub compression: Compression,
+    /// Compression threads (0: all CPUs). The output does not depend on it.
+    pub threads: usize,
+    /// SOURCE_DATE_EPOCH: mtimes are clamped to it.
+    pub source_date_epoch: Option<i64>,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
+        LayerOptions { compression: Compression::default(), threads: 0, source_date_epoch }
+    }
+}
+
+impl LayerOptions {
+    pub(crate) fn thread_count(&self) -> usize {
+        if self.threads == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { self.threads }
+    }
+}
+
+/// A layer written to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// Digest of the compressed blob.
+    pub digest: Digest,
+    pub size: u64,
+    /// Digest of the uncompressed tar.
+    pub diff_id: Digest,
+    pub compression: Compression,
+}
+
+/// Write `entries` as a layer into `out`: returns the diff_id and the writer (with the compressed stream in it).
+pub fn write_layer<W: Write>(entries: &[TreeEntry], out: W, opts: &LayerOptions) -> Result<(Digest, W)> {
+    let compressor =
+        Compressor::new(opts.compression, opts.thread_count(), out).map_err(Error::io("start compressor", "layer"))?;
+    let hashing = tar_writer::write_tar(entries, HashingWriter::new(compressor), opts.source_date_epoch)?;
+    let (diff_id, _, compressor) = hashing.finish();
+    let out = compressor.finish().map_err(Error::io("finish compression", "layer"))?;
+    Ok((diff_id, out))
+}
+
+/// Write `entries` as a layer blob into the store, in one pass.
+pub fn export_layer(entries: &[TreeEntry], store: &Store, opts: &LayerOptions) -> Result<LayerInfo> {
+    let blob = store.blob_writer()?;
+    let (diff_id, blob) = write_layer(entries, blob, opts)?;
+    let (digest, size) = blob.commit()?;
+    Ok(LayerInfo { digest, size, diff_id, compression: opts.compression })
+}

@@ -1,0 +1,320 @@
+//! Layer contents as a sorted list of entries: the whole tree under a directory, the changes an overlay upper
+//! directory holds (overlay whiteouts and opaque directories turned into OCI `.wh.` entries, overlay-internal
+//! xattrs dropped), or the differences between two trees (for the copy-based snapshotter).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+/// What an entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file; its content is read from `source` when the layer is written.
+    File {
+        source: PathBuf,
+        size: u64,
+    },
+    Dir,
+    Symlink {
+        target: Vec<u8>,
+    },
+    /// A second name for a file written earlier in the same layer.
+    Hardlink {
+        target: String,
+    },
+    CharDevice {
+        major: u32,
+        minor: u32,
+    },
+    BlockDevice {
+        major: u32,
+        minor: u32,
+    },
+    Fifo,
+    /// `dir/.wh.name`: `name` was deleted.
+    Whiteout,
+    /// `dir/.wh..wh..opq`: the directory's lower contents are hidden.
+    Opaque,
+}
+
+/// One entry of a layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// Relative path, `/`-separated, raw bytes (names need not be UTF-8). For whiteouts and opaque markers, the
+    /// path of the entry as written in the tar (`dir/.wh.name`, `dir/.wh..wh..opq`).
+    pub path: Vec<u8>,
+    pub kind: EntryKind,
+    /// Permission bits with setuid/setgid/sticky.
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch.
+    pub mtime: i64,
+    /// Extended attributes, sorted by name.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
+pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+/// The xattr that records the real owner of a file unpacked rootless with one id mapped (as umoci does).
+pub const ROOTLESS_XATTR: &str = "user.rootlesscontainers";
+
+fn is_overlay_xattr(name: &str) -> bool {
+    name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
+}
+
+fn path_bytes(p: &Path) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    p.as_os_str().as_bytes().to_vec()
+}
+
+fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+    if parent.is_empty() {
+        name.to_vec()
+    } else {
+        let mut p = parent.to_vec();
+        p.push(b'/');
+        p.extend_from_slice(name);
+        p
+    }
+}
+
+/// Read a file's xattrs (sorted), leaving out overlay-internal ones and, when `owner_xattr` is false, the
+/// rootless ownership record.
+fn read_xattrs(path: &Path, keep_owner_xattr: bool) -> Vec<(String, Vec<u8>)> {
+    let Ok(names) = xattr::list(path) else { return Vec::new() };
+    let mut out: Vec<(String, Vec<u8>)> = names
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| !is_overlay_xattr(n) && (keep_owner_xattr || n != ROOTLESS_XATTR))
+        .filter_map(|n| xattr::get(path, &n).ok().flatten().map(|v| (n, v)))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Tracks inodes already emitted, to turn further names of the same file into hard links.
+#[derive(Default)]
+struct Hardlinks(HashMap<(u64, u64), Vec<u8>>);
+
+impl Hardlinks {
+    fn kind_for(&mut self, meta: &fs::Metadata, rel: &[u8], source: &Path) -> EntryKind {
+        if meta.nlink() > 1 {
+            match self.0.get(&(meta.dev(), meta.ino())) {
+                Some(first) => return EntryKind::Hardlink { target: String::from_utf8_lossy(first).into_owned() },
+                None => {
+                    self.0.insert((meta.dev(), meta.ino()), rel.to_vec());
+                }
+            }
+        }
+        EntryKind::File { source: source.to_path_buf(), size: meta.len() }
+    }
+}
+
+fn device_numbers(rdev: u64) -> (u32, u32) {
+    (rustix::fs::major(rdev), rustix::fs::minor(rdev))
+}
+
+/// The entry for `abs` (relative path `rel`), or `None` for things a layer cannot hold (sockets).
+fn entry_for(abs: &Path, rel: &[u8], meta: &fs::Metadata, links: &mut Hardlinks) -> Result<Option<TreeEntry>> {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        EntryKind::Dir
+    } else if ft.is_file() {
+        links.kind_for(meta, rel, abs)
+    } else if ft.is_symlink() {
+        EntryKind::Symlink { target: path_bytes(&fs::read_link(abs).map_err(Error::io("read link", abs))?) }
+    } else if ft.is_char_device() {
+        let (major, minor) = device_numbers(meta.rdev());
+        EntryKind::CharDevice { major, minor }
+    } else if ft.is_block_device() {
+        let (major, minor) = device_numbers(meta.rdev());
+        EntryKind::BlockDevice { major, minor }
+    } else if ft.is_fifo() {
+        EntryKind::Fifo
+    } else {
+        return Ok(None);
+    };
+    let (mut uid, mut gid) = (meta.uid(), meta.gid());
+    let mut xattrs = if ft.is_symlink() { Vec::new() } else { read_xattrs(abs, true) };
+    // A file unpacked rootless carries its real owner in an xattr; restore it.
+    if let Some(pos) = xattrs.iter().position(|(n, _)| n == ROOTLESS_XATTR) {
+        let (_, v) = xattrs.remove(pos);
+        if let Some((u, g)) = super::rootless_owner::decode(&v) {
+            uid = u.unwrap_or(uid);
+            gid = g.unwrap_or(gid);
+        }
+    }
+    Ok(Some(TreeEntry { path: rel.to_vec(), kind, mode: meta.mode() & 0o7777, uid, gid, mtime: meta.mtime(), xattrs }))
+}
+
+fn sorted_children(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf)>> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut out: Vec<(Vec<u8>, PathBuf)> = fs::read_dir(dir)
+        .map_err(Error::io("read directory", dir))?
+        .map(|e| e.map(|e| (e.file_name().as_bytes().to_vec(), e.path())))
+        .collect::<std::io::Result<_>>()
+        .map_err(Error::io("read directory", dir))?;
+    out.sort();
+    Ok(out)
+}
+
+/// Every entry below `root` (not `root` itself), parents before children, siblings in byte order.
+pub fn collect_tree(root: &Path) -> Result<Vec<TreeEntry>> {
+    let mut out = Vec::new();
+    let mut links = Hardlinks::default();
+    walk(root, b"", &mut links, &mut out, &mut |_, _, _| Ok(Visit::Keep))?;
+    Ok(out)
+}
+
+enum Visit {
+    Keep,
+    Replace(Vec<TreeEntry>),
+}
+
+type Visitor<'a> = dyn FnMut(&Path, &[u8], &fs::Metadata) -> Result<Visit> + 'a;
+
+fn walk(dir: &Path, rel: &[u8], links: &mut Hardlinks, out: &mut Vec<TreeEntry>, visit: &mut Visitor) -> Result<()> {
+    for (name, abs) in sorted_children(dir)? {
+        let child_rel = join(rel, &name);
+        let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
+        match visit(&abs, &child_rel, &meta)? {
+            Visit::Replace(entries) => out.extend(entries),
+            Visit::Keep => {
+                if let Some(e) = entry_for(&abs, &child_rel, &meta, links)? {
+                    out.push(e);
+                }
+            }
+        }
+        if meta.is_dir() {
+            walk(&abs, &child_rel, links, out, visit)?;
+        }
+    }
+    Ok(())
+}
+
+fn overlay_opaque(abs: &Path) -> bool {
+    ["trusted.overlay.opaque", "user.overlay.opaque"]
+        .iter()
+        .any(|n| matches!(xattr::get(abs, n), Ok(Some(v)) if v == b"y"))
+}
+
+fn overlay_whiteout(abs: &Path, meta: &fs::Metadata) -> bool {
+    (meta.file_type().is_char_device() && meta.rdev() == 0)
+        || (meta.is_file()
+            && meta.len() == 0
+            && ["trusted.overlay.whiteout", "user.overlay.whiteout"]
+                .iter()
+                .any(|n| matches!(xattr::get(abs, n), Ok(Some(_)))))
+}
+
+fn whiteout_entry(rel: &[u8], marker_name: Option<&[u8]>, mtime: i64) -> TreeEntry {
+    let (parent, name) = match rel.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&rel[..i], &rel[i + 1..]),
+        None => (&rel[..0], rel),
+    };
+    let (path, kind) = match marker_name {
+        Some(m) => (join(rel, m), EntryKind::Opaque),
+        None => (join(parent, &[WHITEOUT_PREFIX, name].concat()), EntryKind::Whiteout),
+    };
+    TreeEntry { path, kind, mode: 0o600, uid: 0, gid: 0, mtime, xattrs: Vec::new() }
+}
+
+/// The changes an overlay upper directory records: its entries, with whiteout devices (or whiteout xattrs)
+/// turned into `.wh.` entries and opaque directories into `.wh..wh..opq` markers.
+pub fn diff_overlay_upper(upper: &Path) -> Result<Vec<TreeEntry>> {
+    let mut out = Vec::new();
+    let mut links = Hardlinks::default();
+    walk(upper, b"", &mut links, &mut out, &mut |abs, rel, meta| {
+        if overlay_whiteout(abs, meta) {
+            return Ok(Visit::Replace(vec![whiteout_entry(rel, None, meta.mtime())]));
+        }
+        if meta.is_dir() && overlay_opaque(abs) {
+            let mut links = Hardlinks::default();
+            let dir = entry_for(abs, rel, meta, &mut links)?.into_iter().collect::<Vec<_>>();
+            let mut entries = dir;
+            entries.push(whiteout_entry(rel, Some(OPAQUE_MARKER), meta.mtime()));
+            return Ok(Visit::Replace(entries));
+        }
+        Ok(Visit::Keep)
+    })?;
+    Ok(out)
+}
+
+/// What must change in `lower` to get `upper`: new and changed entries (with their parent directories), and
+/// whiteouts for what `upper` no longer has. For the copy-based snapshotter, where there is no overlay.
+pub fn diff_trees(lower: &Path, upper: &Path) -> Result<Vec<TreeEntry>> {
+    let old: BTreeMap<Vec<u8>, TreeEntry> = collect_tree(lower)?.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let new = collect_tree(upper)?;
+    let new_paths: BTreeSet<&[u8]> = new.iter().map(|e| e.path.as_slice()).collect();
+    let mut changed: BTreeMap<Vec<u8>, TreeEntry> = BTreeMap::new();
+    let by_path: HashMap<&[u8], &TreeEntry> = new.iter().map(|e| (e.path.as_slice(), e)).collect();
+    for e in &new {
+        let differs = match old.get(&e.path) {
+            None => true,
+            Some(o) => !same_entry(o, e)?,
+        };
+        if differs {
+            changed.insert(e.path.clone(), e.clone());
+            // Parent directories come along, so the layer carries their metadata.
+            let mut p = e.path.as_slice();
+            while let Some(i) = p.iter().rposition(|&b| b == b'/') {
+                p = &p[..i];
+                if let Some(parent) = by_path.get(p) {
+                    changed.entry(p.to_vec()).or_insert_with(|| (*parent).clone());
+                }
+            }
+        }
+    }
+    for (path, o) in &old {
+        if new_paths.contains(path.as_slice()) {
+            continue;
+        }
+        // Only the topmost deleted path needs a whiteout.
+        let parent_gone = path.iter().rposition(|&b| b == b'/').is_some_and(|i| !new_paths.contains(&path[..i]));
+        if !parent_gone {
+            let w = whiteout_entry(path, None, o.mtime);
+            changed.insert(w.path.clone(), w);
+        }
+    }
+    Ok(changed.into_values().collect())
+}
+
+fn same_entry(a: &TreeEntry, b: &TreeEntry) -> Result<bool> {
+    if (a.mode, a.uid, a.gid, &a.xattrs) != (b.mode, b.uid, b.gid, &b.xattrs) {
+        return Ok(false);
+    }
+    Ok(match (&a.kind, &b.kind) {
+        (EntryKind::File { source: sa, size: za }, EntryKind::File { source: sb, size: zb }) => {
+            za == zb && (a.mtime == b.mtime || same_content(sa, sb)?)
+        }
+        (EntryKind::Dir, EntryKind::Dir) => true,
+        (x, y) => x == y && a.mtime == b.mtime,
+    })
+}
+
+fn same_content(a: &Path, b: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut fa = fs::File::open(a).map_err(Error::io("open", a))?;
+    let mut fb = fs::File::open(b).map_err(Error::io("open", b))?;
+    let (mut ba, mut bb) = (vec![0u8; 1 << 16], vec![0u8; 1 << 16]);
+    loop {
+        let na = fa.read(&mut ba).map_err(Error::io("read", a))?;
+        let mut nb = 0;
+        while nb < na {
+            let n = fb.read(&mut bb[nb..na]).map_err(Error::io("read", b))?;
+            if n == 0 {
+                return Ok(false);
+            }
+            nb += n;
+        }
+        if na == 0 {
+            return Ok(fb.read(&mut bb[..1]).map_err(Error::io("read", b))? == 0);
+        }
+        if ba[..na] != bb[..na] {
+            return Ok(false);
+        }
+    }
+}

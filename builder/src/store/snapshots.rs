@@ -1,0 +1,83 @@
+//! Snapshots: unpacked layers under `snapshots/<hex of diff_id>/`, each a standalone overlay layer directory
+//! (whiteouts in overlay form), made by unpacking into `tmp/` and renaming into place.
+//!
+//! Rootless with subordinate ids, snapshot files belong to ids the invoking user cannot read or remove, so the
+//! operations on snapshot trees go through [`TreeOps`]: in-process here, and run inside the user namespace by a
+//! helper the runtime provides.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::Store;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::layer::{ApplyMode, ApplyOptions, ApplyReport, apply_tar, decompressed};
+
+/// Operations on snapshot trees, which may have to run inside a user namespace.
+pub trait TreeOps: Send + Sync + std::fmt::Debug {
+    /// Unpack the layer blob at `blob` into the new directory `dest` as an overlay layer directory.
+    fn unpack(&self, blob: &Path, dest: &Path, layer_name: &str) -> Result<ApplyReport>;
+    /// Remove a tree.
+    fn remove(&self, path: &Path) -> Result<()>;
+}
+
+/// Tree operations run by this process with its own credentials.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct InProcess;
+
+impl TreeOps for InProcess {
+    fn unpack(&self, blob: &Path, dest: &Path, layer_name: &str) -> Result<ApplyReport> {
+        let file = fs::File::open(blob).map_err(Error::io("open", blob))?;
+        fs::create_dir(dest).map_err(Error::io("create", dest))?;
+        apply_tar(decompressed(file)?, dest, &ApplyOptions::new(ApplyMode::Snapshot, layer_name))
+    }
+
+    fn remove(&self, path: &Path) -> Result<()> {
+        super::remove_path(path).map_err(Error::io("remove", path))
+    }
+}
+
+impl Store {
+    pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
+        self.root.join("snapshots").join(diff_id.hex())
+    }
+
+    /// The snapshot of a layer, unpacking the layer blob first if needed.
+    pub fn ensure_snapshot(&self, ops: &dyn TreeOps, diff_id: &Digest, blob: &Digest) -> Result<PathBuf> {
+        let path = self.snapshot_path(diff_id);
+        if path.is_dir() {
+            return Ok(path);
+        }
+        let tmp = self.tmp.path("snapshot");
+        let result = ops.unpack(&self.blob_path(blob), &tmp, blob.as_str());
+        if let Err(e) = result {
+            let _ = ops.remove(&tmp);
+            return Err(e);
+        }
+        match fs::rename(&tmp, &path) {
+            Ok(()) => Ok(path),
+            // Another process made the same snapshot meanwhile: theirs is as good as ours.
+            Err(_) if path.is_dir() => {
+                let _ = ops.remove(&tmp);
+                Ok(path)
+            }
+            Err(e) => {
+                let _ = ops.remove(&tmp);
+                Err(Error::io("rename into snapshots", &path)(e))
+            }
+        }
+    }
+
+    /// Every snapshot's diff_id.
+    pub fn list_snapshots(&self) -> Result<Vec<Digest>> {
+        let dir = self.root.join("snapshots");
+        let mut out = Vec::new();
+        for e in fs::read_dir(&dir).map_err(Error::io("read", &dir))?.flatten() {
+            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::parse(&format!("sha256:{n}")).ok()) {
+                out.push(d);
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+}

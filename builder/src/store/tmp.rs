@@ -1,0 +1,112 @@
+//! The store's `tmp/` area. Each process gets its own directory `tmp/<pid>-<n>/` and holds an exclusive lock on
+//! `tmp/<pid>-<n>.lock` while it lives; at start, every entry whose lock can be taken belongs to a process that
+//! is gone and is swept. A live process's entries are never touched.
+
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// This process's private temporary directory inside the store.
+#[derive(Debug)]
+pub struct TmpArea {
+    dir: PathBuf,
+    lock_path: PathBuf,
+    _lock: File,
+    counter: AtomicU64,
+}
+
+impl TmpArea {
+    /// Sweep entries of dead processes, then create and lock this process's directory.
+    pub(crate) fn open(tmp_root: &Path) -> Result<TmpArea> {
+        fs::create_dir_all(tmp_root).map_err(Error::io("create", tmp_root))?;
+        sweep(tmp_root)?;
+        static SEQ: AtomicU64 = AtomicU64::new(0);
+        let name = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+        // The lock file appears under its final name only once it is locked, and the directory only after that,
+        // so a concurrent sweep never mistakes a starting process for a dead one.
+        let lock_path = tmp_root.join(format!("{name}.lock"));
+        let new_path = tmp_root.join(format!("{name}.lock.new"));
+        let lock = File::create(&new_path).map_err(Error::io("create", &new_path))?;
+        lock.lock().map_err(Error::io("lock", &new_path))?;
+        fs::rename(&new_path, &lock_path).map_err(Error::io("rename", &new_path))?;
+        let dir = tmp_root.join(&name);
+        fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        Ok(TmpArea { dir, lock_path, _lock: lock, counter: AtomicU64::new(0) })
+    }
+
+    /// A fresh path inside this process's directory (nothing is created).
+    pub fn path(&self, tag: &str) -> PathBuf {
+        self.dir.join(format!("{tag}-{}", self.counter.fetch_add(1, Ordering::SeqCst)))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TmpArea {
+    fn drop(&mut self) {
+        let _ = remove_any(&self.dir);
+        let _ = fs::remove_file(&self.lock_path);
+    }
+}
+
+/// Remove a file or a directory tree, whichever `path` is.
+pub(crate) fn remove_any(path: &Path) -> std::io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => {
+            make_tree_writable(path);
+            fs::remove_dir_all(path)
+        }
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Give the owner write and search permission on every directory below `path`, so that a tree unpacked with
+/// read-only directories can be removed.
+fn make_tree_writable(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(m) = fs::symlink_metadata(path) else { return };
+    if !m.is_dir() {
+        return;
+    }
+    let mode = m.permissions().mode();
+    if mode & 0o700 != 0o700 {
+        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700));
+    }
+    if let Ok(entries) = fs::read_dir(path) {
+        for e in entries.flatten() {
+            make_tree_writable(&e.path());
+        }
+    }
+}
+
+/// Remove every `tmp/<name>` whose `<name>.lock` no live process holds (and stray entries without a lock file).
+fn sweep(tmp_root: &Path) -> Result<()> {
+    let entries = fs::read_dir(tmp_root).map_err(Error::io("read", tmp_root))?;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_string) else { continue };
+        let stem = name.strip_suffix(".lock").or_else(|| name.strip_suffix(".lock.new"));
+        if let Some(stem) = stem {
+            let Ok(lock) = File::open(&path) else { continue };
+            match lock.try_lock() {
+                Ok(()) => {
+                    if name.ends_with(".lock") {
+                        let _ = remove_any(&tmp_root.join(stem));
+                    }
+                    let _ = fs::remove_file(&path);
+                }
+                Err(TryLockError::WouldBlock | TryLockError::Error(_)) => {}
+            }
+        } else if !tmp_root.join(format!("{name}.lock")).exists() {
+            // A directory or file whose owner's lock file is gone: its owner finished or died.
+            let _ = remove_any(&path);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! The store commands: `images`, `inspect`, `tag`, `rmi`, `prune`, `system df`, `fsck`, `save`, `load`.
+//! Wherever an image is named, `oci-layout://PATH[:TAG]` works too (the image is imported first).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use rbuild_builder::digest::Digest;
+use rbuild_builder::export::{self, ArchiveFormat};
+use rbuild_builder::store::{PruneOptions, Store};
+use rbuild_registry::Reference;
+use serde_json::json;
+
+/// Open the store at `--root`, `$RBUILD_ROOT` or the default location.
+pub fn open_store(root: &Option<PathBuf>) -> anyhow::Result<Store> {
+    let root = root.clone().unwrap_or_else(Store::default_root);
+    Store::open(&root).with_context(|| format!("cannot open the store at {}", root.display()))
+}
+
+/// The manifest digest an image argument names: a store name or digest, or `oci-layout://...`.
+fn resolve(store: &Store, image: &str) -> anyhow::Result<(Option<Reference>, Digest)> {
+    if image.starts_with("oci-layout://") {
+        return Ok((None, export::import_layout_reference(store, image)?));
+    }
+    let record = store.resolve_image(image)?;
+    Ok((Some(record.name.clone()), record.digest()?))
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// The image (name, digest, or oci-layout://PATH[:TAG]).
+    pub image: String,
+}
+
+pub fn images(store: &Store) -> anyhow::Result<ExitCode> {
+    println!("{:<48} {:<14} {:>10}", "IMAGE", "DIGEST", "SIZE");
+    for r in store.images()? {
+        let digest = r.digest()?;
+        let size: u64 = export::load_image(store, &digest)
+            .map(|i| i.layers.iter().map(|l| l.size).sum::<u64>() + i.config_bytes.len() as u64)
+            .unwrap_or(0);
+        println!("{:<48} {:<14} {:>10}", r.name.familiar(), &digest.hex()[..12], human_size(size));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn inspect(store: &Store, args: InspectArgs) -> anyhow::Result<ExitCode> {
+    let (name, digest) = resolve(store, &args.image)?;
+    let img = export::load_image(store, &digest)?;
+    let manifest: serde_json::Value = serde_json::from_slice(&img.manifest_bytes)?;
+    let out = json!({
+        "Name": name.map(|n| n.to_string()),
+        "Digest": img.manifest_digest.as_str(),
+        "Manifest": manifest,
+        "Config": img.config,
+    });
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn tag(store: &Store, source: &str, target: &str) -> anyhow::Result<ExitCode> {
+    let (_, digest) = resolve(store, source)?;
+    let img = export::load_image(store, &digest)?;
+    let descriptor = if img.manifest_digest == digest {
+        img.descriptor()?
+    } else {
+        let size = std::fs::metadata(store.blob_path(&digest))?.len();
+        rbuild_builder::export::image::descriptor(rbuild_builder::export::image::OCI_INDEX, size, &digest)?
+    };
+    store.tag_image(&Reference::parse(target)?, &descriptor)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn rmi(store: &Store, images: &[String]) -> anyhow::Result<ExitCode> {
+    for image in images {
+        let record = store.resolve_image(image)?;
+        store.untag_image(&record.name)?;
+        println!("Untagged: {}", record.name.familiar());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Also remove cache mounts.
+    #[arg(long, short = 'a')]
+    pub all: bool,
+    /// Keep this much storage (e.g. 10GB, 512MB); unreferenced data goes oldest first until the store fits.
+    #[arg(long, value_parser = parse_size)]
+    pub keep_storage: Option<u64>,
+}
+
+pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let r = store.prune(PruneOptions { all: args.all, keep_storage: args.keep_storage })?;
+    println!(
+        "Removed {} blobs, {} snapshots, {} cache mounts; reclaimed {}",
+        r.blobs,
+        r.snapshots,
+        r.mounts,
+        human_size(r.bytes)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SystemCommand {
+    /// Show how much space the store uses, by kind.
+    Df,
+}
+
+pub fn system_df(store: &Store) -> anyhow::Result<ExitCode> {
+    let u = store.usage()?;
+    println!("{:<16} {:>8} {:>10}", "TYPE", "COUNT", "SIZE");
+    println!("{:<16} {:>8} {:>10}", "Images", u.images, "");
+    for (name, (n, s)) in
+        [("Blobs", u.blobs), ("Snapshots", u.snapshots), ("Cache records", u.cache_records), ("Cache mounts", u.mounts)]
+    {
+        println!("{name:<16} {n:>8} {:>10}", human_size(s));
+    }
+    println!("Reclaimable: {}", human_size(u.reclaimable));
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn fsck(store: &Store) -> anyhow::Result<ExitCode> {
+    let r = store.fsck()?;
+    for p in &r.problems {
+        println!("problem: {p}");
+    }
+    println!(
+        "checked {} blobs, {} images, {} snapshots: {}",
+        r.blobs_checked,
+        r.images_checked,
+        r.snapshots_checked,
+        if r.is_clean() { "store is clean".to_string() } else { format!("{} problems", r.problems.len()) }
+    );
+    Ok(if r.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SaveFormat {
+    /// An OCI archive (a tar of an OCI image layout).
+    Oci,
+    /// A Docker archive, as `docker load` reads it.
+    Docker,
+}
+
+#[derive(Debug, Args)]
+pub struct SaveArgs {
+    /// Where to write the archive (`-` for standard output; an existing directory receives an OCI layout).
+    #[arg(short = 'o', long = "output")]
+    pub output: PathBuf,
+    #[arg(long, value_enum, default_value = "oci")]
+    pub format: SaveFormat,
+    /// The images to save.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
+    let mut images = Vec::new();
+    for i in &args.images {
+        let (name, digest) = resolve(store, i)?;
+        let name = match name {
+            Some(n) => n,
+            None => Reference::parse(&format!("imported:{}", &digest.hex()[..12]))?,
+        };
+        images.push((name, digest));
+    }
+    let format = match args.format {
+        SaveFormat::Oci => ArchiveFormat::Oci,
+        SaveFormat::Docker => ArchiveFormat::Docker,
+    };
+    export::save(store, &images, format, &args.output)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// The archive or OCI layout directory (default: standard input).
+    #[arg(short = 'i', long = "input", default_value = "-")]
+    pub input: PathBuf,
+}
+
+pub fn load(store: &Store, args: LoadArgs) -> anyhow::Result<ExitCode> {
+    let records = export::load(store, Path::new(&args.input))?;
+    if records.is_empty() {
+        bail!("{} holds no named image", args.input.display());
+    }
+    for r in records {
+        println!("Loaded image: {} ({})", r.name.familiar(), r.digest()?);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Parse `512MB`, `10GB`, `1g`, `1024` into bytes (powers of 1024, as Docker does).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let digits = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
+    let (num, unit) = t.split_at(digits);
+    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 512MB or 10GB"))?;
+    let mult: f64 = match unit.trim() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        u => return Err(format!("invalid size unit {u:?} in {s:?} (use B, KB, MB, GB or TB)")),
+    };
+    Ok((n * mult) as u64)
+}
+
+pub fn human_size(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1000.0 && i < units.len() - 1 {
+        v /= 1000.0;
+        i += 1;
+    }
+    if i == 0 { format!("{n}B") } else { format!("{v:.1}{}", units[i]) }
+}
