@@ -4,8 +4,9 @@
 set -euo pipefail
 
 # skopeo, umoci: independent checks of the images rbuild and vendor-test-images write.
+# docker.io: a private dockerd that loads and runs rbuild's archives (started by the tests, as root).
 # debootstrap: the debian test image. ca-certificates, gzip, tar: the image scripts.
-packages=(skopeo umoci debootstrap ca-certificates gzip tar)
+packages=(skopeo umoci docker.io debootstrap ca-certificates gzip tar)
 test_user=rbuild-test
 
 missing=()

@@ -182,3 +182,63 @@ pub fn require_tool(name: &str) -> PathBuf {
     }
     panic!("{name} is not installed: run scripts/install-test-deps.sh (scripts/test runs it)");
 }
+
+/// A private Docker engine (Debian's `docker.io`) for checking rbuild's output with a real engine: its own
+/// data root, exec root, pid file and socket, no bridge and no iptables. Needs root. Stopped when dropped.
+#[derive(Debug)]
+pub struct PrivateDockerd {
+    dir: TempDir,
+    child: std::process::Child,
+}
+
+impl PrivateDockerd {
+    /// Start the engine and wait until it answers (up to 60 s).
+    pub fn start() -> PrivateDockerd {
+        let dockerd = require_tool("dockerd");
+        let dir = TempDir::new("dockerd");
+        let p = dir.path().to_path_buf();
+        let p = p.as_path();
+        let log = File::create(p.join("dockerd.log")).expect("create log");
+        let child = Command::new(dockerd)
+            .arg("--data-root")
+            .arg(p.join("data"))
+            .arg("--exec-root")
+            .arg(p.join("exec"))
+            .arg("--pidfile")
+            .arg(p.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", p.join("docker.sock").display()))
+            .args(["--bridge=none", "--iptables=false", "--ip6tables=false"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start dockerd");
+        let engine = PrivateDockerd { dir, child };
+        for _ in 0..120 {
+            if engine.docker(&["version"]).status.success() {
+                return engine;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+        panic!("dockerd did not start: {}", std::fs::read_to_string(p.join("dockerd.log")).unwrap_or_default());
+    }
+
+    /// Run the package's own client (`/usr/bin/docker`; another `docker` may come first on PATH).
+    pub fn docker(&self, args: &[&str]) -> Output {
+        let sock = format!("unix://{}", self.dir.path().join("docker.sock").display());
+        Command::new("/usr/bin/docker").arg("-H").arg(sock).args(args).output().expect("run docker")
+    }
+}
+
+impl Drop for PrivateDockerd {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        // The engine's mounts live under the data root; make sure none outlive it.
+        let data = self.dir.path().join("data");
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!("grep -o ' {}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l", data.display()))
+            .status();
+    }
+}

@@ -23,14 +23,22 @@ impl TmpArea {
         fs::create_dir_all(tmp_root).map_err(Error::io("create", tmp_root))?;
         sweep(tmp_root)?;
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let name = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
         // The lock file appears under its final name only once it is locked, and the directory only after that,
-        // so a concurrent sweep never mistakes a starting process for a dead one.
-        let lock_path = tmp_root.join(format!("{name}.lock"));
-        let new_path = tmp_root.join(format!("{name}.lock.new"));
-        let lock = File::create(&new_path).map_err(Error::io("create", &new_path))?;
-        lock.lock().map_err(Error::io("lock", &new_path))?;
-        fs::rename(&new_path, &lock_path).map_err(Error::io("rename", &new_path))?;
+        // so a concurrent sweep never mistakes a starting process for a dead one. A sweep may still remove the
+        // `.lock.new` file between its creation and its locking; then the rename fails and we start over.
+        let mut attempts = 0;
+        let (name, lock_path, lock) = loop {
+            let name = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+            let lock_path = tmp_root.join(format!("{name}.lock"));
+            let new_path = tmp_root.join(format!("{name}.lock.new"));
+            let lock = File::create(&new_path).map_err(Error::io("create", &new_path))?;
+            lock.lock().map_err(Error::io("lock", &new_path))?;
+            match fs::rename(&new_path, &lock_path) {
+                Ok(()) => break (name, lock_path, lock),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
+                Err(e) => return Err(Error::io("rename", &new_path)(e)),
+            }
+        };
         let dir = tmp_root.join(&name);
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
         Ok(TmpArea { dir, lock_path, _lock: lock, counter: AtomicU64::new(0) })
