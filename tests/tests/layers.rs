@@ -8,6 +8,7 @@ use std::fs;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::Path;
+use std::process::Command;
 
 use rbuild_builder::Error;
 use rbuild_builder::layer::{
@@ -383,4 +384,106 @@ fn snapshots_hold_overlay_whiteouts() {
     let mut content = String::new();
     fs::File::open(snap.join("o/new")).unwrap().read_to_string(&mut content).unwrap();
     assert_eq!(content, "new");
+}
+
+#[test]
+fn several_layers_export_concurrently_with_the_same_results() {
+    let dir = TempDir::new("concurrent-export");
+    let store = Store::open(&dir.path().join("store")).unwrap();
+    let trees: Vec<_> = (0..4)
+        .map(|i| {
+            let t = dir.path().join(format!("t{i}"));
+            for j in 0..20 {
+                write(&t, &format!("d{}/f{j}", j % 4), &format!("layer {i} file {j} ").repeat(5000));
+            }
+            collect_tree(&t).unwrap()
+        })
+        .collect();
+    let opts = LayerOptions { compression: Compression::Gzip { level: 6 }, threads: 2, source_date_epoch: Some(0) };
+    let sequential: Vec<_> = trees.iter().map(|t| export_layer(t, &store, &opts).unwrap()).collect();
+    let parallel: Vec<_> = std::thread::scope(|s| {
+        let handles: Vec<_> = trees.iter().map(|t| s.spawn(|| export_layer(t, &store, &opts).unwrap())).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(sequential, parallel);
+    assert!(store.fsck().unwrap().is_clean());
+}
+
+#[test]
+fn rootless_unpack_records_owners_in_an_xattr_and_repacking_restores_them() {
+    use rbuild_tests::{TEST_USER, run_rbuild};
+    if !running_as_root() {
+        let _ = std::io::stderr()
+            .write_all(b"SKIPPED rootless_unpack_records_owners...: creating files of other owners needs root\n");
+        return;
+    }
+    let dir = TempDir::new("rootless-owners");
+    let tree = dir.path().join("tree");
+    write(&tree, "own1000", "a");
+    write(&tree, "own2000", "b");
+    write(&tree, "rootfile", "c");
+    std::os::unix::fs::chown(tree.join("own1000"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(tree.join("own2000"), Some(2000), Some(3000)).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &tree.join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    let layer = dir.path().join("layer.tar");
+    let out = run_rbuild(
+        &["debug", "pack", tree.to_str().unwrap(), "-o", layer.to_str().unwrap(), "--compression", "uncompressed"],
+        None,
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let work = dir.path().join("work");
+    fs::create_dir(&work).unwrap();
+    fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(Command::new("chown").arg(TEST_USER).arg(&work).status().unwrap().success());
+    let as_user = |args: String| {
+        Command::new("runuser")
+            .args(["-u", TEST_USER, "--", "sh", "-c"])
+            .arg(format!("{} {args}", rbuild_tests::rbuild_bin().display()))
+            .output()
+            .unwrap()
+    };
+    let unpacked = work.join("unpacked");
+    let out = as_user(format!("debug unpack {} {}", layer.display(), unpacked.display()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["skipped_devices"], 1, "{report}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("device nodes cannot be created without root"));
+    // Files belong to the user; their real owners are in user.rootlesscontainers (umoci's format).
+    let user_uid = fs::metadata(&work).unwrap().uid();
+    assert_eq!(fs::metadata(unpacked.join("own1000")).unwrap().uid(), user_uid);
+    let owner = |f: &str| {
+        xattr::get(unpacked.join(f), rbuild_builder::layer::tree::ROOTLESS_XATTR)
+            .unwrap()
+            .map(|v| rbuild_builder::layer::rootless_owner::decode(&v).unwrap())
+    };
+    assert_eq!(owner("own1000"), Some((Some(1000), Some(1000))));
+    assert_eq!(owner("own2000"), Some((Some(2000), Some(3000))));
+    assert_eq!(owner("rootfile"), None);
+    // Packing the tree again as the user gives back the original owners.
+    let repacked = work.join("re.tar");
+    let out =
+        as_user(format!("debug pack {} -o {} --compression uncompressed", unpacked.display(), repacked.display()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut a = tar::Archive::new(fs::File::open(&repacked).unwrap());
+    let owners: BTreeMap<String, (u64, u64)> = a
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            (String::from_utf8_lossy(&e.path_bytes()).into_owned(), (h.uid().unwrap(), h.gid().unwrap()))
+        })
+        .collect();
+    assert_eq!(owners["own1000"], (1000, 1000));
+    assert_eq!(owners["own2000"], (2000, 3000));
+    // Rootless, the user is root inside the image: its own files are 0:0 again.
+    assert_eq!(owners["rootfile"], (0, 0));
 }

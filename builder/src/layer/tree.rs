@@ -113,6 +113,18 @@ impl Hardlinks {
     }
 }
 
+/// The owner a file has in an image. Rootless (one id mapped), the invoking user is root inside the image, so
+/// its own uid and gid stand for 0, as in umoci's rootless mode.
+fn owner_in_image(uid: u32, gid: u32) -> (u32, u32) {
+    let (euid, egid) = (rustix::process::geteuid(), rustix::process::getegid());
+    if euid.is_root() {
+        return (uid, gid);
+    }
+    let u = if uid == euid.as_raw() { 0 } else { uid };
+    let g = if gid == egid.as_raw() { 0 } else { gid };
+    (u, g)
+}
+
 fn device_numbers(rdev: u64) -> (u32, u32) {
     (rustix::fs::major(rdev), rustix::fs::minor(rdev))
 }
@@ -137,7 +149,7 @@ fn entry_for(abs: &Path, rel: &[u8], meta: &fs::Metadata, links: &mut Hardlinks)
     } else {
         return Ok(None);
     };
-    let (mut uid, mut gid) = (meta.uid(), meta.gid());
+    let (mut uid, mut gid) = owner_in_image(meta.uid(), meta.gid());
     let mut xattrs = if ft.is_symlink() { Vec::new() } else { read_xattrs(abs, true) };
     // A file unpacked rootless carries its real owner in an xattr; restore it.
     if let Some(pos) = xattrs.iter().position(|(n, _)| n == ROOTLESS_XATTR) {
