@@ -426,7 +426,7 @@ fn rootless_unpack_records_owners_in_an_xattr_and_repacking_restores_them() {
     std::os::unix::fs::chown(tree.join("own2000"), Some(2000), Some(3000)).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &tree.join("null"),
+        tree.join("null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
