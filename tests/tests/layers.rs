@@ -116,6 +116,8 @@ fn make_lower_and_upper(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) 
     for d in ["dir", "opq"] {
         fs::set_permissions(upper.join(d), fs::Permissions::from_mode(0o755)).unwrap();
     }
+    // A socket cannot be in a layer: it is skipped.
+    let _listener = std::os::unix::net::UnixListener::bind(upper.join("sock")).unwrap();
     (lower, upper)
 }
 

@@ -353,3 +353,107 @@ fn a_docker_engine_loads_and_runs_rbuilds_docker_archive() {
         engine.docker(&["run", "--rm", "--network", "none", "rbuild-test/hello:1", "sh", "-c", "id -u; ls /bin/sh"]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "0\n/bin/sh\n");
 }
+
+#[test]
+fn prune_waits_while_another_process_uses_the_store() {
+    let dir = TempDir::new("prune-waits");
+    let root = dir.path().join("store");
+    let store = Store::open(&root).unwrap();
+    // An unreferenced blob, as a build in progress holds before it names its image.
+    let in_flight = store.put_blob_bytes(b"layer of a build in progress").unwrap();
+    let mut prune = Command::new(rbuild_tests::rbuild_bin())
+        .args(["--root", root.to_str().unwrap(), "prune"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(prune.try_wait().unwrap().is_none(), "prune ran while the store was in use");
+    assert!(store.has_blob(&in_flight));
+    drop(store);
+    let out = prune.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Removed 1 blobs"));
+    assert!(!root.join("blobs/sha256").join(in_flight.hex()).exists());
+}
+
+#[test]
+fn prune_keep_storage_drops_oldest_first_and_all_drops_cache_mounts() {
+    let dir = TempDir::new("prune-budget");
+    let root = dir.path().join("store");
+    let store = Store::open(&root).unwrap();
+    let mut blobs = Vec::new();
+    for i in 0..4u8 {
+        let d = store.put_blob_bytes(&vec![i; 100_000]).unwrap();
+        // Oldest first: blob 0 was used longest ago.
+        let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + u64::from(i) * 1000);
+        fs::File::options().write(true).open(store.blob_path(&d)).unwrap().set_modified(t).unwrap();
+        blobs.push(d);
+    }
+    fs::create_dir_all(root.join("mounts/cache-a")).unwrap();
+    fs::write(root.join("mounts/cache-a/data"), vec![0u8; 1000]).unwrap();
+    drop(store);
+    let out = rb_ok(&root, &["prune", "--keep-storage", "250KB"]);
+    assert!(out.contains("Removed 2 blobs"), "{out}");
+    let exists: Vec<bool> = blobs.iter().map(|d| root.join("blobs/sha256").join(d.hex()).exists()).collect();
+    assert_eq!(exists, [false, false, true, true], "the two oldest go first");
+    assert!(root.join("mounts/cache-a").exists(), "cache mounts stay without --all");
+    let out = rb_ok(&root, &["prune", "--all"]);
+    assert!(out.contains("Removed 2 blobs, 0 snapshots, 1 cache mounts"), "{out}");
+    let (ok, _, err) = rb(&root, &["prune", "--keep-storage", "lots"]);
+    assert!(!ok && err.contains("invalid size"), "{err}");
+}
+
+#[test]
+fn default_store_locations() {
+    let dir = TempDir::new("default-root");
+    let bin = rbuild_tests::rbuild_bin();
+    let env_root = dir.path().join("from-env");
+    let out = Command::new(&bin).arg("images").env("RBUILD_ROOT", &env_root).output().unwrap();
+    assert!(out.status.success());
+    assert!(env_root.join("blobs/sha256").is_dir() && env_root.join("images").is_dir());
+    if !running_as_root() {
+        return; // the per-user defaults are checked as the unprivileged user below, when running as root
+    }
+    assert!(Command::new("chown").arg(TEST_USER).arg(dir.path()).status().unwrap().success());
+    let as_user = |env: &str| {
+        Command::new("runuser")
+            .args(["-u", TEST_USER, "--", "env", "-u", "RBUILD_ROOT"])
+            .args(env.split(' '))
+            .arg(&bin)
+            .arg("images")
+            .output()
+            .unwrap()
+    };
+    let home = dir.path();
+    let out = as_user(&format!("HOME={} XDG_DATA_HOME=", home.display()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(home.join(".local/share/rbuild/blobs/sha256").is_dir());
+    let out = as_user(&format!("HOME={} XDG_DATA_HOME={}/xdg", home.display(), home.display()));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(home.join("xdg/rbuild/blobs/sha256").is_dir());
+}
+
+#[test]
+fn compressed_docker_archives_load() {
+    let dir = TempDir::new("docker-gz");
+    let root = dir.path().join("store");
+    rb_ok(&root, &["load", "-i", test_image("busybox").to_str().unwrap()]);
+    let tar = dir.path().join("bb.tar");
+    rb_ok(&root, &["save", "--format", "docker", "-o", tar.to_str().unwrap(), "busybox"]);
+    for (tool, ext) in [("gzip", "gz"), ("zstd", "zst")] {
+        if Command::new(tool).arg("--version").output().is_err() {
+            continue;
+        }
+        let packed = dir.path().join(format!("bb.tar.{ext}"));
+        let cmd = format!("{tool} -c {} > {}", tar.display(), packed.display());
+        assert!(Command::new("sh").arg("-c").arg(cmd).status().unwrap().success());
+        let r = dir.path().join(format!("store-{ext}"));
+        let out = rb_ok(&r, &["load", "-i", packed.to_str().unwrap()]);
+        assert!(out.contains("busybox:latest"), "{out}");
+        assert!(rb_ok(&r, &["fsck"]).contains("store is clean"));
+    }
+    // And from standard input, as `docker load` reads it.
+    let r = dir.path().join("store-stdin");
+    let out = run_rbuild(&["--root", r.to_str().unwrap(), "load"], Some(&fs::read(&tar).unwrap()), None);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("busybox:latest"));
+}
