@@ -226,15 +226,10 @@ fn import_docker_archive(store: &Store, dir: &Path) -> Result<Vec<ImageRecord>> 
             };
             let file = fs::File::open(&path).map_err(Error::io("open", &path))?;
             let (digest, size) = store.put_blob(file, None)?;
-            layers.push(json!({ "mediaType": media_type, "size": size, "digest": digest.as_str() }));
+            layers.push(super::image::LayerRef { digest, size, media_type: media_type.to_string() });
         }
-        let manifest_doc = json!({
-            "schemaVersion": 2,
-            "mediaType": DOCKER_MANIFEST,
-            "config": { "mediaType": DOCKER_CONFIG, "size": config_bytes.len(), "digest": config_digest.as_str() },
-            "layers": layers,
-        });
-        let manifest_bytes = to_json(&manifest_doc)?;
+        let config_desc = descriptor(DOCKER_CONFIG, config_bytes.len() as u64, &config_digest)?;
+        let manifest_bytes = super::image::manifest_json(DOCKER_MANIFEST, config_desc, &layers)?;
         let manifest_digest = store.put_blob_bytes(&manifest_bytes)?;
         let desc = descriptor(DOCKER_MANIFEST, manifest_bytes.len() as u64, &manifest_digest)?;
         for tag in entry["RepoTags"].as_array().into_iter().flatten() {

@@ -163,6 +163,19 @@ pub fn image_blobs(store: &Store, digest: &Digest) -> Result<Vec<Digest>> {
     Ok(out)
 }
 
+/// An image manifest (OCI, or Docker schema2 by media type) as the bytes rbuild stores, built with oci-spec.
+pub fn manifest_json(media_type: &str, config: Descriptor, layers: &[LayerRef]) -> Result<Vec<u8>> {
+    let layers = layers.iter().map(|l| descriptor(&l.media_type, l.size, &l.digest)).collect::<Result<Vec<_>>>()?;
+    let manifest = oci_spec::image::ImageManifestBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::from(media_type))
+        .config(config)
+        .layers(layers)
+        .build()
+        .map_err(|e| malformed("image manifest", &e.to_string()))?;
+    serde_json::to_vec(&manifest).map_err(|source| Error::Json { what: "image manifest".into(), source })
+}
+
 /// Serialise a JSON document the way rbuild stores them (compact, keys in the order given).
 pub fn to_json(v: &Value) -> Result<Vec<u8>> {
     serde_json::to_vec(v).map_err(|source| Error::Json { what: "image document".into(), source })
@@ -230,15 +243,8 @@ pub fn write_image(
             .to_string(),
         }
     }));
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": manifest_type,
-        "config": { "mediaType": config_type, "digest": config_digest.as_str(), "size": config_bytes.len() },
-        "layers": layers.iter().map(|l| serde_json::json!({
-            "mediaType": l.media_type, "digest": l.digest.as_str(), "size": l.size
-        })).collect::<Vec<_>>(),
-    });
-    let manifest_bytes = to_json(&manifest)?;
+    let config_desc = descriptor(config_type, config_bytes.len() as u64, &config_digest)?;
+    let manifest_bytes = manifest_json(manifest_type, config_desc, &layers)?;
     let manifest_digest = store.put_blob_bytes(&manifest_bytes)?;
     Ok(LoadedImage {
         manifest_digest,

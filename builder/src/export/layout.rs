@@ -5,9 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use rbuild_registry::Reference;
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use super::image::{OCI_INDEX, image_blobs, load_image, malformed, to_json};
+use super::image::{OCI_INDEX, image_blobs, load_image, malformed};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::store::{ImageRecord, Store};
@@ -165,17 +165,31 @@ pub fn export_layout(store: &Store, images: &[(Reference, Digest)], dir: &Path) 
         let media_type =
             if loaded.manifest_digest == *digest { loaded.manifest_media_type.clone() } else { OCI_INDEX.to_string() };
         let size = fs::metadata(store.blob_path(digest)).map_err(Error::io("stat", store.blob_path(digest)))?.len();
-        let mut annotations = serde_json::Map::new();
-        annotations.insert(CONTAINERD_NAME.into(), json!(name.to_string()));
-        annotations.insert(REF_NAME.into(), json!(name.tag.clone().unwrap_or_else(|| "latest".into())));
-        manifests.push(json!({
-            "mediaType": media_type,
-            "digest": digest.as_str(),
-            "size": size,
-            "annotations": annotations,
-        }));
+        let mut d = super::image::descriptor(&media_type, size, digest)?;
+        d.set_annotations(Some(
+            [
+                (CONTAINERD_NAME.to_string(), name.to_string()),
+                (REF_NAME.to_string(), name.tag.clone().unwrap_or_else(|| "latest".into())),
+            ]
+            .into_iter()
+            .collect(),
+        ));
+        manifests.push(d);
     }
-    let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests });
-    crate::store::write_atomically(&dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    crate::store::write_atomically(&dir.join("index.json"), &to_json(&index)?)
+    let index = oci_spec::image::ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(oci_spec::image::MediaType::ImageIndex)
+        .manifests(manifests)
+        .build()
+        .map_err(|e| malformed("image index", &e.to_string()))?;
+    let layout = oci_spec::image::OciLayoutBuilder::default()
+        .image_layout_version("1.0.0")
+        .build()
+        .map_err(|e| malformed("oci-layout", &e.to_string()))?;
+    crate::store::write_atomically(&dir.join("oci-layout"), &serialize(&layout, "oci-layout")?)?;
+    crate::store::write_atomically(&dir.join("index.json"), &serialize(&index, "index.json")?)
+}
+
+fn serialize<T: serde::Serialize>(v: &T, what: &str) -> Result<Vec<u8>> {
+    serde_json::to_vec(v).map_err(|source| Error::Json { what: what.to_string(), source })
 }
