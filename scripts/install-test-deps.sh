@@ -6,7 +6,8 @@ set -euo pipefail
 # skopeo, umoci: independent checks of the images rbuild and vendor-test-images write.
 # docker.io: a private dockerd that loads and runs rbuild's archives (started by the tests, as root).
 # debootstrap: the debian test image. ca-certificates, gzip, tar: the image scripts.
-packages=(skopeo umoci docker.io debootstrap ca-certificates gzip tar)
+# uidmap: newuidmap/newgidmap, for sandboxes that map subordinate ids.
+packages=(skopeo umoci docker.io uidmap debootstrap ca-certificates gzip tar)
 test_user=rbuild-test
 
 missing=()
@@ -30,7 +31,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if [ "$(id -u)" = 0 ] && ! id "$test_user" >/dev/null 2>&1; then
-  useradd --create-home --shell /bin/sh "$test_user"
-  echo "install-test-deps: created user $test_user"
+if [ "$(id -u)" = 0 ]; then
+  if ! id "$test_user" >/dev/null 2>&1; then
+    useradd --create-home --shell /bin/sh "$test_user"
+    echo "install-test-deps: created user $test_user"
+  fi
+  # Subordinate id ranges, so the user's sandboxes can map files of any owner.
+  for f in /etc/subuid /etc/subgid; do
+    touch "$f"
+    grep -q "^$test_user:" "$f" || echo "$test_user:200000:65536" >> "$f"
+  done
 fi

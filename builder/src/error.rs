@@ -73,6 +73,10 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// The sandbox that runs a step failed (not the step itself, whose exit status is reported).
+    #[error(transparent)]
+    Sandbox(Box<rbuild_runtime::Error>),
+
     /// A Dockerfile that cannot be read from disk.
     #[error("cannot read Dockerfile {path}: {source}")]
     DockerfileRead {

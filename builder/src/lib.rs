@@ -13,6 +13,7 @@ mod error;
 pub mod export;
 mod glob;
 pub mod layer;
+pub mod run_image;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -21,6 +21,8 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile (for now: `--check` validates without building).
     Build(commands::build::BuildArgs),
+    /// Run a command in an image in a rootless sandbox (the changes are discarded).
+    Run(commands::run::RunArgs),
     /// List the images in the store.
     Images,
     /// Show an image's manifest and config as JSON.
@@ -49,12 +51,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // The sandbox init must run before anything else (it creates a user namespace, which needs a single thread).
+    if std::env::args_os().nth(1).is_some_and(|a| a == rbuild_runtime::INIT_ARG) {
+        rbuild_runtime::init_main();
+    }
     let cli = Cli::parse();
     use commands::store_cmds as sc;
     let store = || sc::open_store(&cli.root);
     let result = match cli.command {
         Command::Build(args) => commands::build::run(args),
         Command::Debug(cmd) => commands::debug::run(cmd),
+        Command::Run(args) => store().and_then(|s| commands::run::run(&s, args)),
         Command::Images => store().and_then(|s| sc::images(&s)),
         Command::Inspect(args) => store().and_then(|s| sc::inspect(&s, args)),
         Command::Tag { source, target } => store().and_then(|s| sc::tag(&s, &source, &target)),

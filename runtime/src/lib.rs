@@ -1,7 +1,47 @@
-//! rbuild-runtime: the rootless sandbox that runs one RUN step in fresh Linux namespaces (user, mount, pid, ipc, uts, network) over overlayfs, and reports its exit status.
+//! rbuild-runtime: runs one process over a root filesystem in fresh Linux namespaces (user, mount, pid, uts, ipc,
+//! and network for `--network none`), rootless by default, with no daemon, and reports how it ended. It is what
+//! `RUN` and `rbuild run` use.
 //!
-//! It depends on no other workspace crate. Its implementation lands with its own issue; until then the crate
-//! only fixes its place in the workspace.
+//! The caller builds a [`RunSpec`] and calls [`Runtime::run`]; the sandbox is the rbuild binary re-executed as
+//! `__sandbox-init` (a user namespace can only be created by a single-threaded process), which the binary
+//! dispatches to [`init_main`] before anything else. It depends on no other workspace crate.
 
 // Library code reports errors; it never panics on input (tests may unwrap, see clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
+
+mod init;
+mod launcher;
+mod mounts;
+mod spec;
+pub mod user;
+pub mod userns;
+
+use std::path::PathBuf;
+
+pub use init::init_main;
+pub use launcher::{OutputMode, RunOutcome, Runtime};
+pub use spec::{ExitStatus, NetworkMode, Rootfs, RunSpec, UsernsMode};
+
+/// The argument that makes the rbuild binary act as the sandbox init.
+pub const INIT_ARG: &str = "__sandbox-init";
+
+/// Every failure of the runtime.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Setting up the sandbox failed before the step ran (the stage says where).
+    #[error("sandbox setup failed ({stage}): {message}{}", hint.as_ref().map(|h| format!("\nhint: {h}")).unwrap_or_default())]
+    Setup { stage: String, message: String, hint: Option<String> },
+
+    /// The init binary could not be started.
+    #[error("cannot start the sandbox ({}): {source}", path.display())]
+    Spawn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// Talking to the sandbox init failed.
+    #[error("sandbox communication failed: {0}")]
+    Channel(String),
+}

@@ -113,16 +113,40 @@ impl Hardlinks {
     }
 }
 
-/// The owner a file has in an image. Rootless (one id mapped), the invoking user is root inside the image, so
-/// its own uid and gid stand for 0, as in umoci's rootless mode.
-fn owner_in_image(uid: u32, gid: u32) -> (u32, u32) {
-    let (euid, egid) = (rustix::process::geteuid(), rustix::process::getegid());
-    if euid.is_root() {
-        return (uid, gid);
+/// How ids on disk translate to ids in the image: ranges of (id in image, id on disk, count).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdMap {
+    pub uids: Vec<(u32, u32, u32)>,
+    pub gids: Vec<(u32, u32, u32)>,
+}
+
+impl IdMap {
+    /// Identity for root; rootless, the invoking user's own ids stand for 0 (umoci's rootless convention).
+    pub fn for_current_user() -> IdMap {
+        let (euid, egid) = (rustix::process::geteuid(), rustix::process::getegid());
+        if euid.is_root() {
+            return IdMap { uids: Vec::new(), gids: Vec::new() };
+        }
+        IdMap { uids: vec![(0, euid.as_raw(), 1)], gids: vec![(0, egid.as_raw(), 1)] }
     }
-    let u = if uid == euid.as_raw() { 0 } else { uid };
-    let g = if gid == egid.as_raw() { 0 } else { gid };
-    (u, g)
+
+    /// The mapping of a user namespace that maps 0 to the caller and 1.. to subordinate ranges.
+    pub fn subordinate(uid_start: u32, gid_start: u32, count: u32) -> IdMap {
+        let (euid, egid) = (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw());
+        IdMap { uids: vec![(0, euid, 1), (1, uid_start, count)], gids: vec![(0, egid, 1), (1, gid_start, count)] }
+    }
+
+    fn map(ranges: &[(u32, u32, u32)], id: u32) -> u32 {
+        ranges
+            .iter()
+            .find(|(_, host, n)| id >= *host && id - host < *n)
+            .map_or(id, |(inside, host, _)| inside + (id - host))
+    }
+
+    /// The owner a file on disk has in the image.
+    pub fn to_image(&self, uid: u32, gid: u32) -> (u32, u32) {
+        (Self::map(&self.uids, uid), Self::map(&self.gids, gid))
+    }
 }
 
 fn device_numbers(rdev: u64) -> (u32, u32) {
@@ -130,7 +154,13 @@ fn device_numbers(rdev: u64) -> (u32, u32) {
 }
 
 /// The entry for `abs` (relative path `rel`), or `None` for things a layer cannot hold (sockets).
-fn entry_for(abs: &Path, rel: &[u8], meta: &fs::Metadata, links: &mut Hardlinks) -> Result<Option<TreeEntry>> {
+fn entry_for(
+    abs: &Path,
+    rel: &[u8],
+    meta: &fs::Metadata,
+    links: &mut Hardlinks,
+    ids: &IdMap,
+) -> Result<Option<TreeEntry>> {
     let ft = meta.file_type();
     let kind = if ft.is_dir() {
         EntryKind::Dir
@@ -149,7 +179,7 @@ fn entry_for(abs: &Path, rel: &[u8], meta: &fs::Metadata, links: &mut Hardlinks)
     } else {
         return Ok(None);
     };
-    let (mut uid, mut gid) = owner_in_image(meta.uid(), meta.gid());
+    let (mut uid, mut gid) = ids.to_image(meta.uid(), meta.gid());
     let mut xattrs = if ft.is_symlink() { Vec::new() } else { read_xattrs(abs, true) };
     // A file unpacked rootless carries its real owner in an xattr; restore it.
     if let Some(pos) = xattrs.iter().position(|(n, _)| n == ROOTLESS_XATTR) {
@@ -177,7 +207,7 @@ fn sorted_children(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf)>> {
 pub fn collect_tree(root: &Path) -> Result<Vec<TreeEntry>> {
     let mut out = Vec::new();
     let mut links = Hardlinks::default();
-    walk(root, b"", &mut links, &mut out, &mut |_, _, _| Ok(Visit::Keep))?;
+    walk(root, b"", &mut links, &IdMap::for_current_user(), &mut out, &mut |_, _, _| Ok(Visit::Keep))?;
     Ok(out)
 }
 
@@ -188,20 +218,27 @@ enum Visit {
 
 type Visitor<'a> = dyn FnMut(&Path, &[u8], &fs::Metadata) -> Result<Visit> + 'a;
 
-fn walk(dir: &Path, rel: &[u8], links: &mut Hardlinks, out: &mut Vec<TreeEntry>, visit: &mut Visitor) -> Result<()> {
+fn walk(
+    dir: &Path,
+    rel: &[u8],
+    links: &mut Hardlinks,
+    ids: &IdMap,
+    out: &mut Vec<TreeEntry>,
+    visit: &mut Visitor,
+) -> Result<()> {
     for (name, abs) in sorted_children(dir)? {
         let child_rel = join(rel, &name);
         let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
         match visit(&abs, &child_rel, &meta)? {
             Visit::Replace(entries) => out.extend(entries),
             Visit::Keep => {
-                if let Some(e) = entry_for(&abs, &child_rel, &meta, links)? {
+                if let Some(e) = entry_for(&abs, &child_rel, &meta, links, ids)? {
                     out.push(e);
                 }
             }
         }
         if meta.is_dir() {
-            walk(&abs, &child_rel, links, out, visit)?;
+            walk(&abs, &child_rel, links, ids, out, visit)?;
         }
     }
     Ok(())
@@ -237,15 +274,20 @@ fn whiteout_entry(rel: &[u8], marker_name: Option<&[u8]>, mtime: i64) -> TreeEnt
 /// The changes an overlay upper directory records: its entries, with whiteout devices (or whiteout xattrs)
 /// turned into `.wh.` entries and opaque directories into `.wh..wh..opq` markers.
 pub fn diff_overlay_upper(upper: &Path) -> Result<Vec<TreeEntry>> {
+    diff_overlay_upper_mapped(upper, &IdMap::for_current_user())
+}
+
+/// [`diff_overlay_upper`] for an upper directory written through a user namespace with mapping `ids`.
+pub fn diff_overlay_upper_mapped(upper: &Path, ids: &IdMap) -> Result<Vec<TreeEntry>> {
     let mut out = Vec::new();
     let mut links = Hardlinks::default();
-    walk(upper, b"", &mut links, &mut out, &mut |abs, rel, meta| {
+    walk(upper, b"", &mut links, ids, &mut out, &mut |abs, rel, meta| {
         if overlay_whiteout(abs, meta) {
             return Ok(Visit::Replace(vec![whiteout_entry(rel, None, meta.mtime())]));
         }
         if meta.is_dir() && overlay_opaque(abs) {
             let mut links = Hardlinks::default();
-            let dir = entry_for(abs, rel, meta, &mut links)?.into_iter().collect::<Vec<_>>();
+            let dir = entry_for(abs, rel, meta, &mut links, ids)?.into_iter().collect::<Vec<_>>();
             let mut entries = dir;
             entries.push(whiteout_entry(rel, Some(OPAQUE_MARKER), meta.mtime()));
             return Ok(Visit::Replace(entries));

@@ -1,0 +1,134 @@
+//! `rbuild run IMAGE [CMD...]`: run a command in an image from the store with the runtime's sandbox, over the
+//! image's layer snapshots with a throwaway upper directory (like `buildah run`); used to check built images.
+
+use std::fs;
+
+use rbuild_runtime::{NetworkMode, OutputMode, Rootfs, RunOutcome, RunSpec, Runtime, UsernsMode};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::export::{import_layout_reference, load_image};
+use crate::layer::{EntryKind, IdMap, diff_overlay_upper_mapped};
+use crate::store::{InProcess, Store};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunImageOptions {
+    /// A store name or digest, or `oci-layout://PATH[:TAG]`.
+    pub image: String,
+    /// Replaces the image's CMD (the ENTRYPOINT stays, as with `docker run`).
+    pub cmd: Vec<String>,
+    pub network: NetworkMode,
+    pub output: OutputMode,
+    pub userns: UsernsMode,
+    pub extra_hosts: Vec<(String, String)>,
+    /// Report what the command changed (as `docker diff` does).
+    pub changes: bool,
+}
+
+/// One change a run made to the image's filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// `A` added, `C` changed, `D` deleted.
+    pub kind: char,
+    pub path: String,
+    /// Owner in the image (for `A` and `C`).
+    pub owner: Option<(u32, u32)>,
+}
+
+/// The outcome of a run and, when asked for, its changes.
+#[derive(Debug, Clone)]
+pub struct RunImageOutcome {
+    pub outcome: RunOutcome,
+    pub changes: Vec<Change>,
+}
+
+/// How the sandbox's ids show on disk, for reading back what it wrote.
+pub fn id_map_for(mode: UsernsMode) -> IdMap {
+    match mode {
+        UsernsMode::Off => IdMap { uids: Vec::new(), gids: Vec::new() },
+        UsernsMode::Single => IdMap::for_current_user(),
+        UsernsMode::Subuid { uid_start, gid_start, count } => IdMap::subordinate(uid_start, gid_start, count),
+    }
+}
+
+fn changes_of(upper: &std::path::Path, lowers: &[std::path::PathBuf], mode: UsernsMode) -> Result<Vec<Change>> {
+    let in_lower = |rel: &str| lowers.iter().any(|l| fs::symlink_metadata(l.join(rel)).is_ok());
+    let mut out = Vec::new();
+    for e in diff_overlay_upper_mapped(upper, &id_map_for(mode))? {
+        let path = String::from_utf8_lossy(&e.path).into_owned();
+        let (dir, name) = path.rsplit_once('/').map_or(("", path.as_str()), |(d, n)| (d, n));
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        match e.kind {
+            EntryKind::Whiteout => {
+                let gone = name.strip_prefix(".wh.").unwrap_or(name);
+                out.push(Change { kind: 'D', path: format!("/{prefix}{gone}"), owner: None });
+            }
+            EntryKind::Opaque => {}
+            _ => out.push(Change {
+                kind: if in_lower(&path) { 'C' } else { 'A' },
+                path: format!("/{path}"),
+                owner: Some((e.uid, e.gid)),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect()).unwrap_or_default()
+}
+
+/// Run a command in an image; the upper directory is discarded afterwards.
+pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Result<RunImageOutcome> {
+    let digest = if opts.image.starts_with("oci-layout://") {
+        import_layout_reference(store, &opts.image)?
+    } else {
+        store.resolve_image(&opts.image)?.digest()?
+    };
+    let image = load_image(store, &digest)?;
+    let diff_ids = image.diff_ids()?;
+    let mut lowers = Vec::new();
+    for (layer, diff_id) in image.layers.iter().zip(&diff_ids) {
+        lowers.push(store.ensure_snapshot(&InProcess, diff_id, &layer.digest)?);
+    }
+    lowers.reverse(); // overlay lists the topmost layer first
+    let run_dir = store.tmp().path("run");
+    let (upper, work, state) = (run_dir.join("upper"), run_dir.join("work"), run_dir.join("state"));
+    for d in [&upper, &work, &state] {
+        fs::create_dir_all(d).map_err(Error::io("create", d))?;
+    }
+    let config = &image.config["config"];
+    let mut argv = strings(&config["Entrypoint"]);
+    argv.extend(if opts.cmd.is_empty() { strings(&config["Cmd"]) } else { opts.cmd.clone() });
+    if argv.is_empty() {
+        return Err(Error::Malformed {
+            what: format!("image {}", opts.image),
+            reason: "it has no ENTRYPOINT or CMD and no command was given".into(),
+        });
+    }
+    let rootfs = if lowers.is_empty() {
+        Rootfs::Dir(upper.clone())
+    } else {
+        Rootfs::Overlay { lowers: lowers.clone(), upper: upper.clone(), work }
+    };
+    let spec = RunSpec {
+        rootfs,
+        argv,
+        env: strings(&config["Env"]),
+        cwd: config["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_string(),
+        user: config["User"].as_str().filter(|u| !u.is_empty()).map(str::to_string),
+        hostname: digest.hex()[..12].to_string(),
+        network: opts.network,
+        extra_hosts: opts.extra_hosts.clone(),
+        userns: opts.userns,
+        state_dir: state,
+    };
+    let outcome = runtime.run(&spec, opts.output);
+    let changes =
+        if opts.changes && outcome.is_ok() { changes_of(&upper, &lowers, opts.userns) } else { Ok(Vec::new()) };
+    let cleanup = runtime.remove_tree(&run_dir, opts.userns);
+    let outcome = outcome.map_err(|e| Error::Sandbox(Box::new(e)))?;
+    cleanup.map_err(|e| Error::Sandbox(Box::new(e)))?;
+    Ok(RunImageOutcome { outcome, changes: changes? })
+}

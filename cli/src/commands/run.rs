@@ -1,0 +1,73 @@
+//! `rbuild run [--rm] [--network none|host] [--userns MODE] IMAGE [CMD...]`: the step's output goes to rbuild's
+//! own, and rbuild exits with the step's exit code (128 + signal when killed).
+
+use std::process::ExitCode;
+
+use clap::{Args, ValueEnum};
+use rbuild_builder::run_image::{RunImageOptions, run_image};
+use rbuild_builder::store::Store;
+use rbuild_runtime::{ExitStatus, NetworkMode, OutputMode, Runtime, UsernsMode, userns};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Network {
+    Host,
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Remove the sandbox's changes afterwards (always done; accepted for docker compatibility).
+    #[arg(long)]
+    pub rm: bool,
+    #[arg(long, value_enum, default_value = "host")]
+    pub network: Network,
+    /// Add a host entry to /etc/hosts (host:ip).
+    #[arg(long = "add-host")]
+    pub add_host: Vec<String>,
+    /// After the command, list what it changed (A added, C changed, D deleted; with owner uid:gid).
+    #[arg(long)]
+    pub changes: bool,
+    /// The image (name, digest or oci-layout://PATH[:TAG]).
+    pub image: String,
+    /// The command (default: the image's CMD), after the image's ENTRYPOINT.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub cmd: Vec<String>,
+}
+
+pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mode = userns::detect()?;
+    let mut extra_hosts = Vec::new();
+    for h in &args.add_host {
+        let Some((name, ip)) = h.split_once(':') else {
+            anyhow::bail!("--add-host {h:?}: expected host:ip");
+        };
+        extra_hosts.push((name.to_string(), ip.to_string()));
+    }
+    let opts = RunImageOptions {
+        image: args.image,
+        cmd: args.cmd,
+        network: match args.network {
+            Network::Host => NetworkMode::Host,
+            Network::None => NetworkMode::None,
+        },
+        output: OutputMode::Inherit,
+        userns: mode,
+        extra_hosts,
+        changes: args.changes,
+    };
+    let result = run_image(store, &Runtime::current()?, &opts)?;
+    for c in &result.changes {
+        match c.owner {
+            Some((u, g)) => println!("{} {} {u}:{g}", c.kind, c.path),
+            None => println!("{} {}", c.kind, c.path),
+        }
+    }
+    let outcome = result.outcome;
+    if !outcome.status.success() && mode == UsernsMode::Single {
+        eprintln!("hint: {}", userns::SUBUID_HINT);
+    }
+    if let ExitStatus::Signaled(sig) = outcome.status {
+        eprintln!("rbuild: the command was killed by signal {sig}");
+    }
+    Ok(ExitCode::from(u8::try_from(outcome.status.code()).unwrap_or(255)))
+}

@@ -1,0 +1,242 @@
+//! The sandbox init: what runs in the re-executed rbuild binary (`rbuild __sandbox-init`), single-threaded as
+//! `unshare(CLONE_NEWUSER)` requires. It reads the spec from fd 3, enters new user (unless real root), mount,
+//! pid, uts, ipc (and with `--network none`, network) namespaces, forks the step as pid 1 of the new pid
+//! namespace, and reports to rbuild on fd 4 how setup went and how the step ended. Mounts live only in the new
+//! mount namespace: when the last process in it ends they are gone, whatever happened.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{FromRawFd, RawFd};
+use std::path::Path;
+
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::prctl;
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Gid, Uid, fork};
+
+use crate::mounts;
+use crate::spec::{ExitStatus, InitMessage, InitRequest, NetworkMode, RunSpec, UsernsMode};
+use crate::user;
+
+/// File descriptors the launcher passes: the spec (and mapping acknowledgement) in, messages out.
+pub(crate) const SPEC_FD: RawFd = 3;
+pub(crate) const STATUS_FD: RawFd = 4;
+
+/// A setup failure: the stage, what went wrong, and a hint.
+pub(crate) struct Failure {
+    pub stage: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub(crate) fn new(stage: &str, e: impl std::fmt::Display) -> Failure {
+        Failure { stage: stage.to_string(), message: e.to_string(), hint: None }
+    }
+}
+
+fn send(out: &mut File, msg: &InitMessage) {
+    if let Ok(mut line) = serde_json::to_vec(msg) {
+        line.push(b'\n');
+        let _ = out.write_all(&line);
+    }
+}
+
+/// The entry point of `rbuild __sandbox-init`. Never returns.
+pub fn init_main() -> ! {
+    // SAFETY: the launcher dup'ed these descriptors for us; nothing else in this process owns them.
+    let mut status = unsafe { File::from_raw_fd(STATUS_FD) };
+    // SAFETY: as above.
+    let spec_in = unsafe { File::from_raw_fd(SPEC_FD) };
+    let code = match run_init(spec_in, &mut status) {
+        Ok(st) => {
+            send(&mut status, &InitMessage::Exited(st));
+            0
+        }
+        Err(f) => {
+            send(&mut status, &InitMessage::Failed { stage: f.stage, message: f.message, hint: f.hint });
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
+    // Die with rbuild, whatever kills it.
+    prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| Failure::new("set parent-death signal", e))?;
+    let mut spec_in = BufReader::new(spec_in);
+    let mut line = String::new();
+    spec_in.read_line(&mut line).map_err(|e| Failure::new("read spec", e))?;
+    let request: InitRequest = serde_json::from_str(&line).map_err(|e| Failure::new("read spec", e))?;
+    let spec = match request {
+        InitRequest::Run(spec) => *spec,
+        InitRequest::RemoveTree { path, userns } => {
+            if userns != UsernsMode::Off {
+                enter_user_namespace(userns, &mut spec_in, status)?;
+            }
+            return remove_tree(&path);
+        }
+    };
+    if spec.userns != UsernsMode::Off {
+        enter_user_namespace(spec.userns, &mut spec_in, status)?;
+    }
+    let mut flags =
+        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if spec.network == NetworkMode::None {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    unshare(flags).map_err(|e| Failure::new("create namespaces", e))?;
+    if spec.network == NetworkMode::None {
+        mounts::loopback_up().map_err(|e| Failure::new("bring up lo", e))?;
+    }
+    // SAFETY: this process is single-threaded (a fresh exec that started no threads), so fork is sound.
+    match unsafe { fork() }.map_err(|e| Failure::new("fork", e))? {
+        ForkResult::Child => {
+            // Pid 1 of the new pid namespace: set up the root and become the step.
+            let err = step_main(&spec, status);
+            send(status, &InitMessage::Failed { stage: err.stage, message: err.message, hint: err.hint });
+            std::process::exit(127);
+        }
+        ForkResult::Parent { child } => loop {
+            match waitpid(child, None) {
+                Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
+                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitStatus::Signaled(sig as i32)),
+                Ok(_) => continue,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(Failure::new("wait for the step", e)),
+            }
+        },
+    }
+}
+
+/// Create the user namespace and get ids mapped: the caller alone (written by us), or the subordinate range
+/// (written by rbuild outside with newuidmap, which we wait for).
+fn enter_user_namespace(mode: UsernsMode, spec_in: &mut BufReader<File>, status: &mut File) -> Result<(), Failure> {
+    let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
+    unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| Failure {
+        stage: "create user namespace".into(),
+        message: e.to_string(),
+        hint: Some("unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces)".into()),
+    })?;
+    match mode {
+        UsernsMode::Single => {
+            let write = |file: &str, content: &str| {
+                std::fs::write(format!("/proc/self/{file}"), content)
+                    .map_err(|e| Failure::new(&format!("write {file}"), e))
+            };
+            write("setgroups", "deny")?;
+            write("uid_map", &format!("0 {uid} 1\n"))?;
+            write("gid_map", &format!("0 {gid} 1\n"))?;
+        }
+        UsernsMode::Subuid { .. } => {
+            send(status, &InitMessage::NeedsMapping { pid: std::process::id() as i32 });
+            let mut ack = String::new();
+            spec_in.read_line(&mut ack).map_err(|e| Failure::new("wait for id mapping", e))?;
+            if ack.trim() != "mapped" {
+                return Err(Failure::new("id mapping", format!("rbuild could not map ids: {}", ack.trim())));
+            }
+        }
+        UsernsMode::Off => {}
+    }
+    Ok(())
+}
+
+/// Remove `path` (as root of the user namespace, so files of any mapped id go too).
+fn remove_tree(path: &Path) -> Result<ExitStatus, Failure> {
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => Ok(ExitStatus::Exited(0)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ExitStatus::Exited(0)),
+        Err(e) => Err(Failure::new(&format!("remove {}", path.display()), e)),
+    }
+}
+
+/// In pid 1 of the sandbox: mounts, root switch, identity, then exec. Returns only on failure.
+fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
+    if let Err(e) = prctl::set_pdeathsig(Signal::SIGKILL) {
+        return Failure::new("set parent-death signal", e);
+    }
+    let created = match mounts::setup_root(spec) {
+        Ok(c) => c,
+        Err(f) => return f,
+    };
+    send(status, &InitMessage::Mountpoints(created));
+    if let Err(e) = nix::unistd::sethostname(&spec.hostname) {
+        return Failure::new("set hostname", e);
+    }
+    let who = match user::resolve(Path::new("/"), spec.user.as_deref()) {
+        Ok(u) => u,
+        Err(m) => return Failure { stage: "resolve user".into(), message: m, hint: None },
+    };
+    let mut env = spec.env.clone();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", who.home));
+    }
+    if !env.iter().any(|e| e.starts_with("PATH=")) {
+        env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    }
+    if let Err(e) = std::fs::create_dir_all(&spec.cwd).and_then(|()| std::env::set_current_dir(&spec.cwd)) {
+        return Failure::new(&format!("enter working directory {}", spec.cwd), e);
+    }
+    if let Err(f) = become_user(spec, &who) {
+        return f;
+    }
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    if let Err(e) = prctl::set_no_new_privs() {
+        return Failure::new("set no_new_privs", e);
+    }
+    // The status pipe must not leak into the step.
+    for fd in [STATUS_FD, SPEC_FD] {
+        // SAFETY: setting FD_CLOEXEC on descriptors this process owns has no memory-safety effect.
+        unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC) };
+    }
+    exec(spec, &env)
+}
+
+fn become_user(spec: &RunSpec, who: &user::ResolvedUser) -> Result<(), Failure> {
+    let single = spec.userns == UsernsMode::Single;
+    let hint = |stage: &str, e: nix::errno::Errno| Failure {
+        stage: stage.to_string(),
+        message: format!("{e} (user {})", spec.user.as_deref().unwrap_or("root")),
+        hint: single.then(|| crate::userns::SUBUID_HINT.to_string()),
+    };
+    if !single {
+        let groups: Vec<Gid> = who.groups.iter().map(|g| Gid::from_raw(*g)).collect();
+        nix::unistd::setgroups(&groups).map_err(|e| hint("set supplementary groups", e))?;
+    }
+    nix::unistd::setgid(Gid::from_raw(who.gid)).map_err(|e| hint("set group id", e))?;
+    nix::unistd::setuid(Uid::from_raw(who.uid)).map_err(|e| hint("set user id", e))?;
+    Ok(())
+}
+
+/// Find `argv[0]` on the step's PATH (inside the new root) and exec it.
+fn exec(spec: &RunSpec, env: &[String]) -> Failure {
+    let Some(prog) = spec.argv.first() else {
+        return Failure::new("exec", "no command given");
+    };
+    let path = env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/bin:/bin");
+    let candidates: Vec<String> = if prog.contains('/') {
+        vec![prog.clone()]
+    } else {
+        path.split(':').filter(|d| !d.is_empty()).map(|d| format!("{d}/{prog}")).collect()
+    };
+    let Some(found) = candidates.iter().find(|c| Path::new(c).is_file()) else {
+        return Failure {
+            stage: "exec".into(),
+            message: format!("{prog}: executable file not found in $PATH"),
+            hint: None,
+        };
+    };
+    let to_c = |s: &str| CString::new(s.as_bytes()).map_err(|e| Failure::new("exec", e));
+    let result = (|| {
+        let file = to_c(found)?;
+        let args = spec.argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
+        let envs = env.iter().map(|e| to_c(e)).collect::<Result<Vec<_>, _>>()?;
+        Err(match nix::unistd::execve(&file, &args, &envs) {
+            Err(e) => Failure::new("exec", format!("{found}: {e}")),
+            Ok(never) => match never {},
+        })
+    })();
+    result.unwrap_or_else(|f| f)
+}

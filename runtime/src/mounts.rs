@@ -1,0 +1,205 @@
+//! The sandbox's filesystem, set up by pid 1 inside the new mount namespace: the root (overlayfs over the lower
+//! snapshots, `userxattr` in a user namespace, or a plain directory), `/proc`, a minimal `/dev` (null, zero,
+//! full, random, urandom, tty bound from the host; devpts with its own ptmx; shm), `/sys` read-only, and
+//! generated `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`; then `pivot_root` into it. Mount points the
+//! image lacks are created and reported, so rbuild can take them out of the layer afterwards.
+
+use std::fs;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+
+use crate::init::Failure;
+use crate::spec::{NetworkMode, Rootfs, RunSpec, UsernsMode};
+
+fn fail(stage: &str) -> impl Fn(nix::errno::Errno) -> Failure + '_ {
+    move |e| Failure::new(stage, e)
+}
+
+fn io_fail(stage: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure::new(stage, e)
+}
+
+/// Make sure `rel` exists in `root` (as a directory or an empty file), recording it when created.
+fn ensure(root: &Path, rel: &str, dir: bool, created: &mut Vec<String>) -> Result<(), Failure> {
+    let p = root.join(rel);
+    if fs::symlink_metadata(&p).is_ok() {
+        return Ok(());
+    }
+    if let Some(parent) = Path::new(rel).parent().filter(|p| !p.as_os_str().is_empty()) {
+        ensure(root, &parent.to_string_lossy(), true, created)?;
+    }
+    if dir {
+        fs::create_dir(&p).map_err(io_fail("create mount point"))?;
+    } else {
+        fs::File::create(&p).map_err(io_fail("create mount point"))?;
+    }
+    created.push(rel.to_string());
+    Ok(())
+}
+
+fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
+    match &spec.rootfs {
+        Rootfs::Overlay { lowers, upper, work } => {
+            let lower: Vec<String> = lowers.iter().map(|l| escape_overlay_path(&l.to_string_lossy())).collect();
+            let mut options = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.join(":"),
+                escape_overlay_path(&upper.to_string_lossy()),
+                escape_overlay_path(&work.to_string_lossy())
+            );
+            if spec.userns != UsernsMode::Off {
+                options.push_str(",userxattr");
+            }
+            mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(|e| {
+                Failure {
+                    stage: "mount overlay root".into(),
+                    message: e.to_string(),
+                    hint: Some("overlayfs was refused; set RBUILD_SNAPSHOTTER=copy to use copies instead".into()),
+                }
+            })
+        }
+        Rootfs::Dir(dir) => {
+            mount(Some(dir.as_path()), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(fail("bind root directory"))
+        }
+    }
+}
+
+/// Overlay options separate with `,` and `:`; escape them (and backslashes) in paths.
+fn escape_overlay_path(p: &str) -> String {
+    p.replace('\\', "\\\\").replace(':', "\\:").replace(',', "\\,")
+}
+
+/// Set up everything and switch into the new root; returns the mount points created in the root.
+pub(crate) fn setup_root(spec: &RunSpec) -> Result<Vec<String>, Failure> {
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(fail("make mounts private"))?;
+    let root = spec.state_dir.join("rootfs");
+    fs::create_dir_all(&root).map_err(io_fail("create root mount point"))?;
+    mount_root(spec, &root)?;
+    let mut created = Vec::new();
+    let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+
+    ensure(&root, "proc", true, &mut created)?;
+    mount(Some("proc"), &root.join("proc"), Some("proc"), nosuid | MsFlags::MS_NOEXEC, None::<&str>)
+        .map_err(fail("mount /proc"))?;
+
+    ensure(&root, "dev", true, &mut created)?;
+    let dev = root.join("dev");
+    mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_STRICTATIME,
+        Some("mode=755,size=65536k"),
+    )
+    .map_err(fail("mount /dev"))?;
+    for d in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(d);
+        fs::File::create(&target).map_err(io_fail("create /dev entry"))?;
+        mount(Some(Path::new("/dev").join(d).as_path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(fail("bind /dev device"))?;
+    }
+    fs::create_dir(dev.join("pts")).map_err(io_fail("create /dev/pts"))?;
+    mount(
+        Some("devpts"),
+        &dev.join("pts"),
+        Some("devpts"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=620"),
+    )
+    .map_err(fail("mount /dev/pts"))?;
+    symlink("pts/ptmx", dev.join("ptmx")).map_err(io_fail("link /dev/ptmx"))?;
+    fs::create_dir(dev.join("shm")).map_err(io_fail("create /dev/shm"))?;
+    mount(Some("shm"), &dev.join("shm"), Some("tmpfs"), nosuid | MsFlags::MS_NOEXEC, Some("mode=1777,size=65536k"))
+        .map_err(fail("mount /dev/shm"))?;
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        symlink(target, dev.join(name)).map_err(io_fail("link /dev entry"))?;
+    }
+
+    ensure(&root, "sys", true, &mut created)?;
+    mount_sys(spec, &root.join("sys"))?;
+
+    write_etc_files(spec, &root, &mut created)?;
+
+    std::env::set_current_dir(&root).map_err(io_fail("enter new root"))?;
+    nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root"))?;
+    std::env::set_current_dir("/").map_err(io_fail("enter new root"))?;
+    Ok(created)
+}
+
+/// `/sys` read-only: a fresh sysfs where this sandbox owns its network namespace (or is real root), else the
+/// host's bound and remounted read-only.
+fn mount_sys(spec: &RunSpec, target: &Path) -> Result<(), Failure> {
+    let ro = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    if (spec.network == NetworkMode::None || spec.userns == UsernsMode::Off)
+        && mount(Some("sysfs"), target, Some("sysfs"), ro, None::<&str>).is_ok()
+    {
+        return Ok(());
+    }
+    mount(Some("/sys"), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(fail("bind /sys"))?;
+    mount(None::<&str>, target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | ro, None::<&str>)
+        .map_err(fail("make /sys read-only"))
+}
+
+fn write_etc_files(spec: &RunSpec, root: &Path, created: &mut Vec<String>) -> Result<(), Failure> {
+    let mut hosts =
+        format!("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\t{}\n", spec.hostname);
+    for (name, addr) in &spec.extra_hosts {
+        hosts.push_str(&format!("{addr}\t{name}\n"));
+    }
+    let resolv = match spec.network {
+        NetworkMode::Host => fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
+        NetworkMode::None => String::new(),
+    };
+    let files = [("hosts", hosts), ("hostname", format!("{}\n", spec.hostname)), ("resolv.conf", resolv)];
+    for (name, content) in files {
+        let source = spec.state_dir.join(name);
+        fs::write(&source, content).map_err(io_fail("write /etc file"))?;
+        let rel = format!("etc/{name}");
+        // A symlink in the image (resolv.conf often is one) is replaced only in this mount view.
+        if fs::symlink_metadata(root.join(&rel)).is_ok_and(|m| m.file_type().is_symlink()) {
+            continue;
+        }
+        ensure(root, &rel, false, created)?;
+        mount(Some(source.as_path()), &root.join(&rel), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(fail("bind /etc file"))?;
+    }
+    Ok(())
+}
+
+/// Bring up `lo` in a new network namespace.
+pub(crate) fn loopback_up() -> Result<(), nix::errno::Errno> {
+    use nix::libc;
+    // SAFETY: plain socket/ioctl calls on a zeroed ifreq naming "lo"; the descriptor is closed below.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(nix::errno::Errno::last());
+        }
+        let mut ifr: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo".iter().enumerate() {
+            ifr.ifr_name[i] = *b as libc::c_char;
+        }
+        let mut result = Ok(());
+        if libc::ioctl(fd, libc::SIOCGIFFLAGS as _, &mut ifr) < 0 {
+            result = Err(nix::errno::Errno::last());
+        } else {
+            ifr.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+            if libc::ioctl(fd, libc::SIOCSIFFLAGS as _, &ifr) < 0 {
+                result = Err(nix::errno::Errno::last());
+            }
+        }
+        libc::close(fd);
+        result
+    }
+}

@@ -1,0 +1,106 @@
+//! What one sandboxed run is: the root filesystem, the process (argv, env, cwd, user), the namespaces' settings.
+//! It crosses from rbuild to the sandbox init as JSON.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The root filesystem of a run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rootfs {
+    /// Overlayfs: `lowers` topmost first (as overlay's `lowerdir` lists them), writes go to `upper`.
+    Overlay { lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf },
+    /// A plain directory used as it is (the copy snapshotter).
+    Dir(PathBuf),
+}
+
+/// The network a run sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum NetworkMode {
+    /// The host's network (the default, and what rootless builds can use).
+    #[default]
+    Host,
+    /// A new network namespace with only `lo`, up.
+    None,
+}
+
+/// How ids are mapped into the sandbox's user namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UsernsMode {
+    /// No user namespace: real root only.
+    Off,
+    /// Map only the caller to root (works without any setup; `chown` to other ids fails).
+    Single,
+    /// Map root to the caller and 1..=N to its subordinate range (`newuidmap`/`newgidmap`, /etc/subuid).
+    Subuid { uid_start: u32, gid_start: u32, count: u32 },
+}
+
+/// One run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub rootfs: Rootfs,
+    pub argv: Vec<String>,
+    /// `KEY=value` entries.
+    pub env: Vec<String>,
+    /// Working directory inside the sandbox (created if missing).
+    pub cwd: String,
+    /// `user`, `uid`, `user:group`, `uid:gid`; resolved from the root filesystem's /etc/passwd and /etc/group.
+    pub user: Option<String>,
+    pub hostname: String,
+    pub network: NetworkMode,
+    /// Extra `/etc/hosts` entries: (name, address).
+    pub extra_hosts: Vec<(String, String)>,
+    pub userns: UsernsMode,
+    /// A directory the runtime may use for the run (mount point, generated /etc files); the caller removes it.
+    pub state_dir: PathBuf,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExitStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl ExitStatus {
+    pub fn success(self) -> bool {
+        self == ExitStatus::Exited(0)
+    }
+
+    /// The shell's convention: the exit code, or 128 + the signal number.
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Exited(c) => c,
+            ExitStatus::Signaled(s) => 128 + s,
+        }
+    }
+}
+
+/// Messages from the sandbox init to rbuild.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum InitMessage {
+    /// The init has its user namespace; rbuild should write the subordinate-id mapping now.
+    NeedsMapping {
+        pid: i32,
+    },
+    /// Paths created in the root filesystem only to mount over (removed from the upper dir afterwards).
+    Mountpoints(Vec<String>),
+    /// Setting up failed before the command ran.
+    Failed {
+        stage: String,
+        message: String,
+        hint: Option<String>,
+    },
+    Exited(ExitStatus),
+}
+
+/// What rbuild asks the sandbox init to do.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) enum InitRequest {
+    Run(Box<RunSpec>),
+    /// Remove a tree inside the user namespace (files of subordinate ids cannot be removed from outside).
+    RemoveTree {
+        path: std::path::PathBuf,
+        userns: UsernsMode,
+    },
+}

@@ -1,0 +1,100 @@
+//! Choosing and writing user-namespace id mappings: subordinate ranges from /etc/subuid and /etc/subgid with
+//! `newuidmap`/`newgidmap`, else the caller alone, else (as real root) no user namespace. `RBUILD_USERNS`
+//! (`auto`, `single`, `subuid`, `off`) forces a mode.
+
+use std::path::Path;
+use std::process::Command;
+
+use nix::unistd::{Gid, Pid, Uid, User};
+
+use crate::Error;
+use crate::spec::UsernsMode;
+
+/// A subordinate range of the user in `/etc/subuid` or `/etc/subgid` (by name or by id).
+fn subordinate_range(file: &str, name: &str, id: u32) -> Option<(u32, u32)> {
+    let text = std::fs::read_to_string(file).ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.trim().split(':');
+        let (who, start, count) = (f.next()?, f.next()?, f.next()?);
+        (who == name || who == id.to_string()).then_some(())?;
+        Some((start.parse().ok()?, count.parse().ok()?))
+    })
+}
+
+fn tool(name: &str) -> Option<&'static str> {
+    ["/usr/bin/", "/usr/sbin/", "/bin/"]
+        .into_iter()
+        .map(|d| Box::leak(format!("{d}{name}").into_boxed_str()) as &'static str)
+        .find(|p| Path::new(p).is_file())
+}
+
+/// The subordinate-id mode if this user has ranges and the setuid helpers exist.
+fn subuid_mode() -> Option<UsernsMode> {
+    tool("newuidmap")?;
+    tool("newgidmap")?;
+    let uid = Uid::current();
+    let name = User::from_uid(uid).ok().flatten().map(|u| u.name).unwrap_or_default();
+    let (uid_start, ucount) = subordinate_range("/etc/subuid", &name, uid.as_raw())?;
+    let (gid_start, gcount) = subordinate_range("/etc/subgid", &name, uid.as_raw())?;
+    Some(UsernsMode::Subuid { uid_start, gid_start, count: ucount.min(gcount) })
+}
+
+/// The mode to use: `RBUILD_USERNS`, else off for root, subordinate ids when set up, else a single id.
+pub fn detect() -> Result<UsernsMode, Error> {
+    let forced = std::env::var("RBUILD_USERNS").unwrap_or_default();
+    match forced.as_str() {
+        "" | "auto" => Ok(if Uid::effective().is_root() {
+            UsernsMode::Off
+        } else {
+            subuid_mode().unwrap_or(UsernsMode::Single)
+        }),
+        "single" => Ok(UsernsMode::Single),
+        "off" if Uid::effective().is_root() => Ok(UsernsMode::Off),
+        "off" => Err(Error::Setup {
+            stage: "user namespace".into(),
+            message: "RBUILD_USERNS=off needs root".into(),
+            hint: Some("use auto, single or subuid".into()),
+        }),
+        "subuid" => subuid_mode().ok_or_else(|| Error::Setup {
+            stage: "user namespace".into(),
+            message: "RBUILD_USERNS=subuid, but newuidmap/newgidmap or this user's /etc/subuid and /etc/subgid ranges are missing".into(),
+            hint: Some(SUBUID_HINT.into()),
+        }),
+        other => Err(Error::Setup {
+            stage: "user namespace".into(),
+            message: format!("unknown RBUILD_USERNS={other:?}"),
+            hint: Some("use auto, single, subuid or off".into()),
+        }),
+    }
+}
+
+/// What to tell a user whose step failed with only one id mapped.
+pub const SUBUID_HINT: &str = "only one user id is mapped into the sandbox, so steps that change file owners \
+(chown, package installs) fail; install the uidmap package and give this user ranges in /etc/subuid and \
+/etc/subgid (e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER`)";
+
+/// Write a subordinate-id mapping for the process `pid` (run by rbuild, outside the namespace).
+pub(crate) fn write_subuid_mapping(pid: Pid, mode: UsernsMode) -> Result<(), Error> {
+    let UsernsMode::Subuid { uid_start, gid_start, count } = mode else { return Ok(()) };
+    let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
+    for (tool_name, own, start) in [("newuidmap", uid, uid_start), ("newgidmap", gid, gid_start)] {
+        let path = tool(tool_name).ok_or_else(|| Error::Setup {
+            stage: "user namespace".into(),
+            message: format!("{tool_name} is missing"),
+            hint: Some(SUBUID_HINT.into()),
+        })?;
+        let out = Command::new(path)
+            .arg(pid.to_string())
+            .args(["0", &own.to_string(), "1", "1", &start.to_string(), &count.to_string()])
+            .output()
+            .map_err(|e| Error::Setup { stage: tool_name.into(), message: e.to_string(), hint: None })?;
+        if !out.status.success() {
+            return Err(Error::Setup {
+                stage: tool_name.into(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                hint: Some(SUBUID_HINT.into()),
+            });
+        }
+    }
+    Ok(())
+}
