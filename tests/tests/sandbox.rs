@@ -1,0 +1,229 @@
+//! The rootless sandbox through `rbuild run`, in every id-mapping mode this machine offers: as root (no user
+//! namespace), and as the unprivileged test user with one id mapped (`RBUILD_USERNS=single`) and with
+//! subordinate ids (`RBUILD_USERNS=subuid`). Each mode checks identity, pid 1, hostname, /proc, `--network none`,
+//! where writes and deletes land, exit codes and signals, output streams, chown, and that nothing is left
+//! behind (mounts, temporary directories, processes), also after rbuild itself is killed.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use rbuild_tests::{TEST_USER, TempDir, rbuild_bin, running_as_root, test_image};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Root,
+    Single,
+    Subuid,
+}
+
+/// A store with busybox, used by one mode's runs.
+struct Sandbox {
+    mode: Mode,
+    _dir: TempDir,
+    root: PathBuf,
+}
+
+impl Sandbox {
+    fn new(mode: Mode) -> Sandbox {
+        let dir = TempDir::new(&format!("sandbox-{mode:?}"));
+        let root = dir.path().join("store");
+        if running_as_root() && mode != Mode::Root {
+            fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            assert!(Command::new("chown").arg(TEST_USER).arg(dir.path()).status().unwrap().success());
+        }
+        let s = Sandbox { mode, _dir: dir, root };
+        let out = s.rbuild(&["load", "-i", test_image("busybox").to_str().unwrap()]);
+        assert!(out.status.success(), "{mode:?}: load: {}", String::from_utf8_lossy(&out.stderr));
+        s
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let userns = match self.mode {
+            Mode::Root => "auto",
+            Mode::Single => "single",
+            Mode::Subuid => "subuid",
+        };
+        let mut cmd = if running_as_root() && self.mode != Mode::Root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", TEST_USER, "--", "env", &format!("RBUILD_USERNS={userns}")]).arg(rbuild_bin());
+            c
+        } else {
+            let mut c = Command::new(rbuild_bin());
+            c.env("RBUILD_USERNS", userns);
+            c
+        };
+        cmd.arg("--root").arg(&self.root).args(args);
+        cmd
+    }
+
+    fn rbuild(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let mut full = vec!["run"];
+        full.extend_from_slice(args);
+        let out = self.rbuild(&full);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn assert_nothing_left(&self) {
+        let tmp = self.root.join("tmp");
+        let left: Vec<_> = fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "{:?}: temporary entries left: {left:?}", self.mode);
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!mounts.contains(self.root.to_str().unwrap()), "{:?}: a mount is left", self.mode);
+    }
+}
+
+/// The modes this machine can test: all three as root (subuid when newuidmap and ranges exist), else the
+/// current user's own.
+fn modes() -> Vec<Mode> {
+    let subuid = Path::new("/usr/bin/newuidmap").exists()
+        && fs::read_to_string("/etc/subuid")
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.starts_with(&format!("{TEST_USER}:")));
+    if running_as_root() {
+        let mut m = vec![Mode::Root, Mode::Single];
+        if subuid {
+            m.push(Mode::Subuid);
+        } else {
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), b"SKIPPED subuid mode: no newuidmap or ranges\n");
+        }
+        m
+    } else {
+        vec![Mode::Single]
+    }
+}
+
+#[test]
+fn identity_pid_hostname_and_proc() {
+    for mode in modes() {
+        let s = Sandbox::new(mode);
+        let (code, out, err) =
+            s.run(&["busybox", "sh", "-c", "id -u; id -g; echo $$; hostname; ls /proc/1 >/dev/null && echo proc-ok"]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..3], ["0", "0", "1"], "{mode:?}: {out}");
+        assert!(lines[3].len() == 12 && lines[3].bytes().all(|b| b.is_ascii_hexdigit()), "{mode:?}: hostname {out}");
+        assert_eq!(lines[4], "proc-ok", "{mode:?}");
+        s.assert_nothing_left();
+    }
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    for mode in modes() {
+        let s = Sandbox::new(mode);
+        let (code, out, err) = s.run(&["--network", "none", "busybox", "ip", "-o", "link"]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        let links: Vec<&str> = out.lines().collect();
+        assert_eq!(links.len(), 1, "{mode:?}: {out}");
+        assert!(links[0].contains(": lo:") && links[0].contains("UP"), "{mode:?}: {out}");
+        // The host network is there by default.
+        let (_, out, _) = s.run(&["busybox", "ip", "-o", "link"]);
+        assert!(out.lines().count() >= 1);
+        s.assert_nothing_left();
+    }
+}
+
+#[test]
+fn writes_land_in_the_upper_dir_and_deletes_leave_whiteouts() {
+    for mode in modes() {
+        let s = Sandbox::new(mode);
+        let (code, out, err) = s.run(&["--changes", "busybox", "sh", "-c", "echo hi > /tmp/written; rm /bin/ls"]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        let changes: Vec<&str> = out.lines().collect();
+        assert_eq!(changes, ["C /bin 0:0", "D /bin/ls", "C /tmp 0:0", "A /tmp/written 0:0"], "{mode:?}");
+        // The sandbox's own mount points (/proc, /dev, /sys, /etc/hosts ...) are not changes.
+        s.assert_nothing_left();
+    }
+}
+
+#[test]
+fn exit_codes_and_output_streams_come_back_exactly() {
+    for mode in modes() {
+        let s = Sandbox::new(mode);
+        for code in [0, 1, 42] {
+            let (got, out, err) = s.run(&["busybox", "sh", "-c", &format!("echo out; echo err >&2; exit {code}")]);
+            assert_eq!(got, code, "{mode:?}");
+            assert_eq!(out, "out\n", "{mode:?}");
+            assert!(err.starts_with("err\n"), "{mode:?}: {err}");
+        }
+        let (code, _, err) = s.run(&["busybox", "no-such-command"]);
+        assert_ne!(code, 0);
+        assert!(err.contains("no-such-command: executable file not found in $PATH"), "{mode:?}: {err}");
+        s.assert_nothing_left();
+    }
+}
+
+fn wait_for_process(pattern: &str, present: bool) -> bool {
+    for _ in 0..100 {
+        let found = Command::new("pgrep").args(["-f", pattern]).output().map(|o| o.status.success()).unwrap_or(false);
+        if found == present {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+#[test]
+fn a_step_killed_by_a_signal_is_reported_as_such() {
+    for (i, mode) in modes().into_iter().enumerate() {
+        let s = Sandbox::new(mode);
+        let marker = format!("424{i}.5");
+        let child = s.command(&["run", "busybox", "sleep", &marker]).stderr(Stdio::piped()).spawn().unwrap();
+        // Anchored: rbuild's own command line contains the marker too.
+        assert!(wait_for_process(&format!("^sleep {marker}"), true), "{mode:?}: the step did not start");
+        assert!(Command::new("pkill").args(["-KILL", "-f", &format!("^sleep {marker}")]).status().unwrap().success());
+        let out = child.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(137), "{mode:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("killed by signal 9"), "{mode:?}");
+        s.assert_nothing_left();
+    }
+}
+
+#[test]
+fn chown_fails_with_a_hint_with_one_id_and_works_with_subordinate_ids() {
+    for mode in modes() {
+        let s = Sandbox::new(mode);
+        let (code, out, err) =
+            s.run(&["--changes", "busybox", "sh", "-c", "touch /tmp/owned && chown 1000:1000 /tmp/owned"]);
+        if mode == Mode::Single {
+            assert_ne!(code, 0, "chown worked with one id mapped");
+            assert!(err.contains("Invalid argument"), "{err}");
+            let hint = err.find("hint: only one user id is mapped").expect("the hint follows the step's error");
+            assert!(hint > err.find("chown").unwrap_or(0), "{err}");
+        } else {
+            assert_eq!(code, 0, "{mode:?}: {err}");
+            assert!(out.lines().any(|l| l == "A /tmp/owned 1000:1000"), "{mode:?}: {out}");
+        }
+        s.assert_nothing_left();
+    }
+}
+
+#[test]
+fn killing_rbuild_itself_leaves_no_process_and_the_next_run_sweeps() {
+    for (i, mode) in modes().into_iter().enumerate() {
+        let s = Sandbox::new(mode);
+        let marker = format!("434{i}.5");
+        let mut child = s.command(&["run", "busybox", "sleep", &marker]).spawn().unwrap();
+        assert!(wait_for_process(&format!("^sleep {marker}"), true), "{mode:?}: the step did not start");
+        // Kill rbuild (for the unprivileged modes, the rbuild under runuser).
+        let pattern = format!("rbuild --root {} run busybox sleep {marker}", s.root.display());
+        assert!(Command::new("pkill").args(["-KILL", "-f", &pattern]).status().unwrap().success());
+        let _ = child.wait();
+        assert!(wait_for_process(&format!("^sleep {marker}"), false), "{mode:?}: the step outlived rbuild");
+        let out = s.rbuild(&["images"]);
+        assert!(out.status.success());
+        s.assert_nothing_left();
+    }
+}
