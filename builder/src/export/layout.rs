@@ -190,6 +190,8 @@ pub fn export_layout(store: &Store, images: &[(Reference, Digest)], dir: &Path) 
     crate::store::write_atomically(&dir.join("index.json"), &serialize(&index, "index.json")?)
 }
 
+/// Serialise with object keys sorted (oci-spec keeps annotations in a HashMap, whose order varies by run).
 fn serialize<T: serde::Serialize>(v: &T, what: &str) -> Result<Vec<u8>> {
-    serde_json::to_vec(v).map_err(|source| Error::Json { what: what.to_string(), source })
+    let err = |source| Error::Json { what: what.to_string(), source };
+    serde_json::to_value(v).and_then(|v| serde_json::to_vec(&v)).map_err(err)
 }
