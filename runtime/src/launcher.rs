@@ -15,6 +15,28 @@ use crate::Error;
 use crate::init::{SPEC_FD, STATUS_FD};
 use crate::spec::{ExitStatus, InitMessage, InitRequest, Rootfs, RunSpec, UsernsMode};
 
+/// Pids of the sandbox inits running now, so a signal handler can stop them (async-signal-safe: atomics only).
+static RUNNING: [std::sync::atomic::AtomicI32; 64] = [const { std::sync::atomic::AtomicI32::new(0) }; 64];
+
+fn register(pid: i32) -> Option<usize> {
+    RUNNING.iter().position(|slot| {
+        slot.compare_exchange(0, pid, std::sync::atomic::Ordering::SeqCst, std::sync::atomic::Ordering::SeqCst).is_ok()
+    })
+}
+
+/// Kill every sandbox this process is running (their steps die with them). Safe to call from a signal
+/// handler: it only reads atomics and calls kill(2). `rbuild` calls it on SIGINT and SIGTERM, then lets each
+/// run clean up as after any other end.
+pub fn kill_running_sandboxes() {
+    for slot in &RUNNING {
+        let pid = slot.load(std::sync::atomic::Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill(2) is async-signal-safe and has no memory-safety preconditions.
+            unsafe { nix::libc::kill(pid, nix::libc::SIGKILL) };
+        }
+    }
+}
+
 /// Where the step's output goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputMode {
@@ -109,13 +131,23 @@ impl Runtime {
         let mut child = cmd.spawn().map_err(|source| Error::Spawn { path: self.init_binary.clone(), source })?;
         drop(spec_r);
         drop(status_w);
+        let slot = register(child.id() as i32);
         let readers = capture_threads(&mut child);
         let mut spec_w = File::from(spec_w);
         let result = converse(req, userns, &mut spec_w, File::from(status_r));
         drop(spec_w);
-        let _ = child.wait();
+        let waited = child.wait();
+        if let Some(i) = slot {
+            RUNNING[i].store(0, std::sync::atomic::Ordering::SeqCst);
+        }
         let (stdout, stderr) = readers.join();
-        let (status, mountpoints) = result?;
+        // An init killed before it could report (SIGINT/SIGTERM to rbuild, or an outside kill) took its step
+        // with it: report the signal.
+        let killed = waited.ok().and_then(|w| std::os::unix::process::ExitStatusExt::signal(&w));
+        let (status, mountpoints) = match (result, killed) {
+            (Err(Error::Channel(_)), Some(sig)) => (ExitStatus::Signaled(sig), Vec::new()),
+            (r, _) => r?,
+        };
         Ok((RunOutcome { status, stdout, stderr }, mountpoints))
     }
 }

@@ -218,12 +218,49 @@ fn killing_rbuild_itself_leaves_no_process_and_the_next_run_sweeps() {
         let mut child = s.command(&["run", "busybox", "sleep", &marker]).spawn().unwrap();
         assert!(wait_for_process(&format!("^sleep {marker}"), true), "{mode:?}: the step did not start");
         // Kill rbuild (for the unprivileged modes, the rbuild under runuser).
-        let pattern = format!("rbuild --root {} run busybox sleep {marker}", s.root.display());
+        let pattern = format!("^{} --root {} run busybox sleep {marker}", rbuild_bin().display(), s.root.display());
         assert!(Command::new("pkill").args(["-KILL", "-f", &pattern]).status().unwrap().success());
         let _ = child.wait();
         assert!(wait_for_process(&format!("^sleep {marker}"), false), "{mode:?}: the step outlived rbuild");
         let out = s.rbuild(&["images"]);
         assert!(out.status.success());
+        s.assert_nothing_left();
+    }
+}
+
+#[test]
+fn two_hundred_runs_with_kills_and_terms_leave_nothing_behind() {
+    for (m, mode) in modes().into_iter().enumerate() {
+        let s = Sandbox::new(mode);
+        let mut runs = 0;
+        for i in 0..180 {
+            let (code, _, err) = s.run(&["busybox", "sh", "-c", &format!("exit {}", i % 3)]);
+            assert_eq!(code, i % 3, "{mode:?} run {i}: {err}");
+            runs += 1;
+        }
+        for i in 0..10 {
+            // A step killed by SIGKILL from outside.
+            let marker = format!("61{m}{i}.5");
+            let child = s.command(&["run", "busybox", "sleep", &marker]).stderr(Stdio::null()).spawn().unwrap();
+            assert!(wait_for_process(&format!("^sleep {marker}"), true), "{mode:?}: step {i} did not start");
+            Command::new("pkill").args(["-KILL", "-f", &format!("^sleep {marker}")]).status().unwrap();
+            assert_eq!(child.wait_with_output().unwrap().status.code(), Some(137), "{mode:?}");
+            runs += 1;
+        }
+        for i in 0..10 {
+            // rbuild itself stopped by SIGTERM: it stops the sandbox and cleans up.
+            let marker = format!("62{m}{i}.5");
+            let child = s.command(&["run", "busybox", "sleep", &marker]).stderr(Stdio::piped()).spawn().unwrap();
+            assert!(wait_for_process(&format!("^sleep {marker}"), true), "{mode:?}: step {i} did not start");
+            let pattern = format!("^{} --root {} run busybox sleep {marker}", rbuild_bin().display(), s.root.display());
+            Command::new("pkill").args(["-TERM", "-f", &pattern]).status().unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert_eq!(out.status.code(), Some(143), "{mode:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("stopped and cleaned up"));
+            assert!(wait_for_process(&format!("^sleep {marker}"), false), "{mode:?}: step outlived SIGTERM");
+            runs += 1;
+        }
+        assert_eq!(runs, 200);
         s.assert_nothing_left();
     }
 }

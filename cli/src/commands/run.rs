@@ -34,7 +34,27 @@ pub struct RunArgs {
     pub cmd: Vec<String>,
 }
 
+/// The signal that interrupted the run, if any.
+static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: nix::libc::c_int) {
+    INTERRUPTED.store(sig, std::sync::atomic::Ordering::SeqCst);
+    rbuild_runtime::kill_running_sandboxes();
+}
+
+/// On SIGINT and SIGTERM, stop the sandbox and let the run clean up, instead of dying mid-way.
+fn stop_sandboxes_on_signals() -> anyhow::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let action = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for sig in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only stores to an atomic and calls kill(2), both async-signal-safe.
+        unsafe { sigaction(sig, &action) }?;
+    }
+    Ok(())
+}
+
 pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
+    stop_sandboxes_on_signals()?;
     let mode = userns::detect()?;
     let mut extra_hosts = Vec::new();
     for h in &args.add_host {
@@ -63,6 +83,11 @@ pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let outcome = result.outcome;
+    let sig = INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst);
+    if sig != 0 {
+        eprintln!("rbuild: interrupted by signal {sig}; the sandbox was stopped and cleaned up");
+        return Ok(ExitCode::from(u8::try_from(128 + sig).unwrap_or(255)));
+    }
     if !outcome.status.success() && mode == UsernsMode::Single {
         eprintln!("hint: {}", userns::SUBUID_HINT);
     }
