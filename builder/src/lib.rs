@@ -14,6 +14,7 @@ pub mod export;
 mod glob;
 pub mod layer;
 pub mod run_image;
+pub mod snapshotter;
 pub mod store;
 
 pub use error::{Error, Result};

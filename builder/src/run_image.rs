@@ -9,6 +9,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::export::{import_layout_reference, load_image};
 use crate::layer::{EntryKind, IdMap, diff_overlay_upper_mapped};
+use crate::snapshotter::{Snapshotter, choose, merge_snapshots, remember_copy};
 use crate::store::{InProcess, Store};
 
 /// What to run.
@@ -52,6 +53,31 @@ pub fn id_map_for(mode: UsernsMode) -> IdMap {
     }
 }
 
+/// The changes between a pristine copy and the copy the run used (the copy snapshotter's diff).
+fn changes_between(pristine: &std::path::Path, used: &std::path::Path) -> Result<Vec<Change>> {
+    let mut out = Vec::new();
+    if !pristine.is_dir() {
+        return Ok(out);
+    }
+    for e in crate::layer::diff_trees(pristine, used)? {
+        let path = String::from_utf8_lossy(&e.path).into_owned();
+        let (dir, name) = path.rsplit_once('/').map_or(("", path.as_str()), |(d, n)| (d, n));
+        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
+        match e.kind {
+            EntryKind::Whiteout => {
+                let gone = name.strip_prefix(".wh.").unwrap_or(name);
+                out.push(Change { kind: 'D', path: format!("/{prefix}{gone}"), owner: None });
+            }
+            _ => out.push(Change {
+                kind: if fs::symlink_metadata(pristine.join(&path)).is_ok() { 'C' } else { 'A' },
+                path: format!("/{path}"),
+                owner: Some((e.uid, e.gid)),
+            }),
+        }
+    }
+    Ok(out)
+}
+
 fn changes_of(upper: &std::path::Path, lowers: &[std::path::PathBuf], mode: UsernsMode) -> Result<Vec<Change>> {
     let in_lower = |rel: &str| lowers.iter().any(|l| fs::symlink_metadata(l.join(rel)).is_ok());
     let mut out = Vec::new();
@@ -92,6 +118,33 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
     for (layer, diff_id) in image.layers.iter().zip(&diff_ids) {
         lowers.push(store.ensure_snapshot(&InProcess, diff_id, &layer.digest)?);
     }
+    let (mut snapshotter, forced) = choose(store)?;
+    loop {
+        match run_once(store, runtime, opts, &image, &digest, &lowers, snapshotter) {
+            Err(Error::Sandbox(e))
+                if snapshotter == Snapshotter::Overlay
+                    && !forced
+                    && matches!(&*e, rbuild_runtime::Error::Setup { stage, .. } if stage == "mount overlay root") =>
+            {
+                eprintln!("note: overlayfs was refused here ({e}); using copies of the layers from now on (slower)");
+                remember_copy(store)?;
+                snapshotter = Snapshotter::Copy;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn run_once(
+    store: &Store,
+    runtime: &Runtime,
+    opts: &RunImageOptions,
+    image: &crate::export::LoadedImage,
+    digest: &crate::digest::Digest,
+    bottom_first: &[std::path::PathBuf],
+    snapshotter: Snapshotter,
+) -> Result<RunImageOutcome> {
+    let mut lowers = bottom_first.to_vec();
     lowers.reverse(); // overlay lists the topmost layer first
     let run_dir = store.tmp().path("run");
     let (upper, work, state) = (run_dir.join("upper"), run_dir.join("work"), run_dir.join("state"));
@@ -107,10 +160,16 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
             reason: "it has no ENTRYPOINT or CMD and no command was given".into(),
         });
     }
-    let rootfs = if lowers.is_empty() {
-        Rootfs::Dir(upper.clone())
-    } else {
-        Rootfs::Overlay { lowers: lowers.clone(), upper: upper.clone(), work }
+    let rootfs = match snapshotter {
+        _ if lowers.is_empty() => Rootfs::Dir(upper.clone()),
+        Snapshotter::Overlay => Rootfs::Overlay { lowers: lowers.clone(), upper: upper.clone(), work },
+        Snapshotter::Copy => {
+            merge_snapshots(bottom_first, &upper)?;
+            if opts.changes {
+                merge_snapshots(bottom_first, &run_dir.join("pristine"))?;
+            }
+            Rootfs::Dir(upper.clone())
+        }
     };
     let spec = RunSpec {
         rootfs,
@@ -125,8 +184,11 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
         state_dir: state,
     };
     let outcome = runtime.run(&spec, opts.output);
-    let changes =
-        if opts.changes && outcome.is_ok() { changes_of(&upper, &lowers, opts.userns) } else { Ok(Vec::new()) };
+    let changes = match (opts.changes && outcome.is_ok(), &spec.rootfs) {
+        (false, _) => Ok(Vec::new()),
+        (true, Rootfs::Overlay { .. }) => changes_of(&upper, &lowers, opts.userns),
+        (true, Rootfs::Dir(_)) => changes_between(&run_dir.join("pristine"), &upper),
+    };
     let cleanup = runtime.remove_tree(&run_dir, opts.userns);
     let outcome = outcome.map_err(|e| Error::Sandbox(Box::new(e)))?;
     cleanup.map_err(|e| Error::Sandbox(Box::new(e)))?;

@@ -212,7 +212,10 @@ fn capture_threads(child: &mut std::process::Child) -> Readers {
 /// hold them, go too when they are empty and match the lower directory's mode and owner.
 fn remove_mountpoints(spec: &RunSpec, created: &[String]) {
     use std::os::unix::fs::MetadataExt;
-    let Rootfs::Overlay { upper, lowers, .. } = &spec.rootfs else { return };
+    let (upper, lowers) = match &spec.rootfs {
+        Rootfs::Overlay { upper, lowers, .. } => (upper, lowers.as_slice()),
+        Rootfs::Dir(dir) => (dir, &[][..]),
+    };
     for rel in created.iter().rev() {
         let p = upper.join(rel);
         match std::fs::symlink_metadata(&p) {

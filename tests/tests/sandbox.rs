@@ -23,6 +23,8 @@ struct Sandbox {
     mode: Mode,
     _dir: TempDir,
     root: PathBuf,
+    /// `RBUILD_SNAPSHOTTER` for the runs (None: the default).
+    snapshotter: Option<&'static str>,
 }
 
 impl Sandbox {
@@ -33,7 +35,7 @@ impl Sandbox {
             fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
             assert!(Command::new("chown").arg(TEST_USER).arg(dir.path()).status().unwrap().success());
         }
-        let s = Sandbox { mode, _dir: dir, root };
+        let s = Sandbox { mode, _dir: dir, root, snapshotter: None };
         let out = s.rbuild(&["load", "-i", test_image("busybox").to_str().unwrap()]);
         assert!(out.status.success(), "{mode:?}: load: {}", String::from_utf8_lossy(&out.stderr));
         s
@@ -47,11 +49,18 @@ impl Sandbox {
         };
         let mut cmd = if running_as_root() && self.mode != Mode::Root {
             let mut c = Command::new("runuser");
-            c.args(["-u", TEST_USER, "--", "env", &format!("RBUILD_USERNS={userns}")]).arg(rbuild_bin());
+            c.args(["-u", TEST_USER, "--", "env", &format!("RBUILD_USERNS={userns}")]);
+            if let Some(snap) = self.snapshotter {
+                c.arg(format!("RBUILD_SNAPSHOTTER={snap}"));
+            }
+            c.arg(rbuild_bin());
             c
         } else {
             let mut c = Command::new(rbuild_bin());
             c.env("RBUILD_USERNS", userns);
+            if let Some(snap) = self.snapshotter {
+                c.env("RBUILD_SNAPSHOTTER", snap);
+            }
             c
         };
         cmd.arg("--root").arg(&self.root).args(args);
@@ -263,4 +272,30 @@ fn two_hundred_runs_with_kills_and_terms_leave_nothing_behind() {
         assert_eq!(runs, 200);
         s.assert_nothing_left();
     }
+}
+
+#[test]
+fn the_copy_snapshotter_passes_the_same_checks() {
+    for mode in modes() {
+        let mut s = Sandbox::new(mode);
+        s.snapshotter = Some("copy");
+        let (code, out, err) = s.run(&["busybox", "sh", "-c", "id -u; echo $$; ls /proc/1 >/dev/null && echo proc-ok"]);
+        assert_eq!((code, out.as_str()), (0, "0\n1\nproc-ok\n"), "{mode:?}: {err}");
+        let (code, out, err) = s.run(&["--changes", "busybox", "sh", "-c", "echo hi > /tmp/written; rm /bin/ls"]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        let changes: Vec<&str> = out.lines().collect();
+        assert_eq!(changes, ["C /bin 0:0", "D /bin/ls", "C /tmp 0:0", "A /tmp/written 0:0"], "{mode:?}");
+        for code in [1, 42] {
+            assert_eq!(s.run(&["busybox", "sh", "-c", &format!("exit {code}")]).0, code, "{mode:?}");
+        }
+        let (code, out, _) = s.run(&["--network", "none", "busybox", "ip", "-o", "link"]);
+        assert_eq!((code, out.lines().count()), (0, 1), "{mode:?}: {out}");
+        s.assert_nothing_left();
+    }
+    // An unknown or unsupported snapshotter is a clear error.
+    let mut s = Sandbox::new(Mode::Single);
+    s.snapshotter = Some("fuse-overlayfs");
+    let (code, _, err) = s.run(&["busybox", "true"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("fuse-overlayfs is not supported yet"), "{err}");
 }

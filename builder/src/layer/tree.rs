@@ -331,6 +331,12 @@ pub fn diff_trees(lower: &Path, upper: &Path) -> Result<Vec<TreeEntry>> {
         if !parent_gone {
             let w = whiteout_entry(path, None, o.mtime);
             changed.insert(w.path.clone(), w);
+            // The parent directory comes along, as for additions (and as overlay's copy-up has it).
+            if let Some(i) = path.iter().rposition(|&b| b == b'/')
+                && let Some(parent) = by_path.get(&path[..i])
+            {
+                changed.entry(path[..i].to_vec()).or_insert_with(|| (*parent).clone());
+            }
         }
     }
     Ok(changed.into_values().collect())
