@@ -14,6 +14,7 @@ pub mod export;
 mod glob;
 pub mod layer;
 pub mod run_image;
+pub mod run_mounts;
 pub mod snapshotter;
 pub mod store;
 

@@ -25,6 +25,8 @@ pub struct RunImageOptions {
     pub extra_hosts: Vec<(String, String)>,
     /// Report what the command changed (as `docker diff` does).
     pub changes: bool,
+    /// `--mount` specifications (bind sources are host paths; secret sources are files).
+    pub mounts: Vec<crate::dockerfile::RunMount>,
 }
 
 /// One change a run made to the image's filesystem.
@@ -151,6 +153,7 @@ fn run_once(
     for d in [&upper, &work, &state] {
         fs::create_dir_all(d).map_err(Error::io("create", d))?;
     }
+    let mut prepared = crate::run_mounts::prepare(store, &opts.mounts, &run_dir.join("scratch"))?;
     let config = &image.config["config"];
     let mut argv = strings(&config["Entrypoint"]);
     argv.extend(if opts.cmd.is_empty() { strings(&config["Cmd"]) } else { opts.cmd.clone() });
@@ -174,16 +177,18 @@ fn run_once(
     let spec = RunSpec {
         rootfs,
         argv,
-        env: strings(&config["Env"]),
+        env: strings(&config["Env"]).into_iter().chain(prepared.env.iter().cloned()).collect(),
         cwd: config["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_string(),
         user: config["User"].as_str().filter(|u| !u.is_empty()).map(str::to_string),
         hostname: digest.hex()[..12].to_string(),
         network: opts.network,
         extra_hosts: opts.extra_hosts.clone(),
         userns: opts.userns,
+        mounts: prepared.mounts.clone(),
         state_dir: state,
     };
     let outcome = runtime.run(&spec, opts.output);
+    prepared.release();
     let changes = match (opts.changes && outcome.is_ok(), &spec.rootfs) {
         (false, _) => Ok(Vec::new()),
         (true, Rootfs::Overlay { .. }) => changes_of(&upper, &lowers, opts.userns),

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 pub use init::init_main;
 pub use launcher::{OutputMode, RunOutcome, Runtime, kill_running_sandboxes};
-pub use spec::{ExitStatus, NetworkMode, Rootfs, RunSpec, UsernsMode};
+pub use spec::{ExitStatus, Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
 
 /// The argument that makes the rbuild binary act as the sandbox init.
 pub const INIT_ARG: &str = "__sandbox-init";

@@ -11,7 +11,7 @@ use std::path::Path;
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
 use crate::init::Failure;
-use crate::spec::{NetworkMode, Rootfs, RunSpec, UsernsMode};
+use crate::spec::{Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
 
 fn fail(stage: &str) -> impl Fn(nix::errno::Errno) -> Failure + '_ {
     move |e| Failure::new(stage, e)
@@ -128,12 +128,71 @@ pub(crate) fn setup_root(spec: &RunSpec) -> Result<Vec<String>, Failure> {
     mount_sys(spec, &root.join("sys"))?;
 
     write_etc_files(spec, &root, &mut created)?;
+    for m in &spec.mounts {
+        extra_mount(&root, m, &mut created)?;
+    }
 
     std::env::set_current_dir(&root).map_err(io_fail("enter new root"))?;
     nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root"))?;
     std::env::set_current_dir("/").map_err(io_fail("enter new root"))?;
     Ok(created)
+}
+
+/// A mount point path inside the root: relative, without `..`.
+fn inside(target: &str) -> Result<String, Failure> {
+    let rel: Vec<&str> = target.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
+    if rel.is_empty() || rel.contains(&"..") {
+        return Err(Failure::new("mount", format!("invalid mount target {target:?}: it must be a path below /")));
+    }
+    Ok(rel.join("/"))
+}
+
+fn extra_mount(root: &Path, m: &Mount, created: &mut Vec<String>) -> Result<(), Failure> {
+    let rel = inside(m.target())?;
+    let target = root.join(&rel);
+    // The mount point must not lead out of the root through a symlink in the image.
+    let mut cur = root.to_path_buf();
+    for part in rel.split('/') {
+        cur.push(part);
+        if fs::symlink_metadata(&cur).is_ok_and(|md| md.file_type().is_symlink()) {
+            return Err(Failure::new("mount", format!("mount target {} goes through a symbolic link", m.target())));
+        }
+    }
+    match m {
+        Mount::Tmpfs { size, .. } => {
+            ensure(root, &rel, true, created)?;
+            let opts = if *size > 0 { format!("mode=1777,size={size}") } else { "mode=1777".to_string() };
+            mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts.as_str()))
+                .map_err(fail("mount tmpfs"))
+        }
+        Mount::Bind { source, read_only, .. } => {
+            let is_dir =
+                fs::metadata(source).map_err(|e| Failure::new(&format!("mount {}", source.display()), e))?.is_dir();
+            ensure(root, &rel, is_dir, created)?;
+            mount(Some(source.as_path()), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                .map_err(fail("bind mount"))?;
+            if *read_only {
+                // Keep the flags the kernel locks in a user namespace (nosuid, nodev, noexec) when remounting.
+                let locked = nix::sys::statvfs::statvfs(source)
+                    .map(|s| s.flags())
+                    .unwrap_or(nix::sys::statvfs::FsFlags::empty());
+                let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+                for (f, m) in [
+                    (nix::sys::statvfs::FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+                    (nix::sys::statvfs::FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+                    (nix::sys::statvfs::FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+                ] {
+                    if locked.contains(f) {
+                        flags |= m;
+                    }
+                }
+                mount(None::<&str>, &target, None::<&str>, flags, None::<&str>)
+                    .map_err(fail("make bind mount read-only"))?;
+            }
+            Ok(())
+        }
+    }
 }
 
 /// `/sys` read-only: a fresh sysfs where this sandbox owns its network namespace (or is real root), else the

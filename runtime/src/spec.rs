@@ -14,6 +14,23 @@ pub enum Rootfs {
     Dir(PathBuf),
 }
 
+/// An extra mount inside the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mount {
+    /// A host file or directory (a cache directory, a secret file, an agent socket, a context path).
+    Bind { source: PathBuf, target: String, read_only: bool },
+    /// A fresh tmpfs; `size` in bytes (0: the kernel default).
+    Tmpfs { target: String, size: u64 },
+}
+
+impl Mount {
+    pub fn target(&self) -> &str {
+        match self {
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+        }
+    }
+}
+
 /// The network a run sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum NetworkMode {
@@ -51,6 +68,8 @@ pub struct RunSpec {
     /// Extra `/etc/hosts` entries: (name, address).
     pub extra_hosts: Vec<(String, String)>,
     pub userns: UsernsMode,
+    /// Extra mounts, in order (later ones may be inside earlier ones).
+    pub mounts: Vec<Mount>,
     /// A directory the runtime may use for the run (mount point, generated /etc files); the caller removes it.
     pub state_dir: PathBuf,
 }

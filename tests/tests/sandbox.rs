@@ -299,3 +299,57 @@ fn the_copy_snapshotter_passes_the_same_checks() {
     assert_ne!(code, 0);
     assert!(err.contains("fuse-overlayfs is not supported yet"), "{err}");
 }
+
+#[test]
+fn cache_secret_and_tmpfs_mounts() {
+    for mode in modes() {
+        let s = Sandbox::new(mode);
+        let secret = s.root.parent().unwrap().join("token.txt");
+        fs::write(&secret, "s3cr3t").unwrap();
+        if running_as_root() && mode != Mode::Root {
+            assert!(Command::new("chown").arg(TEST_USER).arg(&secret).status().unwrap().success());
+        }
+        let secret_mount = format!("type=secret,id=tok,source={}", secret.display());
+        // A cache mount keeps its data from one run to the next.
+        for (i, expect) in [(1, "run\n"), (2, "run\nrun\n")] {
+            let (code, out, err) = s.run(&[
+                "--mount",
+                "type=cache,target=/cache,id=c",
+                "busybox",
+                "sh",
+                "-c",
+                "echo run >> /cache/log; cat /cache/log",
+            ]);
+            assert_eq!((code, out.as_str()), (0, expect), "{mode:?} run {i}: {err}");
+        }
+        // A secret is readable (0400), a tmpfs is writable, and neither leaves a trace in the changes.
+        let (code, out, err) = s.run(&[
+            "--changes",
+            "--mount",
+            &secret_mount,
+            "--mount",
+            "type=tmpfs,target=/scratch,size=1m",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /run/secrets/tok; echo; stat -c %a /run/secrets/tok; echo x > /scratch/f && echo tmpfs-ok",
+        ]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        assert_eq!(out, "s3cr3t\n400\ntmpfs-ok\n", "{mode:?}: the changes must be empty: {out}");
+        // A secret as an environment variable.
+        let (_, out, _) =
+            s.run(&["--mount", &format!("{secret_mount},env=TOKEN"), "busybox", "sh", "-c", "echo $TOKEN"]);
+        assert_eq!(out, "s3cr3t\n", "{mode:?}");
+        // sharing=locked lets one run at a time use the cache.
+        let script = "echo start >> /cache/log; sleep 1; echo end >> /cache/log";
+        let mount = "type=cache,target=/cache,id=locked,sharing=locked";
+        let a = s.command(&["run", "--mount", mount, "busybox", "sh", "-c", script]).spawn().unwrap();
+        let b = s.command(&["run", "--mount", mount, "busybox", "sh", "-c", script]).spawn().unwrap();
+        for mut c in [a, b] {
+            assert!(c.wait().unwrap().success());
+        }
+        let (_, out, _) = s.run(&["--mount", mount, "busybox", "cat", "/cache/log"]);
+        assert_eq!(out, "start\nend\nstart\nend\n", "{mode:?}: locked runs overlapped");
+        s.assert_nothing_left();
+    }
+}

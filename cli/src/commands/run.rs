@@ -24,6 +24,10 @@ pub struct RunArgs {
     /// Add a host entry to /etc/hosts (host:ip).
     #[arg(long = "add-host")]
     pub add_host: Vec<String>,
+    /// A mount, as RUN --mount takes them: type=cache|tmpfs|secret|ssh|bind,... (bind and secret sources are
+    /// host paths).
+    #[arg(long = "mount")]
+    pub mounts: Vec<String>,
     /// After the command, list what it changed (A added, C changed, D deleted; with owner uid:gid).
     #[arg(long)]
     pub changes: bool,
@@ -74,6 +78,11 @@ pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
         userns: mode,
         extra_hosts,
         changes: args.changes,
+        mounts: args
+            .mounts
+            .iter()
+            .map(|m| rbuild_builder::dockerfile::parse_mount(m).map_err(|e| anyhow::anyhow!("--mount {m:?}: {e}")))
+            .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let result = run_image(store, &Runtime::current()?, &opts)?;
     for c in &result.changes {

@@ -1,0 +1,160 @@
+//! `RUN --mount` (and `rbuild run --mount`) turned into the runtime's mounts: cache directories kept in the
+//! store under `mounts/` (shared, private: one directory per concurrent user, or locked: one user at a time),
+//! tmpfs, secrets (a 0400 copy bound read-only at `/run/secrets/<id>`, or an environment variable; never in a
+//! layer), the SSH agent socket, and bind mounts of host paths (read-only unless `rw`).
+
+use std::fs::{self, File};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use rbuild_runtime::Mount;
+
+use crate::digest::Digest;
+use crate::dockerfile::{CacheSharing, MountType, RunMount};
+use crate::error::{Error, Result};
+use crate::store::Store;
+
+/// The mounts of one run, with what must live as long as the run: cache locks.
+#[derive(Debug, Default)]
+pub struct PreparedMounts {
+    pub mounts: Vec<Mount>,
+    /// `KEY=value` entries to add to the step's environment (secrets with `env=`, `SSH_AUTH_SOCK`).
+    pub env: Vec<String>,
+    /// Cache-mount locks held until the run ends.
+    locks: Vec<File>,
+}
+
+impl PreparedMounts {
+    /// Release the cache locks (also done on drop).
+    pub fn release(&mut self) {
+        self.locks.clear();
+    }
+}
+
+fn bad(spec: &str, reason: impl Into<String>) -> Error {
+    Error::Malformed { what: format!("mount {spec}"), reason: reason.into() }
+}
+
+/// Parse `64m`, `1g`, `512k`, `1024` into bytes.
+fn parse_bytes(s: &str) -> Option<u64> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 1 << 10),
+        'm' => (&t[..t.len() - 1], 1 << 20),
+        'g' => (&t[..t.len() - 1], 1 << 30),
+        _ => (t.as_str(), 1),
+    };
+    num.parse::<u64>().ok().map(|n| n * mult)
+}
+
+fn lock_file(path: &Path) -> Result<File> {
+    File::options().create(true).truncate(false).write(true).open(path).map_err(Error::io("open", path))
+}
+
+/// A cache mount's directory, locked as its sharing mode asks.
+fn cache_dir(store: &Store, m: &RunMount, target: &str, locks: &mut Vec<File>) -> Result<PathBuf> {
+    let id = m.id.clone().unwrap_or_else(|| target.to_string());
+    let base = format!("cache-{}", &Digest::of(id.as_bytes()).hex()[..20]);
+    let mounts = store.root().join("mounts");
+    let dir = match m.sharing.unwrap_or(CacheSharing::Shared) {
+        CacheSharing::Shared => mounts.join(&base),
+        CacheSharing::Locked => {
+            let lock = lock_file(&mounts.join(format!("{base}.lock")))?;
+            lock.lock().map_err(Error::io("lock cache mount", &mounts))?;
+            locks.push(lock);
+            mounts.join(&base)
+        }
+        CacheSharing::Private => {
+            // The first copy nobody else is using.
+            let mut n = 0;
+            loop {
+                let lock = lock_file(&mounts.join(format!("{base}-{n}.lock")))?;
+                if lock.try_lock().is_ok() {
+                    locks.push(lock);
+                    break mounts.join(format!("{base}-{n}"));
+                }
+                n += 1;
+            }
+        }
+    };
+    if !dir.is_dir() {
+        fs::create_dir_all(&dir).map_err(Error::io("create cache mount", &dir))?;
+        let mode = m.mode.as_deref().and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(0o755);
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", &dir))?;
+        let uid = m.uid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+        let gid = m.gid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(Error::io("chown", &dir))?;
+        }
+    }
+    // Used now: prune's least-recently-used order sees it.
+    let _ = File::open(&dir).and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    Ok(dir)
+}
+
+/// Turn mount specifications into the runtime's mounts; `scratch` is a directory of this run for secret copies.
+pub fn prepare(store: &Store, specs: &[RunMount], scratch: &Path) -> Result<PreparedMounts> {
+    let mut out = PreparedMounts::default();
+    for (i, m) in specs.iter().enumerate() {
+        let spec = format!("#{}", i + 1);
+        match m.kind {
+            MountType::Bind => {
+                let target = m.target.clone().ok_or_else(|| bad(&spec, "no target"))?;
+                let source =
+                    PathBuf::from(m.source.clone().ok_or_else(|| bad(&spec, "a bind mount needs source=PATH"))?);
+                let source = fs::canonicalize(&source).map_err(Error::io("bind mount source", &source))?;
+                out.mounts.push(Mount::Bind { source, target, read_only: m.read_only.unwrap_or(true) });
+            }
+            MountType::Cache => {
+                let target = m.target.clone().ok_or_else(|| bad(&spec, "no target"))?;
+                let source = cache_dir(store, m, &target, &mut out.locks)?;
+                out.mounts.push(Mount::Bind { source, target, read_only: m.read_only.unwrap_or(false) });
+            }
+            MountType::Tmpfs => {
+                let target = m.target.clone().ok_or_else(|| bad(&spec, "no target"))?;
+                let size = match &m.size {
+                    Some(s) => parse_bytes(s).ok_or_else(|| bad(&spec, format!("invalid size {s:?} (e.g. 64m)")))?,
+                    None => 0,
+                };
+                out.mounts.push(Mount::Tmpfs { target, size });
+            }
+            MountType::Secret => {
+                let id =
+                    m.id.clone().or_else(|| m.target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string)));
+                let id = id.ok_or_else(|| bad(&spec, "a secret needs id= or target="))?;
+                let source = m.source.clone().map(PathBuf::from);
+                let data = match source.as_ref().map(fs::read) {
+                    Some(Ok(d)) => d,
+                    Some(Err(_)) | None if m.required != Some(true) => continue,
+                    Some(Err(e)) => return Err(Error::io("read secret", source.clone().unwrap_or_default())(e)),
+                    None => return Err(bad(&spec, format!("secret {id:?} is required but was not provided"))),
+                };
+                if let Some(var) = &m.env {
+                    out.env.push(format!("{var}={}", String::from_utf8_lossy(&data)));
+                    if m.target.is_none() {
+                        continue;
+                    }
+                }
+                let copy = scratch.join(format!("secret-{i}"));
+                fs::create_dir_all(scratch).map_err(Error::io("create", scratch))?;
+                fs::write(&copy, &data).map_err(Error::io("write secret", &copy))?;
+                fs::set_permissions(&copy, fs::Permissions::from_mode(0o400)).map_err(Error::io("chmod", &copy))?;
+                let target = m.target.clone().unwrap_or_else(|| format!("/run/secrets/{id}"));
+                out.mounts.push(Mount::Bind { source: copy, target, read_only: true });
+            }
+            MountType::Ssh => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from).filter(|p| p.exists());
+                let Some(sock) = sock else {
+                    if m.required == Some(true) {
+                        return Err(bad(&spec, "an SSH agent is required but SSH_AUTH_SOCK names none"));
+                    }
+                    continue;
+                };
+                let target = m.target.clone().unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{i}"));
+                out.env.push(format!("SSH_AUTH_SOCK={target}"));
+                out.mounts.push(Mount::Bind { source: sock, target, read_only: false });
+            }
+        }
+    }
+    Ok(out)
+}
