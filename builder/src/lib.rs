@@ -17,5 +17,6 @@ pub mod run_image;
 pub mod run_mounts;
 pub mod snapshotter;
 pub mod store;
+pub mod userns_tree_ops;
 
 pub use error::{Error, Result};

@@ -11,6 +11,7 @@ use crate::export::{import_layout_reference, load_image};
 use crate::layer::{EntryKind, IdMap, diff_overlay_upper_mapped};
 use crate::snapshotter::{Snapshotter, choose, merge_snapshots, remember_copy};
 use crate::store::{InProcess, Store};
+use crate::userns_tree_ops::UsernsTreeOps;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -117,8 +118,17 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
     let image = load_image(store, &digest)?;
     let diff_ids = image.diff_ids()?;
     let mut lowers = Vec::new();
+    // With subordinate ids, layers are unpacked inside the user namespace, so files keep their real owners.
+    let in_userns;
+    let ops: &dyn crate::store::TreeOps = match (opts.userns, std::env::current_exe()) {
+        (UsernsMode::Subuid { .. }, Ok(binary)) => {
+            in_userns = UsernsTreeOps { runtime: runtime.clone(), binary, userns: opts.userns };
+            &in_userns
+        }
+        _ => &InProcess,
+    };
     for (layer, diff_id) in image.layers.iter().zip(&diff_ids) {
-        lowers.push(store.ensure_snapshot(&InProcess, diff_id, &layer.digest)?);
+        lowers.push(store.ensure_snapshot(ops, diff_id, &layer.digest)?);
     }
     let (mut snapshotter, forced) = choose(store)?;
     loop {

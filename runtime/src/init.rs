@@ -78,6 +78,12 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
             }
             return remove_tree(&path);
         }
+        InitRequest::Exec { argv, userns } => {
+            if userns != UsernsMode::Off {
+                enter_user_namespace(userns, &mut spec_in, status)?;
+            }
+            return exec_helper(&argv);
+        }
     };
     if spec.userns != UsernsMode::Off {
         enter_user_namespace(spec.userns, &mut spec_in, status)?;
@@ -141,6 +147,17 @@ fn enter_user_namespace(mode: UsernsMode, spec_in: &mut BufReader<File>, status:
         UsernsMode::Off => {}
     }
     Ok(())
+}
+
+/// Run a helper and report how it ended.
+fn exec_helper(argv: &[String]) -> Result<ExitStatus, Failure> {
+    let (prog, args) = argv.split_first().ok_or_else(|| Failure::new("exec helper", "no command"))?;
+    let status = std::process::Command::new(prog).args(args).status().map_err(|e| Failure::new("exec helper", e))?;
+    Ok(match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
+        (Some(c), _) => ExitStatus::Exited(c),
+        (None, Some(s)) => ExitStatus::Signaled(s),
+        (None, None) => ExitStatus::Exited(255),
+    })
 }
 
 /// Remove `path` (as root of the user namespace, so files of any mapped id go too).

@@ -102,6 +102,12 @@ impl Runtime {
         }
     }
 
+    /// Run a helper command as root of the user namespace `userns` (its stderr goes to rbuild's).
+    pub fn exec_in_userns(&self, argv: &[String], userns: UsernsMode) -> Result<ExitStatus, Error> {
+        let req = InitRequest::Exec { argv: argv.to_vec(), userns };
+        Ok(self.start(&req, userns, OutputMode::Inherit)?.0.status)
+    }
+
     fn start(
         &self,
         req: &InitRequest,

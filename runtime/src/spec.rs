@@ -122,4 +122,10 @@ pub(crate) enum InitRequest {
         path: std::path::PathBuf,
         userns: UsernsMode,
     },
+    /// Run a helper command as root of the user namespace (no other namespaces): tree operations on files of
+    /// subordinate ids.
+    Exec {
+        argv: Vec<String>,
+        userns: UsernsMode,
+    },
 }

@@ -353,3 +353,86 @@ fn cache_secret_and_tmpfs_mounts() {
         s.assert_nothing_left();
     }
 }
+
+#[test]
+fn file_owners_from_layers_show_inside_with_subordinate_ids() {
+    use rbuild_builder::export::image::{HistoryEntry, MediaTypes, write_image};
+    use rbuild_builder::layer::{Compression, LayerOptions, collect_tree, export_layer};
+    if !running_as_root() {
+        let _ =
+            std::io::Write::write_all(&mut std::io::stderr(), b"SKIPPED file_owners...: making the image needs root\n");
+        return;
+    }
+    // An image with /owned (1000:1000) on top of busybox, saved as a Docker archive.
+    let dir = TempDir::new("owners");
+    let store_root = dir.path().join("maker");
+    let out = rbuild_tests::run_rbuild(
+        &["--root", store_root.to_str().unwrap(), "load", "-i", test_image("busybox").to_str().unwrap()],
+        None,
+        None,
+    );
+    assert!(out.status.success());
+    let archive = dir.path().join("owned.tar");
+    {
+        let store = rbuild_builder::store::Store::open(&store_root).unwrap();
+        let (_, base) = rbuild_builder::export::load_named(&store, "busybox").unwrap();
+        let tree = dir.path().join("tree");
+        fs::create_dir_all(&tree).unwrap();
+        fs::write(tree.join("owned"), "mine").unwrap();
+        std::os::unix::fs::chown(tree.join("owned"), Some(1000), Some(1000)).unwrap();
+        let opts = LayerOptions { compression: Compression::Gzip { level: 1 }, threads: 1, source_date_epoch: Some(0) };
+        let layer = export_layer(&collect_tree(&tree).unwrap(), &store, &opts).unwrap();
+        let history = [HistoryEntry { created_by: "test".into(), empty_layer: false }];
+        let img = write_image(
+            &store,
+            base.config.clone(),
+            &base.layers,
+            &[layer],
+            &history,
+            "1970-01-01T00:00:00Z",
+            MediaTypes::Oci,
+        )
+        .unwrap();
+        let name = rbuild_registry::Reference::parse("owned:1").unwrap();
+        store.tag_image(&name, &img.descriptor().unwrap()).unwrap();
+    }
+    let out = rbuild_tests::run_rbuild(
+        &[
+            "--root",
+            store_root.to_str().unwrap(),
+            "save",
+            "--format",
+            "docker",
+            "-o",
+            archive.to_str().unwrap(),
+            "owned:1",
+        ],
+        None,
+        None,
+    );
+    assert!(out.status.success());
+    fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(&archive, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    for mode in modes() {
+        let s = Sandbox::new(mode);
+        let out = s.rbuild(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(out.status.success(), "{mode:?}: {}", String::from_utf8_lossy(&out.stderr));
+        let (code, out, err) = s.run(&["owned:1", "stat", "-c", "%u:%g", "/owned"]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        let want = if mode == Mode::Single { "0:0\n" } else { "1000:1000\n" };
+        assert_eq!(out, want, "{mode:?}");
+        // The store stays clean, and prune can remove those snapshots again.
+        let out = s.rbuild(&["fsck"]);
+        assert!(String::from_utf8_lossy(&out.stdout).contains("store is clean"), "{mode:?}");
+        assert!(s.rbuild(&["rmi", "owned:1", "busybox"]).status.success());
+        let out = s.rbuild(&["prune"]);
+        assert!(out.status.success(), "{mode:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("2 snapshots"),
+            "{mode:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        assert_eq!(fs::read_dir(s.root.join("snapshots")).unwrap().count(), 0, "{mode:?}");
+        s.assert_nothing_left();
+    }
+}

@@ -98,7 +98,7 @@ impl Store {
 
     /// Remove what no named image references (and, with `all`, cache mounts), oldest first, down to
     /// `keep_storage` when given. Waits until no other process uses the store.
-    pub fn prune(&self, opts: PruneOptions) -> Result<PruneReport> {
+    pub fn prune(&self, opts: PruneOptions, ops: &dyn super::TreeOps) -> Result<PruneReport> {
         let _exclusive = self.exclusive()?;
         let (ref_blobs, ref_snapshots) = self.referenced()?;
         // (mtime, path, kind)
@@ -132,7 +132,12 @@ impl Store {
                 break;
             }
             let size = tree_size(&path);
-            super::remove_path(&path).map_err(Error::io("remove", &path))?;
+            if kind == 1 {
+                // Snapshots may hold files of subordinate ids: removed where those ids are mapped.
+                ops.remove(&path)?;
+            } else {
+                super::remove_path(&path).map_err(Error::io("remove", &path))?;
+            }
             report.bytes += size;
             match kind {
                 0 => report.blobs += 1,

@@ -92,7 +92,18 @@ pub struct PruneArgs {
 }
 
 pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<ExitCode> {
-    let r = store.prune(PruneOptions { all: args.all, keep_storage: args.keep_storage })?;
+    let opts = PruneOptions { all: args.all, keep_storage: args.keep_storage };
+    let r = match rbuild_runtime::userns::detect()? {
+        mode @ rbuild_runtime::UsernsMode::Subuid { .. } => {
+            let ops = rbuild_builder::userns_tree_ops::UsernsTreeOps {
+                runtime: rbuild_runtime::Runtime::current()?,
+                binary: std::env::current_exe()?,
+                userns: mode,
+            };
+            store.prune(opts, &ops)?
+        }
+        _ => store.prune(opts, &rbuild_builder::store::InProcess)?,
+    };
     println!(
         "Removed {} blobs, {} snapshots, {} cache mounts; reclaimed {}",
         r.blobs,

@@ -1,0 +1,66 @@
+//! Tree operations run inside the sandbox's user namespace, for stores whose snapshots hold files of
+//! subordinate ids: the rbuild binary re-executed (through the runtime) as `__tree-op`, as root of the user
+//! namespace, where it can create files of any mapped owner and remove them again.
+
+use std::path::Path;
+
+use rbuild_runtime::{ExitStatus, Runtime, UsernsMode};
+
+use crate::error::{Error, Result};
+use crate::layer::{ApplyMode, ApplyOptions, ApplyReport, apply_tar, decompressed};
+use crate::store::TreeOps;
+
+/// The argument that makes the rbuild binary run one tree operation (see [`tree_op_main`]).
+pub const TREE_OP_ARG: &str = "__tree-op";
+
+/// [`TreeOps`] inside a user namespace.
+#[derive(Debug, Clone)]
+pub struct UsernsTreeOps {
+    pub runtime: Runtime,
+    pub binary: std::path::PathBuf,
+    pub userns: UsernsMode,
+}
+
+impl UsernsTreeOps {
+    fn op(&self, args: &[&Path]) -> Result<()> {
+        let mut argv = vec![self.binary.display().to_string(), TREE_OP_ARG.to_string()];
+        argv.extend(args.iter().map(|a| a.display().to_string()));
+        match self.runtime.exec_in_userns(&argv, self.userns).map_err(|e| Error::Sandbox(Box::new(e)))? {
+            ExitStatus::Exited(0) => Ok(()),
+            other => Err(Error::Malformed {
+                what: format!("tree operation {:?}", &argv[2..]),
+                reason: format!("it ended with {other:?} (its error is printed above)"),
+            }),
+        }
+    }
+}
+
+impl TreeOps for UsernsTreeOps {
+    fn unpack(&self, blob: &Path, dest: &Path, _layer_name: &str) -> Result<ApplyReport> {
+        self.op(&[Path::new("unpack"), blob, dest])?;
+        Ok(ApplyReport::default())
+    }
+
+    fn remove(&self, path: &Path) -> Result<()> {
+        self.runtime.remove_tree(path, self.userns).map_err(|e| Error::Sandbox(Box::new(e)))
+    }
+}
+
+/// The helper's side: `__tree-op unpack BLOB DEST`. Returns the process exit code.
+pub fn tree_op_main(args: &[String]) -> i32 {
+    let result = match args {
+        [op, blob, dest] if op == "unpack" => (|| {
+            let file = std::fs::File::open(blob).map_err(Error::io("open", blob))?;
+            std::fs::create_dir(dest).map_err(Error::io("create", dest))?;
+            apply_tar(decompressed(file)?, Path::new(dest), &ApplyOptions::new(ApplyMode::Snapshot, blob.clone()))
+        })(),
+        _ => Err(Error::Malformed { what: "tree operation".into(), reason: format!("unknown: {args:?}") }),
+    };
+    match result {
+        Ok(_) => 0,
+        Err(e) => {
+            eprintln!("error: {e}");
+            1
+        }
+    }
+}
