@@ -28,6 +28,8 @@ pub struct RunImageOptions {
     pub changes: bool,
     /// `--mount` specifications (bind sources are host paths; secret sources are files).
     pub mounts: Vec<crate::dockerfile::RunMount>,
+    /// `--ulimit` values: (name, soft, hard).
+    pub rlimits: Vec<(String, u64, u64)>,
 }
 
 /// One change a run made to the image's filesystem.
@@ -195,6 +197,7 @@ fn run_once(
         extra_hosts: opts.extra_hosts.clone(),
         userns: opts.userns,
         mounts: prepared.mounts.clone(),
+        rlimits: opts.rlimits.clone(),
         state_dir: state,
     };
     let outcome = runtime.run(&spec, opts.output);

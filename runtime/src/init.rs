@@ -199,6 +199,9 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     if let Err(f) = become_user(spec, &who) {
         return f;
     }
+    if let Err(f) = set_rlimits(&spec.rlimits) {
+        return f;
+    }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     if let Err(e) = prctl::set_no_new_privs() {
         return Failure::new("set no_new_privs", e);
@@ -209,6 +212,36 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
         unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC) };
     }
     exec(spec, &env)
+}
+
+/// Apply `--ulimit`-style limits (names as Docker spells them).
+fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), Failure> {
+    use nix::sys::resource::{Resource, setrlimit};
+    for (name, soft, hard) in limits {
+        let resource = match name.as_str() {
+            "core" => Resource::RLIMIT_CORE,
+            "cpu" => Resource::RLIMIT_CPU,
+            "data" => Resource::RLIMIT_DATA,
+            "fsize" => Resource::RLIMIT_FSIZE,
+            "locks" => Resource::RLIMIT_LOCKS,
+            "memlock" => Resource::RLIMIT_MEMLOCK,
+            "msgqueue" => Resource::RLIMIT_MSGQUEUE,
+            "nice" => Resource::RLIMIT_NICE,
+            "nofile" => Resource::RLIMIT_NOFILE,
+            "nproc" => Resource::RLIMIT_NPROC,
+            "rss" => Resource::RLIMIT_RSS,
+            "rtprio" => Resource::RLIMIT_RTPRIO,
+            "sigpending" => Resource::RLIMIT_SIGPENDING,
+            "stack" => Resource::RLIMIT_STACK,
+            other => return Err(Failure::new("set resource limit", format!("unknown limit {other:?}"))),
+        };
+        setrlimit(resource, *soft, *hard).map_err(|e| Failure {
+            stage: "set resource limit".into(),
+            message: format!("{name}={soft}:{hard}: {e}"),
+            hint: Some("a limit above the current hard limit needs root".into()),
+        })?;
+    }
+    Ok(())
 }
 
 fn become_user(spec: &RunSpec, who: &user::ResolvedUser) -> Result<(), Failure> {

@@ -70,6 +70,8 @@ pub struct RunSpec {
     pub userns: UsernsMode,
     /// Extra mounts, in order (later ones may be inside earlier ones).
     pub mounts: Vec<Mount>,
+    /// Resource limits: (name as `docker --ulimit` spells it, e.g. `nofile`, soft, hard).
+    pub rlimits: Vec<(String, u64, u64)>,
     /// A directory the runtime may use for the run (mount point, generated /etc files); the caller removes it.
     pub state_dir: PathBuf,
 }

@@ -25,6 +25,8 @@ struct Sandbox {
     root: PathBuf,
     /// `RBUILD_SNAPSHOTTER` for the runs (None: the default).
     snapshotter: Option<&'static str>,
+    /// More environment for rbuild (also through runuser).
+    extra_env: Vec<String>,
 }
 
 impl Sandbox {
@@ -35,7 +37,7 @@ impl Sandbox {
             fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
             assert!(Command::new("chown").arg(TEST_USER).arg(dir.path()).status().unwrap().success());
         }
-        let s = Sandbox { mode, _dir: dir, root, snapshotter: None };
+        let s = Sandbox { mode, _dir: dir, root, snapshotter: None, extra_env: Vec::new() };
         let out = s.rbuild(&["load", "-i", test_image("busybox").to_str().unwrap()]);
         assert!(out.status.success(), "{mode:?}: load: {}", String::from_utf8_lossy(&out.stderr));
         s
@@ -53,6 +55,7 @@ impl Sandbox {
             if let Some(snap) = self.snapshotter {
                 c.arg(format!("RBUILD_SNAPSHOTTER={snap}"));
             }
+            c.args(&self.extra_env);
             c.arg(rbuild_bin());
             c
         } else {
@@ -60,6 +63,11 @@ impl Sandbox {
             c.env("RBUILD_USERNS", userns);
             if let Some(snap) = self.snapshotter {
                 c.env("RBUILD_SNAPSHOTTER", snap);
+            }
+            for kv in &self.extra_env {
+                if let Some((k, v)) = kv.split_once('=') {
+                    c.env(k, v);
+                }
             }
             c
         };
@@ -433,6 +441,46 @@ fn file_owners_from_layers_show_inside_with_subordinate_ids() {
             String::from_utf8_lossy(&out.stdout)
         );
         assert_eq!(fs::read_dir(s.root.join("snapshots")).unwrap().count(), 0, "{mode:?}");
+        s.assert_nothing_left();
+    }
+}
+
+#[test]
+fn hosts_ulimits_and_the_ssh_agent() {
+    for mode in modes() {
+        let mut s = Sandbox::new(mode);
+        let (code, out, err) = s.run(&[
+            "--add-host",
+            "db.internal:10.1.2.3",
+            "--ulimit",
+            "nofile=512:1024",
+            "busybox",
+            "sh",
+            "-c",
+            "grep db.internal /etc/hosts; ulimit -n; ulimit -Hn",
+        ]);
+        assert_eq!(code, 0, "{mode:?}: {err}");
+        assert_eq!(out, "10.1.2.3\tdb.internal\n512\n1024\n", "{mode:?}");
+        let (code, _, err) = s.run(&["--ulimit", "nofile=2048:1024", "busybox", "true"]);
+        assert!(code != 0 && err.contains("soft limit is above the hard limit"), "{mode:?}: {err}");
+        // The SSH agent's socket is forwarded and named by SSH_AUTH_SOCK.
+        let agent_dir = s.root.parent().unwrap().join("agent");
+        fs::create_dir_all(&agent_dir).unwrap();
+        let sock = agent_dir.join("sock");
+        let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+        if running_as_root() && mode != Mode::Root {
+            Command::new("chown").arg("-R").arg(TEST_USER).arg(&agent_dir).status().unwrap();
+        }
+        s.extra_env.push(format!("SSH_AUTH_SOCK={}", sock.display()));
+        let script = "test -S \"$SSH_AUTH_SOCK\" && echo $SSH_AUTH_SOCK";
+        let out = s.command(&["run", "--mount", "type=ssh", "busybox", "sh", "-c", script]).output().unwrap();
+        drop(listener);
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "/run/buildkit/ssh_agent.0\n",
+            "{mode:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         s.assert_nothing_left();
     }
 }

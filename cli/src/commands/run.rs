@@ -28,6 +28,9 @@ pub struct RunArgs {
     /// host paths).
     #[arg(long = "mount")]
     pub mounts: Vec<String>,
+    /// A resource limit, as `docker run --ulimit`: NAME=SOFT[:HARD] (e.g. nofile=1024:2048).
+    #[arg(long = "ulimit")]
+    pub ulimits: Vec<String>,
     /// After the command, list what it changed (A added, C changed, D deleted; with owner uid:gid).
     #[arg(long)]
     pub changes: bool,
@@ -78,6 +81,7 @@ pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
         userns: mode,
         extra_hosts,
         changes: args.changes,
+        rlimits: args.ulimits.iter().map(|u| parse_ulimit(u)).collect::<anyhow::Result<Vec<_>>>()?,
         mounts: args
             .mounts
             .iter()
@@ -104,4 +108,20 @@ pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
         eprintln!("rbuild: the command was killed by signal {sig}");
     }
     Ok(ExitCode::from(u8::try_from(outcome.status.code()).unwrap_or(255)))
+}
+
+/// `NAME=SOFT[:HARD]`, as `docker run --ulimit` takes it (`-1` is unlimited).
+fn parse_ulimit(s: &str) -> anyhow::Result<(String, u64, u64)> {
+    let err = || anyhow::anyhow!("--ulimit {s:?}: expected NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+    let (name, values) = s.split_once('=').ok_or_else(err)?;
+    let value =
+        |v: &str| -> anyhow::Result<u64> { if v == "-1" { Ok(u64::MAX) } else { v.parse().map_err(|_| err()) } };
+    let (soft, hard) = match values.split_once(':') {
+        Some((a, b)) => (value(a)?, value(b)?),
+        None => (value(values)?, value(values)?),
+    };
+    if soft > hard {
+        anyhow::bail!("--ulimit {s:?}: the soft limit is above the hard limit");
+    }
+    Ok((name.to_string(), soft, hard))
 }
