@@ -1,7 +1,8 @@
 //! `RUN --mount` (and `rbuild run --mount`) turned into the runtime's mounts: cache directories kept in the
 //! store under `mounts/` (shared, private: one directory per concurrent user, or locked: one user at a time),
 //! tmpfs, secrets (a 0400 copy bound read-only at `/run/secrets/<id>`, or an environment variable; never in a
-//! layer), the SSH agent socket, and bind mounts of host paths (read-only unless `rw`).
+//! layer), the SSH agent socket, and bind mounts of host paths (read-only, or with `rw` writable with the
+//! writes discarded).
 
 use std::fs::{self, File};
 use std::os::unix::fs::PermissionsExt;
@@ -103,7 +104,11 @@ pub fn prepare(store: &Store, specs: &[RunMount], scratch: &Path) -> Result<Prep
                 let source =
                     PathBuf::from(m.source.clone().ok_or_else(|| bad(&spec, "a bind mount needs source=PATH"))?);
                 let source = fs::canonicalize(&source).map_err(Error::io("bind mount source", &source))?;
-                out.mounts.push(Mount::Bind { source, target, read_only: m.read_only.unwrap_or(true) });
+                // Read-only by default; with rw the step may write, and its writes are discarded.
+                out.mounts.push(match m.read_only {
+                    Some(false) => Mount::BindDiscardingWrites { source, target },
+                    _ => Mount::Bind { source, target, read_only: true },
+                });
             }
             MountType::Cache => {
                 let target = m.target.clone().ok_or_else(|| bad(&spec, "no target"))?;

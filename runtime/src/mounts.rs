@@ -128,8 +128,8 @@ pub(crate) fn setup_root(spec: &RunSpec) -> Result<Vec<String>, Failure> {
     mount_sys(spec, &root.join("sys"))?;
 
     write_etc_files(spec, &root, &mut created)?;
-    for m in &spec.mounts {
-        extra_mount(&root, m, &mut created)?;
+    for (i, m) in spec.mounts.iter().enumerate() {
+        extra_mount(spec, i, &root, m, &mut created)?;
     }
 
     std::env::set_current_dir(&root).map_err(io_fail("enter new root"))?;
@@ -148,7 +148,7 @@ fn inside(target: &str) -> Result<String, Failure> {
     Ok(rel.join("/"))
 }
 
-fn extra_mount(root: &Path, m: &Mount, created: &mut Vec<String>) -> Result<(), Failure> {
+fn extra_mount(spec: &RunSpec, index: usize, root: &Path, m: &Mount, created: &mut Vec<String>) -> Result<(), Failure> {
     let rel = inside(m.target())?;
     let target = root.join(&rel);
     // The mount point must not lead out of the root through a symlink in the image.
@@ -165,6 +165,34 @@ fn extra_mount(root: &Path, m: &Mount, created: &mut Vec<String>) -> Result<(), 
             let opts = if *size > 0 { format!("mode=1777,size={size}") } else { "mode=1777".to_string() };
             mount(Some("tmpfs"), &target, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some(opts.as_str()))
                 .map_err(fail("mount tmpfs"))
+        }
+        Mount::BindDiscardingWrites { source, .. } => {
+            let scratch = spec.state_dir.join(format!("bind-{index}"));
+            let is_dir =
+                fs::metadata(source).map_err(|e| Failure::new(&format!("mount {}", source.display()), e))?.is_dir();
+            ensure(root, &rel, is_dir, created)?;
+            if !is_dir {
+                fs::create_dir_all(&scratch).map_err(io_fail("create bind scratch"))?;
+                let copy = scratch.join("file");
+                fs::copy(source, &copy).map_err(io_fail("copy bind source"))?;
+                return mount(Some(copy.as_path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                    .map_err(fail("bind mount"));
+            }
+            let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+            for d in [&upper, &work] {
+                fs::create_dir_all(d).map_err(io_fail("create bind scratch"))?;
+            }
+            let mut options = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                escape_overlay_path(&source.to_string_lossy()),
+                escape_overlay_path(&upper.to_string_lossy()),
+                escape_overlay_path(&work.to_string_lossy())
+            );
+            if spec.userns != UsernsMode::Off {
+                options.push_str(",userxattr");
+            }
+            mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+                .map_err(fail("mount writable bind"))
         }
         Mount::Bind { source, read_only, .. } => {
             let is_dir =

@@ -21,12 +21,17 @@ pub enum Mount {
     Bind { source: PathBuf, target: String, read_only: bool },
     /// A fresh tmpfs; `size` in bytes (0: the kernel default).
     Tmpfs { target: String, size: u64 },
+    /// A host directory the step may write to, its writes discarded when the run ends (an overlay with a
+    /// throwaway upper directory; a file is copied instead). BuildKit's `RUN --mount=type=bind,rw`.
+    BindDiscardingWrites { source: PathBuf, target: String },
 }
 
 impl Mount {
     pub fn target(&self) -> &str {
         match self {
-            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } => target,
+            Mount::Bind { target, .. } | Mount::Tmpfs { target, .. } | Mount::BindDiscardingWrites { target, .. } => {
+                target
+            }
         }
     }
 }

@@ -484,3 +484,33 @@ fn hosts_ulimits_and_the_ssh_agent() {
         s.assert_nothing_left();
     }
 }
+
+#[test]
+fn bind_mounts_are_read_only_or_discard_their_writes() {
+    for mode in modes() {
+        let s = Sandbox::new(mode);
+        let src = s.root.parent().unwrap().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("input.txt"), "input").unwrap();
+        if running_as_root() && mode != Mode::Root {
+            Command::new("chown").arg("-R").arg(TEST_USER).arg(&src).status().unwrap();
+        }
+        let ro = format!("type=bind,source={},target=/src", src.display());
+        let (code, out, err) = s.run(&["--mount", &ro, "busybox", "sh", "-c", "cat /src/input.txt; touch /src/new"]);
+        assert_ne!(code, 0, "{mode:?}: a read-only bind mount was writable");
+        assert!(out.starts_with("input") && err.contains("Read-only file system"), "{mode:?}: {out} {err}");
+        let rw = format!("{ro},rw");
+        let (code, out, err) = s.run(&[
+            "--changes",
+            "--mount",
+            &rw,
+            "busybox",
+            "sh",
+            "-c",
+            "echo new > /src/new; cat /src/new; rm /src/input.txt",
+        ]);
+        assert_eq!((code, out.as_str()), (0, "new\n"), "{mode:?}: {err}");
+        assert!(!src.join("new").exists() && src.join("input.txt").exists(), "{mode:?}: writes reached the source");
+        s.assert_nothing_left();
+    }
+}
