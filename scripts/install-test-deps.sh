@@ -6,8 +6,9 @@ set -euo pipefail
 # skopeo, umoci: independent checks of the images rbuild and vendor-test-images write.
 # docker.io: a private dockerd that loads and runs rbuild's archives (started by the tests, as root).
 # debootstrap: the debian test image. ca-certificates, gzip, tar: the image scripts.
-# uidmap: newuidmap/newgidmap, for sandboxes that map subordinate ids.
-packages=(skopeo umoci docker.io uidmap debootstrap ca-certificates gzip tar)
+# uidmap: newuidmap/newgidmap, for sandboxes that map subordinate ids. fuse-overlayfs: the snapshotter used
+# where the kernel refuses overlayfs.
+packages=(skopeo umoci docker.io uidmap fuse-overlayfs debootstrap ca-certificates gzip tar)
 test_user=rbuild-test
 
 missing=()

@@ -9,7 +9,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::export::{import_layout_reference, load_image};
 use crate::layer::{EntryKind, IdMap, diff_overlay_upper_mapped};
-use crate::snapshotter::{Snapshotter, choose, merge_snapshots, remember_copy};
+use crate::snapshotter::{Snapshotter, choose, merge_snapshots, remember};
 use crate::store::{InProcess, Store};
 use crate::userns_tree_ops::UsernsTreeOps;
 
@@ -136,13 +136,14 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
     loop {
         match run_once(store, runtime, opts, &image, &digest, &lowers, snapshotter) {
             Err(Error::Sandbox(e))
-                if snapshotter == Snapshotter::Overlay
-                    && !forced
-                    && matches!(&*e, rbuild_runtime::Error::Setup { stage, .. } if stage == "mount overlay root") =>
+                if !forced
+                    && snapshotter.fallback().is_some()
+                    && matches!(&*e, rbuild_runtime::Error::Setup { stage, .. } if stage.starts_with("mount") && stage.ends_with("root")) =>
             {
-                eprintln!("note: overlayfs was refused here ({e}); using copies of the layers from now on (slower)");
-                remember_copy(store)?;
-                snapshotter = Snapshotter::Copy;
+                let next = snapshotter.fallback().unwrap_or(Snapshotter::Copy);
+                eprintln!("note: the {snapshotter:?} snapshotter was refused here ({e}); using {next:?} from now on");
+                remember(store, next)?;
+                snapshotter = next;
             }
             other => return other,
         }
@@ -178,6 +179,7 @@ fn run_once(
     let rootfs = match snapshotter {
         _ if lowers.is_empty() => Rootfs::Dir(upper.clone()),
         Snapshotter::Overlay => Rootfs::Overlay { lowers: lowers.clone(), upper: upper.clone(), work },
+        Snapshotter::FuseOverlayfs => Rootfs::FuseOverlay { lowers: lowers.clone(), upper: upper.clone(), work },
         Snapshotter::Copy => {
             merge_snapshots(bottom_first, &upper)?;
             if opts.changes {
@@ -204,7 +206,7 @@ fn run_once(
     prepared.release();
     let changes = match (opts.changes && outcome.is_ok(), &spec.rootfs) {
         (false, _) => Ok(Vec::new()),
-        (true, Rootfs::Overlay { .. }) => changes_of(&upper, &lowers, opts.userns),
+        (true, Rootfs::Overlay { .. } | Rootfs::FuseOverlay { .. }) => changes_of(&upper, &lowers, opts.userns),
         (true, Rootfs::Dir(_)) => changes_between(&run_dir.join("pristine"), &upper),
     };
     let cleanup = runtime.remove_tree(&run_dir, opts.userns);

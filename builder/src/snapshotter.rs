@@ -1,7 +1,8 @@
 //! How a run gets its root filesystem from the image's snapshots: overlayfs (the default: no copying, the
-//! upper directory is the step's changes), or copies (a merged tree written for the run; slow, but works where
-//! overlayfs is refused). `RBUILD_SNAPSHOTTER=overlay|copy` forces one; otherwise overlay is used until the
-//! kernel refuses it once, and the store remembers to use copies from then on.
+//! upper directory is the step's changes), fuse-overlayfs (the same, in user space, where the kernel refuses
+//! overlayfs), or copies (a merged tree written for the run; slow, but works anywhere).
+//! `RBUILD_SNAPSHOTTER=overlay|fuse-overlayfs|copy` forces one; otherwise overlay is used until it is refused
+//! once, then the next that works, which the store remembers.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +14,28 @@ use crate::store::Store;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Snapshotter {
     Overlay,
+    FuseOverlayfs,
     Copy,
+}
+
+impl Snapshotter {
+    fn name(self) -> &'static str {
+        match self {
+            Snapshotter::Overlay => "overlay",
+            Snapshotter::FuseOverlayfs => "fuse-overlayfs",
+            Snapshotter::Copy => "copy",
+        }
+    }
+
+    /// What to try when this one is refused: fuse-overlayfs when installed, then copies.
+    pub fn fallback(self) -> Option<Snapshotter> {
+        let fuse = ["/usr/bin/fuse-overlayfs", "/bin/fuse-overlayfs"].iter().any(|p| Path::new(p).is_file());
+        match self {
+            Snapshotter::Overlay if fuse => Some(Snapshotter::FuseOverlayfs),
+            Snapshotter::Overlay | Snapshotter::FuseOverlayfs => Some(Snapshotter::Copy),
+            Snapshotter::Copy => None,
+        }
+    }
 }
 
 fn remembered(store: &Store) -> PathBuf {
@@ -24,28 +46,26 @@ fn remembered(store: &Store) -> PathBuf {
 pub fn choose(store: &Store) -> Result<(Snapshotter, bool)> {
     match std::env::var("RBUILD_SNAPSHOTTER").unwrap_or_default().as_str() {
         "overlay" => Ok((Snapshotter::Overlay, true)),
+        "fuse-overlayfs" => Ok((Snapshotter::FuseOverlayfs, true)),
         "copy" => Ok((Snapshotter::Copy, true)),
         "" | "auto" => Ok((
             match fs::read_to_string(remembered(store)).unwrap_or_default().trim() {
                 "copy" => Snapshotter::Copy,
+                "fuse-overlayfs" => Snapshotter::FuseOverlayfs,
                 _ => Snapshotter::Overlay,
             },
             false,
         )),
-        "fuse-overlayfs" => Err(Error::Malformed {
-            what: "RBUILD_SNAPSHOTTER".into(),
-            reason: "fuse-overlayfs is not supported yet; use overlay or copy".into(),
-        }),
         other => Err(Error::Malformed {
             what: "RBUILD_SNAPSHOTTER".into(),
-            reason: format!("unknown snapshotter {other:?}; use overlay or copy"),
+            reason: format!("unknown snapshotter {other:?}; use overlay, fuse-overlayfs or copy"),
         }),
     }
 }
 
-/// Remember that overlayfs was refused here, so later runs go straight to copies.
-pub fn remember_copy(store: &Store) -> Result<()> {
-    crate::store::write_atomically(&remembered(store), b"copy\n")
+/// Remember the snapshotter that works here, so later runs go straight to it.
+pub fn remember(store: &Store, s: Snapshotter) -> Result<()> {
+    crate::store::write_atomically(&remembered(store), format!("{}\n", s.name()).as_bytes())
 }
 
 /// Merge overlay snapshots (bottom layer first) into `dest`: each snapshot's changes, whiteouts included, are

@@ -219,7 +219,7 @@ fn capture_threads(child: &mut std::process::Child) -> Readers {
 fn remove_mountpoints(spec: &RunSpec, created: &[String]) {
     use std::os::unix::fs::MetadataExt;
     let (upper, lowers) = match &spec.rootfs {
-        Rootfs::Overlay { upper, lowers, .. } => (upper, lowers.as_slice()),
+        Rootfs::Overlay { upper, lowers, .. } | Rootfs::FuseOverlay { upper, lowers, .. } => (upper, lowers.as_slice()),
         Rootfs::Dir(dir) => (dir, &[][..]),
     };
     for rel in created.iter().rev() {

@@ -60,6 +60,40 @@ fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
                 }
             })
         }
+        Rootfs::FuseOverlay { lowers, upper, work } => {
+            let lower: Vec<String> = lowers.iter().map(|l| escape_overlay_path(&l.to_string_lossy())).collect();
+            let options = format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.join(":"),
+                escape_overlay_path(&upper.to_string_lossy()),
+                escape_overlay_path(&work.to_string_lossy())
+            );
+            // It daemonizes once the mount is up; it lives in this pid namespace and ends with it.
+            let out = std::process::Command::new("fuse-overlayfs")
+                .args(["-o", &options])
+                .arg(root)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .output()
+                .map_err(|e| Failure {
+                    stage: "mount fuse-overlayfs root".into(),
+                    message: e.to_string(),
+                    hint: Some("install the fuse-overlayfs package, or set RBUILD_SNAPSHOTTER=copy".into()),
+                })?;
+            if !out.status.success() {
+                return Err(Failure {
+                    stage: "mount fuse-overlayfs root".into(),
+                    message: format!(
+                        "fuse-overlayfs exited with {}: {}",
+                        out.status,
+                        String::from_utf8_lossy(&out.stderr).trim()
+                    ),
+                    hint: Some("fuse-overlayfs needs access to /dev/fuse; set RBUILD_SNAPSHOTTER=copy".into()),
+                });
+            }
+            Ok(())
+        }
         Rootfs::Dir(dir) => {
             mount(Some(dir.as_path()), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
                 .map_err(fail("bind root directory"))

@@ -12,6 +12,8 @@ pub enum Rootfs {
     Overlay { lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf },
     /// A plain directory used as it is (the copy snapshotter).
     Dir(PathBuf),
+    /// The overlay, mounted by the `fuse-overlayfs` program (where the kernel refuses overlayfs).
+    FuseOverlay { lowers: Vec<PathBuf>, upper: PathBuf, work: PathBuf },
 }
 
 /// An extra mount inside the sandbox.
