@@ -42,4 +42,11 @@ if [ "$(id -u)" = 0 ]; then
     touch "$f"
     grep -q "^$test_user:" "$f" || echo "$test_user:200000:65536" >> "$f"
   done
+  # A second user with no subordinate ranges: automatic detection must fall back to one id for it.
+  nosub_user=rbuild-nosub
+  if ! id "$nosub_user" >/dev/null 2>&1; then
+    useradd --create-home --shell /bin/sh "$nosub_user"
+    echo "install-test-deps: created user $nosub_user"
+  fi
+  sed -i "/^$nosub_user:/d" /etc/subuid /etc/subgid
 fi

@@ -202,7 +202,7 @@ fn run_once(
         rlimits: opts.rlimits.clone(),
         state_dir: state,
     };
-    let outcome = runtime.run(&spec, opts.output);
+    let outcome = runtime.run(&spec, opts.output.clone());
     prepared.release();
     let changes = match (opts.changes && outcome.is_ok(), &spec.rootfs) {
         (false, _) => Ok(Vec::new()),

@@ -13,6 +13,10 @@ struct Cli {
     /// The store directory (default: $RBUILD_ROOT, /var/lib/rbuild for root, else ~/.local/share/rbuild).
     #[arg(long, global = true, env = "RBUILD_ROOT")]
     root: Option<std::path::PathBuf>,
+    /// How ids map into sandboxes: auto (subordinate ids when set up, else one id; none for root), single,
+    /// subuid, off (root only).
+    #[arg(long, global = true, env = "RBUILD_USERNS", value_parser = ["auto", "single", "subuid", "off"])]
+    userns: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,12 +69,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(args) => commands::build::run(args),
         Command::Debug(cmd) => commands::debug::run(cmd),
-        Command::Run(args) => store().and_then(|s| commands::run::run(&s, args)),
+        Command::Run(args) => store().and_then(|s| commands::run::run(&s, args, cli.userns.as_deref())),
         Command::Images => store().and_then(|s| sc::images(&s)),
         Command::Inspect(args) => store().and_then(|s| sc::inspect(&s, args)),
         Command::Tag { source, target } => store().and_then(|s| sc::tag(&s, &source, &target)),
         Command::Rmi { images } => store().and_then(|s| sc::rmi(&s, &images)),
-        Command::Prune(args) => store().and_then(|s| sc::prune(&s, args)),
+        Command::Prune(args) => store().and_then(|s| sc::prune(&s, args, cli.userns.as_deref())),
         Command::System(sc::SystemCommand::Df) => store().and_then(|s| sc::system_df(&s)),
         Command::Fsck => store().and_then(|s| sc::fsck(&s)),
         Command::Save(args) => store().and_then(|s| sc::save(&s, args)),

@@ -37,13 +37,35 @@ pub fn kill_running_sandboxes() {
     }
 }
 
-/// Where the step's output goes.
+/// Which of the step's output streams a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// Receives the step's output one line at a time (with its newline, if it had one), as it is written.
+pub type LineSink = std::sync::Arc<dyn Fn(OutputStream, &[u8]) + Send + Sync>;
+
+/// Where the step's output goes.
+#[derive(Clone)]
 pub enum OutputMode {
     /// The step writes to rbuild's own stdout and stderr.
     Inherit,
     /// The step's stdout and stderr are captured and returned.
     Capture,
+    /// Each line goes to the sink as it arrives; the output is also returned, as with `Capture`.
+    Lines(LineSink),
+}
+
+impl std::fmt::Debug for OutputMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            OutputMode::Inherit => "Inherit",
+            OutputMode::Capture => "Capture",
+            OutputMode::Lines(_) => "Lines",
+        })
+    }
 }
 
 /// How a run went.
@@ -118,7 +140,7 @@ impl Runtime {
         let (status_r, status_w) = pipe()?;
         let mut cmd = Command::new(&self.init_binary);
         cmd.arg("__sandbox-init").stdin(Stdio::null());
-        if output == OutputMode::Capture {
+        if !matches!(output, OutputMode::Inherit) {
             cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         }
         let (spec_raw, status_raw) = (spec_r.as_raw_fd(), status_w.as_raw_fd());
@@ -138,7 +160,11 @@ impl Runtime {
         drop(spec_r);
         drop(status_w);
         let slot = register(child.id() as i32);
-        let readers = capture_threads(&mut child);
+        let sink = match &output {
+            OutputMode::Lines(s) => Some(s.clone()),
+            _ => None,
+        };
+        let readers = capture_threads(&mut child, sink);
         let mut spec_w = File::from(spec_w);
         let result = converse(req, userns, &mut spec_w, File::from(status_r));
         drop(spec_w);
@@ -202,15 +228,35 @@ impl Readers {
     }
 }
 
-fn capture_threads(child: &mut std::process::Child) -> Readers {
-    fn reader(mut r: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+fn capture_threads(child: &mut std::process::Child, sink: Option<LineSink>) -> Readers {
+    fn reader(
+        r: impl Read + Send + 'static,
+        stream: OutputStream,
+        sink: Option<LineSink>,
+    ) -> std::thread::JoinHandle<Vec<u8>> {
         std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            let _ = r.read_to_end(&mut buf);
-            buf
+            let mut all = Vec::new();
+            let mut r = BufReader::new(r);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match r.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        if let Some(s) = &sink {
+                            s(stream, &line);
+                        }
+                        all.extend_from_slice(&line);
+                    }
+                }
+            }
+            all
         })
     }
-    Readers { out: child.stdout.take().map(reader), err: child.stderr.take().map(reader) }
+    Readers {
+        out: child.stdout.take().map(|o| reader(o, OutputStream::Stdout, sink.clone())),
+        err: child.stderr.take().map(|e| reader(e, OutputStream::Stderr, sink)),
+    }
 }
 
 /// Take the mount points the sandbox created out of the upper directory again (deepest first), if they are

@@ -19,7 +19,7 @@ pub mod userns;
 use std::path::PathBuf;
 
 pub use init::init_main;
-pub use launcher::{OutputMode, RunOutcome, Runtime, kill_running_sandboxes};
+pub use launcher::{LineSink, OutputMode, OutputStream, RunOutcome, Runtime, kill_running_sandboxes};
 pub use spec::{ExitStatus, Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
 
 /// The argument that makes the rbuild binary act as the sandbox init.

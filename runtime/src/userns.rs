@@ -41,8 +41,12 @@ fn subuid_mode() -> Option<UsernsMode> {
 
 /// The mode to use: `RBUILD_USERNS`, else off for root, subordinate ids when set up, else a single id.
 pub fn detect() -> Result<UsernsMode, Error> {
-    let forced = std::env::var("RBUILD_USERNS").unwrap_or_default();
-    match forced.as_str() {
+    detect_with(std::env::var("RBUILD_USERNS").ok().as_deref())
+}
+
+/// The mode `choice` (`auto`, `single`, `subuid`, `off`; `None` is auto) stands for on this machine.
+pub fn detect_with(choice: Option<&str>) -> Result<UsernsMode, Error> {
+    match choice.unwrap_or("auto") {
         "" | "auto" => Ok(if Uid::effective().is_root() {
             UsernsMode::Off
         } else {

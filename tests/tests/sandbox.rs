@@ -524,3 +524,73 @@ fn bind_mounts_are_read_only_or_discard_their_writes() {
         s.assert_nothing_left();
     }
 }
+
+#[test]
+fn automatic_id_mapping_uses_subordinate_ids_when_set_up_and_one_id_otherwise() {
+    if !running_as_root() {
+        return; // needs the two test users made by scripts/install-test-deps.sh
+    }
+    let dir = TempDir::new("auto-userns");
+    fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let layout = test_image("busybox");
+    for (user, chown_works) in [(TEST_USER, true), ("rbuild-nosub", false)] {
+        let root = dir.path().join(user);
+        let sh = |args: &[&str]| {
+            Command::new("runuser")
+                .args(["-u", user, "--", "env", "-u", "RBUILD_USERNS"])
+                .arg(rbuild_bin())
+                .arg("--root")
+                .arg(&root)
+                .args(args)
+                .output()
+                .unwrap()
+        };
+        assert!(sh(&["load", "-i", layout.to_str().unwrap()]).status.success(), "{user}");
+        let out = sh(&["run", "busybox", "sh", "-c", "touch /tmp/x && chown 1000 /tmp/x"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.success(), chown_works, "{user}: {err}");
+        assert_eq!(err.contains("hint: only one user id is mapped"), !chown_works, "{user}: {err}");
+    }
+}
+
+#[test]
+fn output_streams_to_a_sink_line_by_line_while_the_step_runs() {
+    use rbuild_builder::run_image::{RunImageOptions, run_image};
+    use rbuild_runtime::{NetworkMode, OutputMode, OutputStream, Runtime, userns};
+    use std::sync::{Arc, Mutex};
+    use std::time::Instant;
+    let dir = TempDir::new("lines");
+    let store = rbuild_builder::store::Store::open(&dir.path().join("store")).unwrap();
+    rbuild_builder::export::load(&store, &test_image("busybox")).unwrap();
+    let seen: Arc<Mutex<Vec<(OutputStream, String, Instant)>>> = Arc::default();
+    let sink_seen = seen.clone();
+    let sink = Arc::new(move |s: OutputStream, line: &[u8]| {
+        sink_seen.lock().unwrap().push((s, String::from_utf8_lossy(line).into_owned(), Instant::now()));
+    });
+    let opts = RunImageOptions {
+        image: "busybox".into(),
+        cmd: vec!["sh".into(), "-c".into(), "echo one; sleep 0.5; echo two >&2; printf three".into()],
+        network: NetworkMode::Host,
+        output: OutputMode::Lines(sink),
+        userns: userns::detect_with(Some("auto")).unwrap(),
+        extra_hosts: Vec::new(),
+        changes: false,
+        mounts: Vec::new(),
+        rlimits: Vec::new(),
+    };
+    let end = {
+        let result = run_image(&store, &Runtime::new(rbuild_bin()), &opts).unwrap();
+        assert!(result.outcome.status.success());
+        assert_eq!(result.outcome.stdout, b"one\nthree");
+        assert_eq!(result.outcome.stderr, b"two\n");
+        Instant::now()
+    };
+    let seen = seen.lock().unwrap();
+    let lines: Vec<(OutputStream, &str)> = seen.iter().map(|(s, l, _)| (*s, l.as_str())).collect();
+    assert_eq!(
+        lines,
+        [(OutputStream::Stdout, "one\n"), (OutputStream::Stderr, "two\n"), (OutputStream::Stdout, "three")]
+    );
+    // The first line arrived while the step was still sleeping, not when it ended.
+    assert!(end.duration_since(seen[0].2).as_millis() >= 300, "the first line was not streamed");
+}

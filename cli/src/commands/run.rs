@@ -60,9 +60,9 @@ fn stop_sandboxes_on_signals() -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run(store: &Store, args: RunArgs) -> anyhow::Result<ExitCode> {
+pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow::Result<ExitCode> {
     stop_sandboxes_on_signals()?;
-    let mode = userns::detect()?;
+    let mode = userns::detect_with(userns_choice)?;
     let mut extra_hosts = Vec::new();
     for h in &args.add_host {
         let Some((name, ip)) = h.split_once(':') else {

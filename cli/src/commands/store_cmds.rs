@@ -91,9 +91,9 @@ pub struct PruneArgs {
     pub keep_storage: Option<u64>,
 }
 
-pub fn prune(store: &Store, args: PruneArgs) -> anyhow::Result<ExitCode> {
+pub fn prune(store: &Store, args: PruneArgs, userns_choice: Option<&str>) -> anyhow::Result<ExitCode> {
     let opts = PruneOptions { all: args.all, keep_storage: args.keep_storage };
-    let r = match rbuild_runtime::userns::detect()? {
+    let r = match rbuild_runtime::userns::detect_with(userns_choice)? {
         mode @ rbuild_runtime::UsernsMode::Subuid { .. } => {
             let ops = rbuild_builder::userns_tree_ops::UsernsTreeOps {
                 runtime: rbuild_runtime::Runtime::current()?,
