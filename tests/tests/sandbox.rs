@@ -368,6 +368,27 @@ fn cache_secret_and_tmpfs_mounts() {
         }
         let (_, out, _) = s.run(&["--mount", mount, "busybox", "cat", "/cache/log"]);
         assert_eq!(out, "start\nend\nstart\nend\n", "{mode:?}: locked runs overlapped");
+        // sharing=private gives a run that finds the cache busy a directory of its own.
+        let private = "type=cache,target=/cache,id=private,sharing=private";
+        let a = s
+            .command(&[
+                "run",
+                "--mount",
+                private,
+                "busybox",
+                "sh",
+                "-c",
+                "echo A > /cache/who; sleep 1; cat /cache/who",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let (_, b_out, _) =
+            s.run(&["--mount", private, "busybox", "sh", "-c", "cat /cache/who 2>/dev/null; echo B > /cache/who"]);
+        let a_out = a.wait_with_output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&a_out.stdout), "A\n", "{mode:?}: a private cache was shared");
+        assert_eq!(b_out, "", "{mode:?}: the second run saw the first one's private cache");
         s.assert_nothing_left();
     }
 }
