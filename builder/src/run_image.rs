@@ -60,50 +60,40 @@ pub fn id_map_for(mode: UsernsMode) -> IdMap {
 
 /// The changes between a pristine copy and the copy the run used (the copy snapshotter's diff).
 fn changes_between(pristine: &std::path::Path, used: &std::path::Path) -> Result<Vec<Change>> {
-    let mut out = Vec::new();
     if !pristine.is_dir() {
-        return Ok(out);
+        return Ok(Vec::new());
     }
-    for e in crate::layer::diff_trees(pristine, used)? {
-        let path = String::from_utf8_lossy(&e.path).into_owned();
-        let (dir, name) = path.rsplit_once('/').map_or(("", path.as_str()), |(d, n)| (d, n));
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
-        match e.kind {
-            EntryKind::Whiteout => {
-                let gone = name.strip_prefix(".wh.").unwrap_or(name);
-                out.push(Change { kind: 'D', path: format!("/{prefix}{gone}"), owner: None });
-            }
-            _ => out.push(Change {
-                kind: if fs::symlink_metadata(pristine.join(&path)).is_ok() { 'C' } else { 'A' },
-                path: format!("/{path}"),
-                owner: Some((e.uid, e.gid)),
-            }),
-        }
-    }
-    Ok(out)
+    let entries = crate::layer::diff_trees(pristine, used)?;
+    Ok(to_changes(&entries, |rel| fs::symlink_metadata(pristine.join(rel)).is_ok()))
 }
 
+/// The changes an overlay upper directory holds over its lower snapshots.
 fn changes_of(upper: &std::path::Path, lowers: &[std::path::PathBuf], mode: UsernsMode) -> Result<Vec<Change>> {
-    let in_lower = |rel: &str| lowers.iter().any(|l| fs::symlink_metadata(l.join(rel)).is_ok());
+    let entries = diff_overlay_upper_mapped(upper, &id_map_for(mode))?;
+    Ok(to_changes(&entries, |rel| lowers.iter().any(|l| fs::symlink_metadata(l.join(rel)).is_ok())))
+}
+
+/// Layer entries as `docker diff` shows them; `in_base` tells whether a path existed before the run.
+fn to_changes(entries: &[crate::layer::TreeEntry], in_base: impl Fn(&str) -> bool) -> Vec<Change> {
     let mut out = Vec::new();
-    for e in diff_overlay_upper_mapped(upper, &id_map_for(mode))? {
+    for e in entries {
         let path = String::from_utf8_lossy(&e.path).into_owned();
-        let (dir, name) = path.rsplit_once('/').map_or(("", path.as_str()), |(d, n)| (d, n));
-        let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
         match e.kind {
             EntryKind::Whiteout => {
+                let (dir, name) = path.rsplit_once('/').map_or(("", path.as_str()), |(d, n)| (d, n));
+                let prefix = if dir.is_empty() { String::new() } else { format!("{dir}/") };
                 let gone = name.strip_prefix(".wh.").unwrap_or(name);
                 out.push(Change { kind: 'D', path: format!("/{prefix}{gone}"), owner: None });
             }
             EntryKind::Opaque => {}
             _ => out.push(Change {
-                kind: if in_lower(&path) { 'C' } else { 'A' },
+                kind: if in_base(&path) { 'C' } else { 'A' },
                 path: format!("/{path}"),
                 owner: Some((e.uid, e.gid)),
             }),
         }
     }
-    Ok(out)
+    out
 }
 
 fn strings(v: &Value) -> Vec<String> {

@@ -108,15 +108,7 @@ impl Store {
 
     /// Every blob digest in the store.
     pub fn list_blobs(&self) -> Result<Vec<Digest>> {
-        let dir = self.root.join("blobs/sha256");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(Error::io("read", &dir))?.flatten() {
-            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::parse(&format!("sha256:{n}")).ok()) {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        list_digest_names(&self.root.join("blobs/sha256"))
     }
 
     /// A writer for a blob whose digest is known only at the end; `finish` verifies nothing but commits.
@@ -166,4 +158,16 @@ impl Drop for BlobWriter<'_> {
             let _ = fs::remove_file(&self.path);
         }
     }
+}
+
+/// The entries of `dir` whose names are sha256 hex digests, as digests, sorted.
+pub(crate) fn list_digest_names(dir: &Path) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for e in fs::read_dir(dir).map_err(Error::io("read", dir))?.flatten() {
+        if let Some(d) = e.file_name().to_str().and_then(|n| Digest::parse(&format!("sha256:{n}")).ok()) {
+            out.push(d);
+        }
+    }
+    out.sort();
+    Ok(out)
 }

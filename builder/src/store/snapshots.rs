@@ -70,14 +70,6 @@ impl Store {
 
     /// Every snapshot's diff_id.
     pub fn list_snapshots(&self) -> Result<Vec<Digest>> {
-        let dir = self.root.join("snapshots");
-        let mut out = Vec::new();
-        for e in fs::read_dir(&dir).map_err(Error::io("read", &dir))?.flatten() {
-            if let Some(d) = e.file_name().to_str().and_then(|n| Digest::parse(&format!("sha256:{n}")).ok()) {
-                out.push(d);
-            }
-        }
-        out.sort();
-        Ok(out)
+        super::blobs::list_digest_names(&self.root.join("snapshots"))
     }
 }
