@@ -6,6 +6,7 @@
 // Library code reports errors; it never panics on input (tests may unwrap, see clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod build;
 pub mod context;
 pub mod digest;
 pub mod dockerfile;

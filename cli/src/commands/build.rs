@@ -25,15 +25,93 @@ pub struct BuildArgs {
     /// Check the Dockerfile and build inputs without building.
     #[arg(long)]
     pub check: bool,
+    /// Name (and tag) the image; may be given several times.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// A build argument: NAME=VALUE, or NAME to take the value from the environment.
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Do not use the build cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Progress output: plain (BuildKit's lines) or quiet.
+    #[arg(long, default_value = "plain", value_parser = ["auto", "plain", "tty", "quiet"])]
+    pub progress: String,
+    /// Print only the image digest.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// The network for RUN steps: host or none.
+    #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
+    pub network: String,
+    /// Write the image digest to this file.
+    #[arg(long)]
+    pub iidfile: Option<PathBuf>,
+    /// Layer compression: gzip[:LEVEL], zstd[:LEVEL] or uncompressed.
+    #[arg(long, default_value = "gzip")]
+    pub compression: String,
+    /// Write Docker schema2 media types instead of OCI ones (--oci-mediatypes=false).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub oci_mediatypes: bool,
+}
+
+/// Build the image (everything but `--check`).
+pub fn build(store: &rbuild_builder::store::Store, args: BuildArgs, userns: Option<&str>) -> anyhow::Result<ExitCode> {
+    use rbuild_builder::build::{BuildOptions, build};
+    let file = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+    let input = dockerfile_input::read(&file)?;
+    let mut build_args = std::collections::BTreeMap::new();
+    for a in &args.build_args {
+        match a.split_once('=') {
+            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
+            None => std::env::var(a).ok().and_then(|v| build_args.insert(a.clone(), v)),
+        };
+    }
+    let tags = args.tags.iter().map(|t| rbuild_registry::Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
+    let compression = rbuild_builder::layer::Compression::parse(&args.compression).with_context(|| {
+        format!("unknown --compression {:?} (gzip[:1-9], zstd[:1-22], uncompressed)", args.compression)
+    })?;
+    let opts = BuildOptions {
+        context: args.context.clone(),
+        dockerfile_name: input.name,
+        dockerfile_text: input.text,
+        dockerfile_path: input.path,
+        tags,
+        build_args,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        network: if args.network == "none" {
+            rbuild_runtime::NetworkMode::None
+        } else {
+            rbuild_runtime::NetworkMode::Host
+        },
+        userns: rbuild_runtime::userns::detect_with(userns)?,
+        media_types: if args.oci_mediatypes {
+            rbuild_builder::export::image::MediaTypes::Oci
+        } else {
+            rbuild_builder::export::image::MediaTypes::Docker
+        },
+        layers: rbuild_builder::layer::LayerOptions { compression, ..Default::default() },
+        progress: !args.quiet && args.progress != "quiet",
+    };
+    let result = build(store, &rbuild_runtime::Runtime::current()?, &opts)?;
+    if let Some(p) = &args.iidfile {
+        std::fs::write(p, result.manifest_digest.as_str()).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if args.quiet {
+        println!("{}", result.manifest_digest);
+    } else {
+        eprintln!(
+            "built {} ({} steps run, {} cached){}",
+            result.manifest_digest,
+            result.executed,
+            result.cached,
+            if args.tags.is_empty() { String::new() } else { format!(", tagged {}", args.tags.join(", ")) }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
-    if !args.check {
-        bail!(
-            "building images is not available yet in this version of rbuild; `rbuild build --check` validates the \
-             Dockerfile and build inputs"
-        );
-    }
     let file = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
     let input = dockerfile_input::read(&file)?;
     let parsed = dockerfile::load(&input.name, &input.text)?;

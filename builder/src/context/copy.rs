@@ -1,0 +1,239 @@
+//! COPY from a build context: resolving sources (relative to the context, never leaving it; `*`, `?` and `[...]`
+//! within a path segment; `.dockerignore`d files invisible), copying them under a layer directory at their
+//! destination with Docker's rules (a directory's contents, not the directory; a trailing `/` or several sources
+//! make the destination a directory), and a checksum of exactly what was selected (for cache keys: path, type,
+//! mode, link target, content; not mtimes or owners on disk).
+
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest as _, Sha256};
+
+use super::ignore::{IgnoreMatcher, clean_path};
+use crate::error::{Error, Result};
+use crate::glob::ShellPattern;
+
+/// One selected source: its path in the context and the relative path it gets under the destination.
+#[derive(Debug, Clone)]
+struct Selected {
+    abs: PathBuf,
+    /// Path relative to the context (for ignore checks and the checksum).
+    rel: String,
+}
+
+fn has_glob(s: &str) -> bool {
+    s.contains(['*', '?', '['])
+}
+
+/// Resolve one source pattern to context paths.
+fn resolve(context: &Path, ignore: &IgnoreMatcher, src: &str) -> Result<Vec<Selected>> {
+    let cleaned = clean_path(src.trim_start_matches('/'));
+    if cleaned == ".." || cleaned.starts_with("../") {
+        return Err(Error::Malformed {
+            what: format!("COPY source {src:?}"),
+            reason: "it is outside the build context; only files in the context can be copied".into(),
+        });
+    }
+    let mut current: Vec<(PathBuf, String)> = vec![(context.to_path_buf(), String::new())];
+    if cleaned != "." {
+        for part in cleaned.split('/') {
+            let mut next = Vec::new();
+            for (dir, rel) in &current {
+                let join = |n: &str| if rel.is_empty() { n.to_string() } else { format!("{rel}/{n}") };
+                if has_glob(part) {
+                    let pat = ShellPattern::parse(part);
+                    let Ok(entries) = fs::read_dir(dir) else { continue };
+                    let mut names: Vec<String> =
+                        entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+                    names.sort();
+                    for n in names.into_iter().filter(|n| pat.trim_prefix(n, true).is_empty()) {
+                        next.push((dir.join(&n), join(&n)));
+                    }
+                } else if fs::symlink_metadata(dir.join(part)).is_ok() {
+                    next.push((dir.join(part), join(part)));
+                }
+            }
+            current = next;
+        }
+    }
+    let found: Vec<Selected> = current
+        .into_iter()
+        .filter(|(_, rel)| rel.is_empty() || !ignore.is_excluded(rel))
+        .map(|(abs, rel)| Selected { abs, rel })
+        .collect();
+    if found.is_empty() {
+        let reason = if has_glob(src) {
+            "no file in the build context matches it"
+        } else {
+            "it is not in the build context (or .dockerignore excludes it)"
+        };
+        return Err(Error::Malformed { what: format!("COPY source {src:?}"), reason: reason.into() });
+    }
+    Ok(found)
+}
+
+/// What a COPY selected, resolved: ready to checksum and to copy.
+#[derive(Debug)]
+pub struct CopySelection {
+    sources: Vec<Selected>,
+    ignore: IgnoreMatcher,
+}
+
+/// Resolve the sources of a COPY.
+pub fn select(context: &Path, ignore: &IgnoreMatcher, sources: &[String]) -> Result<CopySelection> {
+    let mut out = Vec::new();
+    for s in sources {
+        out.extend(resolve(context, ignore, s)?);
+    }
+    Ok(CopySelection { sources: out, ignore: ignore.clone() })
+}
+
+impl CopySelection {
+    /// A checksum of exactly what would be copied: relative paths, types, modes, link targets, contents.
+    pub fn checksum(&self) -> Result<String> {
+        let mut h = Sha256::new();
+        for s in &self.sources {
+            self.hash_tree(&s.abs, &s.rel, &mut h)?;
+        }
+        Ok(hex::encode(h.finalize()))
+    }
+
+    fn hash_tree(&self, abs: &Path, rel: &str, h: &mut Sha256) -> Result<()> {
+        let meta = fs::symlink_metadata(abs).map_err(Error::io("stat", abs))?;
+        h.update(rel.as_bytes());
+        h.update([0]);
+        h.update(format!("{:o}", meta.mode()).as_bytes());
+        if meta.file_type().is_symlink() {
+            h.update(fs::read_link(abs).map_err(Error::io("read link", abs))?.as_os_str().as_encoded_bytes());
+        } else if meta.is_file() {
+            let mut f = fs::File::open(abs).map_err(Error::io("open", abs))?;
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                let n = f.read(&mut buf).map_err(Error::io("read", abs))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+        } else if meta.is_dir() {
+            let mut names: Vec<String> = fs::read_dir(abs)
+                .map_err(Error::io("read", abs))?
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect();
+            names.sort();
+            for n in names {
+                let child_rel = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+                if !self.ignore.is_excluded(&child_rel) {
+                    self.hash_tree(&abs.join(&n), &child_rel, h)?;
+                }
+            }
+        }
+        h.update([1]);
+        Ok(())
+    }
+
+    /// Copy into `layer_root` at `dest` (absolute in the image, already resolved against WORKDIR), with an
+    /// optional owner and mode.
+    pub fn copy_into(
+        &self,
+        layer_root: &Path,
+        dest: &str,
+        owner: Option<(u32, u32)>,
+        chmod: Option<u32>,
+    ) -> Result<()> {
+        let dest_is_dir = dest.ends_with('/') || self.sources.len() > 1 || self.sources.iter().any(|s| s.abs.is_dir());
+        let dest_rel = clean_path(dest.trim_start_matches('/'));
+        let dest_path = if dest_rel == "." { layer_root.to_path_buf() } else { layer_root.join(&dest_rel) };
+        let parent =
+            if dest_is_dir { dest_path.clone() } else { dest_path.parent().map(Path::to_path_buf).unwrap_or_default() };
+        make_dirs(layer_root, &parent)?;
+        for s in &self.sources {
+            let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
+            if meta.is_dir() {
+                // A directory's contents, not the directory itself.
+                self.copy_dir_contents(&s.abs, &s.rel, &dest_path, owner, chmod)?;
+            } else {
+                let name = s.abs.file_name().map(PathBuf::from).unwrap_or_default();
+                let target = if dest_is_dir { dest_path.join(name) } else { dest_path.clone() };
+                copy_entry(&s.abs, &target, owner, chmod)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn copy_dir_contents(
+        &self,
+        dir: &Path,
+        rel: &str,
+        to: &Path,
+        owner: Option<(u32, u32)>,
+        chmod: Option<u32>,
+    ) -> Result<()> {
+        fs::create_dir_all(to).map_err(Error::io("create", to))?;
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .map_err(Error::io("read", dir))?
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        for n in names {
+            let child_rel = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
+            if self.ignore.is_excluded(&child_rel) {
+                continue;
+            }
+            let (from, target) = (dir.join(&n), to.join(&n));
+            if fs::symlink_metadata(&from).map_err(Error::io("stat", &from))?.is_dir() {
+                copy_entry(&from, &target, owner, chmod)?;
+                self.copy_dir_contents(&from, &child_rel, &target, owner, chmod)?;
+            } else {
+                copy_entry(&from, &target, owner, chmod)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Create the directories from `root` down to `dir` (0755, root-owned in the image).
+fn make_dirs(root: &Path, dir: &Path) -> Result<()> {
+    if dir.starts_with(root) && !dir.exists() {
+        fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+    }
+    Ok(())
+}
+
+/// Copy one file, symlink or directory (the directory itself, not its contents).
+fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>, chmod: Option<u32>) -> Result<()> {
+    let meta = fs::symlink_metadata(from).map_err(Error::io("stat", from))?;
+    if fs::symlink_metadata(to).is_ok_and(|m| !m.is_dir() || !meta.is_dir()) {
+        crate::store::remove_path(to).map_err(Error::io("replace", to))?;
+    }
+    if meta.file_type().is_symlink() {
+        symlink(fs::read_link(from).map_err(Error::io("read link", from))?, to).map_err(Error::io("symlink", to))?;
+        return Ok(());
+    }
+    if meta.is_dir() {
+        fs::create_dir_all(to).map_err(Error::io("create", to))?;
+    } else if meta.is_file() {
+        fs::copy(from, to).map_err(Error::io("copy", from))?;
+    } else {
+        return Ok(()); // devices, fifos and sockets in a context are not copied
+    }
+    let mode = chmod.unwrap_or(meta.mode() & 0o7777);
+    fs::set_permissions(to, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", to))?;
+    let (uid, gid) = owner.unwrap_or((0, 0));
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(to, Some(uid), Some(gid)).map_err(Error::io("chown", to))?;
+    } else if (uid, gid) != (0, 0) {
+        let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
+    }
+    let mtime = filetime_of(&meta);
+    let _ = fs::File::open(to).and_then(|f| f.set_modified(mtime));
+    Ok(())
+}
+
+fn filetime_of(meta: &fs::Metadata) -> std::time::SystemTime {
+    meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH)
+}

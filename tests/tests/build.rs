@@ -1,0 +1,254 @@
+//! `rbuild build` on the real binary (first, sequential engine): the example and the benchmark workloads build and
+//! their images do what they should; rebuilds hit the cache exactly when they should; unused stages are not
+//! built; the image config carries the metadata instructions; failures name the Dockerfile line and leave the
+//! store clean. As root, and as the unprivileged user with subordinate ids.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rbuild_tests::{TEST_USER, TempDir, rbuild_bin, running_as_root, test_image, workspace_root};
+
+/// A store for builds, as root or as the unprivileged test user.
+struct Builder {
+    _dir: TempDir,
+    root: PathBuf,
+    work: PathBuf,
+    as_user: bool,
+}
+
+impl Builder {
+    fn new(as_user: bool) -> Builder {
+        let dir = TempDir::new(if as_user { "build-user" } else { "build-root" });
+        let root = dir.path().join("store");
+        let work = dir.path().join("work");
+        fs::create_dir_all(&work).unwrap();
+        if as_user {
+            fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            assert!(Command::new("chown").arg("-R").arg(TEST_USER).arg(dir.path()).status().unwrap().success());
+        }
+        let b = Builder { _dir: dir, root, work, as_user };
+        assert!(b.rb(&["load", "-i", test_image("busybox").to_str().unwrap()]).status.success());
+        assert!(b.rb(&["tag", "busybox", "localhost/busybox:latest"]).status.success());
+        b
+    }
+
+    fn rb(&self, args: &[&str]) -> Output {
+        let mut cmd = if self.as_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", TEST_USER, "--", "env", "-u", "RBUILD_USERNS"]).arg(rbuild_bin());
+            c
+        } else {
+            Command::new(rbuild_bin())
+        };
+        cmd.arg("--root").arg(&self.root).args(args).output().unwrap()
+    }
+
+    /// Build `context` (tag `tag`); returns (success, stdout, stderr).
+    fn build(&self, context: &Path, tag: &str, extra: &[&str]) -> (bool, String, String) {
+        let mut args = vec!["build", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(context.to_str().unwrap());
+        let out = self.rb(&args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    fn run(&self, image: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["run", image];
+        args.extend_from_slice(cmd);
+        let out = self.rb(&args);
+        assert!(out.status.success(), "run {image}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A build context in the work dir with these files.
+    fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.work.join(name);
+        for (rel, content) in files {
+            let p = dir.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, content).unwrap();
+        }
+        if self.as_user {
+            Command::new("chown").arg("-R").arg(TEST_USER).arg(&dir).status().unwrap();
+        }
+        dir
+    }
+
+    fn assert_clean(&self) {
+        let out = self.rb(&["fsck"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("store is clean"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let left = fs::read_dir(self.root.join("tmp")).unwrap().count();
+        assert_eq!(left, 0, "temporary entries left in the store");
+    }
+}
+
+fn builders() -> Vec<Builder> {
+    if running_as_root() { vec![Builder::new(false), Builder::new(true)] } else { vec![Builder::new(false)] }
+}
+
+fn counts(stderr: &str) -> (usize, usize) {
+    let line = stderr.lines().find(|l| l.starts_with("built ")).unwrap_or_else(|| panic!("no summary in: {stderr}"));
+    let num = |word: &str| -> usize {
+        let before = line.split(word).next().unwrap();
+        before.trim_end().rsplit(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    (num(" steps run"), num(" cached"))
+}
+
+#[test]
+fn the_example_builds_runs_and_rebuilds_from_cache() {
+    for b in builders() {
+        let ctx = workspace_root().join("examples/hello");
+        let (ok, _, err) = b.build(&ctx, "hello:1", &[]);
+        assert!(ok, "{err}");
+        assert!(err.contains("#2 [stage-0] COPY greeting.txt /greeting.txt"), "{err}");
+        assert!(err.contains("18 /greeting.txt"), "the RUN step's output is shown: {err}");
+        assert_eq!(b.run("hello:1", &[]), "hello from rbuild\n");
+        let (ok, _, err) = b.build(&ctx, "hello:2", &["--iidfile", b.work.join("iid").to_str().unwrap()]);
+        assert!(ok, "{err}");
+        assert_eq!(counts(&err), (0, 2), "{err}");
+        assert!(err.contains("CACHED"));
+        let iid = fs::read_to_string(b.work.join("iid")).unwrap();
+        assert!(iid.starts_with("sha256:") && err.contains(&iid), "{iid}");
+        b.assert_clean();
+    }
+}
+
+#[test]
+fn benchmark_workloads_build_and_their_images_work() {
+    for b in builders() {
+        let ws = workspace_root().join("bench/workloads");
+        let (ok, _, err) = b.build(&ws.join("small-steps"), "small", &["--progress", "quiet"]);
+        assert!(ok, "{err}");
+        let out = b.run("small", &[]);
+        assert!(out.contains("step 20 hello") || !out.is_empty(), "{out}");
+        let (ok, _, err) = b.build(&ws.join("multistage-parallel"), "multi", &["--progress", "quiet"]);
+        assert!(ok, "{err}");
+        let out = b.run("multi", &[]);
+        for s in ["stage2", "stage3", "stage4"] {
+            assert!(out.contains(s), "{out}");
+        }
+        b.assert_clean();
+    }
+}
+
+#[test]
+fn cache_follows_content_not_mtimes_and_args_only_where_declared() {
+    for b in builders() {
+        let ctx = b.context(
+            "cache",
+            &[
+                ("Dockerfile", "FROM busybox AS a\nCOPY a.txt /a.txt\nRUN cat /a.txt > /copy\n\nFROM busybox AS b\nARG ONLY_B=1\nCOPY --from=a /copy /from-a\nRUN echo $ONLY_B > /b\n"),
+                ("a.txt", "one"),
+                ("ignored.log", "x"),
+                (".dockerignore", "*.log\n"),
+            ],
+        );
+        let (ok, _, err) = b.build(&ctx, "c", &[]);
+        assert!(ok, "{err}");
+        assert_eq!(counts(&err).0, 4, "{err}");
+        // Same content, new mtime: everything hits.
+        let a = ctx.join("a.txt");
+        fs::File::options().write(true).open(&a).unwrap().set_modified(std::time::SystemTime::now()).unwrap();
+        // An ignored file changing does not matter either.
+        fs::write(ctx.join("ignored.log"), "changed").unwrap();
+        let (_, _, err) = b.build(&ctx, "c", &[]);
+        assert_eq!(counts(&err), (0, 4), "{err}");
+        // A build arg only stage b declares leaves stage a's steps cached.
+        let (_, _, err) = b.build(&ctx, "c", &["--build-arg", "ONLY_B=2"]);
+        assert_eq!(counts(&err), (1, 3), "{err}");
+        assert_eq!(b.run("c", &["cat", "/b", "/from-a"]), "2\none");
+        // Changed content re-runs from that COPY on.
+        fs::write(&a, "two").unwrap();
+        let (_, _, err) = b.build(&ctx, "c", &["--build-arg", "ONLY_B=2"]);
+        assert_eq!(counts(&err), (4, 0), "{err}");
+        assert_eq!(b.run("c", &["cat", "/from-a"]), "two");
+        let (_, _, err) = b.build(&ctx, "c", &["--no-cache", "--build-arg", "ONLY_B=2"]);
+        assert_eq!(counts(&err), (4, 0), "{err}");
+        b.assert_clean();
+    }
+}
+
+#[test]
+fn unused_stages_are_not_built_and_target_picks_a_stage() {
+    for b in builders() {
+        let ctx = b.context(
+            "stages",
+            &[("Dockerfile", "FROM busybox AS broken\nRUN exit 1\n\nFROM busybox AS good\nRUN echo good > /g\n\nFROM good\nRUN echo final > /f\n")],
+        );
+        let (ok, _, err) = b.build(&ctx, "s", &[]);
+        assert!(ok, "the unused failing stage was built: {err}");
+        assert_eq!(b.run("s", &["cat", "/g", "/f"]), "good\nfinal\n");
+        let (ok, _, err) = b.build(&ctx, "t", &["--target", "good"]);
+        assert!(ok, "{err}");
+        assert_eq!(b.run("t", &["sh", "-c", "cat /g; test -e /f || echo no-f"]), "good\nno-f\n");
+        let (ok, _, err) = b.build(&ctx, "u", &["--target", "broken"]);
+        assert!(!ok && err.contains("RUN failed with exit code 1"), "{err}");
+        let (ok, _, err) = b.build(&ctx, "v", &["--target", "nope"]);
+        assert!(!ok && err.contains("target stage \"nope\" could not be found"), "{err}");
+        b.assert_clean();
+    }
+}
+
+#[test]
+fn metadata_instructions_shape_the_image_config() {
+    let b = Builder::new(false);
+    let ctx = b.context(
+        "config",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nENV A=1 B=\"two words\"\nLABEL org.example=rbuild\nWORKDIR /app\nWORKDIR sub\nUSER 1000:1000\nEXPOSE 80 53/udp\nVOLUME /data\nSTOPSIGNAL SIGTERM\nHEALTHCHECK --interval=5s CMD true\nENTRYPOINT [\"/bin/sh\", \"-c\"]\nCMD [\"echo $A\"]\n",
+        )],
+    );
+    let (ok, _, err) = b.build(&ctx, "cfg", &[]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_slice(&b.rb(&["inspect", "cfg"]).stdout).unwrap();
+    let c = &v["Config"]["config"];
+    assert!(c["Env"].as_array().unwrap().contains(&serde_json::json!("B=two words")), "{c}");
+    assert_eq!(c["Labels"]["org.example"], "rbuild");
+    assert_eq!(c["WorkingDir"], "/app/sub");
+    assert_eq!(c["User"], "1000:1000");
+    assert_eq!(c["ExposedPorts"], serde_json::json!({"80/tcp": {}, "53/udp": {}}));
+    assert_eq!(c["Volumes"], serde_json::json!({"/data": {}}));
+    assert_eq!(c["StopSignal"], "SIGTERM");
+    assert_eq!(c["Healthcheck"], serde_json::json!({"Test": ["CMD-SHELL", "true"], "Interval": 5_000_000_000u64}));
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["echo $A"]));
+    let history = v["Config"]["history"].as_array().unwrap();
+    assert!(
+        history.iter().any(|h| h["created_by"] == "ENV A=1 B=\"two words\"" && h["empty_layer"] == true),
+        "{history:?}"
+    );
+    assert_eq!(b.run("cfg", &[]), "1\n");
+}
+
+#[test]
+fn failures_name_the_line_and_leave_the_store_clean() {
+    for b in builders() {
+        let ctx =
+            b.context("fail", &[("Dockerfile", "FROM busybox\nRUN echo about to fail; echo on stderr >&2; exit 3\n")]);
+        let (ok, _, err) = b.build(&ctx, "f", &[]);
+        assert!(!ok);
+        assert!(err.contains("Dockerfile:2") && err.contains("RUN failed with exit code 3"), "{err}");
+        assert!(err.contains("about to fail") && err.contains("on stderr"), "the step's last output is shown: {err}");
+        let ctx = b.context("missing", &[("Dockerfile", "FROM busybox\n\nCOPY nothere.txt /\n")]);
+        let (ok, _, err) = b.build(&ctx, "m", &[]);
+        assert!(!ok && err.contains("Dockerfile:3") && err.contains("\"nothere.txt\""), "{err}");
+        let ctx = b.context("nobase", &[("Dockerfile", "FROM alpine:3.19\nRUN true\n")]);
+        let (ok, _, err) = b.build(&ctx, "n", &[]);
+        assert!(!ok && err.contains("base image \"alpine:3.19\" is not in the store"), "{err}");
+        let ctx = b.context("escape", &[("Dockerfile", "FROM busybox\nCOPY ../../etc/passwd /\n")]);
+        let (ok, _, err) = b.build(&ctx, "e", &[]);
+        assert!(!ok && err.contains("outside the build context"), "{err}");
+        b.assert_clean();
+    }
+}
