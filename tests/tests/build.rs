@@ -252,3 +252,31 @@ fn failures_name_the_line_and_leave_the_store_clean() {
         b.assert_clean();
     }
 }
+
+#[test]
+fn independent_stages_run_at_the_same_time() {
+    // Each stage waits (up to 20 s) for a file the other writes into a shared cache mount: this can only
+    // succeed when both run at once. With --jobs 1 it must fail.
+    let wait = |me: &str, other: &str| {
+        format!(
+            "RUN --mount=type=cache,target=/sync,id=rendezvous touch /sync/{me}; i=0; \
+             while [ ! -e /sync/{other} ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i+1)); done; test -e /sync/{other}"
+        )
+    };
+    let dockerfile = format!(
+        "FROM busybox AS a\n{}\n\nFROM busybox AS b\n{}\n\nFROM busybox\nCOPY --from=a /bin/busybox /a\nCOPY --from=b /bin/busybox /b\n",
+        wait("a", "b"),
+        wait("b", "a")
+    );
+    let b = Builder::new(false);
+    let ctx = b.context("parallel", &[("Dockerfile", &dockerfile)]);
+    let (ok, _, err) = b.build(&ctx, "p", &["--jobs", "2"]);
+    assert!(ok, "the two stages did not overlap: {err}");
+    let b = Builder::new(false);
+    let ctx = b.context(
+        "sequential",
+        &[("Dockerfile", &dockerfile.replace("rendezvous", "rendezvous-seq").replace("200", "10"))],
+    );
+    let (ok, _, _) = b.build(&ctx, "s", &["--jobs", "1"]);
+    assert!(!ok, "with --jobs 1 the stages cannot overlap, so the rendezvous must fail");
+}

@@ -1,5 +1,6 @@
-//! The build engine (first, sequential version): a parsed Dockerfile, build arguments and a target become the
-//! stages to build (the target and what it needs, through `FROM <stage>` and `COPY --from`), each built
+//! The build engine (first version): a parsed Dockerfile, build arguments and a target become the
+//! stages to build (the target and what it needs, through `FROM <stage>` and `COPY --from`; stages whose
+//! dependencies are built run at the same time, up to `jobs`), each built
 //! instruction by instruction over the store: RUN in the runtime's sandbox (its upper directory becomes the layer
 //! and the layer's snapshot), COPY from the context or another stage, the rest as image config changes. RUN and
 //! COPY results are cached by a key over the parent's key, the expanded instruction, its environment and, for
@@ -46,6 +47,8 @@ pub struct BuildOptions {
     pub layers: LayerOptions,
     /// Print BuildKit-style plain progress to stderr.
     pub progress: bool,
+    /// How many stages may build at once (0: the number of CPUs).
+    pub jobs: usize,
 }
 
 /// What a build produced.
@@ -160,15 +163,44 @@ pub fn build(store: &Store, runtime: &Runtime, opts: &BuildOptions) -> Result<Bu
     let progress = Progress { enabled: opts.progress, next: std::sync::atomic::AtomicUsize::new(0) };
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     let (mut executed, mut cached) = (0, 0);
-    for &i in &order {
-        let (result, ran, hits) = {
-            let mut builder = stage::StageBuilder::new(store, runtime, opts, &df, i, &ignore, &progress, &results)?;
-            let result = builder.run()?;
-            (result, builder.executed, builder.cached)
-        };
-        executed += ran;
-        cached += hits;
-        results.insert(i, result);
+    let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.jobs };
+    let mut pending = order.clone();
+    while !pending.is_empty() {
+        // Every stage whose dependencies are built can start now; independent stages build at the same time.
+        let ready: Vec<usize> = pending
+            .iter()
+            .copied()
+            .filter(|&i| stage_deps(&df, i).iter().all(|d| results.contains_key(d)))
+            .take(jobs)
+            .collect();
+        pending.retain(|i| !ready.contains(i));
+        let built: Vec<Result<(usize, StageResult, usize, usize)>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ready
+                .iter()
+                .map(|&i| {
+                    let (df, ignore, progress, results) = (&df, &ignore, &progress, &results);
+                    scope.spawn(move || {
+                        let mut b = stage::StageBuilder::new(store, runtime, opts, df, i, ignore, progress, results)?;
+                        let r = b.run()?;
+                        Ok((i, r, b.executed, b.cached))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::Malformed { what: "build".into(), reason: "a stage's builder panicked".into() })
+                    })
+                })
+                .collect()
+        });
+        for b in built {
+            let (i, result, ran, hits) = b?;
+            executed += ran;
+            cached += hits;
+            results.insert(i, result);
+        }
     }
     let final_stage = results.remove(&target).ok_or_else(|| Error::Malformed {
         what: "build".into(),

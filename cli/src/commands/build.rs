@@ -49,6 +49,9 @@ pub struct BuildArgs {
     /// Layer compression: gzip[:LEVEL], zstd[:LEVEL] or uncompressed.
     #[arg(long, default_value = "gzip")]
     pub compression: String,
+    /// How many independent stages may build at once (default: the number of CPUs).
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
     /// Write Docker schema2 media types instead of OCI ones (--oci-mediatypes=false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub oci_mediatypes: bool,
@@ -92,6 +95,7 @@ pub fn build(store: &rbuild_builder::store::Store, args: BuildArgs, userns: Opti
         },
         layers: rbuild_builder::layer::LayerOptions { compression, ..Default::default() },
         progress: !args.quiet && args.progress != "quiet",
+        jobs: args.jobs,
     };
     let result = build(store, &rbuild_runtime::Runtime::current()?, &opts)?;
     if let Some(p) = &args.iidfile {
