@@ -280,3 +280,41 @@ fn independent_stages_run_at_the_same_time() {
     let (ok, _, _) = b.build(&ctx, "s", &["--jobs", "1"]);
     assert!(!ok, "with --jobs 1 the stages cannot overlap, so the rendezvous must fail");
 }
+
+#[test]
+fn build_secrets_reach_run_steps_but_no_blob_and_labels_reach_the_image() {
+    let b = Builder::new(false);
+    let secret_value = "sup3r-s3cr3t-value-8f2a";
+    // The Dockerfile compares hashes, so the value itself appears nowhere but in the secret sources.
+    let hash = rbuild_builder::digest::Digest::of(secret_value.as_bytes()).hex().to_string();
+    let dockerfile = format!(
+        "FROM busybox\nRUN --mount=type=secret,id=file_tok sha256sum /run/secrets/file_tok | grep -q {hash} && echo file-ok > /ok\nRUN --mount=type=secret,id=env_tok,env=TOKEN printf %s \"$TOKEN\" | sha256sum | grep -q {hash} && echo env-ok >> /ok\n"
+    );
+    let ctx = b.context("secrets", &[("Dockerfile", &dockerfile), ("../token.txt", secret_value)]);
+    let token_file = b.work.join("token.txt");
+    let out = Command::new(rbuild_bin())
+        .args(["--root", b.root.to_str().unwrap(), "build", "-t", "sec", "--label", "org.example.built-by=rbuild"])
+        .arg("--secret")
+        .arg(format!("id=file_tok,src={}", token_file.display()))
+        .args(["--secret", "id=env_tok,env=MY_TOKEN"])
+        .arg(&ctx)
+        .env("MY_TOKEN", secret_value)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(b.run("sec", &["cat", "/ok"]), "file-ok\nenv-ok\n");
+    // The value is in no blob, config, cache record or snapshot of the store, and not in the progress output.
+    let grep = Command::new("grep").args(["-rl", secret_value]).arg(&b.root).output().unwrap();
+    assert!(grep.stdout.is_empty(), "the secret leaked into: {}", String::from_utf8_lossy(&grep.stdout));
+    assert!(!err.contains(secret_value));
+    let v: serde_json::Value = serde_json::from_slice(&b.rb(&["inspect", "sec"]).stdout).unwrap();
+    assert_eq!(v["Config"]["config"]["Labels"]["org.example.built-by"], "rbuild");
+    // A required secret that was not passed is a clear error.
+    let ctx = b.context(
+        "secret-missing",
+        &[("Dockerfile", "FROM busybox\nRUN --mount=type=secret,id=absent,required true\n")],
+    );
+    let (ok, _, err) = b.build(&ctx, "x", &[]);
+    assert!(!ok && err.contains("secret \"absent\" is required: pass --secret id=absent"), "{err}");
+}

@@ -49,6 +49,17 @@ pub struct BuildOptions {
     pub progress: bool,
     /// How many stages may build at once (0: the number of CPUs).
     pub jobs: usize,
+    /// `--secret id=ID,src=PATH` / `id=ID,env=VAR`: secret id -> where its value comes from.
+    pub secrets: BTreeMap<String, SecretSource>,
+    /// `--label KEY=VALUE`, set on the final image.
+    pub labels: Vec<(String, String)>,
+}
+
+/// Where a build secret's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretSource {
+    File(PathBuf),
+    Env(String),
 }
 
 /// What a build produced.
@@ -202,10 +213,13 @@ pub fn build(store: &Store, runtime: &Runtime, opts: &BuildOptions) -> Result<Bu
             results.insert(i, result);
         }
     }
-    let final_stage = results.remove(&target).ok_or_else(|| Error::Malformed {
+    let mut final_stage = results.remove(&target).ok_or_else(|| Error::Malformed {
         what: "build".into(),
         reason: "the target stage produced no result".into(),
     })?;
+    for (k, v) in &opts.labels {
+        config::set_label(&mut final_stage.config, k, v);
+    }
     let image = final_stage.write(store, opts.media_types)?;
     let descriptor = image.descriptor()?;
     for t in &opts.tags {

@@ -446,7 +446,8 @@ impl<'a> StageBuilder<'a> {
         for d in [&upper, &work, &state] {
             fs::create_dir_all(d).map_err(Error::io("create", d))?;
         }
-        let mut prepared = crate::run_mounts::prepare(self.store, mounts, &run_dir.join("scratch"))?;
+        let mounts = self.with_secret_sources(ins, mounts, &run_dir.join("secrets"))?;
+        let mut prepared = crate::run_mounts::prepare(self.store, &mounts, &run_dir.join("scratch"))?;
         env.extend(prepared.env.iter().cloned());
         let mut lowers = self.state.snapshots.clone();
         lowers.reverse();
@@ -513,6 +514,41 @@ impl<'a> StageBuilder<'a> {
         self.executed += 1;
         self.progress.done(n, start);
         Ok(())
+    }
+
+    /// Secret mounts take their values from `--secret` (a file, or an environment variable written to a file
+    /// in the step's private directory, removed with it). The cache key never sees them.
+    fn with_secret_sources(
+        &self,
+        ins: &Instruction,
+        mounts: &[crate::dockerfile::RunMount],
+        dir: &Path,
+    ) -> Result<Vec<crate::dockerfile::RunMount>> {
+        let mut out = mounts.to_vec();
+        for m in out.iter_mut().filter(|m| m.kind == crate::dockerfile::MountType::Secret && m.source.is_none()) {
+            let id = m.id.clone().or_else(|| m.target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string)));
+            let Some(source) = id.as_ref().and_then(|id| self.opts.secrets.get(id)) else {
+                if m.required == Some(true) {
+                    return Err(self.fail(
+                        ins,
+                        &format!("secret {:?} is required: pass --secret id={0},src=FILE", id.unwrap_or_default()),
+                    ));
+                }
+                continue;
+            };
+            m.source = Some(match source {
+                super::SecretSource::File(p) => p.display().to_string(),
+                super::SecretSource::Env(var) => {
+                    let value = std::env::var(var)
+                        .map_err(|_| self.fail(ins, &format!("--secret env={var}: the variable is not set")))?;
+                    fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+                    let f = dir.join(format!("env-{}", id.clone().unwrap_or_default().replace('/', "_")));
+                    fs::write(&f, value).map_err(Error::io("write", &f))?;
+                    f.display().to_string()
+                }
+            });
+        }
+        Ok(out)
     }
 
     fn copy_step(&mut self, ins: &Instruction, c: &CopySpec, is_add: bool) -> Result<()> {

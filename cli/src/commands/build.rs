@@ -49,6 +49,12 @@ pub struct BuildArgs {
     /// Layer compression: gzip[:LEVEL], zstd[:LEVEL] or uncompressed.
     #[arg(long, default_value = "gzip")]
     pub compression: String,
+    /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (never stored in the image).
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// A label for the image: KEY=VALUE.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
     /// How many independent stages may build at once (default: the number of CPUs).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
@@ -96,6 +102,16 @@ pub fn build(store: &rbuild_builder::store::Store, args: BuildArgs, userns: Opti
         layers: rbuild_builder::layer::LayerOptions { compression, ..Default::default() },
         progress: !args.quiet && args.progress != "quiet",
         jobs: args.jobs,
+        secrets: parse_secrets(&args.secrets)?,
+        labels: args
+            .labels
+            .iter()
+            .map(|l| {
+                l.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .with_context(|| format!("--label {l:?}: expected KEY=VALUE"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let result = build(store, &rbuild_runtime::Runtime::current()?, &opts)?;
     if let Some(p) = &args.iidfile {
@@ -160,4 +176,28 @@ fn check_ignore_file(context: &Path, dockerfile: Option<&Path>) -> anyhow::Resul
     let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
     let matcher = IgnoreMatcher::parse(&text, &path.display().to_string())?;
     Ok(Some((path, matcher.patterns().len())))
+}
+
+/// `--secret id=ID,src=PATH|source=PATH|env=VAR` (as docker buildx takes them; `type=` is accepted).
+fn parse_secrets(
+    specs: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, rbuild_builder::build::SecretSource>> {
+    use rbuild_builder::build::SecretSource;
+    let mut out = std::collections::BTreeMap::new();
+    for spec in specs {
+        let (mut id, mut source) = (None, None);
+        for field in spec.split(',') {
+            match field.split_once('=') {
+                Some(("id", v)) => id = Some(v.to_string()),
+                Some(("src" | "source", v)) => source = Some(SecretSource::File(PathBuf::from(v))),
+                Some(("env", v)) => source = Some(SecretSource::Env(v.to_string())),
+                Some(("type", "file" | "env")) => {}
+                _ => bail!("--secret {spec:?}: unknown field {field:?} (use id=ID,src=PATH or id=ID,env=VAR)"),
+            }
+        }
+        let id = id.with_context(|| format!("--secret {spec:?}: missing id="))?;
+        let source = source.unwrap_or_else(|| SecretSource::Env(id.clone()));
+        out.insert(id, source);
+    }
+    Ok(out)
 }
