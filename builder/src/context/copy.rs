@@ -104,6 +104,9 @@ impl CopySelection {
         let meta = fs::symlink_metadata(abs).map_err(Error::io("stat", abs))?;
         h.update(rel.as_bytes());
         h.update([0]);
+        // The raw name too: two names that are not UTF-8 may read the same once converted.
+        h.update(abs.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        h.update([0]);
         h.update(format!("{:o}", meta.mode()).as_bytes());
         if meta.file_type().is_symlink() {
             h.update(fs::read_link(abs).map_err(Error::io("read link", abs))?.as_os_str().as_encoded_bytes());
@@ -118,17 +121,8 @@ impl CopySelection {
                 h.update(&buf[..n]);
             }
         } else if meta.is_dir() {
-            let mut names: Vec<String> = fs::read_dir(abs)
-                .map_err(Error::io("read", abs))?
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .collect();
-            names.sort();
-            for n in names {
-                let child_rel = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
-                if !self.ignore.is_excluded(&child_rel) {
-                    self.hash_tree(&abs.join(&n), &child_rel, h)?;
-                }
+            for (child, child_rel) in self.visible_children(abs, rel)? {
+                self.hash_tree(&child, &child_rel, h)?;
             }
         }
         h.update([1]);
@@ -164,6 +158,22 @@ impl CopySelection {
         Ok(())
     }
 
+    /// The children of `dir` that .dockerignore leaves visible, sorted by name, with their context-relative
+    /// paths. Names need not be UTF-8: the path keeps the bytes, the relative path is for matching.
+    fn visible_children(&self, dir: &Path, rel: &str) -> Result<Vec<(PathBuf, String)>> {
+        let mut names: Vec<std::ffi::OsString> =
+            fs::read_dir(dir).map_err(Error::io("read", dir))?.flatten().map(|e| e.file_name()).collect();
+        names.sort();
+        Ok(names
+            .into_iter()
+            .filter_map(|n| {
+                let name = n.to_string_lossy();
+                let child_rel = if rel.is_empty() { name.into_owned() } else { format!("{rel}/{name}") };
+                (!self.ignore.is_excluded(&child_rel)).then(|| (dir.join(&n), child_rel))
+            })
+            .collect())
+    }
+
     fn copy_dir_contents(
         &self,
         dir: &Path,
@@ -173,23 +183,11 @@ impl CopySelection {
         chmod: Option<u32>,
     ) -> Result<()> {
         fs::create_dir_all(to).map_err(Error::io("create", to))?;
-        let mut names: Vec<String> = fs::read_dir(dir)
-            .map_err(Error::io("read", dir))?
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
-        names.sort();
-        for n in names {
-            let child_rel = if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") };
-            if self.ignore.is_excluded(&child_rel) {
-                continue;
-            }
-            let (from, target) = (dir.join(&n), to.join(&n));
+        for (from, child_rel) in self.visible_children(dir, rel)? {
+            let target = to.join(from.file_name().unwrap_or_default());
+            copy_entry(&from, &target, owner, chmod)?;
             if fs::symlink_metadata(&from).map_err(Error::io("stat", &from))?.is_dir() {
-                copy_entry(&from, &target, owner, chmod)?;
                 self.copy_dir_contents(&from, &child_rel, &target, owner, chmod)?;
-            } else {
-                copy_entry(&from, &target, owner, chmod)?;
             }
         }
         Ok(())
