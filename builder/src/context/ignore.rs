@@ -182,7 +182,8 @@ impl IgnoreMatcher {
     /// Whether a context-relative path (`a/b/c`, `/`-separated) is excluded from the context.
     pub fn is_excluded(&self, path: &str) -> bool {
         let path = clean_path(path.trim_start_matches('/'));
-        let parents: Vec<&str> = path.split('/').collect();
+        // Every parent directory of the path, as a prefix of it (computed once, not per pattern).
+        let parents: Vec<&str> = path.match_indices('/').map(|(i, _)| &path[..i]).collect();
         let mut excluded = false;
         for p in &self.patterns {
             // Only patterns that could change the verdict are evaluated.
@@ -192,7 +193,7 @@ impl IgnoreMatcher {
             let mut hit = p.glob.matches(&path);
             if !hit {
                 // A pattern matching a parent directory matches everything below it.
-                hit = (1..parents.len()).any(|n| p.glob.matches(&parents[..n].join("/")));
+                hit = parents.iter().any(|parent| p.glob.matches(parent));
             }
             if hit {
                 excluded = !p.exclusion;
