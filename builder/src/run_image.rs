@@ -10,8 +10,8 @@ use crate::error::{Error, Result};
 use crate::export::{import_layout_reference, load_image};
 use crate::layer::{EntryKind, IdMap, diff_overlay_upper_mapped};
 use crate::snapshotter::{Snapshotter, choose, merge_snapshots, remember};
-use crate::store::{InProcess, Store};
-use crate::userns_tree_ops::UsernsTreeOps;
+use crate::store::Store;
+use crate::userns_tree_ops::tree_ops_for;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -110,17 +110,9 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
     let image = load_image(store, &digest)?;
     let diff_ids = image.diff_ids()?;
     let mut lowers = Vec::new();
-    // With subordinate ids, layers are unpacked inside the user namespace, so files keep their real owners.
-    let in_userns;
-    let ops: &dyn crate::store::TreeOps = match (opts.userns, std::env::current_exe()) {
-        (UsernsMode::Subuid { .. }, Ok(binary)) => {
-            in_userns = UsernsTreeOps { runtime: runtime.clone(), binary, userns: opts.userns };
-            &in_userns
-        }
-        _ => &InProcess,
-    };
+    let ops = tree_ops_for(runtime, opts.userns);
     for (layer, diff_id) in image.layers.iter().zip(&diff_ids) {
-        lowers.push(store.ensure_snapshot(ops, diff_id, &layer.digest)?);
+        lowers.push(store.ensure_snapshot(ops.as_ref(), diff_id, &layer.digest)?);
     }
     let (mut snapshotter, forced) = choose(store)?;
     loop {

@@ -13,6 +13,15 @@ use crate::store::TreeOps;
 /// The argument that makes the rbuild binary run one tree operation (see [`tree_op_main`]).
 pub const TREE_OP_ARG: &str = "__tree-op";
 
+/// The tree operations for a sandbox mode: inside the user namespace when subordinate ids are mapped (so
+/// files keep their real owners and can be removed again), in this process otherwise.
+pub fn tree_ops_for(runtime: &Runtime, userns: UsernsMode) -> Box<dyn TreeOps> {
+    match (userns, std::env::current_exe()) {
+        (UsernsMode::Subuid { .. }, Ok(binary)) => Box::new(UsernsTreeOps { runtime: runtime.clone(), binary, userns }),
+        _ => Box::new(crate::store::InProcess),
+    }
+}
+
 /// [`TreeOps`] inside a user namespace.
 #[derive(Debug, Clone)]
 pub struct UsernsTreeOps {

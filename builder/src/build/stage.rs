@@ -23,8 +23,8 @@ use crate::export::image::{LayerRef, LoadedImage, MediaTypes, load_image, write_
 use crate::layer::{collect_tree, diff_overlay_upper_mapped, export_layer};
 use crate::run_image::id_map_for;
 use crate::snapshotter::merge_snapshots;
-use crate::store::{InProcess, Store, TreeOps};
-use crate::userns_tree_ops::UsernsTreeOps;
+use crate::store::{Store, TreeOps};
+use crate::userns_tree_ops::tree_ops_for;
 
 /// A built stage: its layers (with their snapshots, bottom first), config and cache key.
 #[derive(Debug, Clone)]
@@ -95,12 +95,7 @@ impl<'a> StageBuilder<'a> {
         progress: &'a Progress,
         done: &'a BTreeMap<usize, StageResult>,
     ) -> Result<StageBuilder<'a>> {
-        let ops: Box<dyn TreeOps> = match (opts.userns, std::env::current_exe()) {
-            (UsernsMode::Subuid { .. }, Ok(binary)) => {
-                Box::new(UsernsTreeOps { runtime: runtime.clone(), binary, userns: opts.userns })
-            }
-            _ => Box::new(InProcess),
-        };
+        let ops = tree_ops_for(runtime, opts.userns);
         Ok(StageBuilder {
             store,
             runtime,

@@ -93,17 +93,9 @@ pub struct PruneArgs {
 
 pub fn prune(store: &Store, args: PruneArgs, userns_choice: Option<&str>) -> anyhow::Result<ExitCode> {
     let opts = PruneOptions { all: args.all, keep_storage: args.keep_storage };
-    let r = match rbuild_runtime::userns::detect_with(userns_choice)? {
-        mode @ rbuild_runtime::UsernsMode::Subuid { .. } => {
-            let ops = rbuild_builder::userns_tree_ops::UsernsTreeOps {
-                runtime: rbuild_runtime::Runtime::current()?,
-                binary: std::env::current_exe()?,
-                userns: mode,
-            };
-            store.prune(opts, &ops)?
-        }
-        _ => store.prune(opts, &rbuild_builder::store::InProcess)?,
-    };
+    let mode = rbuild_runtime::userns::detect_with(userns_choice)?;
+    let ops = rbuild_builder::userns_tree_ops::tree_ops_for(&rbuild_runtime::Runtime::current()?, mode);
+    let r = store.prune(opts, ops.as_ref())?;
     println!(
         "Removed {} blobs, {} snapshots, {} cache mounts; reclaimed {}",
         r.blobs,
