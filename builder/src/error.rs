@@ -61,6 +61,10 @@ pub enum Error {
     #[error("malformed {what}: {reason}")]
     Malformed { what: String, reason: String },
 
+    /// The build stopped because another stage failed.
+    #[error("cancelled because another stage failed")]
+    Cancelled,
+
     /// A layer larger than the configured limit (protects against compression bombs).
     #[error("layer {layer} expands beyond the {limit}-byte limit (set RBUILD_MAX_LAYER_SIZE to raise it)")]
     LayerTooLarge { layer: String, limit: u64 },

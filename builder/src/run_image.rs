@@ -182,6 +182,7 @@ fn run_once(
         userns: opts.userns,
         mounts: prepared.mounts.clone(),
         rlimits: opts.rlimits.clone(),
+        shm_size: 0,
         state_dir: state,
     };
     let outcome = runtime.run(&spec, opts.output.clone());

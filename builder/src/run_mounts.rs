@@ -37,7 +37,8 @@ fn bad(spec: &str, reason: impl Into<String>) -> Error {
 }
 
 /// Parse `64m`, `1g`, `512k`, `1024` into bytes.
-fn parse_bytes(s: &str) -> Option<u64> {
+/// A size like `64m`, `1g`, `4096` (bytes).
+pub fn parse_bytes(s: &str) -> Option<u64> {
     let t = s.trim().to_ascii_lowercase();
     let (num, mult) = match t.chars().last()? {
         'k' => (&t[..t.len() - 1], 1 << 10),
@@ -148,10 +149,11 @@ pub fn prepare(store: &Store, specs: &[RunMount], scratch: &Path) -> Result<Prep
                 out.mounts.push(Mount::Bind { source: copy, target, read_only: true });
             }
             MountType::Ssh => {
-                let sock = std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from).filter(|p| p.exists());
+                // The socket comes from the build's `--ssh` (the builder fills `source`); never implicitly.
+                let sock = m.source.clone().map(PathBuf::from).filter(|p| p.exists());
                 let Some(sock) = sock else {
                     if m.required == Some(true) {
-                        return Err(bad(&spec, "an SSH agent is required but SSH_AUTH_SOCK names none"));
+                        return Err(bad(&spec, "an SSH agent is required: pass --ssh default (or ID=SOCKET)"));
                     }
                     continue;
                 };

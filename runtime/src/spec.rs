@@ -79,6 +79,8 @@ pub struct RunSpec {
     pub mounts: Vec<Mount>,
     /// Resource limits: (name as `docker --ulimit` spells it, e.g. `nofile`, soft, hard).
     pub rlimits: Vec<(String, u64, u64)>,
+    /// Size of /dev/shm in bytes (0: 64 MiB, Docker's default).
+    pub shm_size: u64,
     /// A directory the runtime may use for the run (mount point, generated /etc files); the caller removes it.
     pub state_dir: PathBuf,
 }

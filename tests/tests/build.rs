@@ -110,7 +110,7 @@ fn the_example_builds_runs_and_rebuilds_from_cache() {
         let ctx = workspace_root().join("examples/hello");
         let (ok, _, err) = b.build(&ctx, "hello:1", &[]);
         assert!(ok, "{err}");
-        assert!(err.contains("#2 [stage-0] COPY greeting.txt /greeting.txt"), "{err}");
+        assert!(err.contains("#2 [stage-0 2/3] COPY greeting.txt /greeting.txt"), "{err}");
         assert!(err.contains("18 /greeting.txt"), "the RUN step's output is shown: {err}");
         assert_eq!(b.run("hello:1", &[]), "hello from rbuild\n");
         let (ok, _, err) = b.build(&ctx, "hello:2", &["--iidfile", b.work.join("iid").to_str().unwrap()]);
@@ -245,7 +245,18 @@ fn failures_name_the_line_and_leave_the_store_clean() {
         assert!(!ok && err.contains("Dockerfile:3") && err.contains("\"nothere.txt\""), "{err}");
         let ctx = b.context("nobase", &[("Dockerfile", "FROM alpine:3.19\nRUN true\n")]);
         let (ok, _, err) = b.build(&ctx, "n", &[]);
-        assert!(!ok && err.contains("base image \"alpine:3.19\" is not in the store"), "{err}");
+        assert!(!ok && err.contains("image \"alpine:3.19\" is not in the store"), "{err}");
+        let ctx = b.context(
+            "cycle",
+            &[("Dockerfile", "FROM busybox AS a\nCOPY --from=b /bin/sh /x\nFROM busybox AS b\nCOPY --from=a /x /y\n")],
+        );
+        let (ok, _, err) = b.build(&ctx, "c", &[]);
+        assert!(!ok && err.contains("circular dependency between stages: b -> a -> b"), "{err}");
+        let (ok, _, err) = b.build(&ctx, "c", &["--target", "nosuch"]);
+        assert!(!ok && err.contains("target stage \"nosuch\" could not be found") && err.contains("a, b"), "{err}");
+        let ctx = b.context("unknown-stage", &[("Dockerfile", "FROM busybox\nCOPY --from=bulider /x /x\n")]);
+        let (ok, _, err) = b.build(&ctx, "u", &[]);
+        assert!(!ok && err.contains("Dockerfile:2") && err.contains("image \"bulider\" is not in the store"), "{err}");
         let ctx = b.context("escape", &[("Dockerfile", "FROM busybox\nCOPY ../../etc/passwd /\n")]);
         let (ok, _, err) = b.build(&ctx, "e", &[]);
         assert!(!ok && err.contains("outside the build context"), "{err}");

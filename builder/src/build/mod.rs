@@ -1,31 +1,34 @@
-//! The build engine (first version): a parsed Dockerfile, build arguments and a target become the
-//! stages to build (the target and what it needs, through `FROM <stage>` and `COPY --from`; stages whose
-//! dependencies are built run at the same time, up to `jobs`), each built
-//! instruction by instruction over the store: RUN in the runtime's sandbox (its upper directory becomes the layer
-//! and the layer's snapshot), COPY from the context or another stage, the rest as image config changes. RUN and
-//! COPY results are cached by a key over the parent's key, the expanded instruction, its environment and, for
-//! COPY, the checksum of exactly the files selected. Progress is printed in BuildKit's plain style.
+//! The build engine: a parsed Dockerfile is lowered ([`graph`]) into the stages the target needs; the solver
+//! here starts every stage as soon as the stages it uses are built, up to `jobs` at once, and stops starting
+//! new ones after a failure. Each stage is built instruction by instruction over the store ([`stage`]): RUN in
+//! the runtime's sandbox (its upper directory becomes the layer and the layer's snapshot), COPY from the context,
+//! a named context or another stage, the rest as image config changes. RUN and COPY results are cached by a key
+//! over the parent's key, the expanded instruction, its environment and, for COPY, the checksum of exactly the
+//! files selected. Progress goes out as [`progress::Event`]s.
 
 mod cache;
-mod config;
+pub(crate) mod config;
+pub mod graph;
+pub mod progress;
 mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::PathBuf;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
 
 use rbuild_registry::Reference;
 use rbuild_runtime::{NetworkMode, Runtime, UsernsMode};
 
 use crate::context::{IgnoreMatcher, find_ignore_file};
 use crate::digest::Digest;
-use crate::dockerfile::{Dockerfile, InstructionKind};
 use crate::error::{Error, Result};
-use crate::export::image::MediaTypes;
+use crate::export::image::{LoadedImage, MediaTypes};
 use crate::layer::LayerOptions;
 use crate::store::Store;
 
+pub use graph::{Graph, Source};
+pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, ProgressSink, Stream};
 pub use stage::StageResult;
 
 /// What to build.
@@ -41,18 +44,60 @@ pub struct BuildOptions {
     pub build_args: BTreeMap<String, String>,
     pub target: Option<String>,
     pub no_cache: bool,
+    /// `--no-cache-filter`: stages (by name or index) whose steps always run.
+    pub no_cache_filter: Vec<String>,
     pub network: NetworkMode,
     pub userns: UsernsMode,
     pub media_types: MediaTypes,
     pub layers: LayerOptions,
-    /// Print BuildKit-style plain progress to stderr.
-    pub progress: bool,
     /// How many stages may build at once (0: the number of CPUs).
     pub jobs: usize,
     /// `--secret id=ID,src=PATH` / `id=ID,env=VAR`: secret id -> where its value comes from.
     pub secrets: BTreeMap<String, SecretSource>,
+    /// `--ssh default|ID=SOCKET`: agent sockets for `RUN --mount=type=ssh`.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// `--label KEY=VALUE`, set on the final image.
     pub labels: Vec<(String, String)>,
+    /// `--build-context NAME=...`.
+    pub named_contexts: BTreeMap<String, NamedContext>,
+    /// `--add-host NAME:IP` for RUN steps.
+    pub extra_hosts: Vec<(String, String)>,
+    /// `--ulimit NAME=SOFT[:HARD]` for RUN steps.
+    pub ulimits: Vec<(String, u64, u64)>,
+    /// `--shm-size` in bytes (0: 64 MiB).
+    pub shm_size: u64,
+    /// `--allow`: entitlements (`network.host`, `security.insecure`).
+    pub allow: BTreeSet<String>,
+}
+
+impl BuildOptions {
+    /// Options for building `dockerfile_text` in `context` with everything else at its default.
+    pub fn new(context: PathBuf, dockerfile_name: String, dockerfile_text: String, userns: UsernsMode) -> Self {
+        BuildOptions {
+            context,
+            dockerfile_name,
+            dockerfile_text,
+            dockerfile_path: None,
+            tags: Vec::new(),
+            build_args: BTreeMap::new(),
+            target: None,
+            no_cache: false,
+            no_cache_filter: Vec::new(),
+            network: NetworkMode::Host,
+            userns,
+            media_types: MediaTypes::Oci,
+            layers: LayerOptions::default(),
+            jobs: 0,
+            secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
+            labels: Vec::new(),
+            named_contexts: BTreeMap::new(),
+            extra_hosts: Vec::new(),
+            ulimits: Vec::new(),
+            shm_size: 0,
+            allow: BTreeSet::new(),
+        }
+    }
 }
 
 /// Where a build secret's value comes from.
@@ -62,9 +107,32 @@ pub enum SecretSource {
     Env(String),
 }
 
+/// A `--build-context` value: a directory, or an image (`docker-image://REF`, `oci-layout://PATH[:TAG]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamedContext {
+    Dir(PathBuf),
+    Image(String),
+}
+
+impl NamedContext {
+    /// Parse the part after `NAME=`.
+    pub fn parse(value: &str) -> NamedContext {
+        if let Some(r) = value.strip_prefix("docker-image://") {
+            NamedContext::Image(r.to_string())
+        } else if value.starts_with("oci-layout://") {
+            NamedContext::Image(value.to_string())
+        } else {
+            NamedContext::Dir(PathBuf::from(value))
+        }
+    }
+}
+
 /// What a build produced.
 #[derive(Debug, Clone)]
 pub struct BuildResult {
+    pub image: LoadedImage,
+    /// The image's layer snapshots, bottom first (for filesystem outputs).
+    pub snapshots: Vec<PathBuf>,
     pub manifest_digest: Digest,
     pub config_digest: Digest,
     /// Steps that ran, and steps whose results came from the cache.
@@ -72,96 +140,49 @@ pub struct BuildResult {
     pub cached: usize,
 }
 
-/// Plain progress lines: `#N [stage i/n] INSTRUCTION`, the step's output prefixed, `#N DONE 0.1s`/`#N CACHED`.
-#[derive(Debug)]
-pub(crate) struct Progress {
-    enabled: bool,
-    next: std::sync::atomic::AtomicUsize,
+/// What every stage builder of one build shares.
+pub(crate) struct Shared<'a> {
+    pub store: &'a Store,
+    pub runtime: &'a Runtime,
+    pub opts: &'a BuildOptions,
+    pub df: &'a crate::dockerfile::Dockerfile,
+    pub ignore: &'a IgnoreMatcher,
+    pub progress: &'a dyn ProgressSink,
+    /// The last step number given out.
+    pub steps: AtomicUsize,
+    /// Set after a stage failed: the others stop at their next instruction.
+    pub cancel: AtomicBool,
 }
 
-impl Progress {
-    pub(crate) fn step(&self, label: &str) -> usize {
-        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
-        self.line(&format!("#{n} {label}"));
-        n
-    }
-    pub(crate) fn line(&self, s: &str) {
-        if self.enabled {
-            let _ = writeln!(std::io::stderr(), "{s}");
-        }
-    }
-    pub(crate) fn done(&self, n: usize, start: Instant) {
-        self.line(&format!("#{n} DONE {:.1}s", start.elapsed().as_secs_f64()));
-    }
-    pub(crate) fn cached(&self, n: usize) {
-        self.line(&format!("#{n} CACHED"));
+impl Shared<'_> {
+    pub(crate) fn next_step(&self) -> usize {
+        self.steps.fetch_add(1, Ordering::SeqCst) + 1
     }
 }
 
-/// The stages the target needs, in an order where each comes after those it uses.
-fn needed_stages(df: &Dockerfile, target: usize) -> Result<Vec<usize>> {
-    fn visit(
-        df: &Dockerfile,
-        i: usize,
-        seen: &mut BTreeSet<usize>,
-        on_path: &mut Vec<usize>,
-        out: &mut Vec<usize>,
-    ) -> Result<()> {
-        if seen.contains(&i) {
-            return Ok(());
-        }
-        if on_path.contains(&i) {
-            return Err(Error::Malformed {
-                what: "Dockerfile stages".into(),
-                reason: format!("stage {} depends on itself through FROM or COPY --from", i),
-            });
-        }
-        on_path.push(i);
-        for dep in stage_deps(df, i) {
-            visit(df, dep, seen, on_path, out)?;
-        }
-        on_path.pop();
-        seen.insert(i);
-        out.push(i);
-        Ok(())
-    }
-    let mut out = Vec::new();
-    visit(df, target, &mut BTreeSet::new(), &mut Vec::new(), &mut out)?;
-    Ok(out)
-}
-
-/// A stage named by `name` (a stage name or an index), if it is one, among the stages before `before`.
-pub(crate) fn stage_ref(df: &Dockerfile, name: &str, before: usize) -> Option<usize> {
-    let lower = name.to_ascii_lowercase();
-    df.stages[..before]
-        .iter()
-        .position(|s| s.name.as_deref() == Some(lower.as_str()))
-        .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
-}
-
-fn stage_deps(df: &Dockerfile, i: usize) -> Vec<usize> {
-    let s = &df.stages[i];
-    let mut deps: Vec<usize> = stage_ref(df, &s.base, i).into_iter().collect();
-    for ins in &s.instructions {
-        if let InstructionKind::Copy(c) = &ins.kind
-            && let Some(from) = c.from.as_deref().and_then(|f| stage_ref(df, f, i))
-        {
-            deps.push(from);
-        }
-    }
-    deps
+/// Lower the Dockerfile for `opts` without building (for `rbuild debug graph`).
+pub fn plan(opts: &BuildOptions) -> Result<(crate::dockerfile::Dockerfile, Graph)> {
+    let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
+    let named: BTreeSet<String> = opts.named_contexts.keys().cloned().collect();
+    let graph = graph::lower(
+        &df,
+        &opts.dockerfile_name,
+        &opts.dockerfile_text,
+        &opts.build_args,
+        &named,
+        opts.target.as_deref(),
+    )?;
+    Ok((df, graph))
 }
 
 /// Build the Dockerfile; returns the image written (and tagged with `opts.tags`).
-pub fn build(store: &Store, runtime: &Runtime, opts: &BuildOptions) -> Result<BuildResult> {
-    let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
-    let target = match &opts.target {
-        Some(t) => stage_ref(&df, t, df.stages.len()).ok_or_else(|| Error::Malformed {
-            what: "--target".into(),
-            reason: format!("target stage {t:?} could not be found in {}", opts.dockerfile_name),
-        })?,
-        None => df.stages.len() - 1,
-    };
+pub fn build(
+    store: &Store,
+    runtime: &Runtime,
+    opts: &BuildOptions,
+    progress: &dyn ProgressSink,
+) -> Result<BuildResult> {
+    let (df, graph) = plan(opts)?;
     let dockerfile_path = opts.dockerfile_path.clone().unwrap_or_else(|| opts.context.join("Dockerfile"));
     let ignore = match find_ignore_file(&opts.context, &dockerfile_path) {
         Some(p) => {
@@ -170,50 +191,19 @@ pub fn build(store: &Store, runtime: &Runtime, opts: &BuildOptions) -> Result<Bu
         }
         None => IgnoreMatcher::default(),
     };
-    let order = needed_stages(&df, target)?;
-    let progress = Progress { enabled: opts.progress, next: std::sync::atomic::AtomicUsize::new(0) };
-    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
-    let (mut executed, mut cached) = (0, 0);
+    let shared = Shared {
+        store,
+        runtime,
+        opts,
+        df: &df,
+        ignore: &ignore,
+        progress,
+        steps: AtomicUsize::new(0),
+        cancel: AtomicBool::new(false),
+    };
     let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.jobs };
-    let mut pending = order.clone();
-    while !pending.is_empty() {
-        // Every stage whose dependencies are built can start now; independent stages build at the same time.
-        let ready: Vec<usize> = pending
-            .iter()
-            .copied()
-            .filter(|&i| stage_deps(&df, i).iter().all(|d| results.contains_key(d)))
-            .take(jobs)
-            .collect();
-        pending.retain(|i| !ready.contains(i));
-        let built: Vec<Result<(usize, StageResult, usize, usize)>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ready
-                .iter()
-                .map(|&i| {
-                    let (df, ignore, progress, results) = (&df, &ignore, &progress, &results);
-                    scope.spawn(move || {
-                        let mut b = stage::StageBuilder::new(store, runtime, opts, df, i, ignore, progress, results)?;
-                        let r = b.run()?;
-                        Ok((i, r, b.executed, b.cached))
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join().unwrap_or_else(|_| {
-                        Err(Error::Malformed { what: "build".into(), reason: "a stage's builder panicked".into() })
-                    })
-                })
-                .collect()
-        });
-        for b in built {
-            let (i, result, ran, hits) = b?;
-            executed += ran;
-            cached += hits;
-            results.insert(i, result);
-        }
-    }
-    let mut final_stage = results.remove(&target).ok_or_else(|| Error::Malformed {
+    let (mut results, executed, cached) = solve(&shared, &graph, jobs)?;
+    let mut final_stage = results.remove(&graph.target).ok_or_else(|| Error::Malformed {
         what: "build".into(),
         reason: "the target stage produced no result".into(),
     })?;
@@ -225,10 +215,74 @@ pub fn build(store: &Store, runtime: &Runtime, opts: &BuildOptions) -> Result<Bu
     for t in &opts.tags {
         store.tag_image(t, &descriptor)?;
     }
-    progress.line(&format!(
-        "#{} writing image {} done",
-        progress.next.load(std::sync::atomic::Ordering::SeqCst) + 1,
-        image.manifest_digest
-    ));
-    Ok(BuildResult { manifest_digest: image.manifest_digest, config_digest: image.config_digest, executed, cached })
+    let step = shared.next_step();
+    progress.event(&Event::Note { text: &format!("#{step} writing image {} done", image.manifest_digest) });
+    Ok(BuildResult {
+        manifest_digest: image.manifest_digest.clone(),
+        config_digest: image.config_digest.clone(),
+        image,
+        snapshots: final_stage.snapshots,
+        executed,
+        cached,
+    })
+}
+
+type Solved = (BTreeMap<usize, StageResult>, usize, usize);
+
+/// Run the graph's stages: each starts once its dependencies are built, at most `jobs` at a time. After the
+/// first failure nothing new starts, the running stages stop at their next instruction, and that error returns.
+fn solve(shared: &Shared<'_>, graph: &Graph, jobs: usize) -> Result<Solved> {
+    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
+    let (mut executed, mut cached) = (0, 0);
+    let mut pending: Vec<usize> = graph.order.clone();
+    let mut failure: Option<Error> = None;
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<(usize, Result<(StageResult, usize, usize)>)>();
+        let mut running = 0usize;
+        loop {
+            while failure.is_none() && running < jobs.max(1) {
+                let Some(pos) =
+                    pending.iter().position(|i| graph.stages[i].deps.iter().all(|d| results.contains_key(d)))
+                else {
+                    break;
+                };
+                let index = pending.remove(pos);
+                let node = &graph.stages[&index];
+                let inputs: BTreeMap<usize, StageResult> = node.deps.iter().map(|d| (*d, results[d].clone())).collect();
+                let tx = tx.clone();
+                running += 1;
+                scope.spawn(move || {
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        let mut b = stage::StageBuilder::new(shared, node, inputs);
+                        b.run().map(|r| (r, b.executed, b.cached))
+                    }))
+                    .unwrap_or_else(|_| {
+                        Err(Error::Malformed { what: "build".into(), reason: "a stage's builder panicked".into() })
+                    });
+                    let _ = tx.send((index, outcome));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((index, outcome)) = rx.recv() else { break };
+            running -= 1;
+            match outcome {
+                Ok((r, ran, hits)) => {
+                    executed += ran;
+                    cached += hits;
+                    results.insert(index, r);
+                }
+                Err(Error::Cancelled) => {}
+                Err(e) => {
+                    shared.cancel.store(true, Ordering::SeqCst);
+                    failure.get_or_insert(e);
+                }
+            }
+        }
+    });
+    match failure {
+        Some(e) => Err(e),
+        None => Ok((results, executed, cached)),
+    }
 }

@@ -1,23 +1,27 @@
-//! Building one stage: resolve its base (an image in the store, `oci-layout://`, another stage, or `scratch`),
-//! then apply its instructions in order. RUN runs in the sandbox over the stage's snapshots; its upper
-//! directory is diffed into a layer and then becomes that layer's snapshot. COPY builds a layer directory from
-//! the context (or another stage's files). Metadata instructions change the config and add an empty-layer history
-//! entry. Variables are expanded with the stage's ENV and the ARGs in scope.
+//! Building one stage: resolve its base (an image in the store, `oci-layout://`, a named context, another stage,
+//! or `scratch`), then apply its instructions in order. RUN runs in the sandbox over the stage's snapshots; its
+//! upper directory is diffed into a layer and then becomes that layer's snapshot. COPY builds a layer directory
+//! from the context (or a named context's, an image's or another stage's files). WORKDIR creates its directory
+//! when missing. Metadata instructions change the config and add an empty-layer history entry, as BuildKit's do.
+//! Variables are expanded with the stage's ENV and the ARGs in scope.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use rbuild_runtime::{OutputMode, OutputStream, Rootfs, RunSpec, Runtime, UsernsMode};
+use rbuild_runtime::{NetworkMode, OutputMode, OutputStream, Rootfs, RunSpec, Runtime, UsernsMode};
 use serde_json::{Value, json};
 
-use super::{BuildOptions, Progress, cache, config, stage_ref};
-use crate::context::IgnoreMatcher;
+use super::graph::{OpKind, Source, StageNode};
+use super::progress::{Event, Stream};
+use super::{BuildOptions, NamedContext, Shared, cache, config};
 use crate::context::copy;
+use crate::context::{IgnoreMatcher, clean_path, find_ignore_file};
 use crate::digest::Digest;
 use crate::dockerfile::shell::Lexer;
-use crate::dockerfile::{CommandLine, CopySpec, Dockerfile, Instruction, InstructionKind};
+use crate::dockerfile::{CommandLine, CopySpec, Dockerfile, Instruction, InstructionKind, MountType, RunMount};
 use crate::error::{Error, Result};
 use crate::export::image::{LayerRef, LoadedImage, MediaTypes, load_image, write_image};
 use crate::layer::{collect_tree, diff_overlay_upper_mapped, export_layer};
@@ -62,58 +66,67 @@ impl StageResult {
 }
 
 pub(crate) struct StageBuilder<'a> {
+    sh: &'a Shared<'a>,
     store: &'a Store,
     runtime: &'a Runtime,
     opts: &'a BuildOptions,
     df: &'a Dockerfile,
     index: usize,
+    node: &'a StageNode,
     ignore: &'a IgnoreMatcher,
-    progress: &'a Progress,
-    done: &'a BTreeMap<usize, StageResult>,
+    /// The results of the stages this one uses.
+    done: BTreeMap<usize, StageResult>,
     ops: Box<dyn TreeOps + 'a>,
-    /// ARGs in scope and their values.
-    args: BTreeMap<String, Option<String>>,
+    /// ARGs in scope and their values, in declaration order.
+    args: Vec<(String, Option<String>)>,
     state: StageResult,
     /// The global ARGs, for `ARG NAME` redeclarations without a default.
     meta: Vec<(String, String)>,
     /// A CMD was set in this stage (an ENTRYPOINT then does not reset it).
     cmd_set: bool,
     created: String,
+    /// Steps shown so far and in all (FROM, RUN, COPY, ADD, WORKDIR), for `[stage i/n]`.
+    shown: usize,
+    total: usize,
+    /// `--no-cache-filter` names this stage.
+    no_cache: bool,
     pub(crate) executed: usize,
     pub(crate) cached: usize,
 }
 
 impl<'a> StageBuilder<'a> {
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn new(
-        store: &'a Store,
-        runtime: &'a Runtime,
-        opts: &'a BuildOptions,
-        df: &'a Dockerfile,
-        index: usize,
-        ignore: &'a IgnoreMatcher,
-        progress: &'a Progress,
-        done: &'a BTreeMap<usize, StageResult>,
-    ) -> Result<StageBuilder<'a>> {
-        let ops = tree_ops_for(runtime, opts.userns);
-        Ok(StageBuilder {
-            store,
-            runtime,
+    pub(crate) fn new(sh: &'a Shared<'a>, node: &'a StageNode, done: BTreeMap<usize, StageResult>) -> Self {
+        let opts = sh.opts;
+        let stage = &sh.df.stages[node.index];
+        let total = 1
+            + node.ops.iter().filter(|o| o.kind != OpKind::Config).count()
+            + stage.instructions.iter().filter(|i| matches!(i.kind, InstructionKind::Workdir(_))).count();
+        let no_cache = opts.no_cache
+            || opts.no_cache_filter.iter().any(|f| {
+                stage.name.as_deref() == Some(f.to_ascii_lowercase().as_str()) || f == &node.index.to_string()
+            });
+        StageBuilder {
+            sh,
+            store: sh.store,
+            runtime: sh.runtime,
             opts,
-            df,
-            index,
-            ignore,
-            progress,
+            df: sh.df,
+            index: node.index,
+            node,
+            ignore: sh.ignore,
             done,
-            ops,
-            args: BTreeMap::new(),
+            ops: tree_ops_for(sh.runtime, opts.userns),
+            args: Vec::new(),
             state: StageResult::scratch(),
             meta: Vec::new(),
             cmd_set: false,
             created: config::created(opts.layers.source_date_epoch),
+            shown: 0,
+            total,
+            no_cache,
             executed: 0,
             cached: 0,
-        })
+        }
     }
 
     /// The global ARGs (before the first FROM) with build-arg overrides.
@@ -140,11 +153,17 @@ impl<'a> StageBuilder<'a> {
         Lexer::new(self.df.escape).process_word(word, &env.to_vec()).map_err(|e| self.fail(ins, &e.to_string()))
     }
 
+    /// The ARGs in scope that have values.
+    fn arg_values(&self) -> Vec<(String, String)> {
+        self.args.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))).collect()
+    }
+
     /// The variables an instruction sees: ARGs in scope, overridden by ENV.
     fn vars(&self) -> Vec<(String, String)> {
+        let env = config::env_pairs(&self.state.config);
         let mut v: Vec<(String, String)> =
-            self.args.iter().filter_map(|(k, val)| val.as_ref().map(|x| (k.clone(), x.clone()))).collect();
-        v.extend(config::env_pairs(&self.state.config));
+            self.arg_values().into_iter().filter(|(k, _)| !env.iter().any(|(e, _)| e == k)).collect();
+        v.extend(env);
         v
     }
 
@@ -162,10 +181,30 @@ impl<'a> StageBuilder<'a> {
         Error::from(e)
     }
 
-    fn label(&self, text: &str) -> String {
-        let stage = &self.df.stages[self.index];
-        let name = stage.name.clone().unwrap_or_else(|| format!("stage-{}", self.index));
-        format!("[{name}] {}", text.lines().next().unwrap_or(""))
+    fn stage_name(&self) -> String {
+        self.df.stages[self.index].name.clone().unwrap_or_else(|| format!("stage-{}", self.index))
+    }
+
+    /// Announce a step: `[stage i/n] TEXT`; returns its number.
+    fn start(&mut self, text: &str) -> usize {
+        self.shown += 1;
+        let step = self.sh.next_step();
+        let stage = self.stage_name();
+        let name = format!("[{stage} {}/{}] {}", self.shown, self.total, text.lines().next().unwrap_or("").trim());
+        self.sh.progress.event(&Event::Started { step, stage: &stage, name: &name });
+        step
+    }
+
+    fn done(&self, step: usize, start: Instant) {
+        self.sh.progress.event(&Event::Done { step, elapsed: start.elapsed() });
+    }
+
+    /// Report a step's failure and return the error.
+    fn step_failed(&self, step: usize, e: Error) -> Error {
+        let message = e.to_string();
+        let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed");
+        self.sh.progress.event(&Event::Failed { step, message: first });
+        e
     }
 
     /// Resolve the base and run every instruction.
@@ -174,31 +213,61 @@ impl<'a> StageBuilder<'a> {
         let meta = self.meta_args()?;
         let base_ins =
             Instruction { kind: InstructionKind::Arg(Vec::new()), span: stage.span, original: String::new() };
-        let base = Lexer::new(self.df.escape)
-            .process_word(&stage.base, &meta)
-            .map_err(|e| self.fail(&base_ins, &e.to_string()))?;
-        let n = self.progress.step(&self.label(&format!("FROM {base}")));
-        self.state = self.resolve_base(&base, &base_ins)?;
-        self.progress.line(&format!("#{n} DONE 0.0s"));
+        let base_text = match &self.node.base {
+            Source::Scratch => "scratch".to_string(),
+            Source::Stage(i) => self.df.stages[*i].name.clone().unwrap_or_else(|| i.to_string()),
+            Source::NamedContext(n) | Source::Image(n) => n.clone(),
+        };
+        let step = self.start(&format!("FROM {base_text}"));
+        let start = Instant::now();
+        let base = self.node.base.clone();
+        self.state = self.resolve_source_image(&base, &base_ins).map_err(|e| self.step_failed(step, e))?;
+        self.done(step, start);
         self.meta = meta;
         for ins in &stage.instructions {
+            if self.sh.cancel.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
             self.instruction(ins)?;
         }
         self.state.config["created"] = Value::String(self.created.clone());
         Ok(self.state.clone())
     }
 
-    fn resolve_base(&self, base: &str, ins: &Instruction) -> Result<StageResult> {
-        if base == "scratch" {
-            return Ok(StageResult::scratch());
+    /// A source as a stage state: scratch, a built stage, an image, or a named context (a directory becomes a
+    /// one-layer image of its files).
+    fn resolve_source_image(&self, source: &Source, ins: &Instruction) -> Result<StageResult> {
+        match source {
+            Source::Scratch => Ok(StageResult::scratch()),
+            Source::Stage(i) => {
+                self.done.get(i).cloned().ok_or_else(|| self.fail(ins, &format!("stage {i} was not built")))
+            }
+            Source::Image(r) => self.resolve_image(r, ins),
+            Source::NamedContext(n) => match self.opts.named_contexts.get(n) {
+                Some(NamedContext::Image(r)) => self.resolve_image(r, ins),
+                Some(NamedContext::Dir(dir)) => {
+                    let mut state = StageResult::scratch();
+                    let selection = copy::select(dir, &named_context_ignore(dir)?, &[".".to_string()])
+                        .map_err(|e| self.fail(ins, &e.to_string()))?;
+                    let layer_dir = self.store.tmp().path("context-image");
+                    fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
+                    selection.copy_into(&layer_dir, "/", None, None)?;
+                    let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?)?;
+                    if let Some((l, diff_id, snap)) = layer {
+                        state.config["rootfs"]["diff_ids"] = json!([diff_id.to_string()]);
+                        state.layers.push(l);
+                        state.diff_ids.push(diff_id);
+                        state.snapshots.push(snap);
+                    }
+                    state.cache_key = cache::key(&["context", &selection.checksum()?]);
+                    Ok(state)
+                }
+                None => Err(self.fail(ins, &format!("build context {n:?} was not given"))),
+            },
         }
-        if let Some(dep) = stage_ref(self.df, base, self.index) {
-            return self
-                .done
-                .get(&dep)
-                .cloned()
-                .ok_or_else(|| self.fail(ins, &format!("stage {base:?} was not built")));
-        }
+    }
+
+    fn resolve_image(&self, base: &str, ins: &Instruction) -> Result<StageResult> {
         let digest = if base.starts_with("oci-layout://") {
             crate::export::import_layout_reference(self.store, base)?
         } else {
@@ -208,8 +277,8 @@ impl<'a> StageBuilder<'a> {
                     return Err(self.fail(
                         ins,
                         &format!(
-                            "base image {base:?} is not in the store; rbuild cannot pull from registries yet: \
-                             load it first (rbuild load -i FILE|DIR) or name a layout (FROM oci-layout://PATH:TAG)"
+                            "image {base:?} is not in the store; rbuild cannot pull from registries yet: \
+                             load it first (rbuild load -i FILE|DIR) or name a layout (oci-layout://PATH:TAG)"
                         ),
                     ));
                 }
@@ -240,10 +309,18 @@ impl<'a> StageBuilder<'a> {
     }
 
     fn instruction(&mut self, ins: &Instruction) -> Result<()> {
+        let op = self
+            .node
+            .ops
+            .iter()
+            .find(|o| std::ptr::eq(&self.df.stages[self.index].instructions[o.instruction], ins))
+            .cloned()
+            .ok_or_else(|| self.fail(ins, "instruction missing from the build graph"))?;
         match &ins.kind {
-            InstructionKind::Run(run) => return self.run_step(ins, &run.command, &run.mounts),
-            InstructionKind::Copy(c) => return self.copy_step(ins, c, false),
-            InstructionKind::Add(c) => return self.copy_step(ins, c, true),
+            InstructionKind::Run(run) => return self.run_step(ins, run, &op.reads),
+            InstructionKind::Copy(c) => return self.copy_step(ins, c, false, op.reads.first()),
+            InstructionKind::Add(c) => return self.copy_step(ins, c, true, op.reads.first()),
+            InstructionKind::Workdir(w) => return self.workdir_step(ins, w),
             InstructionKind::Arg(decls) => {
                 for d in decls {
                     let value = match (self.opts.build_args.get(&d.name), &d.default) {
@@ -251,9 +328,9 @@ impl<'a> StageBuilder<'a> {
                         (None, Some(def)) => Some(self.expand(ins, def)?),
                         (None, None) => self.meta.iter().rev().find(|(k, _)| *k == d.name).map(|(_, v)| v.clone()),
                     };
-                    self.args.insert(d.name.clone(), value);
+                    self.args.retain(|(k, _)| *k != d.name);
+                    self.args.push((d.name.clone(), value));
                 }
-                return Ok(());
             }
             InstructionKind::Env(kvs) => {
                 for kv in kvs {
@@ -268,12 +345,6 @@ impl<'a> StageBuilder<'a> {
                 }
             }
             InstructionKind::Maintainer(m) => self.state.config["author"] = Value::String(m.clone()),
-            InstructionKind::Workdir(w) => {
-                let w = self.expand(ins, w)?;
-                let cur = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/").to_string();
-                let joined = if w.starts_with('/') { w } else { format!("{}/{w}", cur.trim_end_matches('/')) };
-                self.state.config["config"]["WorkingDir"] = Value::String(joined);
-            }
             InstructionKind::User(u) => {
                 let u = self.expand(ins, u)?;
                 self.state.config["config"]["User"] = Value::String(u);
@@ -331,11 +402,67 @@ impl<'a> StageBuilder<'a> {
                 self.state.config["config"]["OnBuild"] = Value::Array(ob);
             }
         }
-        let text = ins.original.trim().to_string();
-        let n = self.progress.step(&self.label(&text));
-        self.progress.line(&format!("#{n} DONE 0.0s"));
-        self.history(text, true);
+        // Metadata instructions are not steps of their own in the progress (as in BuildKit).
+        self.history(ins.original.trim().to_string(), true);
         Ok(())
+    }
+
+    /// WORKDIR: set the working directory, and create it (a layer of its own) when the stage lacks it.
+    fn workdir_step(&mut self, ins: &Instruction, w: &str) -> Result<()> {
+        let w = self.expand(ins, w)?;
+        let cur = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/").to_string();
+        let joined = if w.starts_with('/') { w } else { format!("{}/{w}", cur.trim_end_matches('/')) };
+        let joined = clean_path(&joined);
+        let joined = if joined.starts_with('/') { joined } else { format!("/{joined}") };
+        self.state.config["config"]["WorkingDir"] = Value::String(joined.clone());
+        let created_by = format!("WORKDIR {joined}");
+        let rel = joined.trim_start_matches('/').to_string();
+        if rel.is_empty() || self.path_exists(&rel) {
+            self.history(created_by, true);
+            return Ok(());
+        }
+        let step = self.start(&ins.original);
+        let start = Instant::now();
+        let key = cache::key(&[&self.state.cache_key, "WORKDIR", &joined]);
+        if !self.no_cache
+            && let Some(hit) = cache::get(self.store, &key)
+        {
+            self.sh.progress.event(&Event::Cached { step });
+            self.apply_cached(hit, created_by)?;
+            self.state.cache_key = key;
+            return Ok(());
+        }
+        let layer_dir = self.store.tmp().path("workdir");
+        let dir = layer_dir.join(&rel);
+        fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?)?;
+        cache::put(self.store, &key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
+        self.push_layer(layer, created_by);
+        self.state.cache_key = key;
+        self.executed += 1;
+        self.done(step, start);
+        Ok(())
+    }
+
+    /// Whether `rel` exists in the stage's filesystem: the topmost snapshot that has it (or a whiteout of it,
+    /// or of a parent) decides.
+    fn path_exists(&self, rel: &str) -> bool {
+        let comps: Vec<&str> = rel.split('/').collect();
+        for snap in self.state.snapshots.iter().rev() {
+            let mut p = snap.clone();
+            let mut hidden_below = false;
+            for (i, comp) in comps.iter().enumerate() {
+                p.push(comp);
+                match fs::symlink_metadata(&p) {
+                    Ok(m) if crate::layer::overlay_whiteout(&p, &m) => return false,
+                    Ok(_) if i + 1 == comps.len() => return true,
+                    Ok(m) => hidden_below |= m.is_dir() && crate::layer::overlay_opaque(&p),
+                    Err(_) if hidden_below => return false,
+                    Err(_) => break,
+                }
+            }
+        }
+        false
     }
 
     /// The argv of a command line: exec form as is, shell form through the stage's SHELL.
@@ -405,20 +532,85 @@ impl<'a> StageBuilder<'a> {
         Ok(Some((layer, info.diff_id, snap)))
     }
 
-    fn run_step(&mut self, ins: &Instruction, cmd: &CommandLine, mounts: &[crate::dockerfile::RunMount]) -> Result<()> {
-        let argv = self.argv(cmd);
-        let created_by = if cmd.prepend_shell {
-            format!("RUN {}", argv.join(" "))
+    /// BuildKit's history text for RUN: the build args in scope as `|N K=V ...`, then the command.
+    fn run_created_by(&self, cmd: &CommandLine, argv: &[String]) -> String {
+        let args = self.arg_values();
+        let prefix = if args.is_empty() {
+            String::new()
         } else {
-            format!("RUN {}", serde_json::to_string(&argv).unwrap_or_default())
+            let kv: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("|{} {} ", kv.len(), kv.join(" "))
         };
-        let n = self.progress.step(&self.label(&ins.original));
+        let command = if cmd.prepend_shell { argv.join(" ") } else { serde_json::to_string(argv).unwrap_or_default() };
+        format!("RUN {prefix}{command} # rbuild")
+    }
+
+    fn run_step(&mut self, ins: &Instruction, run: &crate::dockerfile::RunSpec, reads: &[Source]) -> Result<()> {
+        let step = self.start(&ins.original);
         let start = Instant::now();
+        self.run_step_inner(ins, run, reads, step, start).map_err(|e| self.step_failed(step, e))
+    }
+
+    fn run_step_inner(
+        &mut self,
+        ins: &Instruction,
+        run: &crate::dockerfile::RunSpec,
+        reads: &[Source],
+        step: usize,
+        start: Instant,
+    ) -> Result<()> {
+        let cmd = &run.command;
+        if !cmd.heredocs.is_empty() {
+            return Err(self.fail(ins, "RUN with heredocs is not supported yet"));
+        }
+        let argv = self.argv(cmd);
+        let created_by = self.run_created_by(cmd, &argv);
+        let network = match run.network.as_deref() {
+            None | Some("default") => self.opts.network,
+            Some("none") => NetworkMode::None,
+            Some("host") if self.opts.allow.contains("network.host") => NetworkMode::Host,
+            Some("host") => {
+                return Err(self.fail(ins, "RUN --network=host needs the entitlement: pass --allow network.host"));
+            }
+            Some(other) => return Err(self.fail(ins, &format!("RUN --network={other}: use default, none or host"))),
+        };
+        if run.security.as_deref() == Some("insecure") && !self.opts.allow.contains("security.insecure") {
+            return Err(self.fail(ins, "RUN --security=insecure needs the entitlement: pass --allow security.insecure"));
+        }
         let mut env: Vec<String> = self.vars().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.dedup_by(|a, b| a.split('=').next() == b.split('=').next());
         let workdir =
             self.state.config["config"]["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_string();
         let user = self.state.config["config"]["User"].as_str().filter(|u| !u.is_empty()).map(str::to_string);
+        let run_dir = self.store.tmp().path("step");
+        // Bind mounts read from the context, a named context, an image or another stage.
+        let mut mounts = Vec::new();
+        let mut mount_keys = Vec::new();
+        let mut reads = reads.iter();
+        let mut scratch_dirs = Vec::new();
+        for m in &run.mounts {
+            let mut m = m.clone();
+            let from = m.from.as_ref().and_then(|_| reads.next());
+            if m.kind == MountType::Bind {
+                let (root, key, tmp) = self.source_root(ins, from)?;
+                scratch_dirs.extend(tmp);
+                let source = clean_path(m.source.as_deref().unwrap_or("."));
+                let path = root.join(source.trim_start_matches('/'));
+                let real = fs::canonicalize(&path).map_err(|_| {
+                    self.fail(ins, &format!("bind mount source {source:?} does not exist in {}", describe(from)))
+                })?;
+                let real_root = fs::canonicalize(&root).map_err(Error::io("resolve", &root))?;
+                if !real.starts_with(&real_root) {
+                    return Err(self.fail(ins, &format!("bind mount source {source:?} leaves its context")));
+                }
+                mount_keys.push(format!("bind {source} from {key}"));
+                m.source = Some(real.display().to_string());
+                m.from = None;
+            } else {
+                mount_keys.push(format!("{:?} {:?} {:?} {:?}", m.kind, m.target, m.id, m.read_only));
+            }
+            mounts.push(m);
+        }
         let key = cache::key(&[
             &self.state.cache_key,
             "RUN",
@@ -426,22 +618,29 @@ impl<'a> StageBuilder<'a> {
             &env.join("\n"),
             &workdir,
             user.as_deref().unwrap_or(""),
-            &format!("{mounts:?}"),
+            &mount_keys.join("\n"),
+            &format!("{network:?}"),
         ]);
-        if !self.opts.no_cache
+        let cleanup = |me: &Self, dirs: &[PathBuf]| {
+            for d in dirs {
+                let _ = crate::store::remove_path(d);
+            }
+            let _ = me.runtime.remove_tree(&run_dir, me.opts.userns);
+        };
+        if !self.no_cache
             && let Some(hit) = cache::get(self.store, &key)
         {
-            self.progress.cached(n);
+            cleanup(self, &scratch_dirs);
+            self.sh.progress.event(&Event::Cached { step });
             self.apply_cached(hit, created_by)?;
             self.state.cache_key = key;
             return Ok(());
         }
-        let run_dir = self.store.tmp().path("step");
         let (upper, work, state) = (run_dir.join("upper"), run_dir.join("work"), run_dir.join("state"));
         for d in [&upper, &work, &state] {
             fs::create_dir_all(d).map_err(Error::io("create", d))?;
         }
-        let mounts = self.with_secret_sources(ins, mounts, &run_dir.join("secrets"))?;
+        let mounts = self.with_agent_sources(ins, &mounts, &run_dir.join("secrets"))?;
         let mut prepared = crate::run_mounts::prepare(self.store, &mounts, &run_dir.join("scratch"))?;
         env.extend(prepared.env.iter().cloned());
         let mut lowers = self.state.snapshots.clone();
@@ -458,39 +657,49 @@ impl<'a> StageBuilder<'a> {
             cwd: workdir,
             user,
             hostname: "rbuild".into(),
-            network: self.opts.network,
-            extra_hosts: Vec::new(),
+            network,
+            extra_hosts: self.opts.extra_hosts.clone(),
             userns: self.opts.userns,
             mounts: prepared.mounts.clone(),
-            rlimits: Vec::new(),
+            rlimits: self.opts.ulimits.clone(),
+            shm_size: self.opts.shm_size,
             state_dir: state,
         };
-        let tail = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::<String>::new()));
-        let (sink_tail, enabled) = (tail.clone(), self.progress.enabled);
-        let sink = std::sync::Arc::new(move |_: OutputStream, line: &[u8]| {
+        // Output lines go through a channel (the runtime's sink must be 'static) to this step's progress events;
+        // the last 20 are kept for the error message.
+        let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
+        let sink = std::sync::Arc::new(move |stream: OutputStream, line: &[u8]| {
             let text = String::from_utf8_lossy(line).trim_end_matches('\n').to_string();
-            if enabled {
-                eprintln!("#{n} {text}");
-            }
-            if let Ok(mut t) = sink_tail.lock() {
-                t.push_back(text);
-                if t.len() > 20 {
-                    t.pop_front();
-                }
-            }
+            let stream = if stream == OutputStream::Stdout { Stream::Stdout } else { Stream::Stderr };
+            let _ = tx.send((stream, text));
         });
-        let outcome = self.runtime.run(&spec, OutputMode::Lines(sink));
+        let progress = self.sh.progress;
+        let (outcome, tail) = std::thread::scope(|scope| {
+            let forwarder = scope.spawn(move || {
+                let mut tail = std::collections::VecDeque::<String>::new();
+                for (stream, line) in rx {
+                    progress.event(&Event::Output { step, stream, line: &line });
+                    tail.push_back(line);
+                    if tail.len() > 20 {
+                        tail.pop_front();
+                    }
+                }
+                tail
+            });
+            let outcome = self.runtime.run(&spec, OutputMode::Lines(sink));
+            (outcome, forwarder.join().unwrap_or_default())
+        });
         prepared.release();
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                let _ = self.runtime.remove_tree(&run_dir, self.opts.userns);
+                cleanup(self, &scratch_dirs);
                 return Err(Error::Sandbox(Box::new(e)));
             }
         };
         if !outcome.status.success() {
-            let _ = self.runtime.remove_tree(&run_dir, self.opts.userns);
-            let last: Vec<String> = tail.lock().map(|t| t.iter().cloned().collect()).unwrap_or_default();
+            cleanup(self, &scratch_dirs);
+            let last: Vec<String> = tail.into_iter().collect();
             let mut msg = format!("RUN failed with exit code {}", outcome.status.code());
             if !last.is_empty() {
                 msg.push_str(&format!("; its last output:\n{}", last.join("\n")));
@@ -500,6 +709,9 @@ impl<'a> StageBuilder<'a> {
             }
             return Err(self.fail(ins, &msg));
         }
+        for d in &scratch_dirs {
+            let _ = crate::store::remove_path(d);
+        }
         let entries = diff_overlay_upper_mapped(&upper, &id_map_for(self.opts.userns))?;
         let layer = self.commit_dir(&upper, entries)?;
         let _ = self.runtime.remove_tree(&run_dir, self.opts.userns);
@@ -507,48 +719,90 @@ impl<'a> StageBuilder<'a> {
         self.push_layer(layer, created_by);
         self.state.cache_key = key;
         self.executed += 1;
-        self.progress.done(n, start);
+        self.done(step, start);
         Ok(())
     }
 
+    /// The root directory a source's files are read from, its cache identity, and a temporary directory to remove
+    /// afterwards (a stage's or image's merged snapshots). `None` is the build context.
+    fn source_root(&self, ins: &Instruction, source: Option<&Source>) -> Result<(PathBuf, String, Option<PathBuf>)> {
+        let merged = |result: &StageResult| -> Result<(PathBuf, String, Option<PathBuf>)> {
+            let dir = self.store.tmp().path("from");
+            merge_snapshots(&result.snapshots, &dir)?;
+            Ok((dir.clone(), result.cache_key.clone(), Some(dir)))
+        };
+        match source {
+            None => Ok((self.opts.context.clone(), "context".into(), None)),
+            Some(Source::NamedContext(n)) if matches!(self.opts.named_contexts.get(n), Some(NamedContext::Dir(_))) => {
+                let Some(NamedContext::Dir(d)) = self.opts.named_contexts.get(n) else { unreachable!() };
+                Ok((d.clone(), format!("context {n}"), None))
+            }
+            Some(s) => merged(&self.resolve_source_image(s, ins)?),
+        }
+    }
+
     /// Secret mounts take their values from `--secret` (a file, or an environment variable written to a file
-    /// in the step's private directory, removed with it). The cache key never sees them.
-    fn with_secret_sources(
-        &self,
-        ins: &Instruction,
-        mounts: &[crate::dockerfile::RunMount],
-        dir: &Path,
-    ) -> Result<Vec<crate::dockerfile::RunMount>> {
-        let mut out = mounts.to_vec();
-        for m in out.iter_mut().filter(|m| m.kind == crate::dockerfile::MountType::Secret && m.source.is_none()) {
-            let id = m.id.clone().or_else(|| m.target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string)));
-            let Some(source) = id.as_ref().and_then(|id| self.opts.secrets.get(id)) else {
-                if m.required == Some(true) {
-                    return Err(self.fail(
-                        ins,
-                        &format!("secret {:?} is required: pass --secret id={0},src=FILE", id.unwrap_or_default()),
-                    ));
+    /// in the step's private directory, removed with it); SSH mounts take their socket from `--ssh`. The cache
+    /// key never sees them.
+    fn with_agent_sources(&self, ins: &Instruction, mounts: &[RunMount], dir: &Path) -> Result<Vec<RunMount>> {
+        let mut out = Vec::new();
+        for m in mounts {
+            let mut m = m.clone();
+            if m.kind == MountType::Ssh {
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                match self.opts.ssh.get(&id) {
+                    Some(sock) => m.source = Some(sock.display().to_string()),
+                    None if m.required == Some(true) => {
+                        return Err(self.fail(ins, &format!("SSH agent {id:?} is required: pass --ssh {id}")));
+                    }
+                    None => continue,
                 }
-                continue;
-            };
-            m.source = Some(match source {
-                super::SecretSource::File(p) => p.display().to_string(),
-                super::SecretSource::Env(var) => {
-                    let value = std::env::var(var)
-                        .map_err(|_| self.fail(ins, &format!("--secret env={var}: the variable is not set")))?;
-                    fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
-                    let f = dir.join(format!("env-{}", id.clone().unwrap_or_default().replace('/', "_")));
-                    fs::write(&f, value).map_err(Error::io("write", &f))?;
-                    f.display().to_string()
-                }
-            });
+            }
+            if m.kind == MountType::Secret && m.source.is_none() {
+                let id =
+                    m.id.clone().or_else(|| m.target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string)));
+                let Some(source) = id.as_ref().and_then(|id| self.opts.secrets.get(id)) else {
+                    if m.required == Some(true) {
+                        return Err(self.fail(
+                            ins,
+                            &format!("secret {:?} is required: pass --secret id={0},src=FILE", id.unwrap_or_default()),
+                        ));
+                    }
+                    out.push(m);
+                    continue;
+                };
+                m.source = Some(match source {
+                    super::SecretSource::File(p) => p.display().to_string(),
+                    super::SecretSource::Env(var) => {
+                        let value = std::env::var(var)
+                            .map_err(|_| self.fail(ins, &format!("--secret env={var}: the variable is not set")))?;
+                        fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+                        let f = dir.join(format!("env-{}", id.clone().unwrap_or_default().replace('/', "_")));
+                        fs::write(&f, value).map_err(Error::io("write", &f))?;
+                        f.display().to_string()
+                    }
+                });
+            }
+            out.push(m);
         }
         Ok(out)
     }
 
-    fn copy_step(&mut self, ins: &Instruction, c: &CopySpec, is_add: bool) -> Result<()> {
-        let n = self.progress.step(&self.label(&ins.original));
+    fn copy_step(&mut self, ins: &Instruction, c: &CopySpec, is_add: bool, from: Option<&Source>) -> Result<()> {
+        let step = self.start(&ins.original);
         let start = Instant::now();
+        self.copy_step_inner(ins, c, is_add, from, step, start).map_err(|e| self.step_failed(step, e))
+    }
+
+    fn copy_step_inner(
+        &mut self,
+        ins: &Instruction,
+        c: &CopySpec,
+        is_add: bool,
+        from: Option<&Source>,
+        step: usize,
+        start: Instant,
+    ) -> Result<()> {
         let keyword = if is_add { "ADD" } else { "COPY" };
         if is_add && c.sources.iter().any(|s| s.contains("://") || s.starts_with("git@")) {
             return Err(self.fail(ins, "ADD from URLs and git repositories is not supported yet"));
@@ -581,36 +835,38 @@ impl<'a> StageBuilder<'a> {
                     .map_err(|_| self.fail(ins, "--chmod: only octal modes are supported yet"))?,
             ),
         };
-        // Sources: the context, or another stage's (or image's) files.
-        let mut merged_tmp = None;
-        let (root, ignore) = match &c.from {
-            None => (self.opts.context.clone(), self.ignore.clone()),
-            Some(from) => {
-                let result = match stage_ref(self.df, from, self.index) {
-                    Some(i) => self
-                        .done
-                        .get(&i)
-                        .cloned()
-                        .ok_or_else(|| self.fail(ins, &format!("stage {from:?} was not built")))?,
-                    None => self.resolve_base(from, ins)?,
-                };
-                let dir = self.store.tmp().path("copy-from");
-                merge_snapshots(&result.snapshots, &dir)?;
-                merged_tmp = Some(dir.clone());
-                (dir, IgnoreMatcher::default())
+        let (root, _, merged_tmp) = self.source_root(ins, from)?;
+        let ignore = match from {
+            None => self.ignore.clone(),
+            Some(_) => IgnoreMatcher::default(),
+        };
+        let remove_tmp = || {
+            if let Some(d) = &merged_tmp {
+                let _ = crate::store::remove_path(d);
             }
         };
-        let selection = copy::select(&root, &ignore, &sources).map_err(|e| self.fail(ins, &e.to_string()))?;
-        let checksum = selection.checksum()?;
+        let selection = match copy::select(&root, &ignore, &sources) {
+            Ok(s) => s,
+            Err(e) => {
+                remove_tmp();
+                return Err(self.fail(ins, &format!("{e} (in {})", describe(from))));
+            }
+        };
+        let checksum = selection.checksum();
+        let checksum = match checksum {
+            Ok(c) => c,
+            Err(e) => {
+                remove_tmp();
+                return Err(e);
+            }
+        };
         let created_by = format!("{keyword} {} {dest} # rbuild", sources.join(" "));
         let key = cache::key(&[&self.state.cache_key, keyword, &checksum, &dest_abs, &format!("{owner:?}{chmod:?}")]);
-        if !self.opts.no_cache
+        if !self.no_cache
             && let Some(hit) = cache::get(self.store, &key)
         {
-            if let Some(d) = merged_tmp {
-                let _ = crate::store::remove_path(&d);
-            }
-            self.progress.cached(n);
+            remove_tmp();
+            self.sh.progress.event(&Event::Cached { step });
             self.apply_cached(hit, created_by)?;
             self.state.cache_key = key;
             return Ok(());
@@ -618,9 +874,7 @@ impl<'a> StageBuilder<'a> {
         let layer_dir = self.store.tmp().path("copy");
         fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
         let copied = selection.copy_into(&layer_dir, &dest_abs, owner, chmod);
-        if let Some(d) = merged_tmp {
-            let _ = crate::store::remove_path(&d);
-        }
+        remove_tmp();
         copied.map_err(|e| self.fail(ins, &e.to_string()))?;
         let entries = collect_tree(&layer_dir)?;
         let layer = self.commit_dir(&layer_dir, entries)?;
@@ -628,7 +882,29 @@ impl<'a> StageBuilder<'a> {
         self.push_layer(layer, created_by);
         self.state.cache_key = key;
         self.executed += 1;
-        self.progress.done(n, start);
+        self.done(step, start);
         Ok(())
+    }
+}
+
+/// The ignore rules of a named directory context: its own `.dockerignore`, if any.
+fn named_context_ignore(dir: &Path) -> Result<IgnoreMatcher> {
+    match find_ignore_file(dir, &dir.join("Dockerfile")) {
+        Some(p) => {
+            let text = fs::read_to_string(&p).map_err(Error::io("read", &p))?;
+            Ok(IgnoreMatcher::parse(&text, &p.display().to_string())?)
+        }
+        None => Ok(IgnoreMatcher::default()),
+    }
+}
+
+/// Name a source for messages.
+fn describe(source: Option<&Source>) -> String {
+    match source {
+        None => "the build context".into(),
+        Some(Source::Scratch) => "scratch".into(),
+        Some(Source::Stage(i)) => format!("stage {i}"),
+        Some(Source::NamedContext(n)) => format!("build context {n:?}"),
+        Some(Source::Image(r)) => format!("image {r}"),
     }
 }

@@ -244,13 +244,15 @@ fn walk(
     Ok(())
 }
 
-fn overlay_opaque(abs: &Path) -> bool {
+/// Whether a directory of an overlay upper (or a snapshot) is opaque: lower layers' contents are hidden.
+pub fn overlay_opaque(abs: &Path) -> bool {
     ["trusted.overlay.opaque", "user.overlay.opaque"]
         .iter()
         .any(|n| matches!(xattr::get(abs, n), Ok(Some(v)) if v == b"y"))
 }
 
-fn overlay_whiteout(abs: &Path, meta: &fs::Metadata) -> bool {
+/// Whether an entry of an overlay upper (or a snapshot) is a whiteout: a 0/0 device, or an xattr-marked file.
+pub fn overlay_whiteout(abs: &Path, meta: &fs::Metadata) -> bool {
     (meta.file_type().is_char_device() && meta.rdev() == 0)
         || (meta.is_file()
             && meta.len() == 0

@@ -23,7 +23,7 @@ pub use images::ImageRecord;
 pub use maintenance::{FsckReport, PruneOptions, PruneReport, UsageReport};
 pub use snapshots::{InProcess, TreeOps};
 pub use tmp::TmpArea;
-pub(crate) use tmp::remove_any as remove_path;
+pub use tmp::remove_any as remove_path;
 
 use crate::error::{Error, Result};
 

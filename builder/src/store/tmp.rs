@@ -62,7 +62,7 @@ impl Drop for TmpArea {
 }
 
 /// Remove a file or a directory tree, whichever `path` is.
-pub(crate) fn remove_any(path: &Path) -> std::io::Result<()> {
+pub fn remove_any(path: &Path) -> std::io::Result<()> {
     match fs::symlink_metadata(path) {
         Ok(m) if m.is_dir() => {
             make_tree_writable(path);

@@ -1,6 +1,8 @@
-//! `rbuild build`: for now the `--check` mode, which runs the Dockerfile frontend (parser and instruction layers)
-//! and the `.dockerignore` parser over a build's inputs without building anything.
+//! `rbuild build`: the command line of `docker buildx build` turned into build options, the build, and its
+//! outputs; and `--check`, which runs the Dockerfile frontend and the `.dockerignore` parser over a build's
+//! inputs without building anything.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -8,14 +10,17 @@ use anyhow::{Context, bail};
 use clap::Args;
 use rbuild_builder::context::{IgnoreMatcher, find_ignore_file};
 use rbuild_builder::dockerfile;
+use rbuild_builder::store::Store;
+use rbuild_registry::Reference;
 
-use super::dockerfile_input;
+use super::build_output::{self, Output};
+use super::{build_context, dockerfile_input, progress_view};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
-    /// The build context directory.
+    /// The build context: a directory, `-` (a tar or a Dockerfile on stdin), a git URL or an http(s) tarball URL.
     #[arg(default_value = ".")]
-    pub context: PathBuf,
+    pub context: String,
     /// The Dockerfile (default: CONTEXT/Dockerfile; `-` reads standard input).
     #[arg(short = 'f', long = "file")]
     pub file: Option<PathBuf>,
@@ -34,88 +39,176 @@ pub struct BuildArgs {
     /// Do not use the build cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Progress output: plain (BuildKit's lines) or quiet.
-    #[arg(long, default_value = "plain", value_parser = ["auto", "plain", "tty", "quiet"])]
+    /// Do not use the build cache for these stages (may be given several times or comma-separated).
+    #[arg(long = "no-cache-filter", value_delimiter = ',')]
+    pub no_cache_filter: Vec<String>,
+    /// Always pull base images (needs the registry client).
+    #[arg(long)]
+    pub pull: bool,
+    /// Progress output: auto (tty on a terminal, else plain), tty, plain, rawjson or quiet.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "plain", "tty", "rawjson", "quiet"])]
     pub progress: String,
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// The network for RUN steps: host or none.
-    #[arg(long, default_value = "host", value_parser = ["host", "none", "default"])]
+    /// The network for RUN steps: host (default) or none.
+    #[arg(long, default_value = "default", value_parser = ["host", "none", "default"])]
     pub network: String,
+    /// An /etc/hosts entry for RUN steps: NAME:IP (may be given several times).
+    #[arg(long = "add-host")]
+    pub add_hosts: Vec<String>,
     /// Write the image digest to this file.
     #[arg(long)]
     pub iidfile: Option<PathBuf>,
+    /// Write the build's result metadata (digests, names) as JSON to this file.
+    #[arg(long = "metadata-file")]
+    pub metadata_file: Option<PathBuf>,
     /// Layer compression: gzip[:LEVEL], zstd[:LEVEL] or uncompressed.
     #[arg(long, default_value = "gzip")]
     pub compression: String,
     /// A secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (never stored in the image).
     #[arg(long = "secret")]
     pub secrets: Vec<String>,
+    /// An SSH agent for RUN --mount=type=ssh: `default` ($SSH_AUTH_SOCK) or ID=SOCKET.
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
     /// A label for the image: KEY=VALUE.
     #[arg(long = "label")]
     pub labels: Vec<String>,
+    /// An extra build context: NAME=DIR, NAME=docker-image://REF or NAME=oci-layout://PATH[:TAG].
+    #[arg(long = "build-context")]
+    pub build_contexts: Vec<String>,
+    /// Where the result goes: type=image|oci|docker|tar|local[,dest=PATH][,name=N][,push=true].
+    #[arg(short = 'o', long = "output")]
+    pub outputs: Vec<String>,
+    /// Hand the image to the local Docker or Podman engine.
+    #[arg(long)]
+    pub load: bool,
+    /// Push the image (type=image,push=true).
+    #[arg(long)]
+    pub push: bool,
     /// How many independent stages may build at once (default: the number of CPUs).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
+    /// Extra privileges for RUN steps: network.host, security.insecure.
+    #[arg(long = "allow", value_delimiter = ',')]
+    pub allow: Vec<String>,
+    /// Size of /dev/shm in RUN steps (e.g. 128m).
+    #[arg(long = "shm-size")]
+    pub shm_size: Option<String>,
+    /// A resource limit for RUN steps: NAME=SOFT[:HARD] (e.g. nofile=1024:2048).
+    #[arg(long = "ulimit")]
+    pub ulimits: Vec<String>,
+    /// The target platform (only the host's for now).
+    #[arg(long)]
+    pub platform: Option<String>,
     /// Write Docker schema2 media types instead of OCI ones (--oci-mediatypes=false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub oci_mediatypes: bool,
 }
 
 /// Build the image (everything but `--check`).
-pub fn build(store: &rbuild_builder::store::Store, args: BuildArgs, userns: Option<&str>) -> anyhow::Result<ExitCode> {
-    use rbuild_builder::build::{BuildOptions, build};
-    let file = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
-    let input = dockerfile_input::read(&file)?;
-    let mut build_args = std::collections::BTreeMap::new();
-    for a in &args.build_args {
-        match a.split_once('=') {
-            Some((k, v)) => build_args.insert(k.to_string(), v.to_string()),
-            None => std::env::var(a).ok().and_then(|v| build_args.insert(a.clone(), v)),
-        };
+pub fn build(store: &Store, args: BuildArgs, userns: Option<&str>) -> anyhow::Result<ExitCode> {
+    use rbuild_builder::build::{BuildOptions, NamedContext, build};
+    check_platform(args.platform.as_deref())?;
+    if args.pull {
+        bail!("--pull needs the registry client, which rbuild does not have yet; base images come from the store");
     }
-    let tags = args.tags.iter().map(|t| rbuild_registry::Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
+    let context = build_context::resolve(store, &args.context)?;
+    let input = match (&args.file, &context.dockerfile_text) {
+        (Some(f), _) => dockerfile_input::read(f)?,
+        (None, Some(text)) => dockerfile_input::DockerfileInput { name: "-".into(), text: text.clone(), path: None },
+        (None, None) => dockerfile_input::read(&context.dir.join("Dockerfile"))?,
+    };
+    let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let compression = rbuild_builder::layer::Compression::parse(&args.compression).with_context(|| {
         format!("unknown --compression {:?} (gzip[:1-9], zstd[:1-22], uncompressed)", args.compression)
     })?;
-    let opts = BuildOptions {
-        context: args.context.clone(),
-        dockerfile_name: input.name,
-        dockerfile_text: input.text,
-        dockerfile_path: input.path,
-        tags,
-        build_args,
-        target: args.target.clone(),
-        no_cache: args.no_cache,
-        network: if args.network == "none" {
-            rbuild_runtime::NetworkMode::None
-        } else {
-            rbuild_runtime::NetworkMode::Host
-        },
-        userns: rbuild_runtime::userns::detect_with(userns)?,
-        media_types: if args.oci_mediatypes {
-            rbuild_builder::export::image::MediaTypes::Oci
-        } else {
-            rbuild_builder::export::image::MediaTypes::Docker
-        },
-        layers: rbuild_builder::layer::LayerOptions { compression, ..Default::default() },
-        progress: !args.quiet && args.progress != "quiet",
-        jobs: args.jobs,
-        secrets: parse_secrets(&args.secrets)?,
-        labels: args
-            .labels
-            .iter()
-            .map(|l| {
-                l.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-                    .with_context(|| format!("--label {l:?}: expected KEY=VALUE"))
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?,
+    let mut opts = BuildOptions::new(
+        context.dir.clone(),
+        input.name,
+        input.text,
+        rbuild_runtime::userns::detect_with(userns)?,
+    );
+    opts.dockerfile_path = input.path;
+    opts.tags = tags.clone();
+    opts.build_args = parse_build_args(&args.build_args);
+    opts.target = args.target.clone();
+    opts.no_cache = args.no_cache;
+    opts.no_cache_filter = args.no_cache_filter.clone();
+    opts.network = if args.network == "none" {
+        rbuild_runtime::NetworkMode::None
+    } else {
+        rbuild_runtime::NetworkMode::Host
     };
-    let result = build(store, &rbuild_runtime::Runtime::current()?, &opts)?;
+    opts.media_types = if args.oci_mediatypes {
+        rbuild_builder::export::image::MediaTypes::Oci
+    } else {
+        rbuild_builder::export::image::MediaTypes::Docker
+    };
+    opts.layers = rbuild_builder::layer::LayerOptions { compression, ..Default::default() };
+    opts.jobs = args.jobs;
+    opts.secrets = parse_secrets(&args.secrets)?;
+    opts.ssh = parse_ssh(&args.ssh)?;
+    opts.labels = key_values(&args.labels, "--label")?;
+    opts.extra_hosts = args
+        .add_hosts
+        .iter()
+        .map(|h| {
+            h.split_once(':')
+                .or_else(|| h.split_once('='))
+                .map(|(n, ip)| (n.to_string(), ip.to_string()))
+                .with_context(|| format!("--add-host {h:?}: expected NAME:IP"))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    opts.ulimits = args.ulimits.iter().map(|u| super::run::parse_ulimit(u)).collect::<anyhow::Result<_>>()?;
+    opts.shm_size = match &args.shm_size {
+        Some(s) => rbuild_builder::run_mounts::parse_bytes(s)
+            .with_context(|| format!("--shm-size {s:?}: expected a size like 64m or 1g"))?,
+        None => 0,
+    };
+    for a in &args.allow {
+        if a != "network.host" && a != "security.insecure" {
+            bail!("--allow {a:?}: rbuild knows network.host and security.insecure");
+        }
+    }
+    opts.allow = args.allow.iter().cloned().collect();
+    for (name, value) in key_values(&args.build_contexts, "--build-context")? {
+        let nc = NamedContext::parse(&value);
+        if let NamedContext::Dir(d) = &nc
+            && !d.is_dir()
+        {
+            bail!("--build-context {name}={value}: not a directory (or docker-image://, oci-layout://)");
+        }
+        opts.named_contexts.insert(name, nc);
+    }
+    let mut outputs = args.outputs.iter().map(|o| Output::parse(o)).collect::<anyhow::Result<Vec<_>>>()?;
+    if args.push {
+        outputs.push(Output::Image { names: Vec::new(), push: true });
+    }
+    if outputs.iter().any(|o| matches!(o, Output::Image { push: true, .. })) {
+        bail!("pushing (--push, push=true, type=registry) needs the registry client, which rbuild does not have yet");
+    }
+    let progress = progress_view::choose(&args.progress, args.quiet, store.root());
+    let result = build(store, &rbuild_runtime::Runtime::current()?, &opts, progress.as_ref());
+    drop(progress);
+    drop(context);
+    let result = result?;
+    for o in &outputs {
+        build_output::write(store, &result, o, &tags)?;
+    }
+    if args.load {
+        let said = build_output::load_into_engine(store, &result, &tags)?;
+        if !args.quiet && !said.is_empty() {
+            eprintln!("{said}");
+        }
+    }
     if let Some(p) = &args.iidfile {
         std::fs::write(p, result.manifest_digest.as_str()).with_context(|| format!("cannot write {}", p.display()))?;
+    }
+    if let Some(p) = &args.metadata_file {
+        let v = build_output::metadata(&result, &tags)?;
+        std::fs::write(p, serde_json::to_vec_pretty(&v)?).with_context(|| format!("cannot write {}", p.display()))?;
     }
     if args.quiet {
         println!("{}", result.manifest_digest);
@@ -131,8 +224,70 @@ pub fn build(store: &rbuild_builder::store::Store, args: BuildArgs, userns: Opti
     Ok(ExitCode::SUCCESS)
 }
 
+/// Only the host platform can be built for now.
+fn check_platform(platform: Option<&str>) -> anyhow::Result<()> {
+    let Some(p) = platform else { return Ok(()) };
+    let host = format!("linux/{}", rbuild_builder::export::image::host_architecture());
+    let normal = p.trim().to_ascii_lowercase();
+    let wanted = normal.split('/').take(2).collect::<Vec<_>>().join("/");
+    if wanted != host && normal != "local" {
+        bail!("--platform {p}: rbuild builds for the host platform ({host}) only; multi-platform builds are not supported yet");
+    }
+    Ok(())
+}
+
+/// `--build-arg K=V` or `--build-arg K` (the value from the environment; skipped when unset).
+fn parse_build_args(specs: &[String]) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for a in specs {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn key_values(specs: &[String], flag: &str) -> anyhow::Result<Vec<(String, String)>> {
+    specs
+        .iter()
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("{flag} {l:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
+/// `--ssh default` (the agent at $SSH_AUTH_SOCK) or `--ssh ID=SOCKET[,SOCKET]`.
+fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for spec in specs {
+        let (id, path) = match spec.split_once('=') {
+            Some((id, p)) => (id.to_string(), PathBuf::from(p.split(',').next().unwrap_or(p))),
+            None => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK")
+                    .with_context(|| format!("--ssh {spec}: SSH_AUTH_SOCK is not set (start an agent or give ID=SOCKET)"))?;
+                (spec.clone(), PathBuf::from(sock))
+            }
+        };
+        if !path.exists() {
+            bail!("--ssh {spec}: {} does not exist", path.display());
+        }
+        out.insert(id, path);
+    }
+    Ok(out)
+}
+
 pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
-    let file = args.file.clone().unwrap_or_else(|| args.context.join("Dockerfile"));
+    let context = PathBuf::from(&args.context);
+    let file = args.file.clone().unwrap_or_else(|| context.join("Dockerfile"));
     let input = dockerfile_input::read(&file)?;
     let parsed = dockerfile::load(&input.name, &input.text)?;
     for w in &parsed.warnings {
@@ -149,7 +304,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    let ignore = check_ignore_file(&args.context, input.path.as_deref())?;
+    let ignore = check_ignore_file(&context, input.path.as_deref())?;
     let instructions: usize = parsed.stages.iter().map(|s| s.instructions.len() + 1).sum();
     println!(
         "{}: OK ({} stage{}, {} instructions{})",

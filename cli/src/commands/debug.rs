@@ -21,6 +21,19 @@ pub enum DebugCommand {
         /// The Dockerfile (`-` reads standard input).
         file: PathBuf,
     },
+    /// Print the build graph a Dockerfile lowers to (stages the target needs, their bases and operations).
+    Graph {
+        /// The Dockerfile (`-` reads standard input).
+        file: PathBuf,
+        /// A build argument: NAME=VALUE.
+        #[arg(long = "build-arg")]
+        build_args: Vec<String>,
+        #[arg(long)]
+        target: Option<String>,
+        /// A named context: NAME=VALUE (only the name matters here).
+        #[arg(long = "build-context")]
+        build_contexts: Vec<String>,
+    },
     /// Write a directory tree as a layer file (prints diff_id, digest, size and seconds as JSON).
     Pack {
         dir: PathBuf,
@@ -52,6 +65,27 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
             let input = dockerfile_input::read(&file)?;
             let ast = rbuild_builder::dockerfile::parse_ast(&input.name, &input.text)?;
             println!("{}", rbuild_builder::dockerfile::dump(&ast));
+            Ok(ExitCode::SUCCESS)
+        }
+        DebugCommand::Graph { file, build_args, target, build_contexts } => {
+            let input = dockerfile_input::read(&file)?;
+            let mut opts = rbuild_builder::build::BuildOptions::new(
+                PathBuf::from("."),
+                input.name,
+                input.text,
+                rbuild_runtime::UsernsMode::Off,
+            );
+            for a in build_args {
+                let (k, v) = a.split_once('=').with_context(|| format!("--build-arg {a:?}: expected NAME=VALUE"))?;
+                opts.build_args.insert(k.to_string(), v.to_string());
+            }
+            for c in build_contexts {
+                let (k, v) = c.split_once('=').with_context(|| format!("--build-context {c:?}: expected NAME=VALUE"))?;
+                opts.named_contexts.insert(k.to_string(), rbuild_builder::build::NamedContext::parse(v));
+            }
+            opts.target = target;
+            let (df, graph) = rbuild_builder::build::plan(&opts)?;
+            print!("{}", graph.render(&df));
             Ok(ExitCode::SUCCESS)
         }
         DebugCommand::Pack { dir, output, compression, threads, upper } => {

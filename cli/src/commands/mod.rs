@@ -1,7 +1,10 @@
-//! One module per `rbuild` subcommand.
+//! One module per `rbuild` subcommand, and the build command's helpers (context, outputs, progress view).
 
 pub mod build;
+pub mod build_context;
+pub mod build_output;
 pub mod debug;
 pub mod dockerfile_input;
+pub mod progress_view;
 pub mod run;
 pub mod store_cmds;

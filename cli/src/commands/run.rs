@@ -111,7 +111,7 @@ pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow:
 }
 
 /// `NAME=SOFT[:HARD]`, as `docker run --ulimit` takes it (`-1` is unlimited).
-fn parse_ulimit(s: &str) -> anyhow::Result<(String, u64, u64)> {
+pub fn parse_ulimit(s: &str) -> anyhow::Result<(String, u64, u64)> {
     let err = || anyhow::anyhow!("--ulimit {s:?}: expected NAME=SOFT[:HARD], e.g. nofile=1024:2048");
     let (name, values) = s.split_once('=').ok_or_else(err)?;
     let value =

@@ -1,0 +1,341 @@
+//! Lowering: a parsed Dockerfile, the build arguments, the named build contexts and a target become the graph
+//! the solver runs. The graph holds the stages the target needs, each with its resolved base (scratch, another
+//! stage, a named context, or an image reference with `${ARG}`s expanded by the global ARGs), the other stages it
+//! reads files from (`COPY --from`, `RUN --mount=from=`), and its operations (exec, file copy, config change), in
+//! an order where every stage comes after the stages it uses. `rbuild debug graph` prints [`Graph::render`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use crate::dockerfile::shell::Lexer;
+use crate::dockerfile::{Dockerfile, DockerfileError, Instruction, InstructionKind, Span};
+use crate::error::{Error, Result};
+
+/// Where a stage's root filesystem, or a copy's files, come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Scratch,
+    /// Another stage of the Dockerfile, by index.
+    Stage(usize),
+    /// A `--build-context NAME=...` given on the command line.
+    NamedContext(String),
+    /// An image reference (in the store, `oci-layout://`, or later a registry).
+    Image(String),
+}
+
+/// What an operation does, for the graph's text form and for the solver's scheduling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpKind {
+    /// RUN: a process in the sandbox.
+    Exec,
+    /// COPY/ADD: files written by rbuild itself.
+    File,
+    /// Everything else: a change to the image config.
+    Config,
+}
+
+/// One instruction of a stage, lowered.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub kind: OpKind,
+    /// Index into the stage's instructions.
+    pub instruction: usize,
+    /// Sources this op reads besides its stage's filesystem (COPY --from, RUN --mount=from=).
+    pub reads: Vec<Source>,
+}
+
+/// A stage to build.
+#[derive(Debug, Clone)]
+pub struct StageNode {
+    pub index: usize,
+    pub name: Option<String>,
+    pub base: Source,
+    /// The stages this one needs built first (its base and what it reads).
+    pub deps: BTreeSet<usize>,
+    pub ops: Vec<Op>,
+}
+
+/// The lowered build.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    pub stages: BTreeMap<usize, StageNode>,
+    /// Stages in an order where each comes after its dependencies.
+    pub order: Vec<usize>,
+    pub target: usize,
+}
+
+/// Lower `df` for `target` (a stage name or index; the last stage when None).
+pub fn lower(
+    df: &Dockerfile,
+    dockerfile_name: &str,
+    dockerfile_text: &str,
+    build_args: &BTreeMap<String, String>,
+    named_contexts: &BTreeSet<String>,
+    target: Option<&str>,
+) -> Result<Graph> {
+    let fail = |span: Span, message: String| -> Error {
+        DockerfileError::new(dockerfile_name, dockerfile_text, span, message).into()
+    };
+    let target = match target {
+        Some(t) => find_stage(df, t, df.stages.len()).ok_or_else(|| {
+            let names: Vec<&str> = df.stages.iter().filter_map(|s| s.name.as_deref()).collect();
+            Error::Malformed {
+                what: "--target".into(),
+                reason: format!(
+                    "target stage {t:?} could not be found in {dockerfile_name} (stages: {})",
+                    if names.is_empty() { "none are named".to_string() } else { names.join(", ") }
+                ),
+            }
+        })?,
+        None => df.stages.len().saturating_sub(1),
+    };
+    let meta = global_args(df, build_args, &fail)?;
+    let mut nodes = BTreeMap::new();
+    let mut order = Vec::new();
+    let mut on_path = Vec::new();
+    visit(df, target, &meta, build_args, named_contexts, &fail, &mut nodes, &mut on_path, &mut order)?;
+    Ok(Graph { stages: nodes, order, target })
+}
+
+/// A stage named `name` (case-insensitive) anywhere in the file, or an index below `before`.
+fn find_stage(df: &Dockerfile, name: &str, before: usize) -> Option<usize> {
+    let lower = name.to_ascii_lowercase();
+    df.stages
+        .iter()
+        .position(|s| s.name.as_deref() == Some(lower.as_str()))
+        .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
+}
+
+/// The ARGs declared before the first FROM, with build-arg overrides, in declaration order.
+fn global_args(
+    df: &Dockerfile,
+    build_args: &BTreeMap<String, String>,
+    fail: &dyn Fn(Span, String) -> Error,
+) -> Result<Vec<(String, String)>> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for ins in &df.meta_args {
+        if let InstructionKind::Arg(decls) = &ins.kind {
+            for d in decls {
+                let value = match (build_args.get(&d.name), &d.default) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Some(def)) => {
+                        Some(Lexer::new(df.escape).process_word(def, &out).map_err(|e| fail(ins.span, e.to_string()))?)
+                    }
+                    (None, None) => None,
+                };
+                if let Some(v) = value {
+                    out.push((d.name.clone(), v));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Resolve a stage or copy source name. A stage may not be its own base (`FROM node AS node` names the image).
+fn resolve_source(df: &Dockerfile, name: &str, stage: usize, named: &BTreeSet<String>, is_base: bool) -> Source {
+    if name.eq_ignore_ascii_case("scratch") && is_base {
+        return Source::Scratch;
+    }
+    match find_stage(df, name, stage) {
+        Some(i) if !(is_base && i == stage) => Source::Stage(i),
+        _ if named.contains(name) => Source::NamedContext(name.to_string()),
+        _ => Source::Image(name.to_string()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn visit(
+    df: &Dockerfile,
+    index: usize,
+    meta: &[(String, String)],
+    build_args: &BTreeMap<String, String>,
+    named: &BTreeSet<String>,
+    fail: &dyn Fn(Span, String) -> Error,
+    nodes: &mut BTreeMap<usize, StageNode>,
+    on_path: &mut Vec<usize>,
+    order: &mut Vec<usize>,
+) -> Result<()> {
+    if nodes.contains_key(&index) {
+        return Ok(());
+    }
+    let stage = &df.stages[index];
+    if on_path.contains(&index) {
+        let names: Vec<String> = on_path[on_path.iter().position(|i| *i == index).unwrap_or(0)..]
+            .iter()
+            .chain(std::iter::once(&index))
+            .map(|i| df.stages[*i].name.clone().unwrap_or_else(|| i.to_string()))
+            .collect();
+        return Err(fail(stage.span, format!("circular dependency between stages: {}", names.join(" -> "))));
+    }
+    let lexer = Lexer::new(df.escape);
+    let base_name = lexer.process_word(&stage.base, &meta.to_vec()).map_err(|e| fail(stage.span, e.to_string()))?;
+    if base_name.is_empty() {
+        return Err(fail(
+            stage.span,
+            format!("FROM {:?} expands to an empty name: pass --build-arg or give the ARG a default", stage.base),
+        ));
+    }
+    let base = resolve_source(df, &base_name, index, named, true);
+    // ARGs in scope for --from expansion: the globals, then the stage's own declarations as they come.
+    let mut scope: Vec<(String, String)> = meta.to_vec();
+    let mut ops = Vec::new();
+    for (n, ins) in stage.instructions.iter().enumerate() {
+        let expand = |w: &str, scope: &[(String, String)]| -> Result<String> {
+            lexer.process_word(w, &scope.to_vec()).map_err(|e| fail(ins.span, e.to_string()))
+        };
+        let (kind, reads) = match &ins.kind {
+            InstructionKind::Run(run) => {
+                let mut reads = Vec::new();
+                for m in &run.mounts {
+                    if let Some(f) = &m.from {
+                        reads.push(resolve_from(df, &expand(f, &scope)?, index, named, ins, fail)?);
+                    }
+                }
+                (OpKind::Exec, reads)
+            }
+            InstructionKind::Copy(c) | InstructionKind::Add(c) => {
+                let reads = match &c.from {
+                    Some(f) => vec![resolve_from(df, &expand(f, &scope)?, index, named, ins, fail)?],
+                    None => Vec::new(),
+                };
+                (OpKind::File, reads)
+            }
+            InstructionKind::Arg(decls) => {
+                for d in decls {
+                    let value = match (build_args.get(&d.name), &d.default) {
+                        (Some(v), _) => Some(v.clone()),
+                        (None, Some(def)) => Some(expand(def, &scope)?),
+                        (None, None) => meta.iter().rev().find(|(k, _)| *k == d.name).map(|(_, v)| v.clone()),
+                    };
+                    scope.retain(|(k, _)| *k != d.name);
+                    if let Some(v) = value {
+                        scope.push((d.name.clone(), v));
+                    }
+                }
+                (OpKind::Config, Vec::new())
+            }
+            _ => (OpKind::Config, Vec::new()),
+        };
+        ops.push(Op { kind, instruction: n, reads });
+    }
+    let deps: BTreeSet<usize> = std::iter::once(&base)
+        .chain(ops.iter().flat_map(|o| o.reads.iter()))
+        .filter_map(|s| if let Source::Stage(i) = s { Some(*i) } else { None })
+        .collect();
+    on_path.push(index);
+    for d in &deps {
+        visit(df, *d, meta, build_args, named, fail, nodes, on_path, order)?;
+    }
+    on_path.pop();
+    nodes.insert(index, StageNode { index, name: stage.name.clone(), base, deps, ops });
+    order.push(index);
+    Ok(())
+}
+
+/// A `--from=` value: a stage (by name, or by an index that must be an earlier stage), a named context or an image.
+fn resolve_from(
+    df: &Dockerfile,
+    from: &str,
+    stage: usize,
+    named: &BTreeSet<String>,
+    ins: &Instruction,
+    fail: &dyn Fn(Span, String) -> Error,
+) -> Result<Source> {
+    if let Ok(i) = from.parse::<usize>()
+        && i >= stage
+    {
+        return Err(fail(
+            ins.span,
+            format!("--from={from}: a stage index must name an earlier stage (this is stage {stage})"),
+        ));
+    }
+    let source = resolve_source(df, from, stage, named, false);
+    if source == Source::Stage(stage) {
+        return Err(fail(ins.span, format!("--from={from} names the stage it is in")));
+    }
+    Ok(source)
+}
+
+impl Graph {
+    /// A stable text form: one block per stage in build order, one line per operation.
+    pub fn render(&self, df: &Dockerfile) -> String {
+        let mut out = String::new();
+        let name = |i: usize| df.stages[i].name.clone().unwrap_or_else(|| format!("stage-{i}"));
+        let source = |s: &Source| match s {
+            Source::Scratch => "scratch".to_string(),
+            Source::Stage(i) => format!("stage {}", name(*i)),
+            Source::NamedContext(n) => format!("context {n}"),
+            Source::Image(r) => format!("image {r}"),
+        };
+        for i in &self.order {
+            let node = &self.stages[i];
+            let deps: Vec<String> = node.deps.iter().map(|d| name(*d)).collect();
+            let _ = writeln!(
+                out,
+                "stage {} (#{i}{}) from {}{}",
+                name(*i),
+                if *i == self.target { ", target" } else { "" },
+                source(&node.base),
+                if deps.is_empty() { String::new() } else { format!(" needs [{}]", deps.join(", ")) }
+            );
+            for op in &node.ops {
+                let ins = &df.stages[*i].instructions[op.instruction];
+                let kind = match op.kind {
+                    OpKind::Exec => "exec  ",
+                    OpKind::File => "file  ",
+                    OpKind::Config => "config",
+                };
+                let text = ins.original.lines().next().unwrap_or("").trim();
+                let reads: Vec<String> = op.reads.iter().map(&source).collect();
+                let _ = writeln!(
+                    out,
+                    "  {kind} line {:>3}: {text}{}",
+                    ins.span.start_line,
+                    if reads.is_empty() { String::new() } else { format!("  <- {}", reads.join(", ")) }
+                );
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(text: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<(Dockerfile, Graph)> {
+        let df = crate::dockerfile::load("Dockerfile", text)?;
+        let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let g = lower(&df, "Dockerfile", text, &args, &BTreeSet::new(), target)?;
+        Ok((df, g))
+    }
+
+    #[test]
+    fn from_arg_picks_the_branch_and_unused_stages_are_left_out() {
+        let text =
+            "ARG V=a\nFROM busybox AS a\nRUN echo a\nFROM busybox AS b\nRUN exit 1\nFROM ${V}\nCOPY --from=a /x /x\n";
+        let (df, g) = graph(text, &[], None).unwrap();
+        assert_eq!(g.order, vec![0, 2]);
+        assert_eq!(g.stages[&2].base, Source::Stage(0));
+        assert!(g.render(&df).contains("stage stage-2 (#2, target) from stage a needs [a]\n"), "{}", g.render(&df));
+        let (_, g) = graph(text, &[("V", "b")], None).unwrap();
+        assert_eq!(g.order, vec![0, 1, 2]);
+    }
+
+    #[test]
+    fn cycles_and_bad_indexes_are_errors_with_lines() {
+        let e = graph("FROM busybox AS a\nCOPY --from=b / /\nFROM busybox AS b\nCOPY --from=a / /\n", &[], None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("circular dependency between stages"), "{e}");
+        let e = graph("FROM busybox\nCOPY --from=0 / /\n", &[], None).unwrap_err().to_string();
+        assert!(e.contains("Dockerfile:2") && e.contains("earlier stage"), "{e}");
+    }
+
+    #[test]
+    fn a_stage_named_like_its_base_image_uses_the_image() {
+        let (_, g) = graph("FROM node AS node\nRUN true\n", &[], None).unwrap();
+        assert_eq!(g.stages[&0].base, Source::Image("node".into()));
+    }
+}

@@ -1,0 +1,137 @@
+//! Build progress as events (a step started, printed a line, hit the cache, finished or failed), and the two
+//! renderers that need no terminal: BuildKit-style plain lines and rawjson (one JSON object per event, with a
+//! timestamp). The live terminal view lives in the CLI; it receives the same events.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::json;
+
+/// Which output stream a step's line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Something that happened during a build. Steps are numbered from 1 in the order they start.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// A step started: `name` is `[stage i/n] INSTRUCTION`.
+    Started {
+        step: usize,
+        stage: &'a str,
+        name: &'a str,
+    },
+    /// A line of the step's output (without its newline).
+    Output {
+        step: usize,
+        stream: Stream,
+        line: &'a str,
+    },
+    /// The step's result came from the cache.
+    Cached {
+        step: usize,
+    },
+    Done {
+        step: usize,
+        elapsed: Duration,
+    },
+    /// The step failed; `message` says how (the full error follows the build).
+    Failed {
+        step: usize,
+        message: &'a str,
+    },
+    /// A note about the build as a whole (e.g. the image written).
+    Note {
+        text: &'a str,
+    },
+}
+
+/// Receives a build's events; called from several stage threads at once.
+pub trait ProgressSink: Send + Sync {
+    fn event(&self, event: &Event<'_>);
+}
+
+/// No progress at all.
+#[derive(Debug, Default)]
+pub struct NoProgress;
+
+impl ProgressSink for NoProgress {
+    fn event(&self, _: &Event<'_>) {}
+}
+
+/// BuildKit's plain form: `#3 [build 2/4] RUN make`, `#3 <output line>`, `#3 DONE 1.2s`, `#3 CACHED`, on a writer.
+pub struct PlainProgress<W: Write + Send> {
+    out: Mutex<W>,
+}
+
+impl<W: Write + Send> std::fmt::Debug for PlainProgress<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PlainProgress")
+    }
+}
+
+impl<W: Write + Send> PlainProgress<W> {
+    pub fn new(out: W) -> Self {
+        PlainProgress { out: Mutex::new(out) }
+    }
+}
+
+impl<W: Write + Send> ProgressSink for PlainProgress<W> {
+    fn event(&self, event: &Event<'_>) {
+        let line = match event {
+            Event::Started { step, name, .. } => format!("#{step} {name}"),
+            Event::Output { step, line, .. } => format!("#{step} {line}"),
+            Event::Cached { step } => format!("#{step} CACHED"),
+            Event::Done { step, elapsed } => format!("#{step} DONE {:.1}s", elapsed.as_secs_f64()),
+            Event::Failed { step, message } => format!("#{step} ERROR: {message}"),
+            Event::Note { text } => text.to_string(),
+        };
+        if let Ok(mut out) = self.out.lock() {
+            let _ = writeln!(out, "{line}");
+        }
+    }
+}
+
+/// One JSON object per line and event: `{"time": "...", "unix_nanos": N, "event": "started", "step": 3, ...}`.
+pub struct JsonProgress<W: Write + Send> {
+    out: Mutex<W>,
+}
+
+impl<W: Write + Send> std::fmt::Debug for JsonProgress<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JsonProgress")
+    }
+}
+
+impl<W: Write + Send> JsonProgress<W> {
+    pub fn new(out: W) -> Self {
+        JsonProgress { out: Mutex::new(out) }
+    }
+}
+
+impl<W: Write + Send> ProgressSink for JsonProgress<W> {
+    fn event(&self, event: &Event<'_>) {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let mut v = match event {
+            Event::Started { step, stage, name } => {
+                json!({"event": "started", "step": step, "stage": stage, "name": name})
+            }
+            Event::Output { step, stream, line } => json!({
+                "event": "output", "step": step, "line": line,
+                "stream": if *stream == Stream::Stdout { "stdout" } else { "stderr" },
+            }),
+            Event::Cached { step } => json!({"event": "cached", "step": step}),
+            Event::Done { step, elapsed } => json!({"event": "done", "step": step, "seconds": elapsed.as_secs_f64()}),
+            Event::Failed { step, message } => json!({"event": "failed", "step": step, "error": message}),
+            Event::Note { text } => json!({"event": "note", "text": text}),
+        };
+        v["unix_nanos"] = json!(now.as_nanos() as u64);
+        v["time"] = json!(super::config::rfc3339(now.as_secs() as i64));
+        if let Ok(mut out) = self.out.lock() {
+            let _ = writeln!(out, "{v}");
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! Where a build's result goes, as `docker buildx build --output` names it: `type=image` (the store, tagged;
+//! `push=true` needs the registry client), `type=oci|docker,dest=FILE|-` (archives; `tar=false` writes an OCI
+//! layout directory), `type=tar,dest=FILE|-` and `type=local,dest=DIR` (the image's files), plus `--load`
+//! (a Docker archive handed to `docker load` or `podman load`) and `--metadata-file`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use rbuild_builder::build::BuildResult;
+use rbuild_builder::export::archive::ArchiveFormat;
+use rbuild_builder::store::Store;
+use rbuild_registry::Reference;
+
+/// One `--output` value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Output {
+    Image { names: Vec<String>, push: bool },
+    Archive { format: ArchiveFormat, dest: PathBuf, tar: bool },
+    Tar { dest: PathBuf },
+    Local { dest: PathBuf },
+}
+
+impl Output {
+    /// Parse `type=...,dest=...` (or a bare path, which is `type=local,dest=PATH`; `-` is `type=tar,dest=-`).
+    pub fn parse(spec: &str) -> anyhow::Result<Output> {
+        if !spec.contains('=') {
+            return Ok(if spec == "-" {
+                Output::Tar { dest: PathBuf::from("-") }
+            } else {
+                Output::Local { dest: PathBuf::from(spec) }
+            });
+        }
+        let mut fields = std::collections::BTreeMap::new();
+        for f in spec.split(',') {
+            let (k, v) = f.split_once('=').with_context(|| format!("--output {spec:?}: {f:?} is not KEY=VALUE"))?;
+            fields.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let dest = || -> anyhow::Result<PathBuf> {
+            fields.get("dest").map(PathBuf::from).with_context(|| format!("--output {spec:?}: needs dest="))
+        };
+        let flag = |k: &str| fields.get(k).is_some_and(|v| v == "true" || v == "1");
+        Ok(match fields.get("type").map(String::as_str).unwrap_or("local") {
+            "image" | "registry" => Output::Image {
+                names: fields.get("name").map(|n| n.split(',').map(str::to_string).collect()).unwrap_or_default(),
+                push: flag("push") || fields.get("type").is_some_and(|t| t == "registry"),
+            },
+            "oci" => Output::Archive {
+                format: ArchiveFormat::Oci,
+                dest: dest()?,
+                tar: fields.get("tar").is_none_or(|v| v != "false"),
+            },
+            "docker" => Output::Archive { format: ArchiveFormat::Docker, dest: dest()?, tar: true },
+            "tar" => Output::Tar { dest: dest()? },
+            "local" => Output::Local { dest: dest()? },
+            other => bail!("--output {spec:?}: unknown type {other:?} (image, registry, oci, docker, tar, local)"),
+        })
+    }
+}
+
+/// Write the result to one output. `tags` are the build's `-t` names (archives carry them).
+pub fn write(store: &Store, result: &BuildResult, output: &Output, tags: &[Reference]) -> anyhow::Result<()> {
+    let digest = result.manifest_digest.clone();
+    let named: Vec<(Reference, rbuild_builder::digest::Digest)> = if tags.is_empty() {
+        vec![(Reference::parse("rbuild/unnamed:latest")?, digest.clone())]
+    } else {
+        tags.iter().map(|t| (t.clone(), digest.clone())).collect()
+    };
+    match output {
+        Output::Image { names, push } => {
+            if *push {
+                bail!("pushing (push=true, type=registry) needs the registry client, which rbuild does not have yet");
+            }
+            let descriptor = result.image.descriptor()?;
+            for n in names {
+                store.tag_image(&Reference::parse(n)?, &descriptor)?;
+            }
+        }
+        Output::Archive { format, dest, tar } => {
+            if *format == ArchiveFormat::Oci && !tar {
+                std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+            }
+            rbuild_builder::export::archive::save(store, &named, *format, dest)?;
+        }
+        Output::Tar { dest } => {
+            let dir = merged_files(store, result)?;
+            let written = write_tar(&dir, dest);
+            let _ = rbuild_builder::store::remove_path(&dir);
+            written?;
+        }
+        Output::Local { dest } => {
+            std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+            rbuild_builder::snapshotter::merge_snapshots(&result.snapshots, dest)?;
+        }
+    }
+    Ok(())
+}
+
+fn merged_files(store: &Store, result: &BuildResult) -> anyhow::Result<PathBuf> {
+    let dir = store.tmp().path("output");
+    rbuild_builder::snapshotter::merge_snapshots(&result.snapshots, &dir)?;
+    Ok(dir)
+}
+
+fn write_tar(dir: &Path, dest: &Path) -> anyhow::Result<()> {
+    let out: Box<dyn std::io::Write> = if dest == Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(std::fs::File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?)
+    };
+    let mut builder = tar::Builder::new(out);
+    builder.follow_symlinks(false);
+    builder.append_dir_all(".", dir).context("cannot write the output tar")?;
+    builder.into_inner().context("cannot finish the output tar")?.flush()?;
+    Ok(())
+}
+
+/// `--load`: a Docker archive into `docker load`, or `podman load`.
+pub fn load_into_engine(store: &Store, result: &BuildResult, tags: &[Reference]) -> anyhow::Result<String> {
+    let engine = ["docker", "podman"]
+        .into_iter()
+        .find(|e| Command::new(e).arg("--version").output().is_ok_and(|o| o.status.success()))
+        .context("--load needs docker or podman on PATH (neither was found); use --output type=docker,dest=FILE")?;
+    let file = store.tmp().path("load.tar");
+    let result = (|| {
+        write(store, result, &Output::Archive { format: ArchiveFormat::Docker, dest: file.clone(), tar: true }, tags)?;
+        let out = Command::new(engine).arg("load").arg("-i").arg(&file).output()?;
+        if !out.status.success() {
+            bail!("{engine} load failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    })();
+    let _ = std::fs::remove_file(&file);
+    result
+}
+
+/// `--metadata-file`: BuildKit's keys for the image built.
+pub fn metadata(result: &BuildResult, tags: &[Reference]) -> anyhow::Result<serde_json::Value> {
+    let descriptor = serde_json::json!({
+        "mediaType": result.image.manifest_media_type,
+        "digest": result.manifest_digest.as_str(),
+        "size": result.image.manifest_bytes.len(),
+    });
+    let mut v = serde_json::json!({
+        "containerimage.digest": result.manifest_digest.as_str(),
+        "containerimage.config.digest": result.config_digest.as_str(),
+        "containerimage.descriptor": descriptor,
+    });
+    if !tags.is_empty() {
+        v["image.name"] = serde_json::json!(tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","));
+    }
+    Ok(v)
+}
+
+use std::io::Write as _;

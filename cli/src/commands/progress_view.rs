@@ -1,0 +1,141 @@
+//! Choosing and drawing build progress: `plain` and `rawjson` come from the builder; `tty` is a live view here
+//! (indicatif): a spinner per running step with its timer and last output line, finished steps printed above.
+//! In tty mode every output line also goes to a log file in the store (`logs/`), named at the end, so that
+//! nothing the view leaves out is lost.
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use rbuild_builder::build::{Event, JsonProgress, NoProgress, PlainProgress, ProgressSink};
+
+/// The progress renderer for `--progress MODE` (and `-q`).
+pub fn choose(mode: &str, quiet: bool, store_root: &Path) -> Box<dyn ProgressSink> {
+    let mode = if quiet { "quiet" } else { mode };
+    match mode {
+        "quiet" => Box::new(NoProgress),
+        "rawjson" => Box::new(JsonProgress::new(std::io::stderr())),
+        "tty" => Box::new(TtyProgress::new(store_root)),
+        "auto" if std::io::stderr().is_terminal() => Box::new(TtyProgress::new(store_root)),
+        _ => Box::new(PlainProgress::new(std::io::stderr())),
+    }
+}
+
+/// The live terminal view.
+pub struct TtyProgress {
+    multi: MultiProgress,
+    bars: Mutex<HashMap<usize, (ProgressBar, String)>>,
+    log: Mutex<Option<(PathBuf, std::fs::File)>>,
+}
+
+impl std::fmt::Debug for TtyProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TtyProgress")
+    }
+}
+
+impl TtyProgress {
+    fn new(store_root: &Path) -> Self {
+        let dir = store_root.join("logs");
+        let log = std::fs::create_dir_all(&dir).ok().and_then(|_| {
+            prune_logs(&dir, 20);
+            let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+            let path = dir.join(format!("build-{secs}-{}.log", std::process::id()));
+            std::fs::File::create(&path).ok().map(|f| (path, f))
+        });
+        TtyProgress { multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()), log: Mutex::new(log) }
+    }
+
+    fn log(&self, line: &str) {
+        if let Ok(mut guard) = self.log.lock()
+            && let Some((_, f)) = guard.as_mut()
+        {
+            let _ = writeln!(f, "{line}");
+        }
+    }
+
+    fn finish(&self, step: usize, status: &str) {
+        if let Ok(mut bars) = self.bars.lock()
+            && let Some((bar, name)) = bars.remove(&step)
+        {
+            let elapsed = bar.elapsed().as_secs_f64();
+            bar.finish_and_clear();
+            let _ = self.multi.println(format!("#{step} {name} {status} {elapsed:.1}s"));
+        }
+    }
+}
+
+impl ProgressSink for TtyProgress {
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::Started { step, name, .. } => {
+                self.log(&format!("#{step} {name}"));
+                let bar = self.multi.add(ProgressBar::new_spinner());
+                let style = ProgressStyle::with_template("{spinner} {prefix} {elapsed:>4} {wide_msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner());
+                bar.set_style(style);
+                bar.set_prefix(format!("#{step} {name}"));
+                bar.enable_steady_tick(Duration::from_millis(120));
+                if let Ok(mut bars) = self.bars.lock() {
+                    bars.insert(*step, (bar, name.to_string()));
+                }
+            }
+            Event::Output { step, line, .. } => {
+                self.log(&format!("#{step} {line}"));
+                if let Ok(bars) = self.bars.lock()
+                    && let Some((bar, _)) = bars.get(step)
+                {
+                    bar.set_message(line.chars().take(200).collect::<String>());
+                }
+            }
+            Event::Cached { step } => {
+                self.log(&format!("#{step} CACHED"));
+                self.finish(*step, "CACHED");
+            }
+            Event::Done { step, elapsed } => {
+                self.log(&format!("#{step} DONE {:.1}s", elapsed.as_secs_f64()));
+                self.finish(*step, "DONE");
+            }
+            Event::Failed { step, message } => {
+                self.log(&format!("#{step} ERROR: {message}"));
+                self.finish(*step, "ERROR");
+                if let Some(p) = self.log.lock().ok().and_then(|g| g.as_ref().map(|(p, _)| p.clone())) {
+                    let _ = self.multi.println(format!("full log: {}", p.display()));
+                }
+            }
+            Event::Note { text } => {
+                self.log(text);
+                let path = self.log.lock().ok().and_then(|g| g.as_ref().map(|(p, _)| p.clone()));
+                let _ = self.multi.println(text.to_string());
+                if let Some(p) = path {
+                    let _ = self.multi.println(format!("full log: {}", p.display()));
+                }
+            }
+        }
+    }
+}
+
+impl Drop for TtyProgress {
+    fn drop(&mut self) {
+        if let Ok(bars) = self.bars.lock() {
+            for (bar, _) in bars.values() {
+                bar.finish_and_clear();
+            }
+        }
+    }
+}
+
+/// Keep the newest `keep` build logs.
+fn prune_logs(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let mut logs: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    logs.sort();
+    if logs.len() > keep {
+        for old in &logs[..logs.len() - keep] {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+}
