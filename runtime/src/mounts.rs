@@ -147,8 +147,14 @@ pub(crate) fn setup_root(spec: &RunSpec) -> Result<Vec<String>, Failure> {
     .map_err(fail("mount /dev/pts"))?;
     symlink("pts/ptmx", dev.join("ptmx")).map_err(io_fail("link /dev/ptmx"))?;
     fs::create_dir(dev.join("shm")).map_err(io_fail("create /dev/shm"))?;
-    mount(Some("shm"), &dev.join("shm"), Some("tmpfs"), nosuid | MsFlags::MS_NOEXEC, Some(format!("mode=1777,size={}", if spec.shm_size == 0 { 64 << 20 } else { spec.shm_size }).as_str()))
-        .map_err(fail("mount /dev/shm"))?;
+    mount(
+        Some("shm"),
+        &dev.join("shm"),
+        Some("tmpfs"),
+        nosuid | MsFlags::MS_NOEXEC,
+        Some(format!("mode=1777,size={}", if spec.shm_size == 0 { 64 << 20 } else { spec.shm_size }).as_str()),
+    )
+    .map_err(fail("mount /dev/shm"))?;
     for (name, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),

@@ -2,6 +2,8 @@
 //! conformance data in `../shared/conformance` (tests skip, saying so, when it is absent), and the offline test
 //! images made by `vendor-test-images/` (built once, cached under `target/test-images/`, shared between tests).
 
+pub mod build_fixture;
+
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -4,105 +4,11 @@
 //! store clean. As root, and as the unprivileged user with subordinate ids.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-use rbuild_tests::{TEST_USER, TempDir, rbuild_bin, running_as_root, test_image, workspace_root};
+use std::process::Command;
 
-/// A store for builds, as root or as the unprivileged test user.
-struct Builder {
-    _dir: TempDir,
-    root: PathBuf,
-    work: PathBuf,
-    as_user: bool,
-}
-
-impl Builder {
-    fn new(as_user: bool) -> Builder {
-        let dir = TempDir::new(if as_user { "build-user" } else { "build-root" });
-        let root = dir.path().join("store");
-        let work = dir.path().join("work");
-        fs::create_dir_all(&work).unwrap();
-        if as_user {
-            fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-            assert!(Command::new("chown").arg("-R").arg(TEST_USER).arg(dir.path()).status().unwrap().success());
-        }
-        let b = Builder { _dir: dir, root, work, as_user };
-        assert!(b.rb(&["load", "-i", test_image("busybox").to_str().unwrap()]).status.success());
-        assert!(b.rb(&["tag", "busybox", "localhost/busybox:latest"]).status.success());
-        b
-    }
-
-    fn rb(&self, args: &[&str]) -> Output {
-        let mut cmd = if self.as_user {
-            let mut c = Command::new("runuser");
-            c.args(["-u", TEST_USER, "--", "env", "-u", "RBUILD_USERNS"]).arg(rbuild_bin());
-            c
-        } else {
-            Command::new(rbuild_bin())
-        };
-        cmd.arg("--root").arg(&self.root).args(args).output().unwrap()
-    }
-
-    /// Build `context` (tag `tag`); returns (success, stdout, stderr).
-    fn build(&self, context: &Path, tag: &str, extra: &[&str]) -> (bool, String, String) {
-        let mut args = vec!["build", "-t", tag];
-        args.extend_from_slice(extra);
-        args.push(context.to_str().unwrap());
-        let out = self.rb(&args);
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn run(&self, image: &str, cmd: &[&str]) -> String {
-        let mut args = vec!["run", image];
-        args.extend_from_slice(cmd);
-        let out = self.rb(&args);
-        assert!(out.status.success(), "run {image}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// A build context in the work dir with these files.
-    fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
-        let dir = self.work.join(name);
-        for (rel, content) in files {
-            let p = dir.join(rel);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, content).unwrap();
-        }
-        if self.as_user {
-            Command::new("chown").arg("-R").arg(TEST_USER).arg(&dir).status().unwrap();
-        }
-        dir
-    }
-
-    fn assert_clean(&self) {
-        let out = self.rb(&["fsck"]);
-        assert!(
-            String::from_utf8_lossy(&out.stdout).contains("store is clean"),
-            "{}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let left = fs::read_dir(self.root.join("tmp")).unwrap().count();
-        assert_eq!(left, 0, "temporary entries left in the store");
-    }
-}
-
-fn builders() -> Vec<Builder> {
-    if running_as_root() { vec![Builder::new(false), Builder::new(true)] } else { vec![Builder::new(false)] }
-}
-
-fn counts(stderr: &str) -> (usize, usize) {
-    let line = stderr.lines().find(|l| l.starts_with("built ")).unwrap_or_else(|| panic!("no summary in: {stderr}"));
-    let num = |word: &str| -> usize {
-        let before = line.split(word).next().unwrap();
-        before.trim_end().rsplit(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
-    };
-    (num(" steps run"), num(" cached"))
-}
+use rbuild_tests::build_fixture::{Builder, builders, counts};
+use rbuild_tests::{rbuild_bin, workspace_root};
 
 #[test]
 fn the_example_builds_runs_and_rebuilds_from_cache() {
@@ -281,8 +187,24 @@ fn independent_stages_run_at_the_same_time() {
     );
     let b = Builder::new(false);
     let ctx = b.context("parallel", &[("Dockerfile", &dockerfile)]);
-    let (ok, _, err) = b.build(&ctx, "p", &["--jobs", "2"]);
+    let (ok, _, err) = b.build(&ctx, "p", &["--jobs", "2", "--progress", "rawjson"]);
     assert!(ok, "the two stages did not overlap: {err}");
+    // The rawjson events show it too: each stage's RUN started before the other's finished.
+    let events: Vec<serde_json::Value> =
+        err.lines().filter(|l| l.starts_with('{')).map(|l| serde_json::from_str(l).unwrap()).collect();
+    let interval = |stage: &str| -> (u64, u64) {
+        let step = events
+            .iter()
+            .find(|e| e["event"] == "started" && e["stage"] == stage && e["name"].as_str().unwrap().contains("RUN"))
+            .unwrap_or_else(|| panic!("no RUN of stage {stage} in {err}"))["step"]
+            .clone();
+        let at = |kind: &str| {
+            events.iter().find(|e| e["event"] == kind && e["step"] == step).unwrap()["unix_nanos"].as_u64().unwrap()
+        };
+        (at("started"), at("done"))
+    };
+    let ((a0, a1), (b0, b1)) = (interval("a"), interval("b"));
+    assert!(a0 < b1 && b0 < a1, "RUN intervals do not overlap: a {a0}..{a1}, b {b0}..{b1}");
     let b = Builder::new(false);
     let ctx = b.context(
         "sequential",

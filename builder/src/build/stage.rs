@@ -321,6 +321,14 @@ impl<'a> StageBuilder<'a> {
             InstructionKind::Copy(c) => return self.copy_step(ins, c, false, op.reads.first()),
             InstructionKind::Add(c) => return self.copy_step(ins, c, true, op.reads.first()),
             InstructionKind::Workdir(w) => return self.workdir_step(ins, w),
+            _ => {}
+        }
+        let mut created_by: Option<String> = None;
+        match &ins.kind {
+            InstructionKind::Run(_)
+            | InstructionKind::Copy(_)
+            | InstructionKind::Add(_)
+            | InstructionKind::Workdir(_) => {}
             InstructionKind::Arg(decls) => {
                 for d in decls {
                     let value = match (self.opts.build_args.get(&d.name), &d.default) {
@@ -333,20 +341,27 @@ impl<'a> StageBuilder<'a> {
                 }
             }
             InstructionKind::Env(kvs) => {
+                let mut text = String::from("ENV");
                 for kv in kvs {
                     let v = self.expand(ins, &kv.value)?;
                     config::set_env(&mut self.state.config, &kv.key, &v);
+                    text.push_str(&format!(" {}={v}", kv.key));
                 }
+                created_by = Some(text);
             }
             InstructionKind::Label(kvs) => {
+                let mut text = String::from("LABEL");
                 for kv in kvs {
                     let (k, v) = (self.expand(ins, &kv.key)?, self.expand(ins, &kv.value)?);
                     config::set_label(&mut self.state.config, &k, &v);
+                    text.push_str(&format!(" {k}={v}"));
                 }
+                created_by = Some(text);
             }
             InstructionKind::Maintainer(m) => self.state.config["author"] = Value::String(m.clone()),
             InstructionKind::User(u) => {
                 let u = self.expand(ins, u)?;
+                created_by = Some(format!("USER {u}"));
                 self.state.config["config"]["User"] = Value::String(u);
             }
             InstructionKind::Cmd(c) => {
@@ -363,19 +378,26 @@ impl<'a> StageBuilder<'a> {
                 }
             }
             InstructionKind::Expose(ports) => {
+                let mut keys = Vec::new();
                 for p in ports {
                     let p = self.expand(ins, p)?;
+                    keys.push(config::port_key(&p));
                     config::add_to_set(&mut self.state.config, "ExposedPorts", &config::port_key(&p));
                 }
+                created_by = Some(format!("EXPOSE {}", keys.join(" ")));
             }
             InstructionKind::Volume(vols) => {
+                let mut all = Vec::new();
                 for v in vols {
                     let v = self.expand(ins, v)?;
                     config::add_to_set(&mut self.state.config, "Volumes", &v);
+                    all.push(v);
                 }
+                created_by = Some(format!("VOLUME {}", serde_json::to_string(&all).unwrap_or_default()));
             }
             InstructionKind::StopSignal(s) => {
                 let s = self.expand(ins, s)?;
+                created_by = Some(format!("STOPSIGNAL {s}"));
                 self.state.config["config"]["StopSignal"] = Value::String(s);
             }
             InstructionKind::Healthcheck(h) => {
@@ -402,8 +424,9 @@ impl<'a> StageBuilder<'a> {
                 self.state.config["config"]["OnBuild"] = Value::Array(ob);
             }
         }
-        // Metadata instructions are not steps of their own in the progress (as in BuildKit).
-        self.history(ins.original.trim().to_string(), true);
+        // Metadata instructions are not steps of their own in the progress (as in BuildKit). Their history
+        // entry is the instruction with its variables expanded where BuildKit expands them.
+        self.history(created_by.unwrap_or_else(|| ins.original.trim().to_string()), true);
         Ok(())
     }
 
@@ -444,25 +467,29 @@ impl<'a> StageBuilder<'a> {
         Ok(())
     }
 
-    /// Whether `rel` exists in the stage's filesystem: the topmost snapshot that has it (or a whiteout of it,
-    /// or of a parent) decides.
-    fn path_exists(&self, rel: &str) -> bool {
-        let comps: Vec<&str> = rel.split('/').collect();
+    /// What `rel` is in the stage's filesystem (without following a final symlink): the topmost snapshot that
+    /// has it (or a whiteout of it, or an opaque parent hiding it) decides.
+    fn path_meta(&self, rel: &str) -> Option<fs::Metadata> {
+        let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
         for snap in self.state.snapshots.iter().rev() {
             let mut p = snap.clone();
             let mut hidden_below = false;
             for (i, comp) in comps.iter().enumerate() {
                 p.push(comp);
                 match fs::symlink_metadata(&p) {
-                    Ok(m) if crate::layer::overlay_whiteout(&p, &m) => return false,
-                    Ok(_) if i + 1 == comps.len() => return true,
+                    Ok(m) if crate::layer::overlay_whiteout(&p, &m) => return None,
+                    Ok(m) if i + 1 == comps.len() => return Some(m),
                     Ok(m) => hidden_below |= m.is_dir() && crate::layer::overlay_opaque(&p),
-                    Err(_) if hidden_below => return false,
+                    Err(_) if hidden_below => return None,
                     Err(_) => break,
                 }
             }
         }
-        false
+        None
+    }
+
+    fn path_exists(&self, rel: &str) -> bool {
+        self.path_meta(rel).is_some()
     }
 
     /// The argv of a command line: exec form as is, shell form through the stage's SHELL.
@@ -816,7 +843,12 @@ impl<'a> StageBuilder<'a> {
         let workdir = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/").to_string();
         let dest_abs =
             if dest.starts_with('/') { dest.clone() } else { format!("{}/{dest}", workdir.trim_end_matches('/')) };
-        let dest_abs = if dest.ends_with('/') && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
+        // A destination ending in `/` or `/.`, or naming a directory the stage has, receives the sources inside.
+        let into_dir = dest.ends_with('/')
+            || dest == "."
+            || dest.ends_with("/.")
+            || self.path_meta(&clean_path(dest_abs.trim_start_matches('/'))).is_some_and(|m| m.is_dir());
+        let dest_abs = if into_dir && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
         let owner = match &c.chown {
             None => None,
             Some(o) => {

@@ -124,23 +124,16 @@ pub fn build(store: &Store, args: BuildArgs, userns: Option<&str>) -> anyhow::Re
     let compression = rbuild_builder::layer::Compression::parse(&args.compression).with_context(|| {
         format!("unknown --compression {:?} (gzip[:1-9], zstd[:1-22], uncompressed)", args.compression)
     })?;
-    let mut opts = BuildOptions::new(
-        context.dir.clone(),
-        input.name,
-        input.text,
-        rbuild_runtime::userns::detect_with(userns)?,
-    );
+    let mut opts =
+        BuildOptions::new(context.dir.clone(), input.name, input.text, rbuild_runtime::userns::detect_with(userns)?);
     opts.dockerfile_path = input.path;
     opts.tags = tags.clone();
     opts.build_args = parse_build_args(&args.build_args);
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.no_cache_filter = args.no_cache_filter.clone();
-    opts.network = if args.network == "none" {
-        rbuild_runtime::NetworkMode::None
-    } else {
-        rbuild_runtime::NetworkMode::Host
-    };
+    opts.network =
+        if args.network == "none" { rbuild_runtime::NetworkMode::None } else { rbuild_runtime::NetworkMode::Host };
     opts.media_types = if args.oci_mediatypes {
         rbuild_builder::export::image::MediaTypes::Oci
     } else {
@@ -231,7 +224,9 @@ fn check_platform(platform: Option<&str>) -> anyhow::Result<()> {
     let normal = p.trim().to_ascii_lowercase();
     let wanted = normal.split('/').take(2).collect::<Vec<_>>().join("/");
     if wanted != host && normal != "local" {
-        bail!("--platform {p}: rbuild builds for the host platform ({host}) only; multi-platform builds are not supported yet");
+        bail!(
+            "--platform {p}: rbuild builds for the host platform ({host}) only; multi-platform builds are not supported yet"
+        );
     }
     Ok(())
 }
@@ -272,8 +267,9 @@ fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
         let (id, path) = match spec.split_once('=') {
             Some((id, p)) => (id.to_string(), PathBuf::from(p.split(',').next().unwrap_or(p))),
             None => {
-                let sock = std::env::var_os("SSH_AUTH_SOCK")
-                    .with_context(|| format!("--ssh {spec}: SSH_AUTH_SOCK is not set (start an agent or give ID=SOCKET)"))?;
+                let sock = std::env::var_os("SSH_AUTH_SOCK").with_context(|| {
+                    format!("--ssh {spec}: SSH_AUTH_SOCK is not set (start an agent or give ID=SOCKET)")
+                })?;
                 (spec.clone(), PathBuf::from(sock))
             }
         };

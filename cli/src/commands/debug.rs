@@ -80,7 +80,8 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
                 opts.build_args.insert(k.to_string(), v.to_string());
             }
             for c in build_contexts {
-                let (k, v) = c.split_once('=').with_context(|| format!("--build-context {c:?}: expected NAME=VALUE"))?;
+                let (k, v) =
+                    c.split_once('=').with_context(|| format!("--build-context {c:?}: expected NAME=VALUE"))?;
                 opts.named_contexts.insert(k.to_string(), rbuild_builder::build::NamedContext::parse(v));
             }
             opts.target = target;

@@ -1,0 +1,115 @@
+//! A store for `rbuild build` tests, as root or as the unprivileged test user, with busybox loaded; helpers to
+//! make contexts, build, run images and check the store is clean afterwards.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use crate::{TEST_USER, TempDir, rbuild_bin, running_as_root, test_image};
+
+/// A store for builds, as root or as the unprivileged test user.
+#[derive(Debug)]
+pub struct Builder {
+    _dir: TempDir,
+    pub root: PathBuf,
+    pub work: PathBuf,
+    pub as_user: bool,
+}
+
+impl Builder {
+    pub fn new(as_user: bool) -> Builder {
+        let dir = TempDir::new(if as_user { "build-user" } else { "build-root" });
+        let root = dir.path().join("store");
+        let work = dir.path().join("work");
+        fs::create_dir_all(&work).unwrap();
+        if as_user {
+            fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+            assert!(Command::new("chown").arg("-R").arg(TEST_USER).arg(dir.path()).status().unwrap().success());
+        }
+        let b = Builder { _dir: dir, root, work, as_user };
+        assert!(b.rb(&["load", "-i", test_image("busybox").to_str().unwrap()]).status.success());
+        assert!(b.rb(&["tag", "busybox", "localhost/busybox:latest"]).status.success());
+        b
+    }
+
+    pub fn rb(&self, args: &[&str]) -> Output {
+        self.rb_env(args, &[])
+    }
+
+    /// Run rbuild with extra environment variables.
+    pub fn rb_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = if self.as_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", TEST_USER, "--", "env", "-u", "RBUILD_USERNS"]);
+            c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
+            c.arg(rbuild_bin());
+            c
+        } else {
+            let mut c = Command::new(rbuild_bin());
+            c.envs(env.iter().copied());
+            c
+        };
+        cmd.arg("--root").arg(&self.root).args(args).output().unwrap()
+    }
+
+    /// Build `context` (tag `tag`); returns (success, stdout, stderr).
+    pub fn build(&self, context: &Path, tag: &str, extra: &[&str]) -> (bool, String, String) {
+        let mut args = vec!["build", "-t", tag];
+        args.extend_from_slice(extra);
+        args.push(context.to_str().unwrap());
+        let out = self.rb(&args);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn run(&self, image: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["run", image];
+        args.extend_from_slice(cmd);
+        let out = self.rb(&args);
+        assert!(out.status.success(), "run {image}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A build context in the work dir with these files.
+    pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.work.join(name);
+        for (rel, content) in files {
+            let p = dir.join(rel);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(&p, content).unwrap();
+        }
+        if self.as_user {
+            Command::new("chown").arg("-R").arg(TEST_USER).arg(&dir).status().unwrap();
+        }
+        dir
+    }
+
+    pub fn assert_clean(&self) {
+        let out = self.rb(&["fsck"]);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("store is clean"),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let left = fs::read_dir(self.root.join("tmp")).unwrap().count();
+        assert_eq!(left, 0, "temporary entries left in the store");
+    }
+}
+
+/// A builder as root, and one as the unprivileged test user when running as root.
+pub fn builders() -> Vec<Builder> {
+    if running_as_root() { vec![Builder::new(false), Builder::new(true)] } else { vec![Builder::new(false)] }
+}
+
+/// The (steps run, steps cached) of a build's summary line.
+pub fn counts(stderr: &str) -> (usize, usize) {
+    let line = stderr.lines().find(|l| l.starts_with("built ")).unwrap_or_else(|| panic!("no summary in: {stderr}"));
+    let num = |word: &str| -> usize {
+        let before = line.split(word).next().unwrap();
+        before.trim_end().rsplit(|c: char| !c.is_ascii_digit()).next().unwrap().parse().unwrap()
+    };
+    (num(" steps run"), num(" cached"))
+}
