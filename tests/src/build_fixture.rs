@@ -54,9 +54,14 @@ impl Builder {
 
     /// Build `context` (tag `tag`); returns (success, stdout, stderr).
     pub fn build(&self, context: &Path, tag: &str, extra: &[&str]) -> (bool, String, String) {
-        let mut args = vec!["build", "-t", tag];
+        self.build_str(context.to_str().unwrap(), tag, extra)
+    }
+
+    /// Build a context given as a string (a directory, `-`, a URL), with plain progress.
+    pub fn build_str(&self, context: &str, tag: &str, extra: &[&str]) -> (bool, String, String) {
+        let mut args = vec!["build", "--progress", "plain", "-t", tag];
         args.extend_from_slice(extra);
-        args.push(context.to_str().unwrap());
+        args.push(context);
         let out = self.rb(&args);
         (
             out.status.success(),
@@ -76,6 +81,7 @@ impl Builder {
     /// A build context in the work dir with these files.
     pub fn context(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let dir = self.work.join(name);
+        fs::create_dir_all(&dir).unwrap();
         for (rel, content) in files {
             let p = dir.join(rel);
             fs::create_dir_all(p.parent().unwrap()).unwrap();

@@ -225,6 +225,11 @@ impl PrivateDockerd {
         panic!("dockerd did not start: {}", std::fs::read_to_string(p.join("dockerd.log")).unwrap_or_default());
     }
 
+    /// The engine's address for DOCKER_HOST.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.dir.path().join("docker.sock").display())
+    }
+
     /// Run the package's own client (`/usr/bin/docker`; another `docker` may come first on PATH).
     pub fn docker(&self, args: &[&str]) -> Output {
         let sock = format!("unix://{}", self.dir.path().join("docker.sock").display());

@@ -72,3 +72,264 @@ fn image_config_and_history_equal_the_golden_file() {
         b.assert_clean();
     }
 }
+
+/// Run rbuild as root with `stdin` fed to it; returns (success, stdout, stderr).
+fn rb_stdin(b: &Builder, args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String) {
+    let mut child = Command::new(rbuild_bin())
+        .arg("--root")
+        .arg(&b.root)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+/// A static file server on 127.0.0.1 (python's http.server), stopped on drop.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(dir: &std::path::Path) -> FileServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        FileServer { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn contexts_from_stdin_git_and_tarball_urls() {
+    for tool in ["python3", "git", "curl"] {
+        require_tool(tool);
+    }
+    let b = Builder::new(false);
+    // A bare Dockerfile on stdin: no context.
+    let (ok, _, err) = rb_stdin(
+        &b,
+        &["build", "--progress", "plain", "-t", "stdin-df", "-"],
+        b"FROM busybox\nRUN echo from-stdin > /x\n",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(b.run("stdin-df", &["cat", "/x"]), "from-stdin\n");
+    // A tar context on stdin (with its Dockerfile inside), gzip-compressed.
+    let ctx =
+        b.context("tarctx", &[("Dockerfile", "FROM busybox\nCOPY data.txt /data.txt\n"), ("data.txt", "tarred\n")]);
+    let tgz = Command::new("tar").arg("-C").arg(&ctx).args(["-czf", "-", "."]).output().unwrap().stdout;
+    let (ok, _, err) = rb_stdin(&b, &["build", "--progress", "plain", "-t", "stdin-tar", "-"], &tgz);
+    assert!(ok, "{err}");
+    assert_eq!(b.run("stdin-tar", &["cat", "/data.txt"]), "tarred\n");
+    // A git repository served over (dumb) HTTP, with a branch and a subdirectory; and a tarball URL.
+    let served = b.work.join("served");
+    let repo = served.join("repo.git");
+    let src = b.context("gitsrc", &[("app/Dockerfile", "FROM busybox\nCOPY msg /msg\n"), ("app/msg", "from-git\n")]);
+    let git = |dir: &std::path::Path, args: &[&str]| {
+        let out = Command::new("git").arg("-C").arg(dir).args(args).output().unwrap();
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    git(&src, &["init", "-q", "-b", "release"]);
+    git(&src, &["add", "."]);
+    git(&src, &["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c"]);
+    fs::create_dir_all(&served).unwrap();
+    git(&served, &["clone", "-q", "--bare", src.to_str().unwrap(), "repo.git"]);
+    git(&repo, &["update-server-info"]);
+    fs::write(served.join("ctx.tar.gz"), &tgz).unwrap();
+    let server = FileServer::start(&served);
+    let url = format!("http://127.0.0.1:{}/repo.git#release:app", server.port);
+    let (ok, _, err) = b.build_str(&url, "from-git", &[]);
+    assert!(ok, "{err}");
+    assert_eq!(b.run("from-git", &["cat", "/msg"]), "from-git\n");
+    let url = format!("http://127.0.0.1:{}/repo.git#no-such-branch", server.port);
+    let (ok, _, err) = b.build_str(&url, "x", &[]);
+    assert!(!ok && err.contains("cannot fetch \"no-such-branch\""), "{err}");
+    let url = format!("http://127.0.0.1:{}/ctx.tar.gz", server.port);
+    let (ok, _, err) = b.build_str(&url, "from-url", &[]);
+    assert!(ok, "{err}");
+    assert_eq!(b.run("from-url", &["cat", "/data.txt"]), "tarred\n");
+    b.assert_clean();
+}
+
+#[test]
+fn outputs_write_archives_files_and_metadata() {
+    let b = Builder::new(false);
+    let ctx =
+        b.context("out", &[("Dockerfile", "FROM busybox\nRUN echo out > /out.txt\nCMD [\"cat\", \"/out.txt\"]\n")]);
+    let (oci, docker, tar, local, meta) = (
+        b.work.join("img.oci.tar"),
+        b.work.join("img.docker.tar"),
+        b.work.join("fs.tar"),
+        b.work.join("fs"),
+        b.work.join("meta.json"),
+    );
+    let arg = |kind: &str, p: &std::path::Path| format!("type={kind},dest={}", p.display());
+    let (ok, _, err) = b.build(
+        &ctx,
+        "out:1",
+        &[
+            "-o",
+            &arg("oci", &oci),
+            "-o",
+            &arg("docker", &docker),
+            "-o",
+            &arg("tar", &tar),
+            "-o",
+            &arg("local", &local),
+            "--output",
+            "type=image,name=out:alias",
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(fs::read_to_string(local.join("out.txt")).unwrap(), "out\n");
+    assert!(local.join("bin/busybox").is_file());
+    let listing = Command::new("tar").arg("-tf").arg(&tar).output().unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout).lines().any(|l| l.trim_start_matches("./") == "out.txt"));
+    let m: serde_json::Value = serde_json::from_slice(&fs::read(&meta).unwrap()).unwrap();
+    let digest = m["containerimage.digest"].as_str().unwrap().to_string();
+    assert!(err.contains(&digest) && m["image.name"] == "docker.io/library/out:1", "{m}");
+    // The aliases name the same image; the archives load back into a fresh store with that digest.
+    assert_eq!(b.run("out:alias", &[]), "out\n");
+    for archive in [&oci, &docker] {
+        let fresh = Builder::new(false);
+        let out = fresh.rb(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(fresh.run("out:1", &[]), "out\n");
+    }
+    let (ok, _, err) = b.build(&ctx, "out:2", &["--output", "type=image,push=true"]);
+    assert!(!ok && err.contains("registry client"), "{err}");
+    let (ok, _, err) = b.build(&ctx, "out:2", &["--platform", "linux/s390x"]);
+    assert!(!ok && err.contains("host platform"), "{err}");
+    b.assert_clean();
+}
+
+#[test]
+fn load_hands_the_image_to_a_docker_engine() {
+    let dockerd = rbuild_tests::PrivateDockerd::start();
+    let b = Builder::new(false);
+    let ctx = b.context("load", &[("Dockerfile", "FROM busybox\nCMD [\"echo\", \"loaded-into-docker\"]\n")]);
+    let out = Command::new(rbuild_bin())
+        .arg("--root")
+        .arg(&b.root)
+        .args(["build", "--progress", "plain", "--load", "-t", "rbuild-load-test:1"])
+        .arg(&ctx)
+        .env("DOCKER_HOST", dockerd.host())
+        .env("PATH", format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run = dockerd.docker(&["run", "--rm", "rbuild-load-test:1"]);
+    assert_eq!(
+        String::from_utf8_lossy(&run.stdout),
+        "loaded-into-docker\n",
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
+#[test]
+fn named_contexts_bind_mounts_and_run_flags() {
+    for b in builders() {
+        let extra = b.context("extra", &[("lib.txt", "from-named-context\n")]);
+        let ctx = b.context(
+            "flags",
+            &[
+                ("src/input.txt", "bound\n"),
+                (
+                    "Dockerfile",
+                    "FROM busybox AS tool\nRUN echo tool-output > /tool.txt\n\
+                     FROM busybox\n\
+                     COPY --from=extra lib.txt /lib.txt\n\
+                     RUN --mount=type=bind,source=src,target=/mnt cat /mnt/input.txt > /bound.txt\n\
+                     RUN --mount=type=bind,from=tool,source=/tool.txt,target=/t.txt cat /t.txt > /from-tool.txt\n\
+                     RUN grep -q 'myhost' /etc/hosts && grep -q 10.1.2.3 /etc/hosts && echo hosts-ok > /hosts.txt\n\
+                     RUN ulimit -n > /nofile.txt; df -k /dev/shm | tail -1 | awk '{print $2}' > /shm.txt\n\
+                     RUN --network=none ! wget -q -T 1 http://127.0.0.1:1/ 2>/dev/null; echo net-ok > /net.txt\n",
+                ),
+            ],
+        );
+        let extra_arg = format!("extra={}", extra.display());
+        let (ok, _, err) = b.build(
+            &ctx,
+            "flags",
+            &[
+                "--build-context",
+                &extra_arg,
+                "--add-host",
+                "myhost:10.1.2.3",
+                "--ulimit",
+                "nofile=1000:1000",
+                "--shm-size",
+                "16m",
+            ],
+        );
+        assert!(ok, "{err}");
+        let got = b.run(
+            "flags",
+            &["cat", "/lib.txt", "/bound.txt", "/from-tool.txt", "/hosts.txt", "/nofile.txt", "/shm.txt", "/net.txt"],
+        );
+        assert_eq!(got, "from-named-context\nbound\ntool-output\nhosts-ok\n1000\n16384\nnet-ok\n");
+        // A bind source may not leave the context, even through a symlink.
+        let ctx = b.context(
+            "escape-bind",
+            &[("Dockerfile", "FROM busybox\nRUN --mount=type=bind,source=../..,target=/m ls /m\n")],
+        );
+        let (ok, _, err) = b.build(&ctx, "e", &[]);
+        assert!(!ok && err.contains("Dockerfile:2"), "{err}");
+        // --network=host in a step needs the entitlement.
+        let ctx = b.context("host-net", &[("Dockerfile", "FROM busybox\nRUN --network=host true\n")]);
+        let (ok, _, err) = b.build(&ctx, "h", &[]);
+        assert!(!ok && err.contains("--allow network.host"), "{err}");
+        let (ok, _, err) = b.build(&ctx, "h", &["--allow", "network.host"]);
+        assert!(ok, "{err}");
+        // --no-cache-filter re-runs just the named stage.
+        let (ok, _, err) = b.build(
+            &b.work.join("flags"),
+            "flags",
+            &[
+                "--build-context",
+                &extra_arg,
+                "--add-host",
+                "myhost:10.1.2.3",
+                "--ulimit",
+                "nofile=1000:1000",
+                "--shm-size",
+                "16m",
+                "--no-cache-filter",
+                "tool",
+            ],
+        );
+        assert!(ok, "{err}");
+        let (ran, cached) = rbuild_tests::build_fixture::counts(&err);
+        assert_eq!(
+            (ran, cached),
+            (1, 6),
+            "only the tool stage's RUN re-runs (its output is the same, so the rest hits): {err}"
+        );
+        b.assert_clean();
+    }
+}

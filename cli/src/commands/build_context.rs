@@ -85,8 +85,19 @@ fn looks_like_archive(b: &[u8]) -> bool {
 
 /// Unpack a context archive with the system `tar` (it knows every compression), never outside `dir`.
 fn unpack_archive(bytes: &[u8], dir: &Path) -> anyhow::Result<()> {
+    let compression = if bytes.starts_with(&[0x1f, 0x8b]) {
+        "-z"
+    } else if bytes.starts_with(b"BZh") {
+        "-j"
+    } else if bytes.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        "-J"
+    } else if bytes.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        "--zstd"
+    } else {
+        "--no-auto-compress"
+    };
     let mut child = Command::new("tar")
-        .args(["-x", "--no-same-owner", "--no-same-permissions", "-C"])
+        .args(["-x", compression, "--no-same-owner", "--no-same-permissions", "-C"])
         .arg(dir)
         .arg("-f")
         .arg("-")
@@ -128,7 +139,9 @@ fn from_git(store: &Store, url: &str) -> anyhow::Result<ResolvedContext> {
     git(&["init", "-q"])?;
     git(&["remote", "add", "origin", &repo])?;
     let want = if reference.is_empty() { "HEAD" } else { reference };
+    // Shallow when the server can (dumb HTTP cannot), else the whole history of that ref.
     git(&["fetch", "-q", "--depth", "1", "origin", want])
+        .or_else(|_| git(&["fetch", "-q", "origin", want]))
         .with_context(|| format!("cannot fetch {want:?} from the git repository {repo}"))?;
     git(&["checkout", "-q", "FETCH_HEAD"])?;
     git(&["submodule", "update", "-q", "--init", "--recursive", "--depth", "1"])?;
