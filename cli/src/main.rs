@@ -24,7 +24,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile (`--check` validates without building).
-    Build(commands::build::BuildArgs),
+    Build(Box<commands::build::BuildArgs>),
     /// Run a command in an image in a rootless sandbox (the changes are discarded).
     Run(commands::run::RunArgs),
     /// List the images in the store.
@@ -67,8 +67,8 @@ fn main() -> ExitCode {
     use commands::store_cmds as sc;
     let store = || sc::open_store(&cli.root);
     let result = match cli.command {
-        Command::Build(args) if args.check => commands::build::run(args),
-        Command::Build(args) => store().and_then(|s| commands::build::build(&s, args, cli.userns.as_deref())),
+        Command::Build(args) if args.check => commands::build::run(*args),
+        Command::Build(args) => store().and_then(|s| commands::build::build(&s, *args, cli.userns.as_deref())),
         Command::Debug(cmd) => commands::debug::run(cmd),
         Command::Run(args) => store().and_then(|s| commands::run::run(&s, args, cli.userns.as_deref())),
         Command::Images => store().and_then(|s| sc::images(&s)),

@@ -109,7 +109,7 @@ impl ProgressSink for TtyProgress {
             Event::Note { text } => {
                 self.log(text);
                 let path = self.log.lock().ok().and_then(|g| g.as_ref().map(|(p, _)| p.clone()));
-                let _ = self.multi.println(text.to_string());
+                let _ = self.multi.println(text);
                 if let Some(p) = path {
                     let _ = self.multi.println(format!("full log: {}", p.display()));
                 }
