@@ -62,6 +62,10 @@ fn cache_follows_content_not_mtimes_and_args_only_where_declared() {
         let (ok, _, err) = b.build(&ctx, "c", &[]);
         assert!(ok, "{err}");
         assert_eq!(counts(&err).0, 4, "{err}");
+        // Nothing changed: the context's files are not even re-read (their size, mtime, inode are the same).
+        let (_, _, err) = b.build(&ctx, "c", &[]);
+        assert_eq!(counts(&err), (0, 4), "{err}");
+        assert!(err.contains("context: 0 files read, 1 unchanged files not re-read"), "{err}");
         // Same content, new mtime: everything hits.
         let a = ctx.join("a.txt");
         fs::File::options().write(true).open(&a).unwrap().set_modified(std::time::SystemTime::now()).unwrap();
@@ -69,6 +73,7 @@ fn cache_follows_content_not_mtimes_and_args_only_where_declared() {
         fs::write(ctx.join("ignored.log"), "changed").unwrap();
         let (_, _, err) = b.build(&ctx, "c", &[]);
         assert_eq!(counts(&err), (0, 4), "{err}");
+        assert!(err.contains("context: 1 files read, 0 unchanged"), "the touched file is read again: {err}");
         // A build arg only stage b declares leaves stage a's steps cached.
         let (_, _, err) = b.build(&ctx, "c", &["--build-arg", "ONLY_B=2"]);
         assert_eq!(counts(&err), (1, 3), "{err}");

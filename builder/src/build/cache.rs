@@ -10,7 +10,7 @@ use crate::export::image::LayerRef;
 use crate::store::Store;
 
 /// Bump when anything that feeds keys changes meaning.
-const CACHE_FORMAT: &str = "rbuild-cache-v1";
+const CACHE_FORMAT: &str = "rbuild-cache-v2";
 
 /// A key over the parts, in order (each part delimited, so parts cannot run into each other).
 pub(crate) fn key(parts: &[&str]) -> String {

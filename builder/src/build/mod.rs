@@ -152,6 +152,8 @@ pub(crate) struct Shared<'a> {
     pub steps: AtomicUsize,
     /// Set after a stage failed: the others stop at their next instruction.
     pub cancel: AtomicBool,
+    /// Context files' content hashes, kept between builds.
+    pub file_hashes: crate::context::FileHashes,
 }
 
 impl Shared<'_> {
@@ -200,9 +202,18 @@ pub fn build(
         progress,
         steps: AtomicUsize::new(0),
         cancel: AtomicBool::new(false),
+        file_hashes: crate::context::FileHashes::load(store.root().join("cache").join("context-files.json")),
     };
     let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.jobs };
-    let (mut results, executed, cached) = solve(&shared, &graph, jobs)?;
+    let solved = solve(&shared, &graph, jobs);
+    let _ = shared.file_hashes.save();
+    let (mut results, executed, cached) = solved?;
+    let (hashed, reused) =
+        (shared.file_hashes.hashed.load(Ordering::Relaxed), shared.file_hashes.reused.load(Ordering::Relaxed));
+    if hashed + reused > 0 {
+        let text = format!("context: {hashed} files read, {reused} unchanged files not re-read");
+        progress.event(&Event::Note { text: &text });
+    }
     let mut final_stage = results.remove(&graph.target).ok_or_else(|| Error::Malformed {
         what: "build".into(),
         reason: "the target stage produced no result".into(),

@@ -884,7 +884,11 @@ impl<'a> StageBuilder<'a> {
                 return Err(self.fail(ins, &format!("{e} (in {})", describe(from))));
             }
         };
-        let checksum = selection.checksum();
+        // Context files (the build's own or a named directory's) are hashed incrementally.
+        let checksum = match from {
+            None | Some(Source::NamedContext(_)) => selection.checksum_with(&self.sh.file_hashes),
+            Some(_) => selection.checksum(),
+        };
         let checksum = match checksum {
             Ok(c) => c,
             Err(e) => {

@@ -5,7 +5,6 @@
 //! mode, link target, content; not mtimes or owners on disk).
 
 use std::fs;
-use std::io::Read;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
@@ -13,6 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::ignore::{IgnoreMatcher, clean_path};
 use crate::error::{Error, Result};
+use super::FileHashes;
 use crate::glob::ShellPattern;
 
 /// One selected source: its path in the context and the relative path it gets under the destination.
@@ -91,38 +91,35 @@ pub fn select(context: &Path, ignore: &IgnoreMatcher, sources: &[String]) -> Res
 }
 
 impl CopySelection {
-    /// A checksum of exactly what would be copied: relative paths, types, modes, link targets, contents.
+    /// A checksum of exactly what would be copied: relative paths, types, modes, owners, link targets, contents.
     pub fn checksum(&self) -> Result<String> {
+        self.checksum_with(&FileHashes::default())
+    }
+
+    /// [`Self::checksum`], taking file contents' hashes from `hashes` where it knows them.
+    pub fn checksum_with(&self, hashes: &FileHashes) -> Result<String> {
         let mut h = Sha256::new();
         for s in &self.sources {
-            self.hash_tree(&s.abs, &s.rel, &mut h)?;
+            self.hash_tree(&s.abs, &s.rel, &mut h, hashes)?;
         }
         Ok(hex::encode(h.finalize()))
     }
 
-    fn hash_tree(&self, abs: &Path, rel: &str, h: &mut Sha256) -> Result<()> {
+    fn hash_tree(&self, abs: &Path, rel: &str, h: &mut Sha256, hashes: &FileHashes) -> Result<()> {
         let meta = fs::symlink_metadata(abs).map_err(Error::io("stat", abs))?;
         h.update(rel.as_bytes());
         h.update([0]);
         // The raw name too: two names that are not UTF-8 may read the same once converted.
         h.update(abs.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
         h.update([0]);
-        h.update(format!("{:o}", meta.mode()).as_bytes());
+        h.update(format!("{:o} {}:{}", meta.mode(), meta.uid(), meta.gid()).as_bytes());
         if meta.file_type().is_symlink() {
             h.update(fs::read_link(abs).map_err(Error::io("read link", abs))?.as_os_str().as_encoded_bytes());
         } else if meta.is_file() {
-            let mut f = fs::File::open(abs).map_err(Error::io("open", abs))?;
-            let mut buf = vec![0u8; 1 << 16];
-            loop {
-                let n = f.read(&mut buf).map_err(Error::io("read", abs))?;
-                if n == 0 {
-                    break;
-                }
-                h.update(&buf[..n]);
-            }
+            h.update(hashes.hash(abs, &meta)?.as_bytes());
         } else if meta.is_dir() {
             for (child, child_rel) in self.visible_children(abs, rel)? {
-                self.hash_tree(&child, &child_rel, h)?;
+                self.hash_tree(&child, &child_rel, h, hashes)?;
             }
         }
         h.update([1]);

@@ -1,7 +1,9 @@
-//! The build context: which files a build may read. For now, `.dockerignore` matching; the context walker and
-//! content checksums land with the build engine.
+//! The build context: which files a build may read (`.dockerignore`), selecting and checksumming COPY sources,
+//! and remembering context files' content hashes between builds.
 
 pub mod copy;
+pub mod file_hashes;
 pub mod ignore;
 
 pub use ignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path, find_ignore_file};
+pub use file_hashes::FileHashes;

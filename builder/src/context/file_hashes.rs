@@ -1,0 +1,113 @@
+//! Incremental context hashing: the sha256 of each context file read, remembered in the store
+//! (`cache/context-files.json`) under the file's absolute path with its (device, inode, size, mtime, ctime).
+//! A later build re-reads only files whose identity changed; touching a file re-reads it (and finds the
+//! same content), editing it gives a new hash. The record is a cache: lost or stale entries only cost a read.
+
+use std::collections::HashMap;
+use std::fs;
+use std::io::Read;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::{Error, Result};
+
+/// Most entries kept (the oldest-inserted go first beyond this; a build's own files are always kept).
+const MAX_ENTRIES: usize = 200_000;
+
+type Identity = (u64, u64, u64, i64, i64);
+
+#[derive(Debug, Default)]
+pub struct FileHashes {
+    file: Option<PathBuf>,
+    entries: Mutex<HashMap<PathBuf, (Identity, String)>>,
+    /// Files read and hashed, and files whose remembered hash was used, in this build.
+    pub hashed: AtomicUsize,
+    pub reused: AtomicUsize,
+}
+
+fn identity(meta: &fs::Metadata) -> Identity {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.size(),
+        meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+        meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+    )
+}
+
+impl FileHashes {
+    /// Load the record at `file` (a missing or unreadable one starts empty).
+    pub fn load(file: PathBuf) -> FileHashes {
+        let mut entries = HashMap::new();
+        if let Ok(bytes) = fs::read(&file)
+            && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes)
+        {
+            for (path, v) in map {
+                let n = |i: usize| v[i].as_i64().unwrap_or(-1);
+                if let Some(hash) = v[5].as_str() {
+                    let id = (n(0) as u64, n(1) as u64, n(2) as u64, n(3), n(4));
+                    entries.insert(PathBuf::from(path), (id, hash.to_string()));
+                }
+            }
+        }
+        FileHashes { file: Some(file), entries: Mutex::new(entries), ..FileHashes::default() }
+    }
+
+    /// The sha256 (hex) of a regular file's content, from the record when its identity is unchanged.
+    pub fn hash(&self, abs: &Path, meta: &fs::Metadata) -> Result<String> {
+        let id = identity(meta);
+        if let Ok(entries) = self.entries.lock()
+            && let Some((known, hash)) = entries.get(abs)
+            && *known == id
+        {
+            self.reused.fetch_add(1, Ordering::Relaxed);
+            return Ok(hash.clone());
+        }
+        let mut f = fs::File::open(abs).map_err(Error::io("open", abs))?;
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = f.read(&mut buf).map_err(Error::io("read", abs))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+        }
+        let hash = hex::encode(h.finalize());
+        self.hashed.fetch_add(1, Ordering::Relaxed);
+        // A file modified while being read keeps no record (its identity would not match the content).
+        let after = fs::symlink_metadata(abs).map(|m| identity(&m)).ok();
+        if after == Some(id)
+            && self.file.is_some()
+            && let Ok(mut entries) = self.entries.lock()
+        {
+            entries.insert(abs.to_path_buf(), (id, hash.clone()));
+        }
+        Ok(hash)
+    }
+
+    /// Write the record back (atomically), if this build hashed anything new.
+    pub fn save(&self) -> Result<()> {
+        let Some(file) = &self.file else { return Ok(()) };
+        if self.hashed.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let entries = self.entries.lock().map_err(|_| Error::Malformed {
+            what: "context hash record".into(),
+            reason: "poisoned lock".into(),
+        })?;
+        let mut map = serde_json::Map::new();
+        for (path, (id, hash)) in entries.iter().take(MAX_ENTRIES) {
+            let Some(p) = path.to_str() else { continue };
+            map.insert(p.to_string(), json!([id.0, id.1, id.2, id.3, id.4, hash]));
+        }
+        let bytes = serde_json::to_vec(&Value::Object(map))
+            .map_err(|source| Error::Json { what: "context hash record".into(), source })?;
+        crate::store::write_atomically(file, &bytes)
+    }
+}
