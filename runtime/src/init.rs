@@ -260,6 +260,21 @@ fn become_user(spec: &RunSpec, who: &user::ResolvedUser) -> Result<(), Failure> 
     Ok(())
 }
 
+/// Give the step default signal dispositions and an empty signal mask. Ignored signals survive exec, and the
+/// Rust runtime ignores SIGPIPE: without this, `yes | head -c 10` in a step never ends (yes gets EPIPE, not
+/// SIGPIPE, and busybox's yes keeps writing).
+fn reset_signals() {
+    use nix::sys::signal::{SigHandler, SigSet, SigmaskHow, Signal, signal, sigprocmask};
+    for sig in Signal::iterator() {
+        if sig == Signal::SIGKILL || sig == Signal::SIGSTOP {
+            continue;
+        }
+        // SAFETY: setting the default disposition installs no Rust handler; this process execs right after.
+        let _ = unsafe { signal(sig, SigHandler::SigDfl) };
+    }
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
+}
+
 /// Find `argv[0]` on the step's PATH (inside the new root) and exec it.
 fn exec(spec: &RunSpec, env: &[String]) -> Failure {
     let Some(prog) = spec.argv.first() else {
@@ -279,6 +294,7 @@ fn exec(spec: &RunSpec, env: &[String]) -> Failure {
         };
     };
     let to_c = |s: &str| CString::new(s.as_bytes()).map_err(|e| Failure::new("exec", e));
+    reset_signals();
     let result = (|| {
         let file = to_c(found)?;
         let args = spec.argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;

@@ -333,3 +333,19 @@ fn named_contexts_bind_mounts_and_run_flags() {
         b.assert_clean();
     }
 }
+
+#[test]
+fn tty_progress_keeps_every_output_line_in_a_log_file() {
+    let b = Builder::new(false);
+    let ctx = b.context("tty", &[("Dockerfile", "FROM busybox\nRUN for i in $(seq 1 300); do echo line-$i; done\n")]);
+    let out = b.rb(&["build", "--progress", "tty", "-t", "tty", ctx.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let logs: Vec<_> = fs::read_dir(b.root.join("logs")).unwrap().flatten().map(|e| e.path()).collect();
+    assert_eq!(logs.len(), 1, "{logs:?}");
+    let log = fs::read_to_string(&logs[0]).unwrap();
+    for i in [1, 150, 300] {
+        assert!(log.contains(&format!("line-{i}\n")), "line-{i} missing from {}", logs[0].display());
+    }
+    assert!(log.contains("[stage-0 2/2] RUN for i in") && log.contains(" DONE "), "{log}");
+}

@@ -209,6 +209,21 @@ fn a_step_killed_by_a_signal_is_reported_as_such() {
 }
 
 #[test]
+fn steps_start_with_default_signal_dispositions() {
+    // rbuild (like every Rust program) ignores SIGPIPE; a step must not inherit that, or `yes | head` never ends.
+    for mode in modes() {
+        let s = Sandbox::new(mode);
+        let out = s.command(&["run", "busybox", "grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]).output().unwrap();
+        assert!(out.status.success(), "{mode:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+        let out = s.command(&["run", "busybox", "timeout", "10", "sh", "-c", "yes | head -c 5"]).output().unwrap();
+        assert!(out.status.success(), "{mode:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "y\ny\ny", "{mode:?}");
+        s.assert_nothing_left();
+    }
+}
+
+#[test]
 fn chown_fails_with_a_hint_with_one_id_and_works_with_subordinate_ids() {
     for mode in modes() {
         let s = Sandbox::new(mode);

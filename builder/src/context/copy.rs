@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest as _, Sha256};
 
+use super::FileHashes;
 use super::ignore::{IgnoreMatcher, clean_path};
 use crate::error::{Error, Result};
-use super::FileHashes;
 use crate::glob::ShellPattern;
 
 /// One selected source: its path in the context and the relative path it gets under the destination.

@@ -97,10 +97,10 @@ impl FileHashes {
         if self.hashed.load(Ordering::Relaxed) == 0 {
             return Ok(());
         }
-        let entries = self.entries.lock().map_err(|_| Error::Malformed {
-            what: "context hash record".into(),
-            reason: "poisoned lock".into(),
-        })?;
+        let entries = self
+            .entries
+            .lock()
+            .map_err(|_| Error::Malformed { what: "context hash record".into(), reason: "poisoned lock".into() })?;
         let mut map = serde_json::Map::new();
         for (path, (id, hash)) in entries.iter().take(MAX_ENTRIES) {
             let Some(p) = path.to_str() else { continue };

@@ -5,5 +5,5 @@ pub mod copy;
 pub mod file_hashes;
 pub mod ignore;
 
-pub use ignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path, find_ignore_file};
 pub use file_hashes::FileHashes;
+pub use ignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path, find_ignore_file};
