@@ -49,7 +49,7 @@ seconds() { # COMMAND...: run it, print wall seconds
   start=$(date +%s%N)
   "$@" >"$work/last.log" 2>&1 || { cat "$work/last.log" >&2; return 1; }
   end=$(date +%s%N)
-  echo "scale=2; ($end - $start) / 1000000000" | bc | sed "s/^\./0./"
+  echo "scale=3; ($end - $start) / 1000000000" | bc | sed "s/^\./0./"
 }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 

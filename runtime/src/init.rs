@@ -272,6 +272,16 @@ fn reset_signals() {
         // SAFETY: setting the default disposition installs no Rust handler; this process execs right after.
         let _ = unsafe { signal(sig, SigHandler::SigDfl) };
     }
+    // The real-time signals (32..=64) have no `Signal` variant, and libc refuses the two it reserves (32, 33);
+    // a parent may have ignored them all, so ask the kernel directly. The kernel's sigaction is handler, flags,
+    // restorer, mask: all zero is SIG_DFL with no flags and an empty mask.
+    let default_action = [0u64; 4];
+    for n in 32..=64 {
+        // SAFETY: the kernel reads a sigaction of the size given (8-byte mask) from a live, zeroed buffer.
+        unsafe {
+            nix::libc::syscall(nix::libc::SYS_rt_sigaction, n, default_action.as_ptr(), std::ptr::null::<u8>(), 8);
+        }
+    }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None);
 }
 
