@@ -59,7 +59,10 @@ impl Builder {
 
     /// Build a context given as a string (a directory, `-`, a URL), with plain progress.
     pub fn build_str(&self, context: &str, tag: &str, extra: &[&str]) -> (bool, String, String) {
-        let mut args = vec!["build", "--progress", "plain", "-t", tag];
+        let mut args = vec!["build", "-t", tag];
+        if !extra.contains(&"--progress") {
+            args.extend(["--progress", "plain"]);
+        }
         args.extend_from_slice(extra);
         args.push(context);
         let out = self.rb(&args);

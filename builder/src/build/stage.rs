@@ -451,8 +451,8 @@ impl<'a> StageBuilder<'a> {
             && let Some(hit) = cache::get(self.store, &key)
         {
             self.sh.progress.event(&Event::Cached { step });
-            self.apply_cached(hit, created_by)?;
-            self.state.cache_key = key;
+            let diff_id = self.apply_cached(hit, created_by)?;
+            self.advance(&key, diff_id.as_ref());
             return Ok(());
         }
         let layer_dir = self.store.tmp().path("workdir");
@@ -460,8 +460,8 @@ impl<'a> StageBuilder<'a> {
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
         let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?)?;
         cache::put(self.store, &key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
-        self.push_layer(layer, created_by);
-        self.state.cache_key = key;
+        let diff_id = self.push_layer(layer, created_by);
+        self.advance(&key, diff_id.as_ref());
         self.executed += 1;
         self.done(step, start);
         Ok(())
@@ -505,24 +505,35 @@ impl<'a> StageBuilder<'a> {
         shell
     }
 
-    /// Add a layer (or none) to the stage.
-    fn push_layer(&mut self, layer: Option<(LayerRef, Digest, PathBuf)>, created_by: String) {
+    /// Add a layer (or none) to the stage; returns its diff_id.
+    fn push_layer(&mut self, layer: Option<(LayerRef, Digest, PathBuf)>, created_by: String) -> Option<Digest> {
         match layer {
             Some((l, diff_id, snapshot)) => {
                 let mut ids = self.state.config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
                 ids.push(Value::String(diff_id.to_string()));
                 self.state.config["rootfs"]["diff_ids"] = Value::Array(ids);
                 self.state.layers.push(l);
-                self.state.diff_ids.push(diff_id);
+                self.state.diff_ids.push(diff_id.clone());
                 self.state.snapshots.push(snapshot);
                 self.history(created_by, false);
+                Some(diff_id)
             }
-            None => self.history(created_by, true),
+            None => {
+                self.history(created_by, true);
+                None
+            }
         }
     }
 
+    /// The stage's key after a step: the step's key and what it produced, so the key of a stage's files follows
+    /// their content (a step re-run with `--no-cache-filter` that writes something else changes it), and a
+    /// `COPY --from` that stage can be keyed without reading its files.
+    fn advance(&mut self, step_key: &str, diff_id: Option<&Digest>) {
+        self.state.cache_key = cache::key(&[step_key, diff_id.map_or("-", Digest::as_str)]);
+    }
+
     /// A cache hit: the layer (re-unpacked if its snapshot was pruned).
-    fn apply_cached(&mut self, hit: cache::Cached, created_by: String) -> Result<()> {
+    fn apply_cached(&mut self, hit: cache::Cached, created_by: String) -> Result<Option<Digest>> {
         let layer = match hit.layer {
             Some((l, diff_id)) => {
                 let snap = self.store.ensure_snapshot(self.ops.as_ref(), &diff_id, &l.digest)?;
@@ -530,9 +541,9 @@ impl<'a> StageBuilder<'a> {
             }
             None => None,
         };
-        self.push_layer(layer, created_by);
+        let diff_id = self.push_layer(layer, created_by);
         self.cached += 1;
-        Ok(())
+        Ok(diff_id)
     }
 
     /// Export a layer directory (an overlay upper or a COPY tree) and make it the layer's snapshot.
@@ -659,8 +670,8 @@ impl<'a> StageBuilder<'a> {
         {
             cleanup(self, &scratch_dirs);
             self.sh.progress.event(&Event::Cached { step });
-            self.apply_cached(hit, created_by)?;
-            self.state.cache_key = key;
+            let diff_id = self.apply_cached(hit, created_by)?;
+            self.advance(&key, diff_id.as_ref());
             return Ok(());
         }
         let (upper, work, state) = (run_dir.join("upper"), run_dir.join("work"), run_dir.join("state"));
@@ -743,8 +754,8 @@ impl<'a> StageBuilder<'a> {
         let layer = self.commit_dir(&upper, entries)?;
         let _ = self.runtime.remove_tree(&run_dir, self.opts.userns);
         cache::put(self.store, &key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
-        self.push_layer(layer, created_by);
-        self.state.cache_key = key;
+        let diff_id = self.push_layer(layer, created_by);
+        self.advance(&key, diff_id.as_ref());
         self.executed += 1;
         self.done(step, start);
         Ok(())
@@ -867,56 +878,96 @@ impl<'a> StageBuilder<'a> {
                     .map_err(|_| self.fail(ins, "--chmod: only octal modes are supported yet"))?,
             ),
         };
-        let (root, _, merged_tmp) = self.source_root(ins, from)?;
-        let ignore = match from {
-            None => self.ignore.clone(),
-            Some(_) => IgnoreMatcher::default(),
-        };
-        let remove_tmp = || {
-            if let Some(d) = &merged_tmp {
-                let _ = crate::store::remove_path(d);
-            }
-        };
-        let selection = match copy::select(&root, &ignore, &sources) {
-            Ok(s) => s,
-            Err(e) => {
-                remove_tmp();
-                return Err(self.fail(ins, &format!("{e} (in {})", describe(from))));
-            }
-        };
-        // Context files (the build's own or a named directory's) are hashed incrementally.
-        let checksum = match from {
-            None | Some(Source::NamedContext(_)) => selection.checksum_with(&self.sh.file_hashes),
-            Some(_) => selection.checksum(),
-        };
-        let checksum = match checksum {
-            Ok(c) => c,
-            Err(e) => {
-                remove_tmp();
-                return Err(e);
-            }
-        };
         let created_by = format!("{keyword} {} {dest} # rbuild", sources.join(" "));
-        let key = cache::key(&[&self.state.cache_key, keyword, &checksum, &dest_abs, &format!("{owner:?}{chmod:?}")]);
+        let modifiers = format!("{owner:?}{chmod:?}");
+        // From a stage or an image, the source's key stands for its files (it follows their content), so a
+        // cache hit needs no file read. From the context (or a named directory), the selected files' checksum.
+        let image_source = match from {
+            Some(s @ (Source::Stage(_) | Source::Image(_))) => Some(self.resolve_source_image(s, ins)?),
+            Some(s @ Source::NamedContext(n))
+                if matches!(self.opts.named_contexts.get(n), Some(NamedContext::Image(_))) =>
+            {
+                Some(self.resolve_source_image(s, ins)?)
+            }
+            _ => None,
+        };
+        if let Some(src) = &image_source {
+            let sources_json = serde_json::to_string(&sources).unwrap_or_default();
+            let key = cache::key(&[
+                &self.state.cache_key,
+                keyword,
+                "from",
+                &src.cache_key,
+                &sources_json,
+                &dest_abs,
+                &modifiers,
+            ]);
+            if !self.no_cache
+                && let Some(hit) = cache::get(self.store, &key)
+            {
+                self.sh.progress.event(&Event::Cached { step });
+                let diff_id = self.apply_cached(hit, created_by)?;
+                self.advance(&key, diff_id.as_ref());
+                return Ok(());
+            }
+            let dir = self.store.tmp().path("from");
+            merge_snapshots(&src.snapshots, &dir)?;
+            let outcome = copy::select(&dir, &IgnoreMatcher::default(), &sources)
+                .map_err(|e| self.fail(ins, &format!("{e} (in {})", describe(from))))
+                .and_then(|selection| self.commit_copy(ins, &selection, &dest_abs, owner, chmod));
+            let _ = crate::store::remove_path(&dir);
+            return self.finish_copy(&key, outcome?, created_by, step, start);
+        }
+        let (root, _, _) = self.source_root(ins, from)?;
+        let ignore = if from.is_none() { self.ignore.clone() } else { IgnoreMatcher::default() };
+        let selection = copy::select(&root, &ignore, &sources)
+            .map_err(|e| self.fail(ins, &format!("{e} (in {})", describe(from))))?;
+        // Context files (the build's own or a named directory's) are hashed incrementally.
+        let checksum = selection.checksum_with(&self.sh.file_hashes)?;
+        let key = cache::key(&[&self.state.cache_key, keyword, &checksum, &dest_abs, &modifiers]);
         if !self.no_cache
             && let Some(hit) = cache::get(self.store, &key)
         {
-            remove_tmp();
             self.sh.progress.event(&Event::Cached { step });
-            self.apply_cached(hit, created_by)?;
-            self.state.cache_key = key;
+            let diff_id = self.apply_cached(hit, created_by)?;
+            self.advance(&key, diff_id.as_ref());
             return Ok(());
         }
+        let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod)?;
+        self.finish_copy(&key, layer, created_by, step, start)
+    }
+
+    /// Copy a selection into a new layer directory and commit it.
+    fn commit_copy(
+        &self,
+        ins: &Instruction,
+        selection: &copy::CopySelection,
+        dest_abs: &str,
+        owner: Option<(u32, u32)>,
+        chmod: Option<u32>,
+    ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let layer_dir = self.store.tmp().path("copy");
         fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
-        let copied = selection.copy_into(&layer_dir, &dest_abs, owner, chmod);
-        remove_tmp();
-        copied.map_err(|e| self.fail(ins, &e.to_string()))?;
+        if let Err(e) = selection.copy_into(&layer_dir, dest_abs, owner, chmod) {
+            let _ = crate::store::remove_path(&layer_dir);
+            return Err(self.fail(ins, &e.to_string()));
+        }
         let entries = collect_tree(&layer_dir)?;
-        let layer = self.commit_dir(&layer_dir, entries)?;
-        cache::put(self.store, &key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
-        self.push_layer(layer, created_by);
-        self.state.cache_key = key;
+        self.commit_dir(&layer_dir, entries)
+    }
+
+    /// Record a copy's result in the cache and the stage.
+    fn finish_copy(
+        &mut self,
+        key: &str,
+        layer: Option<(LayerRef, Digest, PathBuf)>,
+        created_by: String,
+        step: usize,
+        start: Instant,
+    ) -> Result<()> {
+        cache::put(self.store, key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
+        let diff_id = self.push_layer(layer, created_by);
+        self.advance(key, diff_id.as_ref());
         self.executed += 1;
         self.done(step, start);
         Ok(())
