@@ -61,6 +61,10 @@ pub enum Error {
     #[error("malformed {what}: {reason}")]
     Malformed { what: String, reason: String },
 
+    /// A registry operation failed.
+    #[error(transparent)]
+    Registry(Box<rbuild_registry::RegistryError>),
+
     /// The build stopped because another stage failed.
     #[error("cancelled because another stage failed")]
     Cancelled,

@@ -9,6 +9,7 @@
 pub mod build;
 pub mod context;
 pub mod digest;
+pub mod distribution;
 pub mod dockerfile;
 mod error;
 pub mod export;

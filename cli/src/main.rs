@@ -17,6 +17,8 @@ struct Cli {
     /// subuid, off (root only).
     #[arg(long, global = true, env = "RBUILD_USERNS", value_parser = ["auto", "single", "subuid", "off"])]
     userns: Option<String>,
+    #[command(flatten)]
+    registry: commands::registry_cmds::RegistryFlags,
     #[command(subcommand)]
     command: Command,
 }
@@ -25,6 +27,14 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile (`--check` validates without building).
     Build(Box<commands::build::BuildArgs>),
+    /// Pull an image from a registry into the store.
+    Pull(commands::registry_cmds::PullArgs),
+    /// Push an image from the store to a registry.
+    Push(commands::registry_cmds::PushArgs),
+    /// Save credentials for a registry (in the docker config).
+    Login(commands::registry_cmds::LoginArgs),
+    /// Remove saved credentials for a registry.
+    Logout { registry: Option<String> },
     /// Run a command in an image in a rootless sandbox (the changes are discarded).
     Run(commands::run::RunArgs),
     /// List the images in the store.
@@ -68,7 +78,13 @@ fn main() -> ExitCode {
     let store = || sc::open_store(&cli.root);
     let result = match cli.command {
         Command::Build(args) if args.check => commands::build::run(*args),
-        Command::Build(args) => store().and_then(|s| commands::build::build(&s, *args, cli.userns.as_deref())),
+        Command::Build(args) => {
+            store().and_then(|s| commands::build::build(&s, *args, cli.userns.as_deref(), &cli.registry))
+        }
+        Command::Pull(args) => store().and_then(|s| commands::registry_cmds::pull(&s, &cli.registry, args)),
+        Command::Push(args) => store().and_then(|s| commands::registry_cmds::push(&s, &cli.registry, args)),
+        Command::Login(args) => commands::registry_cmds::login(&cli.registry, args),
+        Command::Logout { registry } => commands::registry_cmds::logout(registry),
         Command::Debug(cmd) => commands::debug::run(cmd),
         Command::Run(args) => store().and_then(|s| commands::run::run(&s, args, cli.userns.as_deref())),
         Command::Images => store().and_then(|s| sc::images(&s)),

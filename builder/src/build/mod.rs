@@ -68,6 +68,10 @@ pub struct BuildOptions {
     pub shm_size: u64,
     /// `--allow`: entitlements (`network.host`, `security.insecure`).
     pub allow: BTreeSet<String>,
+    /// The registry client for base images missing from the store (None: the store only).
+    pub registry: Option<std::sync::Arc<rbuild_registry::Client>>,
+    /// `--pull`: pull base images even when the store has them.
+    pub pull: bool,
 }
 
 impl BuildOptions {
@@ -96,6 +100,8 @@ impl BuildOptions {
             ulimits: Vec::new(),
             shm_size: 0,
             allow: BTreeSet::new(),
+            registry: None,
+            pull: false,
         }
     }
 }

@@ -268,24 +268,30 @@ impl<'a> StageBuilder<'a> {
     }
 
     fn resolve_image(&self, base: &str, ins: &Instruction) -> Result<StageResult> {
-        let digest = if base.starts_with("oci-layout://") {
-            crate::export::import_layout_reference(self.store, base)?
+        let image = if base.starts_with("oci-layout://") {
+            let digest = crate::export::import_layout_reference(self.store, base)?;
+            load_image(self.store, &digest)?
         } else {
-            match self.store.resolve_image(base) {
-                Ok(r) => r.digest()?,
+            let client = self.opts.registry.as_deref();
+            match crate::distribution::ensure_image(self.store, client, base, self.opts.pull) {
+                Ok((image, _)) => image,
                 Err(Error::ImageNotFound { .. }) => {
                     return Err(self.fail(
                         ins,
                         &format!(
-                            "image {base:?} is not in the store; rbuild cannot pull from registries yet: \
-                             load it first (rbuild load -i FILE|DIR) or name a layout (oci-layout://PATH:TAG)"
+                            "image {base:?} is not in the store and no registry may be used: load it first \
+                             (rbuild load -i FILE|DIR) or name a layout (oci-layout://PATH:TAG){}",
+                            self.stage_hint(base)
                         ),
                     ));
+                }
+                Err(Error::Registry(e)) => {
+                    return Err(self.fail(ins, &format!("cannot pull {base}: {e}{}", self.stage_hint(base))));
                 }
                 Err(e) => return Err(e),
             }
         };
-        let image = load_image(self.store, &digest)?;
+        let digest = image.manifest_digest.clone();
         let diff_ids = image.diff_ids()?;
         let mut snapshots = Vec::new();
         for (l, d) in image.layers.iter().zip(&diff_ids) {
@@ -296,6 +302,14 @@ impl<'a> StageBuilder<'a> {
             config["config"] = json!({});
         }
         Ok(StageResult { layers: image.layers, diff_ids, snapshots, config, cache_key: digest.to_string() })
+    }
+
+    /// ` (did you mean stage "x"?)` when an image name is close to a stage name.
+    fn stage_hint(&self, name: &str) -> String {
+        let names = self.df.stages.iter().filter_map(|s| s.name.as_deref());
+        crate::dockerfile::suggest::closest(&name.to_ascii_lowercase(), names)
+            .map(|s| format!(" (did you mean stage {s:?}?)"))
+            .unwrap_or_default()
     }
 
     fn history(&mut self, created_by: String, empty_layer: bool) {

@@ -12,7 +12,7 @@ mod line_args;
 mod parser;
 mod run_mount;
 pub mod shell;
-mod suggest;
+pub(crate) mod suggest;
 
 pub use diagnostic::{DockerfileError, Span};
 pub use dump::dump;

@@ -108,12 +108,15 @@ pub struct BuildArgs {
 }
 
 /// Build the image (everything but `--check`).
-pub fn build(store: &Store, args: BuildArgs, userns: Option<&str>) -> anyhow::Result<ExitCode> {
+pub fn build(
+    store: &Store,
+    args: BuildArgs,
+    userns: Option<&str>,
+    registry: &super::registry_cmds::RegistryFlags,
+) -> anyhow::Result<ExitCode> {
     use rbuild_builder::build::{BuildOptions, NamedContext, build};
     check_platform(args.platform.as_deref())?;
-    if args.pull {
-        bail!("--pull needs the registry client, which rbuild does not have yet; base images come from the store");
-    }
+    let client = super::registry_cmds::client(registry)?;
     let context = build_context::resolve(store, &args.context)?;
     let input = match (&args.file, &context.dockerfile_text) {
         (Some(f), _) => dockerfile_input::read(f)?,
@@ -132,6 +135,8 @@ pub fn build(store: &Store, args: BuildArgs, userns: Option<&str>) -> anyhow::Re
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.no_cache_filter = args.no_cache_filter.clone();
+    opts.registry = Some(client.clone());
+    opts.pull = args.pull;
     opts.network =
         if args.network == "none" { rbuild_runtime::NetworkMode::None } else { rbuild_runtime::NetworkMode::Host };
     opts.media_types = if args.oci_mediatypes {
@@ -179,19 +184,20 @@ pub fn build(store: &Store, args: BuildArgs, userns: Option<&str>) -> anyhow::Re
     if args.push {
         outputs.push(Output::Image { names: Vec::new(), push: true });
     }
-    if outputs.iter().any(|o| matches!(o, Output::Image { push: true, .. })) {
-        bail!("pushing (--push, push=true, type=registry) needs the registry client, which rbuild does not have yet");
-    }
     let progress = progress_view::choose(&args.progress, args.quiet, store.root());
     let result = build(store, &rbuild_runtime::Runtime::current()?, &opts, progress.as_ref());
     drop(progress);
     drop(context);
     let result = result?;
     for o in &outputs {
-        build_output::write(store, &result, o, &tags)?;
+        for line in build_output::write(store, &client, &result, o, &tags)? {
+            if !args.quiet {
+                eprintln!("{line}");
+            }
+        }
     }
     if args.load {
-        let said = build_output::load_into_engine(store, &result, &tags)?;
+        let said = build_output::load_into_engine(store, &client, &result, &tags)?;
         if !args.quiet && !said.is_empty() {
             eprintln!("{said}");
         }

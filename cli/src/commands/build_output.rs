@@ -58,8 +58,16 @@ impl Output {
     }
 }
 
-/// Write the result to one output. `tags` are the build's `-t` names (archives carry them).
-pub fn write(store: &Store, result: &BuildResult, output: &Output, tags: &[Reference]) -> anyhow::Result<()> {
+/// Write the result to one output. `tags` are the build's `-t` names (archives carry them; pushes go to them
+/// when the output names none). Returns lines to report.
+pub fn write(
+    store: &Store,
+    client: &rbuild_registry::Client,
+    result: &BuildResult,
+    output: &Output,
+    tags: &[Reference],
+) -> anyhow::Result<Vec<String>> {
+    let mut report = Vec::new();
     let digest = result.manifest_digest.clone();
     let named: Vec<(Reference, rbuild_builder::digest::Digest)> = if tags.is_empty() {
         vec![(Reference::parse("rbuild/unnamed:latest")?, digest.clone())]
@@ -68,12 +76,22 @@ pub fn write(store: &Store, result: &BuildResult, output: &Output, tags: &[Refer
     };
     match output {
         Output::Image { names, push } => {
-            if *push {
-                bail!("pushing (push=true, type=registry) needs the registry client, which rbuild does not have yet");
-            }
             let descriptor = result.image.descriptor()?;
-            for n in names {
-                store.tag_image(&Reference::parse(n)?, &descriptor)?;
+            let mut targets: Vec<Reference> = names.iter().map(|n| Reference::parse(n)).collect::<Result<_, _>>()?;
+            for t in &targets {
+                store.tag_image(t, &descriptor)?;
+            }
+            if *push {
+                if targets.is_empty() {
+                    targets = tags.to_vec();
+                }
+                if targets.is_empty() {
+                    bail!("nothing to push to: name the image with -t NAME or --output type=image,name=NAME,push=true");
+                }
+                for t in &targets {
+                    let digest = result.manifest_digest.as_str();
+                    report.push(super::registry_cmds::push_one(store, client, digest, t)?);
+                }
             }
         }
         Output::Archive { format, dest, tar } => {
@@ -93,7 +111,7 @@ pub fn write(store: &Store, result: &BuildResult, output: &Output, tags: &[Refer
             rbuild_builder::snapshotter::merge_snapshots(&result.snapshots, dest)?;
         }
     }
-    Ok(())
+    Ok(report)
 }
 
 fn merged_files(store: &Store, result: &BuildResult) -> anyhow::Result<PathBuf> {
@@ -116,14 +134,20 @@ fn write_tar(dir: &Path, dest: &Path) -> anyhow::Result<()> {
 }
 
 /// `--load`: a Docker archive into `docker load`, or `podman load`.
-pub fn load_into_engine(store: &Store, result: &BuildResult, tags: &[Reference]) -> anyhow::Result<String> {
+pub fn load_into_engine(
+    store: &Store,
+    client: &rbuild_registry::Client,
+    result: &BuildResult,
+    tags: &[Reference],
+) -> anyhow::Result<String> {
     let engine = ["docker", "podman"]
         .into_iter()
         .find(|e| Command::new(e).arg("--version").output().is_ok_and(|o| o.status.success()))
         .context("--load needs docker or podman on PATH (neither was found); use --output type=docker,dest=FILE")?;
     let file = store.tmp().path("load.tar");
     let result = (|| {
-        write(store, result, &Output::Archive { format: ArchiveFormat::Docker, dest: file.clone(), tar: true }, tags)?;
+        let archive = Output::Archive { format: ArchiveFormat::Docker, dest: file.clone(), tar: true };
+        write(store, client, result, &archive, tags)?;
         let out = Command::new(engine).arg("load").arg("-i").arg(&file).output()?;
         if !out.status.success() {
             bail!("{engine} load failed: {}", String::from_utf8_lossy(&out.stderr).trim());

@@ -6,5 +6,6 @@ pub mod build_output;
 pub mod debug;
 pub mod dockerfile_input;
 pub mod progress_view;
+pub mod registry_cmds;
 pub mod run;
 pub mod store_cmds;

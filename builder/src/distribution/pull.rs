@@ -1,0 +1,173 @@
+//! Pulling an image into the store.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+
+use rbuild_registry::platform::{self, Platform};
+use rbuild_registry::{Client, Reference, RegistryError};
+use serde_json::Value;
+
+use super::sources;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::export::image::{LoadedImage, descriptor, load_image};
+use crate::store::Store;
+
+/// What a pull did.
+#[derive(Debug, Clone)]
+pub struct PullReport {
+    pub manifest_digest: Digest,
+    /// Blobs downloaded, bytes downloaded, and blobs the store already had.
+    pub downloaded: usize,
+    pub bytes: u64,
+    pub present: usize,
+}
+
+fn registry_error(e: RegistryError) -> Error {
+    Error::Registry(Box::new(e))
+}
+
+fn doc(bytes: &[u8], what: &str) -> Result<Value> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Json { what: what.to_string(), source })
+}
+
+/// Pull `reference` for the host platform into the store and name it; returns what was done.
+pub fn pull(store: &Store, client: &Client, reference: &Reference) -> Result<PullReport> {
+    let want = Platform::host();
+    let what = reference.familiar();
+    let mut m = client.get_manifest(reference).map_err(registry_error)?;
+    let top = doc(&m.bytes, &format!("the manifest of {what}"))?;
+    if top["manifests"].is_array() {
+        let chosen = platform::select(&top, &want).ok_or_else(|| {
+            let have: Vec<String> = top["manifests"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|e| {
+                            let p = &e["platform"];
+                            format!("{}/{}", p["os"].as_str().unwrap_or("?"), p["architecture"].as_str().unwrap_or("?"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Error::Malformed {
+                what: format!("image {what}"),
+                reason: format!("it has no image for {want} (it has: {})", have.join(", ")),
+            }
+        })?;
+        m = client
+            .get_manifest_by(&reference.registry, &reference.repository, &chosen.digest, &what)
+            .map_err(registry_error)?;
+    }
+    let manifest = doc(&m.bytes, &format!("the manifest of {what}"))?;
+    let mut blobs: Vec<(Digest, Option<u64>)> = Vec::new();
+    let entry = |v: &Value| -> Result<(Digest, Option<u64>)> {
+        let d = v["digest"].as_str().ok_or_else(|| Error::Malformed {
+            what: format!("the manifest of {what}"),
+            reason: "a descriptor has no digest".into(),
+        })?;
+        Ok((Digest::parse(d)?, v["size"].as_u64()))
+    };
+    blobs.push(entry(&manifest["config"])?);
+    for l in manifest["layers"].as_array().ok_or_else(|| Error::Malformed {
+        what: format!("the manifest of {what}"),
+        reason: "no layers (schema 1 manifests are not supported)".into(),
+    })? {
+        if l["urls"].is_array() && l["mediaType"].as_str().is_some_and(|t| t.contains("foreign")) {
+            return Err(Error::Malformed {
+                what: format!("image {what}"),
+                reason: "it has foreign layers (Windows images), which rbuild cannot pull".into(),
+            });
+        }
+        blobs.push(entry(l)?);
+    }
+    let present = blobs.iter().filter(|(d, _)| store.has_blob(d)).count();
+    let missing: Vec<&(Digest, Option<u64>)> = blobs.iter().filter(|(d, _)| !store.has_blob(d)).collect();
+    let next = AtomicUsize::new(0);
+    let bytes = AtomicU64::new(0);
+    let workers = client.settings().max_concurrent_downloads.clamp(1, 16).min(missing.len().max(1));
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some((digest, size)) = missing.get(i) else { return Ok(()) };
+                        let mut w = store.blob_writer()?;
+                        let n = client
+                            .fetch_blob(&reference.registry, &reference.repository, digest.as_str(), *size, &mut w)
+                            .map_err(registry_error)?;
+                        let (stored, _) = w.commit()?;
+                        if &stored != digest {
+                            return Err(Error::ContentMismatch {
+                                what: format!("blob {digest} of {what}"),
+                                expected: digest.to_string(),
+                                actual: stored.to_string(),
+                            });
+                        }
+                        bytes.fetch_add(n, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Malformed { what: "pull".into(), reason: "a download thread panicked".into() })
+                })
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    let manifest_digest = store.put_blob_bytes(&m.bytes)?;
+    for (d, _) in &blobs {
+        sources::record(store, d, &reference.registry, &reference.repository);
+    }
+    let desc = descriptor(&m.media_type, m.bytes.len() as u64, &manifest_digest)?;
+    let name = Reference {
+        digest: None,
+        tag: Some(reference.tag.clone().unwrap_or_else(|| "latest".into())),
+        ..reference.clone()
+    };
+    if reference.digest.is_none() {
+        store.tag_image(&name, &desc)?;
+    } else {
+        store.tag_image(reference, &desc)?;
+    }
+    Ok(PullReport { manifest_digest, downloaded: missing.len(), bytes: bytes.into_inner(), present })
+}
+
+/// The image `name` from the store, pulled first when it is missing (or always with `always_pull`). Without a
+/// client (offline or no registry configured) a missing image is an error naming it.
+pub fn ensure_image(
+    store: &Store,
+    client: Option<&Client>,
+    name: &str,
+    always_pull: bool,
+) -> Result<(LoadedImage, Option<PullReport>)> {
+    let local = match store.resolve_image(name) {
+        Ok(r) => Some(r.digest()?),
+        Err(Error::ImageNotFound { .. }) => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(d) = &local
+        && !always_pull
+    {
+        return Ok((load_image(store, d)?, None));
+    }
+    let Some(client) = client else {
+        return Err(Error::ImageNotFound { name: name.to_string(), root: store.root().to_path_buf() });
+    };
+    let reference = Reference::parse(name)?;
+    match pull(store, client, &reference) {
+        Ok(report) => Ok((load_image(store, &report.manifest_digest)?, Some(report))),
+        // --pull with no network: the local copy will do, as docker does.
+        Err(Error::Registry(e)) if local.is_some() && matches!(*e, RegistryError::Offline { .. }) => match &local {
+            Some(d) => Ok((load_image(store, d)?, None)),
+            None => Err(Error::Registry(e)),
+        },
+        Err(e) => Err(e),
+    }
+}

@@ -1,0 +1,102 @@
+//! Pushing an image from the store.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use rbuild_registry::{Client, Reference, RegistryError};
+
+use super::sources;
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::export::image::load_image;
+use crate::store::Store;
+
+/// What a push did.
+#[derive(Debug, Clone, Default)]
+pub struct PushReport {
+    pub manifest_digest: String,
+    /// Blobs uploaded, mounted from another repository, and already present.
+    pub uploaded: usize,
+    pub mounted: usize,
+    pub present: usize,
+}
+
+fn registry_error(e: RegistryError) -> Error {
+    Error::Registry(Box::new(e))
+}
+
+/// Push the image with manifest `digest` to `dest` (its tag, or its digest when it names none).
+pub fn push(store: &Store, client: &Client, digest: &Digest, dest: &Reference) -> Result<PushReport> {
+    let image = load_image(store, digest)?;
+    let mut blobs: Vec<Digest> = vec![image.config_digest.clone()];
+    blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
+    blobs.dedup();
+    let (uploaded, mounted, present) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
+    let next = AtomicUsize::new(0);
+    let workers = 3.min(blobs.len()).max(1);
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| -> Result<()> {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::SeqCst);
+                        let Some(d) = blobs.get(i) else { return Ok(()) };
+                        push_blob(store, client, d, dest, &uploaded, &mounted, &present)?;
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::Malformed { what: "push".into(), reason: "an upload thread panicked".into() })
+                })
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    let reference = dest.tag.clone().or_else(|| dest.digest.clone()).unwrap_or_else(|| "latest".into());
+    let manifest_digest = client
+        .put_manifest(&dest.registry, &dest.repository, &reference, &image.manifest_media_type, &image.manifest_bytes)
+        .map_err(registry_error)?;
+    Ok(PushReport {
+        manifest_digest,
+        uploaded: uploaded.into_inner(),
+        mounted: mounted.into_inner(),
+        present: present.into_inner(),
+    })
+}
+
+fn push_blob(
+    store: &Store,
+    client: &Client,
+    d: &Digest,
+    dest: &Reference,
+    uploaded: &AtomicUsize,
+    mounted: &AtomicUsize,
+    present: &AtomicUsize,
+) -> Result<()> {
+    let (registry, repo) = (&dest.registry, &dest.repository);
+    if client.blob_exists(registry, repo, d.as_str()).map_err(registry_error)? {
+        present.fetch_add(1, Ordering::Relaxed);
+        sources::record(store, d, registry, repo);
+        return Ok(());
+    }
+    let prefix = format!("{registry}/");
+    for source in sources::known(store, d) {
+        if let Some(from) = source.strip_prefix(&prefix)
+            && from != repo
+            && client.mount_blob(registry, repo, d.as_str(), from).map_err(registry_error)?
+        {
+            mounted.fetch_add(1, Ordering::Relaxed);
+            sources::record(store, d, registry, repo);
+            return Ok(());
+        }
+    }
+    client.upload_blob(registry, repo, d.as_str(), &store.blob_path(d)).map_err(registry_error)?;
+    uploaded.fetch_add(1, Ordering::Relaxed);
+    sources::record(store, d, registry, repo);
+    Ok(())
+}
