@@ -40,12 +40,14 @@ impl Builder {
     pub fn rb_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = if self.as_user {
             let mut c = Command::new("runuser");
-            c.args(["-u", TEST_USER, "--", "env", "-u", "RBUILD_USERNS"]);
+            c.args(["-u", TEST_USER, "--", "env", "-u", "RBUILD_USERNS", "RBUILD_OFFLINE=1"]);
             c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
             c.arg(rbuild_bin());
             c
         } else {
             let mut c = Command::new(rbuild_bin());
+            // Tests never reach beyond loopback: no registry unless a test sets one up.
+            c.env("RBUILD_OFFLINE", "1");
             c.envs(env.iter().copied());
             c
         };
