@@ -51,7 +51,8 @@ impl RegistryError {
     /// Whether retrying later may help (connection trouble, 429, 5xx).
     pub fn is_transient(&self) -> bool {
         match self {
-            RegistryError::Unreachable { .. } => true,
+            // A name that does not resolve will not resolve in a second either.
+            RegistryError::Unreachable { reason, .. } => !reason.contains("dns error"),
             RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
             _ => false,
         }

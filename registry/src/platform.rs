@@ -63,10 +63,11 @@ pub fn select(index: &serde_json::Value, want: &Platform) -> Option<Chosen> {
     let entries = index["manifests"].as_array()?;
     let rank = |v: Option<&str>| -> Option<u32> {
         // Lower is better: exact variant first, then compatible lower variants, then none given.
-        let want_v = want.variant.as_deref();
+        let want_v = want.variant.as_deref().or(if want.architecture == "arm64" { Some("v8") } else { None });
         match (want_v, v) {
             (a, b) if a == b => Some(0),
             (_, None) => Some(5),
+            (None, Some(_)) => Some(6),
             (Some(w), Some(v)) if want.architecture == "arm" => {
                 let n = |s: &str| s.trim_start_matches('v').parse::<u32>().ok();
                 match (n(w), n(v)) {

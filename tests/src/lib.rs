@@ -42,7 +42,10 @@ pub fn rbuild_bin() -> PathBuf {
 
 /// A `Command` for the rbuild binary.
 pub fn rbuild() -> Command {
-    Command::new(rbuild_bin())
+    let mut c = Command::new(rbuild_bin());
+    // Tests reach nothing beyond loopback; registry tests turn this off for their local registry.
+    c.env("RBUILD_OFFLINE", "1");
+    c
 }
 
 /// Run rbuild with `args`, feeding `stdin`, and return what it printed.

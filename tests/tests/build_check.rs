@@ -188,10 +188,14 @@ fn building_from_an_absent_base_image_says_how_to_get_it() {
     let dir = TempDir::new("build");
     dir.write("Dockerfile", "FROM busybox\n");
     let store = dir.path().join("store");
-    let out = run_rbuild(&["--root", store.to_str().unwrap(), "build", dir.path().to_str().unwrap()], None, None);
+    let out = run_rbuild(
+        &["--root", store.to_str().unwrap(), "--offline", "build", dir.path().to_str().unwrap()],
+        None,
+        None,
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
-    assert!(err.contains("Dockerfile:1") && err.contains("base image \"busybox\" is not in the store"), "{err}");
+    assert!(err.contains("Dockerfile:1") && err.contains("offline mode") && err.contains("busybox"), "{err}");
     assert!(err.contains("rbuild load -i"), "{err}");
 }
 

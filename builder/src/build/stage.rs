@@ -286,7 +286,14 @@ impl<'a> StageBuilder<'a> {
                     ));
                 }
                 Err(Error::Registry(e)) => {
-                    return Err(self.fail(ins, &format!("cannot pull {base}: {e}{}", self.stage_hint(base))));
+                    let hint = match *e {
+                        rbuild_registry::RegistryError::Offline { .. } => {
+                            "; load it first (rbuild load -i FILE|DIR), name a layout (oci-layout://PATH:TAG) or \
+                             build without --offline"
+                        }
+                        _ => "",
+                    };
+                    return Err(self.fail(ins, &format!("cannot pull {base}: {e}{hint}{}", self.stage_hint(base))));
                 }
                 Err(e) => return Err(e),
             }

@@ -85,7 +85,15 @@ pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow:
         mounts: args
             .mounts
             .iter()
-            .map(|m| rbuild_builder::dockerfile::parse_mount(m).map_err(|e| anyhow::anyhow!("--mount {m:?}: {e}")))
+            .map(|m| {
+                let mut mount =
+                    rbuild_builder::dockerfile::parse_mount(m).map_err(|e| anyhow::anyhow!("--mount {m:?}: {e}"))?;
+                // `rbuild run --mount type=ssh` forwards the caller's own agent.
+                if mount.kind == rbuild_builder::dockerfile::MountType::Ssh && mount.source.is_none() {
+                    mount.source = std::env::var("SSH_AUTH_SOCK").ok();
+                }
+                Ok(mount)
+            })
             .collect::<anyhow::Result<Vec<_>>>()?,
     };
     let result = run_image(store, &Runtime::current()?, &opts)?;
