@@ -85,6 +85,8 @@ buildkit_cold_warm() {
 buildah_cold_warm() {
   local b=$work/buildah
   rm -rf "$b"
+  # buildah keeps RUN --mount=type=cache directories outside its storage: clear them for a cold build.
+  rm -rf /var/tmp/buildah-cache-* 2>/dev/null || true
   bah() { buildah --root "$b/root" --runroot "$b/run" --storage-driver overlay "$@"; }
   bah pull -q "docker-archive:$work/busybox.tar" >/dev/null
   bah tag "$(bah images -q | head -1)" localhost/busybox:latest
@@ -109,6 +111,6 @@ for w in "${workloads[@]}"; do
     done
     cold[$tool]=$(median "${cs[@]}"); warm[$tool]=$(median "${ws[@]}")
   done
-  ratio() { echo "scale=2; $1 / $2" | bc | sed 's/^\./0./'; }
+  ratio() { echo "scale=3; $1 / $2" | bc | sed 's/^\./0./'; }
   echo "| $w | ${cold[rbuild]} s | ${cold[buildkit]} s | ${cold[buildah]} s | ${warm[rbuild]} s | ${warm[buildkit]} s | ${warm[buildah]} s | $(ratio "${cold[rbuild]}" "${cold[buildkit]}")x | $(ratio "${cold[rbuild]}" "${cold[buildah]}")x | $(ratio "${warm[rbuild]}" "${warm[buildkit]}")x | $(ratio "${warm[rbuild]}" "${warm[buildah]}")x |"
 done
