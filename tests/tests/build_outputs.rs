@@ -356,3 +356,48 @@ fn tty_progress_keeps_every_output_line_in_a_log_file() {
     }
     assert!(log.contains("[stage-0 2/2] RUN for i in") && log.contains(" DONE "), "{log}");
 }
+
+#[test]
+fn ssh_agents_layout_contexts_and_quiet_mode() {
+    let b = Builder::new(false);
+    // An "agent": any unix socket; the step sees it at the default path, named by SSH_AUTH_SOCK.
+    let sock = b.work.join("agent.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let ctx = b.context(
+        "ssh",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN --mount=type=ssh test -S \"$SSH_AUTH_SOCK\" && echo $SSH_AUTH_SOCK > /agent\n\
+             RUN --mount=type=ssh,id=deploy,required=true test -S \"$SSH_AUTH_SOCK\"\n",
+        )],
+    );
+    let deploy = format!("deploy={}", sock.display());
+    let out = b.rb_env(
+        &["build", "-q", "--ssh", "default", "--ssh", &deploy, "-t", "ssh", ctx.to_str().unwrap()],
+        &[("SSH_AUTH_SOCK", sock.to_str().unwrap())],
+    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    // -q: the digest alone on stdout, no progress.
+    assert!(
+        stdout.trim().starts_with("sha256:") && stdout.lines().count() == 1 && stderr.is_empty(),
+        "{stdout}{stderr}"
+    );
+    assert_eq!(b.run("ssh", &["cat", "/agent"]), "/run/buildkit/ssh_agent.0\n");
+    let out = b.rb_env(
+        &["build", "--progress", "plain", "--no-cache", "--ssh", "default", "-t", "ssh2", ctx.to_str().unwrap()],
+        &[("SSH_AUTH_SOCK", sock.to_str().unwrap())],
+    );
+    let (ok, err) = (out.status.success(), String::from_utf8_lossy(&out.stderr));
+    assert!(!ok && err.contains("SSH agent \"deploy\" is required: pass --ssh deploy"), "{err}");
+    // A named context from an OCI layout: FROM and COPY --from use it.
+    let layout = rbuild_tests::test_image("busybox");
+    let named = format!("base=oci-layout://{}", layout.display());
+    let ctx = b.context(
+        "layout-ctx",
+        &[("Dockerfile", "FROM base\nCOPY --from=base /bin/busybox /copied\nRUN cmp /copied /bin/busybox\n")],
+    );
+    let (ok, _, err) = b.build(&ctx, "from-layout", &["--build-context", &named]);
+    assert!(ok, "{err}");
+    b.assert_clean();
+}
