@@ -47,6 +47,8 @@ pub struct RequestCounts {
 pub struct Client {
     runtime: tokio::runtime::Runtime,
     transport: Transport,
+    /// The scheme found for registries that allow plain HTTP.
+    schemes: std::sync::Mutex<std::collections::HashMap<String, &'static str>>,
 }
 
 pub fn sha256_digest(bytes: &[u8]) -> String {
@@ -67,7 +69,7 @@ impl Client {
             .enable_all()
             .build()
             .map_err(|e| RegistryError::Io { what: "start the registry client's runtime".into(), source: e })?;
-        Ok(Client { runtime, transport: Transport::new(settings) })
+        Ok(Client { runtime, transport: Transport::new(settings), schemes: Default::default() })
     }
 
     pub fn settings(&self) -> &Settings {
@@ -85,21 +87,36 @@ impl Client {
         }
     }
 
+    /// Where `registry`'s API is. Registries that may be spoken to over plain HTTP (localhost, 127.0.0.0/8,
+    /// `--insecure-registry`) are probed once for HTTPS first, as docker does, and use it when it answers.
+    fn endpoint(&self, registry: &str) -> Endpoint {
+        let s = &self.transport.settings;
+        let mut ep = Endpoint::new(registry, s);
+        if !s.is_plain_http(registry) || s.offline {
+            return ep;
+        }
+        if let Some(scheme) = self.schemes.lock().ok().and_then(|m| m.get(registry).copied()) {
+            ep.base = ep.base.replacen("http://", &format!("{scheme}://"), 1);
+            return ep;
+        }
+        let https = ep.base.replacen("http://", "https://", 1);
+        let speaks_tls = self.runtime.block_on(self.transport.probe_https(registry, &format!("{https}/v2/")));
+        let scheme = if speaks_tls { "https" } else { "http" };
+        if let Ok(mut m) = self.schemes.lock() {
+            m.insert(registry.to_string(), scheme);
+        }
+        if speaks_tls {
+            ep.base = https;
+        }
+        ep
+    }
+
     /// The endpoints to try for pulls from `registry`: its mirrors in order, then itself.
     fn pull_endpoints(&self, registry: &str) -> Vec<Endpoint> {
         let s = &self.transport.settings;
-        let mut out: Vec<Endpoint> = s
-            .registry(registry)
-            .mirrors
-            .iter()
-            .map(|m| {
-                let mut e = Endpoint::new(m, s);
-                // Credentials and settings are the mirror's own.
-                e.registry = m.clone();
-                e
-            })
-            .collect();
-        out.push(Endpoint::new(registry, s));
+        // A mirror is a registry of its own: its credentials and settings apply.
+        let mut out: Vec<Endpoint> = s.registry(registry).mirrors.iter().map(|m| self.endpoint(m)).collect();
+        out.push(self.endpoint(registry));
         out
     }
 
@@ -249,7 +266,7 @@ impl Client {
 
     /// Whether the repository has the blob (HEAD).
     pub fn blob_exists(&self, registry: &str, repository: &str, digest: &str) -> Result<bool> {
-        let ep = Endpoint::new(registry, &self.transport.settings);
+        let ep = self.endpoint(registry);
         self.runtime.block_on(async {
             let req = Request {
                 method: Method::HEAD,
@@ -270,7 +287,7 @@ impl Client {
 
     /// Ask the registry to mount a blob from another repository; false when it would not (then upload).
     pub fn mount_blob(&self, registry: &str, repository: &str, digest: &str, from: &str) -> Result<bool> {
-        let ep = Endpoint::new(registry, &self.transport.settings);
+        let ep = self.endpoint(registry);
         self.runtime.block_on(async {
             let req = Request {
                 method: Method::POST,
@@ -296,17 +313,20 @@ impl Client {
     /// PATCHes of `chunk_size` with Content-Range and a closing PUT. A failed upload starts again from the
     /// beginning within the retry budget.
     pub fn upload_blob(&self, registry: &str, repository: &str, digest: &str, path: &Path) -> Result<()> {
-        let ep = Endpoint::new(registry, &self.transport.settings);
+        let ep = self.endpoint(registry);
         let size = std::fs::metadata(path)
             .map_err(|e| RegistryError::Io { what: format!("read {}", path.display()), source: e })?
             .len();
         let started = std::time::Instant::now();
+        let mut lost_sessions = 0;
         loop {
             let outcome = self.runtime.block_on(self.upload_once(&ep, repository, digest, path, size));
             match outcome {
                 Err(e) if e.is_transient() && started.elapsed() < self.transport.settings.retry_budget => {
                     std::thread::sleep(std::time::Duration::from_millis(500));
                 }
+                // The registry forgot the upload session (it restarted): start the blob again, a few times.
+                Err(RegistryError::NotFound { .. }) if lost_sessions < 3 => lost_sessions += 1,
                 other => return other,
             }
         }
@@ -399,7 +419,7 @@ impl Client {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<String> {
-        let ep = Endpoint::new(registry, &self.transport.settings);
+        let ep = self.endpoint(registry);
         let digest = sha256_digest(bytes);
         self.runtime.block_on(async {
             let mut headers = HeaderMap::new();
@@ -440,7 +460,7 @@ impl Client {
 
     /// `rbuild login`: check credentials against the registry (GET /v2/ with them).
     pub fn check_login(&self, registry: &str) -> Result<()> {
-        let ep = Endpoint::new(registry, &self.transport.settings);
+        let ep = self.endpoint(registry);
         self.runtime.block_on(async {
             let req = Request {
                 method: Method::GET,

@@ -91,6 +91,11 @@ impl Settings {
         for h in insecure {
             s.registries.entry(h.clone()).or_default().insecure = true;
         }
+        if let Ok(v) = std::env::var("RBUILD_REGISTRY_CHUNK_SIZE")
+            && let Ok(n) = v.parse::<u64>()
+        {
+            s.chunk_size = n.max(1);
+        }
         if let Ok(v) = std::env::var("RBUILD_REGISTRY_RETRY_SECONDS")
             && let Ok(secs) = v.parse::<u64>()
         {

@@ -123,6 +123,13 @@ impl Transport {
         Ok(c)
     }
 
+    /// Whether `url` answers over TLS (any HTTP status counts) within a few seconds.
+    pub async fn probe_https(&self, registry: &str, url: &str) -> bool {
+        let Ok(client) = self.client(registry) else { return false };
+        let probe = client.get(url).timeout(Duration::from_secs(3)).send();
+        matches!(probe.await, Ok(_))
+    }
+
     fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
         let mut cache = self.credentials.lock().map_err(|_| poisoned(registry))?;
         if let Some(c) = cache.get(registry) {

@@ -17,7 +17,16 @@ pub struct Builder {
 }
 
 impl Builder {
+    /// A builder whose store holds only busybox (also as `localhost/busybox:latest`).
     pub fn new(as_user: bool) -> Builder {
+        let b = Builder::empty(as_user);
+        assert!(b.rb(&["load", "-i", test_image("busybox").to_str().unwrap()]).status.success());
+        assert!(b.rb(&["tag", "busybox", "localhost/busybox:latest"]).status.success());
+        b
+    }
+
+    /// A builder with an empty store.
+    pub fn empty(as_user: bool) -> Builder {
         let dir = TempDir::new(if as_user { "build-user" } else { "build-root" });
         let root = dir.path().join("store");
         let work = dir.path().join("work");
@@ -26,10 +35,7 @@ impl Builder {
             fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
             assert!(Command::new("chown").arg("-R").arg(TEST_USER).arg(dir.path()).status().unwrap().success());
         }
-        let b = Builder { _dir: dir, root, work, as_user };
-        assert!(b.rb(&["load", "-i", test_image("busybox").to_str().unwrap()]).status.success());
-        assert!(b.rb(&["tag", "busybox", "localhost/busybox:latest"]).status.success());
-        b
+        Builder { _dir: dir, root, work, as_user }
     }
 
     pub fn rb(&self, args: &[&str]) -> Output {

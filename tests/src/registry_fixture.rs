@@ -225,7 +225,7 @@ fn serve_token(mut s: TcpStream, dir: &Path, expected_basic: &str) -> std::io::R
     let mut reader = BufReader::new(s.try_clone()?);
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    let mut authorized = false;
+    let (mut authorized, mut presented) = (false, false);
     loop {
         let mut h = String::new();
         reader.read_line(&mut h)?;
@@ -233,6 +233,7 @@ fn serve_token(mut s: TcpStream, dir: &Path, expected_basic: &str) -> std::io::R
             break;
         }
         if let Some(v) = h.strip_prefix("Authorization: Basic ").or_else(|| h.strip_prefix("authorization: Basic ")) {
+            presented = true;
             authorized = v.trim() == expected_basic;
         }
     }
@@ -249,9 +250,8 @@ fn serve_token(mut s: TcpStream, dir: &Path, expected_basic: &str) -> std::io::R
             }
         }
     }
-    let has_credentials = request_line.contains("token") && !expected_basic.is_empty();
-    if !authorized && has_credentials && query.contains("scope=") {
-        // Wrong or missing credentials: refuse, as real token servers do.
+    if presented && !authorized {
+        // Wrong credentials: refuse, as real token servers do (no credentials: an anonymous token with no access).
         let body = "{\"errors\":[{\"code\":\"UNAUTHORIZED\"}]}";
         write!(s, "HTTP/1.1 401 Unauthorized\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())?;
         return Ok(());

@@ -1,0 +1,342 @@
+//! The registry client against a real Distribution registry on 127.0.0.1: round trips checked by skopeo and
+//! umoci, pushes that upload nothing twice and mount across repositories, token and Basic auth with credentials
+//! from `rbuild login`, a credential helper and wrong passwords, TLS with a private CA, mirrors and offline
+//! mode, and faults (a registry that restarts mid-push, one that stays down, one that corrupts blobs).
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use rbuild_tests::build_fixture::Builder;
+use rbuild_tests::registry_fixture::{RegistryAuth, RegistryServer};
+use rbuild_tests::{TempDir, require_tool, test_image};
+
+/// A builder whose commands may use the network (loopback only) with an isolated HOME and docker config.
+struct Client {
+    b: Builder,
+    home: TempDir,
+}
+
+impl Client {
+    fn new() -> Client {
+        Client { b: Builder::empty(false), home: TempDir::new("home") }
+    }
+
+    fn env(&self) -> Vec<(String, String)> {
+        vec![
+            ("RBUILD_OFFLINE".into(), "0".into()),
+            ("HOME".into(), self.home.path().display().to_string()),
+            ("DOCKER_CONFIG".into(), self.home.path().join(".docker").display().to_string()),
+            ("RBUILD_REGISTRY_RETRY_SECONDS".into(), "3".into()),
+        ]
+    }
+
+    fn rb(&self, args: &[&str]) -> Output {
+        self.rb_with(args, &[])
+    }
+
+    fn rb_with(&self, args: &[&str], extra: &[(&str, &str)]) -> Output {
+        let env = self.env();
+        let mut all: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        all.extend_from_slice(extra);
+        self.b.rb_env(args, &all)
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.rb(args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "rbuild {args:?}: {err}");
+        err
+    }
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    require_tool("skopeo");
+    Command::new("skopeo").args(args).output().unwrap()
+}
+
+/// Put the busybox test image into the registry with skopeo, as REPO:latest; returns its manifest digest.
+fn seed_busybox(reg: &RegistryServer, repo: &str, extra: &[&str]) -> String {
+    let layout = test_image("busybox");
+    let mut args = vec!["copy", "-q"];
+    args.extend_from_slice(extra);
+    let src = format!("oci:{}:latest", layout.display());
+    let dest = format!("docker://{}/{repo}:latest", reg.host());
+    args.extend_from_slice(&[&src, &dest]);
+    let out = skopeo(&args);
+    assert!(out.status.success(), "skopeo copy: {}", String::from_utf8_lossy(&out.stderr));
+    rbuild_tests::layout_manifest_digest(&layout)
+}
+
+fn uploads(reg: &RegistryServer) -> usize {
+    reg.count("POST", "/blobs/uploads/") - reg.count("POST", "mount=")
+}
+
+#[test]
+fn round_trip_with_skopeo_and_umoci_and_no_second_upload() {
+    let reg = RegistryServer::start(RegistryAuth::None, false);
+    let c = Client::new();
+    let digest = seed_busybox(&reg, "library/busybox", &["--dest-tls-verify=false"]);
+    // rbuild pulls what skopeo pushed: same digest.
+    let image = format!("{}/library/busybox:latest", reg.host());
+    c.ok(&["pull", &image]);
+    let v: serde_json::Value = serde_json::from_slice(&c.b.rb(&["inspect", &image]).stdout).unwrap();
+    assert_eq!(v["Digest"], digest, "{v}");
+    // A build FROM the registry image, pushed by the build itself.
+    let ctx = c
+        .b
+        .context("app", &[("Dockerfile", &format!("FROM {image}\nRUN echo pushed > /msg\nCMD [\"cat\", \"/msg\"]\n"))]);
+    let target = format!("{}/team/app:1", reg.host());
+    let err = c.ok(&["build", "--progress", "plain", "-t", &target, "--push", ctx.to_str().unwrap()]);
+    assert!(err.contains("pushed"), "{err}");
+    let pushed_digest =
+        err.lines().find(|l| l.starts_with("built ")).unwrap().split_whitespace().nth(1).unwrap().to_string();
+    // skopeo reads it back into an OCI layout that umoci opens; the manifest digest is identical.
+    let out_dir = TempDir::new("skopeo-out");
+    let layout = out_dir.path().join("layout");
+    let out = skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{target}"),
+        &format!("oci:{}:app", layout.display()),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(rbuild_tests::layout_manifest_digest(&layout), pushed_digest);
+    require_tool("umoci");
+    let bundle = out_dir.path().join("bundle");
+    let out = Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:app", layout.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fs::read_to_string(bundle.join("rootfs/msg")).unwrap(), "pushed\n");
+    // A second push uploads no blob.
+    let before = uploads(&reg);
+    let err = c.ok(&["push", &target]);
+    assert_eq!(uploads(&reg), before, "{err}");
+    assert!(err.contains("0 blobs uploaded"), "{err}");
+    // Another repository of the same registry: the blobs are mounted, not uploaded.
+    let other = format!("{}/elsewhere/app:1", reg.host());
+    let err = c.ok(&["push", &target, &other]);
+    assert_eq!(uploads(&reg), before, "{err}");
+    assert!(reg.count("POST", "mount=") >= 1 && err.contains("0 blobs uploaded"), "{err}");
+    c.b.assert_clean();
+}
+
+#[test]
+fn token_and_basic_auth_login_helpers_and_wrong_passwords() {
+    for auth in [
+        RegistryAuth::Token { user: "alice".into(), password: "s3cret-token-pw".into() },
+        RegistryAuth::Basic { user: "bob".into(), password: "s3cret-basic-pw".into() },
+    ] {
+        let (user, password) = match &auth {
+            RegistryAuth::Token { user, password } | RegistryAuth::Basic { user, password } => {
+                (user.clone(), password.clone())
+            }
+            RegistryAuth::None => unreachable!(),
+        };
+        let reg = RegistryServer::start(auth.clone(), false);
+        let c = Client::new();
+        c.ok(&["load", "-i", test_image("busybox").to_str().unwrap()]);
+        let target = format!("{}/private/busybox:1", reg.host());
+        // No credentials: a clear error.
+        let out = c.rb(&["push", "busybox", &target]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(&reg.host()) && err.contains("rbuild login"), "{auth:?}: {err}");
+        // A wrong password is refused at login and nothing is saved.
+        let out = c.rb(&["login", "-u", &user, "-p", "wrong", &reg.host()]);
+        assert!(!out.status.success(), "{auth:?}");
+        assert!(
+            !c.home.path().join(".docker/config.json").exists()
+                || !fs::read_to_string(c.home.path().join(".docker/config.json")).unwrap().contains(&reg.host())
+        );
+        // The right one: login, push, pull into a fresh store.
+        let login = c.rb(&["login", "-u", &user, "-p", &password, &reg.host()]);
+        assert!(login.status.success(), "{auth:?}: {}", String::from_utf8_lossy(&login.stderr));
+        let err = c.ok(&["push", "busybox", &target]);
+        assert!(!err.contains(&password), "the password is never printed");
+        let fresh = Client { b: Builder::empty(false), home: TempDir::new("home2") };
+        fs::create_dir_all(fresh.home.path().join(".docker")).unwrap();
+        fs::copy(c.home.path().join(".docker/config.json"), fresh.home.path().join(".docker/config.json")).unwrap();
+        fresh.ok(&["pull", &target]);
+        // A credential helper instead of a stored password.
+        let helper_home = TempDir::new("home3");
+        let bin = helper_home.path().join("bin");
+        fs::create_dir_all(&bin).unwrap();
+        let script = format!(
+            "#!/bin/sh\nread host\necho '{{\"ServerURL\":\"'$host'\",\"Username\":\"{user}\",\"Secret\":\"{password}\"}}'\n"
+        );
+        let helper = bin.join("docker-credential-rbuildtest");
+        fs::write(&helper, script).unwrap();
+        fs::set_permissions(&helper, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        fs::create_dir_all(helper_home.path().join(".docker")).unwrap();
+        fs::write(
+            helper_home.path().join(".docker/config.json"),
+            format!("{{\"credHelpers\": {{\"{}\": \"rbuildtest\"}}}}", reg.host()),
+        )
+        .unwrap();
+        let via_helper = Client { b: Builder::empty(false), home: helper_home };
+        let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+        let out = via_helper.rb_with(&["pull", &target], &[("PATH", &path)]);
+        assert!(out.status.success(), "{auth:?} helper: {}", String::from_utf8_lossy(&out.stderr));
+        // logout forgets.
+        c.ok(&["logout", &reg.host()]);
+        let out = c.rb(&["pull", &target]);
+        assert!(!out.status.success(), "{auth:?}");
+    }
+}
+
+#[test]
+fn tls_with_a_private_ca() {
+    let reg = RegistryServer::start(RegistryAuth::None, true);
+    let c = Client::new();
+    c.ok(&["load", "-i", test_image("busybox").to_str().unwrap()]);
+    let target = format!("localhost:{}/tls/busybox:1", reg.port);
+    // Without the CA the certificate is refused (HTTPS is used: the registry answers TLS).
+    let out = c.rb(&["push", "busybox", &target]);
+    assert!(!out.status.success());
+    // With the CA in ~/.config/rbuild/certs.d/<host>/ the push works, and skopeo (trusting the CA) reads it.
+    let certs = c.home.path().join(format!(".config/rbuild/certs.d/localhost:{}", reg.port));
+    fs::create_dir_all(&certs).unwrap();
+    fs::copy(reg.ca_cert(), certs.join("ca.crt")).unwrap();
+    c.ok(&["push", "busybox", &target]);
+    let certdir = certs.display().to_string();
+    let out = skopeo(&["inspect", "--cert-dir", &certdir, &format!("docker://{target}")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn mirrors_and_offline_mode() {
+    let reg = RegistryServer::start(RegistryAuth::None, false);
+    seed_busybox(&reg, "library/busybox", &["--dest-tls-verify=false"]);
+    let c = Client::new();
+    let conf_dir = c.home.path().join(".config/rbuild");
+    fs::create_dir_all(&conf_dir).unwrap();
+    fs::write(conf_dir.join("registries.toml"), format!("[registry.\"docker.io\"]\nmirrors = [\"{}\"]\n", reg.host()))
+        .unwrap();
+    let ctx = c.b.context("mirror", &[("Dockerfile", "FROM busybox\nRUN echo via-mirror > /m\n")]);
+    c.ok(&["build", "--progress", "plain", "-t", "m", ctx.to_str().unwrap()]);
+    assert_eq!(c.b.run("m", &["cat", "/m"]), "via-mirror\n");
+    assert!(reg.count("GET", "/library/busybox/manifests/latest") >= 1);
+    // Offline: the same build works from the store, and touches no registry.
+    let gets = reg.count("GET", "");
+    c.ok(&["--offline", "build", "--progress", "plain", "--no-cache", "-t", "m2", ctx.to_str().unwrap()]);
+    let ctx2 = c.b.context("missing", &[("Dockerfile", "FROM alpine:3.19\n")]);
+    let out = c.rb(&["--offline", "build", "--progress", "plain", ctx2.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("offline mode") && err.contains("alpine:3.19"), "{err}");
+    assert_eq!(reg.count("GET", ""), gets, "offline mode contacted the registry");
+    // A registries.toml that lists only the mirror refuses other registries by name.
+    fs::write(conf_dir.join("registries.toml"), format!("only_listed = true\n[registry.\"{}\"]\n", reg.host()))
+        .unwrap();
+    let out = c.rb(&["pull", "quay.io/some/image:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("quay.io is not allowed") && err.contains("registries.toml"),
+        "{err}"
+    );
+}
+
+/// A big random layer, so that a push takes long enough to be interrupted.
+fn big_image(c: &Client, mb: usize) -> String {
+    let ctx =
+        c.b.context("big", &[("Dockerfile", &format!("FROM busybox\nRUN head -c {}m /dev/urandom > /big\n", mb))]);
+    c.ok(&["load", "-i", test_image("busybox").to_str().unwrap()]);
+    c.ok(&["build", "--progress", "plain", "--compression", "uncompressed", "-t", "big", ctx.to_str().unwrap()]);
+    "big".into()
+}
+
+#[test]
+fn a_registry_restarting_mid_push_and_one_staying_down() {
+    let mut reg = RegistryServer::start(RegistryAuth::None, false);
+    let c = Client::new();
+    let image = big_image(&c, 96);
+    let target = format!("{}/faults/big:1", reg.host());
+    // Kill the registry once the big blob's upload has started; restart it a second later.
+    let env = c.env();
+    let mut cmd = Command::new(rbuild_tests::rbuild_bin());
+    cmd.arg("--root").arg(&c.b.root).args(["push", &image, &target]);
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    cmd.env("RBUILD_REGISTRY_RETRY_SECONDS", "20").env("RBUILD_REGISTRY_CHUNK_SIZE", "4194304");
+    let child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let start = std::time::Instant::now();
+    while reg.count("PATCH", "/blobs/uploads/") < 2 && start.elapsed().as_secs() < 30 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(reg.count("PATCH", "/blobs/uploads/") >= 2, "the upload never started");
+    reg.stop();
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    reg.restart();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "the push did not survive the restart: {}", String::from_utf8_lossy(&out.stderr));
+    let out = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{target}")]);
+    assert!(out.status.success());
+    // Down for longer than the retry budget: the push fails naming the registry; after a restart a rerun
+    // uploads only what is missing (here: nothing but the manifest).
+    let target2 = format!("{}/faults/again:1", reg.host());
+    reg.stop();
+    let out = c.rb(&["push", &image, &target2]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(&reg.host()), "{err}");
+    reg.restart();
+    let before = uploads(&reg);
+    let err = c.ok(&["push", &image, &target2]);
+    assert_eq!(uploads(&reg), before, "{err}");
+}
+
+/// A proxy in front of the registry that flips a byte in every blob it serves.
+fn corrupting_proxy(upstream: u16) -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).replace("Connection: keep-alive", "Connection: close");
+                let is_blob = text.starts_with("GET ") && text.lines().next().unwrap_or("").contains("/blobs/sha256:");
+                let mut up = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                let head_end = text.find("\r\n\r\n").unwrap();
+                let request = format!("{}\r\nConnection: close\r\n\r\n", &text[..head_end]);
+                up.write_all(request.as_bytes()).unwrap();
+                let mut resp = Vec::new();
+                let _ = up.read_to_end(&mut resp);
+                if is_blob && resp.starts_with(b"HTTP/1.1 200") {
+                    let last = resp.len() - 1;
+                    resp[last] ^= 0xff;
+                }
+                let _ = conn.write_all(&resp);
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_registry_sending_a_wrong_blob_is_rejected_and_nothing_is_stored() {
+    let reg = RegistryServer::start(RegistryAuth::None, false);
+    seed_busybox(&reg, "library/busybox", &["--dest-tls-verify=false"]);
+    let proxy = corrupting_proxy(reg.port);
+    let c = Client::new();
+    let out = c.rb(&["pull", &format!("127.0.0.1:{proxy}/library/busybox:latest")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("expected sha256:") && err.contains("nothing was stored"), "{err}");
+    let blobs: Vec<PathBuf> = fs::read_dir(c.b.root.join("blobs/sha256"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(blobs.is_empty(), "blobs entered the store: {blobs:?}");
+    c.b.assert_clean();
+}
