@@ -127,7 +127,7 @@ impl Transport {
     pub async fn probe_https(&self, registry: &str, url: &str) -> bool {
         let Ok(client) = self.client(registry) else { return false };
         let probe = client.get(url).timeout(Duration::from_secs(3)).send();
-        matches!(probe.await, Ok(_))
+        probe.await.is_ok()
     }
 
     fn credentials(&self, registry: &str) -> Result<Option<Credentials>> {
