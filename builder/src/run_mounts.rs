@@ -53,10 +53,16 @@ fn lock_file(path: &Path) -> Result<File> {
     File::options().create(true).truncate(false).write(true).open(path).map_err(Error::io("open", path))
 }
 
+/// The name of a cache mount's directory under the store's `mounts/`: from its id (default: its target).
+pub fn cache_dir_name(m: &RunMount) -> String {
+    let id = m.id.clone().or_else(|| m.target.clone()).unwrap_or_default();
+    format!("cache-{}", &Digest::of(id.as_bytes()).hex()[..20])
+}
+
 /// A cache mount's directory, locked as its sharing mode asks.
 fn cache_dir(store: &Store, m: &RunMount, target: &str, locks: &mut Vec<File>) -> Result<PathBuf> {
-    let id = m.id.clone().unwrap_or_else(|| target.to_string());
-    let base = format!("cache-{}", &Digest::of(id.as_bytes()).hex()[..20]);
+    let _ = target;
+    let base = cache_dir_name(m);
     let mounts = store.root().join("mounts");
     let dir = match m.sharing.unwrap_or(CacheSharing::Shared) {
         CacheSharing::Shared => mounts.join(&base),

@@ -340,3 +340,59 @@ fn a_registry_sending_a_wrong_blob_is_rejected_and_nothing_is_stored() {
     assert!(blobs.is_empty(), "blobs entered the store: {blobs:?}");
     c.b.assert_clean();
 }
+
+#[test]
+fn remote_cache_through_a_registry_and_a_local_layout_with_warm_cache_mounts() {
+    let reg = RegistryServer::start(RegistryAuth::None, false);
+    seed_busybox(&reg, "library/busybox", &["--dest-tls-verify=false"]);
+    let dockerfile = format!(
+        "FROM {}/library/busybox:latest\n\
+         RUN --mount=type=cache,target=/cache,id=warm sh -c 'test -f /cache/filled || echo filled-once > /cache/filled; cat /cache/filled > /seen'\n\
+         RUN echo two > /two\nCOPY f.txt /f.txt\n",
+        reg.host()
+    );
+    let cache_ref = format!("type=registry,ref={}/cache/app:buildcache,mode=max,mounts=true", reg.host());
+    let local_dir = TempDir::new("local-cache");
+    let local_to = format!("type=local,dest={}", local_dir.path().join("c").display());
+    let local_from = format!("type=local,src={}", local_dir.path().join("c").display());
+    let first = Client::new();
+    let ctx = first.b.context("cached", &[("Dockerfile", &dockerfile), ("f.txt", "file\n")]);
+    let ctx = ctx.to_str().unwrap();
+    let err = first.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        "app",
+        "--cache-to",
+        &cache_ref,
+        "--cache-to",
+        &local_to,
+        ctx,
+    ]);
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (3, 0), "{err}");
+    assert!(err.contains("cache: exported 3 records"), "{err}");
+    for from in [format!("type=registry,ref={}/cache/app:buildcache", reg.host()), local_from] {
+        // A runner that starts empty: every step comes from the imported cache.
+        let fresh = Client::new();
+        let err = fresh.ok(&["build", "--progress", "plain", "-t", "app", "--cache-from", &from, ctx]);
+        assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 3), "{from}: {err}");
+        assert_eq!(fresh.b.run("app", &["cat", "/seen", "/two", "/f.txt"]), "filled-once\ntwo\nfile\n");
+        let warm = from.starts_with("type=registry");
+        if warm {
+            // The cache mount came along (mounts=true): a step that re-runs finds it filled.
+            let ctx2 = fresh.b.context("cached2", &[(
+                "Dockerfile",
+                &format!("FROM {}/library/busybox:latest\nRUN --mount=type=cache,target=/cache,id=warm cat /cache/filled > /again\n", reg.host()),
+            )]);
+            fresh.ok(&["build", "--progress", "plain", "-t", "again", ctx2.to_str().unwrap()]);
+            assert_eq!(fresh.b.run("again", &["cat", "/again"]), "filled-once\n");
+        }
+        fresh.b.assert_clean();
+    }
+    // A cache that is not there is a warning, not a failure.
+    let fresh = Client::new();
+    let missing = format!("type=registry,ref={}/cache/none:1", reg.host());
+    let err = fresh.ok(&["build", "--progress", "plain", "--cache-from", &missing, ctx]);
+    assert!(err.contains("warning: cache from") && err.contains("not used"), "{err}");
+}

@@ -10,6 +10,7 @@ mod cache;
 pub(crate) mod config;
 pub mod graph;
 pub mod progress;
+pub mod remote_cache;
 mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -72,6 +73,9 @@ pub struct BuildOptions {
     pub registry: Option<std::sync::Arc<rbuild_registry::Client>>,
     /// `--pull`: pull base images even when the store has them.
     pub pull: bool,
+    /// `--cache-from` / `--cache-to`.
+    pub cache_from: Vec<remote_cache::CacheSpec>,
+    pub cache_to: Vec<remote_cache::CacheSpec>,
 }
 
 impl BuildOptions {
@@ -102,6 +106,8 @@ impl BuildOptions {
             allow: BTreeSet::new(),
             registry: None,
             pull: false,
+            cache_from: Vec::new(),
+            cache_to: Vec::new(),
         }
     }
 }
@@ -160,11 +166,21 @@ pub(crate) struct Shared<'a> {
     pub cancel: AtomicBool,
     /// Context files' content hashes, kept between builds.
     pub file_hashes: crate::context::FileHashes,
+    /// Cache records this build used or made: (stage, key, result), for `--cache-to`.
+    pub used: std::sync::Mutex<Vec<(usize, String, cache::Cached)>>,
+    /// Cache mount directories this build's steps used (names under `mounts/`).
+    pub mounts_used: std::sync::Mutex<BTreeSet<String>>,
 }
 
 impl Shared<'_> {
     pub(crate) fn next_step(&self) -> usize {
         self.steps.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub(crate) fn note_cache_use(&self, stage: usize, key: &str, cached: &cache::Cached) {
+        if let Ok(mut used) = self.used.lock() {
+            used.push((stage, key.to_string(), cached.clone()));
+        }
     }
 }
 
@@ -209,7 +225,16 @@ pub fn build(
         steps: AtomicUsize::new(0),
         cancel: AtomicBool::new(false),
         file_hashes: crate::context::FileHashes::load(store.root().join("cache").join("context-files.json")),
+        used: Default::default(),
+        mounts_used: Default::default(),
     };
+    for spec in &opts.cache_from {
+        match remote_cache::import(store, opts.registry.as_deref(), spec) {
+            Ok(n) => progress.event(&Event::Note { text: &format!("cache: imported {n} records from {spec}") }),
+            // As in BuildKit, a cache source that cannot be read is a warning: the build goes on without it.
+            Err(e) => progress.event(&Event::Note { text: &format!("warning: cache from {spec} not used: {e}") }),
+        }
+    }
     let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.jobs };
     let solved = solve(&shared, &graph, jobs);
     let _ = shared.file_hashes.save();
@@ -234,6 +259,30 @@ pub fn build(
     }
     let step = shared.next_step();
     progress.event(&Event::Note { text: &format!("#{step} writing image {} done", image.manifest_digest) });
+    if !opts.cache_to.is_empty() {
+        // mode=min: the records of the stages the final image is made of (the target and its FROM chain).
+        let mut final_chain = BTreeSet::new();
+        let mut cur = Some(graph.target);
+        while let Some(i) = cur {
+            final_chain.insert(i);
+            cur = match graph.stages.get(&i).map(|n| &n.base) {
+                Some(Source::Stage(b)) => Some(*b),
+                _ => None,
+            };
+        }
+        let used = shared.used.lock().map(|u| u.clone()).unwrap_or_default();
+        let mounts = shared.mounts_used.lock().map(|m| m.clone()).unwrap_or_default();
+        for spec in &opts.cache_to {
+            let records: Vec<(String, cache::Cached)> = used
+                .iter()
+                .filter(|(stage, _, _)| spec.mode_max || final_chain.contains(stage))
+                .map(|(_, k, c)| (k.clone(), c.clone()))
+                .collect();
+            let mounts: Vec<String> = if spec.mounts { mounts.iter().cloned().collect() } else { Vec::new() };
+            let n = remote_cache::export(store, opts.registry.as_deref(), spec, &records, &mounts, &opts.layers)?;
+            progress.event(&Event::Note { text: &format!("cache: exported {n} records to {spec}") });
+        }
+    }
     Ok(BuildResult {
         manifest_digest: image.manifest_digest.clone(),
         config_digest: image.config_digest.clone(),

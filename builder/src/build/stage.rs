@@ -311,6 +311,20 @@ impl<'a> StageBuilder<'a> {
         Ok(StageResult { layers: image.layers, diff_ids, snapshots, config, cache_key: digest.to_string() })
     }
 
+    /// A cache lookup, remembered (with its result) for `--cache-to`.
+    fn cache_get(&self, key: &str) -> Option<cache::Cached> {
+        let hit = cache::get(self.store, key)?;
+        self.sh.note_cache_use(self.index, key, &hit);
+        Some(hit)
+    }
+
+    /// Store a step's result in the cache, remembered for `--cache-to`.
+    fn cache_put(&self, key: &str, cached: &cache::Cached) -> Result<()> {
+        cache::put(self.store, key, cached)?;
+        self.sh.note_cache_use(self.index, key, cached);
+        Ok(())
+    }
+
     /// ` (did you mean stage "x"?)` when an image name is close to a stage name.
     fn stage_hint(&self, name: &str) -> String {
         let names = self.df.stages.iter().filter_map(|s| s.name.as_deref());
@@ -469,7 +483,7 @@ impl<'a> StageBuilder<'a> {
         let start = Instant::now();
         let key = cache::key(&[&self.state.cache_key, "WORKDIR", &joined]);
         if !self.no_cache
-            && let Some(hit) = cache::get(self.store, &key)
+            && let Some(hit) = self.cache_get(&key)
         {
             self.sh.progress.event(&Event::Cached { step });
             let diff_id = self.apply_cached(hit, created_by)?;
@@ -480,7 +494,7 @@ impl<'a> StageBuilder<'a> {
         let dir = layer_dir.join(&rel);
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
         let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?)?;
-        cache::put(self.store, &key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
+        self.cache_put(&key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
         let diff_id = self.push_layer(layer, created_by);
         self.advance(&key, diff_id.as_ref());
         self.executed += 1;
@@ -687,7 +701,7 @@ impl<'a> StageBuilder<'a> {
             let _ = me.runtime.remove_tree(&run_dir, me.opts.userns);
         };
         if !self.no_cache
-            && let Some(hit) = cache::get(self.store, &key)
+            && let Some(hit) = self.cache_get(&key)
         {
             cleanup(self, &scratch_dirs);
             self.sh.progress.event(&Event::Cached { step });
@@ -700,6 +714,11 @@ impl<'a> StageBuilder<'a> {
             fs::create_dir_all(d).map_err(Error::io("create", d))?;
         }
         let mounts = self.with_agent_sources(ins, &mounts, &run_dir.join("secrets"))?;
+        for m in mounts.iter().filter(|m| m.kind == MountType::Cache) {
+            if let Ok(mut used) = self.sh.mounts_used.lock() {
+                used.insert(crate::run_mounts::cache_dir_name(m));
+            }
+        }
         let mut prepared = crate::run_mounts::prepare(self.store, &mounts, &run_dir.join("scratch"))?;
         env.extend(prepared.env.iter().cloned());
         let mut lowers = self.state.snapshots.clone();
@@ -774,7 +793,7 @@ impl<'a> StageBuilder<'a> {
         let entries = diff_overlay_upper_mapped(&upper, &id_map_for(self.opts.userns))?;
         let layer = self.commit_dir(&upper, entries)?;
         let _ = self.runtime.remove_tree(&run_dir, self.opts.userns);
-        cache::put(self.store, &key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
+        self.cache_put(&key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
         let diff_id = self.push_layer(layer, created_by);
         self.advance(&key, diff_id.as_ref());
         self.executed += 1;
@@ -924,7 +943,7 @@ impl<'a> StageBuilder<'a> {
                 &modifiers,
             ]);
             if !self.no_cache
-                && let Some(hit) = cache::get(self.store, &key)
+                && let Some(hit) = self.cache_get(&key)
             {
                 self.sh.progress.event(&Event::Cached { step });
                 let diff_id = self.apply_cached(hit, created_by)?;
@@ -947,7 +966,7 @@ impl<'a> StageBuilder<'a> {
         let checksum = selection.checksum_with(&self.sh.file_hashes)?;
         let key = cache::key(&[&self.state.cache_key, keyword, &checksum, &dest_abs, &modifiers]);
         if !self.no_cache
-            && let Some(hit) = cache::get(self.store, &key)
+            && let Some(hit) = self.cache_get(&key)
         {
             self.sh.progress.event(&Event::Cached { step });
             let diff_id = self.apply_cached(hit, created_by)?;
@@ -986,7 +1005,7 @@ impl<'a> StageBuilder<'a> {
         step: usize,
         start: Instant,
     ) -> Result<()> {
-        cache::put(self.store, key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
+        self.cache_put(key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
         let diff_id = self.push_layer(layer, created_by);
         self.advance(key, diff_id.as_ref());
         self.executed += 1;

@@ -9,4 +9,4 @@ mod push;
 mod sources;
 
 pub use pull::{PullReport, ensure_image, pull};
-pub use push::{PushReport, push};
+pub use push::{PushReport, push, push_artifact};

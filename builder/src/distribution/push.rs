@@ -29,6 +29,20 @@ pub fn push(store: &Store, client: &Client, digest: &Digest, dest: &Reference) -
     let image = load_image(store, digest)?;
     let mut blobs: Vec<Digest> = vec![image.config_digest.clone()];
     blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
+    push_artifact(store, client, &blobs, &image.manifest_media_type, &image.manifest_bytes, dest)
+}
+
+/// Push blobs from the store, then a manifest with exactly these bytes (an image, or an artifact such as a
+/// build cache), to `dest`.
+pub fn push_artifact(
+    store: &Store,
+    client: &Client,
+    blobs: &[Digest],
+    media_type: &str,
+    manifest_bytes: &[u8],
+    dest: &Reference,
+) -> Result<PushReport> {
+    let mut blobs = blobs.to_vec();
     blobs.dedup();
     let (uploaded, mounted, present) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
     let next = AtomicUsize::new(0);
@@ -59,7 +73,7 @@ pub fn push(store: &Store, client: &Client, digest: &Digest, dest: &Reference) -
     }
     let reference = dest.tag.clone().or_else(|| dest.digest.clone()).unwrap_or_else(|| "latest".into());
     let manifest_digest = client
-        .put_manifest(&dest.registry, &dest.repository, &reference, &image.manifest_media_type, &image.manifest_bytes)
+        .put_manifest(&dest.registry, &dest.repository, &reference, media_type, manifest_bytes)
         .map_err(registry_error)?;
     Ok(PushReport {
         manifest_digest,

@@ -81,6 +81,12 @@ pub struct BuildArgs {
     /// Where the result goes: type=image|oci|docker|tar|local[,dest=PATH][,name=N][,push=true].
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
+    /// Export the build cache: type=registry,ref=REF[,mode=min|max][,mounts=true] or type=local,dest=DIR.
+    #[arg(long = "cache-to")]
+    pub cache_to: Vec<String>,
+    /// Import a build cache first: type=registry,ref=REF, type=local,src=DIR, or a bare REF.
+    #[arg(long = "cache-from")]
+    pub cache_from: Vec<String>,
     /// Hand the image to the local Docker or Podman engine.
     #[arg(long)]
     pub load: bool,
@@ -136,6 +142,11 @@ pub fn build(
     opts.no_cache = args.no_cache;
     opts.no_cache_filter = args.no_cache_filter.clone();
     opts.registry = Some(client.clone());
+    let cache_spec = |flag: &str, v: &String| {
+        rbuild_builder::build::remote_cache::CacheSpec::parse(v).map_err(|e| anyhow::anyhow!("{flag} {v:?}: {e}"))
+    };
+    opts.cache_to = args.cache_to.iter().map(|v| cache_spec("--cache-to", v)).collect::<anyhow::Result<_>>()?;
+    opts.cache_from = args.cache_from.iter().map(|v| cache_spec("--cache-from", v)).collect::<anyhow::Result<_>>()?;
     opts.pull = args.pull;
     opts.network =
         if args.network == "none" { rbuild_runtime::NetworkMode::None } else { rbuild_runtime::NetworkMode::Host };
