@@ -198,12 +198,14 @@ fn write_layout(store: &Store, dir: &Path, blobs: &[Digest], manifest: &[u8]) ->
     crate::store::write_atomically(&dir.join("index.json"), &json_bytes(&index, "cache layout index")?)
 }
 
+/// Puts a blob (digest, size if known) into the store from where a cache lives.
+type BlobFetcher<'a> = Box<dyn Fn(&Digest, Option<u64>) -> Result<()> + 'a>;
+
 /// Import a cache: its records into the local cache index (their layers into the store first) and, when it has
 /// them, the cache mounts' contents into mounts this store does not have yet. Returns the records imported.
 pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -> Result<usize> {
     // How to get a blob into the store, and the manifest's bytes.
-    let (manifest_bytes, fetch): (Vec<u8>, Box<dyn Fn(&Digest, Option<u64>) -> Result<()> + '_>) = match &spec.location
-    {
+    let (manifest_bytes, fetch): (Vec<u8>, BlobFetcher<'_>) = match &spec.location {
         CacheLocation::Registry(r) => {
             let client = client.ok_or_else(|| no_client(spec))?;
             let m = client.get_manifest(r).map_err(|e| Error::Registry(Box::new(e)))?;
