@@ -390,6 +390,24 @@ fn remote_cache_through_a_registry_and_a_local_layout_with_warm_cache_mounts() {
         }
         fresh.b.assert_clean();
     }
+    // Inline cache: the image itself carries the records; a fresh runner names the image as its cache.
+    let image = format!("{}/cache/inline:1", reg.host());
+    let err = first.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--no-cache",
+        "-t",
+        &image,
+        "--cache-to",
+        "type=inline",
+        "--push",
+        ctx,
+    ]);
+    assert!(err.contains("pushed"), "{err}");
+    let fresh = Client::new();
+    let err = fresh.ok(&["build", "--progress", "plain", "-t", "app", "--cache-from", &image, ctx]);
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 3), "{err}");
     // A cache that is not there is a warning, not a failure.
     let fresh = Client::new();
     let missing = format!("type=registry,ref={}/cache/none:1", reg.host());

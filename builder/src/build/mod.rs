@@ -252,6 +252,18 @@ pub fn build(
     for (k, v) in &opts.labels {
         config::set_label(&mut final_stage.config, k, v);
     }
+    let inline = opts.cache_to.iter().any(|s| s.location == remote_cache::CacheLocation::Inline)
+        || opts.build_args.get("BUILDKIT_INLINE_CACHE").is_some_and(|v| v == "1" || v == "true");
+    if inline {
+        let chain = final_chain(&graph);
+        let records: Vec<(String, cache::Cached)> = used_records(&shared)
+            .into_iter()
+            .filter(|(stage, _, _)| chain.contains(stage))
+            .map(|(_, k, c)| (k, c))
+            .collect();
+        let layers: Vec<Digest> = final_stage.layers.iter().map(|l| l.digest.clone()).collect();
+        final_stage.config[remote_cache::INLINE_KEY] = remote_cache::inline_records(&records, &layers);
+    }
     let image = final_stage.write(store, opts.media_types)?;
     let descriptor = image.descriptor()?;
     for t in &opts.tags {
@@ -260,19 +272,9 @@ pub fn build(
     let step = shared.next_step();
     progress.event(&Event::Note { text: &format!("#{step} writing image {} done", image.manifest_digest) });
     if !opts.cache_to.is_empty() {
-        // mode=min: the records of the stages the final image is made of (the target and its FROM chain).
-        let mut final_chain = BTreeSet::new();
-        let mut cur = Some(graph.target);
-        while let Some(i) = cur {
-            final_chain.insert(i);
-            cur = match graph.stages.get(&i).map(|n| &n.base) {
-                Some(Source::Stage(b)) => Some(*b),
-                _ => None,
-            };
-        }
-        let used = shared.used.lock().map(|u| u.clone()).unwrap_or_default();
-        let mounts = shared.mounts_used.lock().map(|m| m.clone()).unwrap_or_default();
-        for spec in &opts.cache_to {
+        let (used, mounts) = (used_records(&shared), shared.mounts_used.lock().map(|m| m.clone()).unwrap_or_default());
+        let final_chain = final_chain(&graph);
+        for spec in opts.cache_to.iter().filter(|s| s.location != remote_cache::CacheLocation::Inline) {
             let records: Vec<(String, cache::Cached)> = used
                 .iter()
                 .filter(|(stage, _, _)| spec.mode_max || final_chain.contains(stage))
@@ -291,6 +293,24 @@ pub fn build(
         executed,
         cached,
     })
+}
+
+/// The stages the final image is made of: the target and the stages it is built FROM (cache mode=min).
+fn final_chain(graph: &Graph) -> BTreeSet<usize> {
+    let mut chain = BTreeSet::new();
+    let mut cur = Some(graph.target);
+    while let Some(i) = cur {
+        chain.insert(i);
+        cur = match graph.stages.get(&i).map(|n| &n.base) {
+            Some(Source::Stage(b)) => Some(*b),
+            _ => None,
+        };
+    }
+    chain
+}
+
+fn used_records(shared: &Shared<'_>) -> Vec<(usize, String, cache::Cached)> {
+    shared.used.lock().map(|u| u.clone()).unwrap_or_default()
 }
 
 type Solved = (BTreeMap<usize, StageResult>, usize, usize);

@@ -31,7 +31,13 @@ const MANIFEST_TYPE: &str = "application/vnd.oci.image.manifest.v1+json";
 pub enum CacheLocation {
     Registry(Reference),
     Local(PathBuf),
+    /// `type=inline`: the records ride in the built image's config (`rbuild.cache.v1`), as BuildKit's inline
+    /// cache does; a later `--cache-from IMAGE` reads them from that image.
+    Inline,
 }
+
+/// The image config key that carries inline cache records.
+pub const INLINE_KEY: &str = "rbuild.cache.v1";
 
 /// One `--cache-to` / `--cache-from` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +52,7 @@ impl std::fmt::Display for CacheSpec {
         match &self.location {
             CacheLocation::Registry(r) => write!(f, "registry {}", r.familiar()),
             CacheLocation::Local(p) => write!(f, "local {}", p.display()),
+            CacheLocation::Inline => f.write_str("the image (inline)"),
         }
     }
 }
@@ -84,6 +91,7 @@ impl CacheSpec {
                 Reference::parse(&reference.ok_or("type=registry needs ref=REF")?).map_err(|e| e.to_string())?,
             ),
             "local" => CacheLocation::Local(dir.ok_or("type=local needs dest=DIR (or src=DIR)")?),
+            "inline" => CacheLocation::Inline,
             other => return Err(format!("unknown cache type {other:?} (registry, local)")),
         };
         Ok(CacheSpec { location, mode_max, mounts })
@@ -162,8 +170,26 @@ pub(crate) fn export(
             crate::distribution::push_artifact(store, client, &blobs, MANIFEST_TYPE, &manifest_bytes, r)?;
         }
         CacheLocation::Local(dir) => write_layout(store, dir, &blobs, &manifest_bytes)?,
+        // Written into the image config by the build (see `inline_records`).
+        CacheLocation::Inline => {}
     }
     Ok(record_json.len())
+}
+
+/// The inline form of records, for the image config: only records whose layers the image itself has (mode=min).
+pub(crate) fn inline_records(records: &[(String, Cached)], image_layers: &[Digest]) -> Value {
+    let mut seen = std::collections::BTreeSet::new();
+    let list: Vec<Value> = records
+        .iter()
+        .filter(|(k, c)| {
+            seen.insert(k.clone()) && c.layer.as_ref().is_none_or(|(l, _)| image_layers.contains(&l.digest))
+        })
+        .map(|(k, c)| {
+            let layer = c.layer.as_ref().map_or(Value::Null, |(l, d)| layer_json(l, d));
+            json!({"key": k, "layer": layer})
+        })
+        .collect();
+    json!({"version": 1, "records": list})
 }
 
 fn no_client(spec: &CacheSpec) -> Error {
@@ -223,6 +249,12 @@ pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -
             };
             (m.bytes, Box::new(fetch))
         }
+        CacheLocation::Inline => {
+            return Err(Error::Malformed {
+                what: "--cache-from type=inline".into(),
+                reason: "name the image to read inline cache from: --cache-from REF".into(),
+            });
+        }
         CacheLocation::Local(dir) => {
             let index: Value =
                 serde_json::from_slice(&fs::read(dir.join("index.json")).map_err(Error::io("read", dir))?)
@@ -248,15 +280,23 @@ pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -
     };
     let manifest: Value = serde_json::from_slice(&manifest_bytes)
         .map_err(|source| Error::Json { what: "cache manifest".into(), source })?;
-    if manifest["artifactType"].as_str() != Some(ARTIFACT_TYPE)
-        && manifest["config"]["mediaType"].as_str() != Some(CONFIG_TYPE)
-    {
-        return Err(Error::Malformed { what: format!("cache {spec}"), reason: "not an rbuild cache".into() });
-    }
+    let is_artifact = manifest["artifactType"].as_str() == Some(ARTIFACT_TYPE)
+        || manifest["config"]["mediaType"].as_str() == Some(CONFIG_TYPE);
     let config_digest = Digest::parse(manifest["config"]["digest"].as_str().unwrap_or(""))?;
     fetch(&config_digest, manifest["config"]["size"].as_u64())?;
     let config: Value = serde_json::from_slice(&store.read_blob(&config_digest)?)
         .map_err(|source| Error::Json { what: "cache config".into(), source })?;
+    // An image built with --cache-to type=inline carries its records in its config.
+    let config = if is_artifact {
+        config
+    } else if config[INLINE_KEY].is_object() {
+        config[INLINE_KEY].clone()
+    } else {
+        return Err(Error::Malformed {
+            what: format!("cache {spec}"),
+            reason: "neither an rbuild cache nor an image built with --cache-to type=inline".into(),
+        });
+    };
     let parse_layer = |v: &Value| -> Result<(LayerRef, Digest)> {
         let l = LayerRef {
             digest: Digest::parse(v["digest"].as_str().unwrap_or(""))?,
