@@ -414,3 +414,127 @@ fn remote_cache_through_a_registry_and_a_local_layout_with_warm_cache_mounts() {
     let err = fresh.ok(&["build", "--progress", "plain", "--cache-from", &missing, ctx]);
     assert!(err.contains("warning: cache from") && err.contains("not used"), "{err}");
 }
+
+/// What the scripted proxy does with one request.
+enum Action {
+    Forward,
+    Respond(String),
+}
+
+/// A loopback HTTP proxy in front of `upstream` that first asks `script` what to do with each request (by its
+/// request line and headers), and records every request it saw.
+fn scripted_proxy(
+    upstream: u16,
+    script: impl Fn(&str, &str) -> Action + Send + Sync + 'static,
+) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen2, script) = (seen.clone(), std::sync::Arc::new(script));
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (seen, script) = (seen2.clone(), script.clone());
+            std::thread::spawn(move || {
+                let mut conn = conn;
+                let mut req = Vec::new();
+                let mut buf = [0u8; 65536];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req).into_owned();
+                let head_end = text.find("\r\n\r\n").unwrap();
+                let head = &text[..head_end];
+                let line = head.lines().next().unwrap_or("").to_string();
+                seen.lock().unwrap().push(head.to_string());
+                match script(&line, head) {
+                    Action::Respond(r) => {
+                        let _ = conn.write_all(r.as_bytes());
+                    }
+                    Action::Forward => {
+                        // Bodies (uploads) are not proxied: the scripted tests only pull.
+                        let mut up = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+                        let head: String = head
+                            .lines()
+                            .filter(|l| !l.to_ascii_lowercase().starts_with("connection:"))
+                            .collect::<Vec<_>>()
+                            .join("\r\n");
+                        up.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+                        let mut resp = Vec::new();
+                        let _ = up.read_to_end(&mut resp);
+                        let _ = conn.write_all(&resp);
+                    }
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[test]
+fn retries_on_429_and_no_credentials_on_redirects_to_another_host() {
+    let reg = RegistryServer::start(RegistryAuth::Basic { user: "carol".into(), password: "pw-carol-1".into() }, false);
+    let layout = test_image("busybox");
+    let src = format!("oci:{}:latest", layout.display());
+    let out = skopeo(&[
+        "copy",
+        "-q",
+        "--dest-tls-verify=false",
+        "--dest-creds",
+        "carol:pw-carol-1",
+        &src,
+        &format!("docker://{}/r/busybox:1", reg.host()),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // "Storage": another host (port) that serves blobs when asked by URL, as S3 does with presigned URLs.
+    let upstream = reg.port;
+    let (storage, storage_seen) = scripted_proxy(upstream, move |_, _| Action::Forward);
+    // The registry's front: the first manifest request gets a 429; blob GETs are redirected to the storage host,
+    // which forwards them with its own credentials.
+    let once = std::sync::atomic::AtomicBool::new(false);
+    let (front, front_seen) = scripted_proxy(upstream, move |line, _| {
+        if line.contains("/manifests/") && !once.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Action::Respond(
+                "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    .into(),
+            );
+        }
+        if line.starts_with("GET ") && line.contains("/blobs/sha256:") {
+            let path = line.split_whitespace().nth(1).unwrap();
+            return Action::Respond(format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:{storage}{path}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            ));
+        }
+        Action::Forward
+    });
+    let c = Client::new();
+    let docker_dir = c.home.path().join(".docker");
+    fs::create_dir_all(&docker_dir).unwrap();
+    fs::write(
+        docker_dir.join("config.json"),
+        format!(
+            "{{\"auths\": {{\"127.0.0.1:{front}\": {{\"auth\": \"{}\"}}}}}}",
+            rbuild_tests::registry_fixture::b64(b"carol:pw-carol-1")
+        ),
+    )
+    .unwrap();
+    let out = c.rb(&["pull", &format!("127.0.0.1:{front}/r/busybox:1")]);
+    // The storage host has no credentials of its own here, so the registry behind it refuses: what matters is
+    // what rbuild sent it.
+    let storage_requests = storage_seen.lock().unwrap().clone();
+    assert!(!storage_requests.is_empty(), "the redirect was not followed: {}", String::from_utf8_lossy(&out.stderr));
+    for r in &storage_requests {
+        assert!(!r.to_ascii_lowercase().contains("authorization"), "credentials went to another host: {r}");
+    }
+    let front_requests = front_seen.lock().unwrap().clone();
+    let manifest_gets =
+        front_requests.iter().filter(|r| r.lines().next().unwrap_or("").contains("/manifests/")).count();
+    assert!(manifest_gets >= 2, "the 429 was not retried: {front_requests:?}");
+    assert!(
+        front_requests.iter().any(|r| r.to_ascii_lowercase().contains("authorization: basic")),
+        "{front_requests:?}"
+    );
+}
