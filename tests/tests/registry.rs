@@ -124,6 +124,14 @@ fn round_trip_with_skopeo_and_umoci_and_no_second_upload() {
     assert_eq!(uploads(&reg), before, "{err}");
     assert!(reg.count("POST", "mount=") >= 1 && err.contains("0 blobs uploaded"), "{err}");
     c.b.assert_clean();
+    // Rootless: the unprivileged test user pulls the pushed image into its own store and runs it.
+    if rbuild_tests::running_as_root() {
+        let user = Builder::empty(true);
+        let out = user.rb_env(&["pull", &target], &[("RBUILD_OFFLINE", "0"), ("DOCKER_CONFIG", "/nonexistent")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(user.run(&target, &[]), "pushed\n");
+        user.assert_clean();
+    }
 }
 
 #[test]
@@ -537,4 +545,19 @@ fn retries_on_429_and_no_credentials_on_redirects_to_another_host() {
         front_requests.iter().any(|r| r.to_ascii_lowercase().contains("authorization: basic")),
         "{front_requests:?}"
     );
+}
+
+#[test]
+fn podman_auth_files_are_read() {
+    let reg = RegistryServer::start(RegistryAuth::Basic { user: "dave".into(), password: "pw-dave-2".into() }, false);
+    let c = Client::new();
+    c.ok(&["load", "-i", test_image("busybox").to_str().unwrap()]);
+    let auth_file = c.home.path().join("podman-auth.json");
+    let auth = rbuild_tests::registry_fixture::b64(b"dave:pw-dave-2");
+    fs::write(&auth_file, format!("{{\"auths\": {{\"{}\": {{\"auth\": \"{auth}\"}}}}}}", reg.host())).unwrap();
+    let target = format!("{}/p/busybox:1", reg.host());
+    let out = c.rb(&["push", "busybox", &target]);
+    assert!(!out.status.success(), "no credentials yet");
+    let out = c.rb_with(&["push", "busybox", &target], &[("REGISTRY_AUTH_FILE", auth_file.to_str().unwrap())]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
