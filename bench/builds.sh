@@ -11,17 +11,7 @@ runs=${1:-3}
 shift || true
 workloads=("$@")
 [ ${#workloads[@]} -gt 0 ] || workloads=(small-steps big-layer multistage-parallel cache-mount copy-many)
-work=$PWD/${BENCH_WORK:-target/bench}/builds
-rm -rf "$work"
-mkdir -p "$work"
-dpkg-query -W -f='${Status}' buildah 2>/dev/null | grep -q "install ok installed" || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null
-}
-scripts/install-test-deps.sh >/dev/null
-cargo build --release -q -p rbuild
-rbuild=$PWD/target/release/rbuild
-layout=$PWD/target/test-images/busybox
-[ -f "$layout/index.json" ] || vendor-test-images/make-busybox.sh "$layout" >/dev/null
+source bench/lib.sh builds
 
 # The base image as a docker archive, for dockerd and buildah.
 "$rbuild" --root "$work/seed" load -i "$layout" >/dev/null
@@ -44,14 +34,6 @@ dk() { DOCKER_BUILDKIT=1 /usr/bin/docker -H "unix://$dd/sock" "$@"; }
 for _ in $(seq 1 120); do dk version >/dev/null 2>&1 && break; sleep 0.5; done
 dk load -i "$work/busybox.tar" >/dev/null
 
-seconds() { # COMMAND...: run it, print wall seconds
-  local start end
-  start=$(date +%s%N)
-  "$@" >"$work/last.log" 2>&1 || { cat "$work/last.log" >&2; return 1; }
-  end=$(date +%s%N)
-  echo "scale=3; ($end - $start) / 1000000000" | bc | sed "s/^\./0./"
-}
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 context_for() { # WORKLOAD: a fresh copy of the workload's context
   local ctx=$work/ctx-$1
@@ -111,6 +93,5 @@ for w in "${workloads[@]}"; do
     done
     cold[$tool]=$(median "${cs[@]}"); warm[$tool]=$(median "${ws[@]}")
   done
-  ratio() { echo "scale=3; $1 / $2" | bc | sed 's/^\./0./'; }
   echo "| $w | ${cold[rbuild]} s | ${cold[buildkit]} s | ${cold[buildah]} s | ${warm[rbuild]} s | ${warm[buildkit]} s | ${warm[buildah]} s | $(ratio "${cold[rbuild]}" "${cold[buildkit]}")x | $(ratio "${cold[rbuild]}" "${cold[buildah]}")x | $(ratio "${warm[rbuild]}" "${warm[buildkit]}")x | $(ratio "${warm[rbuild]}" "${warm[buildah]}")x |"
 done

@@ -8,17 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-3}
-work=$PWD/${BENCH_WORK:-target/bench}/push
-rm -rf "$work"
-mkdir -p "$work"
-dpkg-query -W -f='${Status}' buildah 2>/dev/null | grep -q "install ok installed" || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null
-}
-scripts/install-test-deps.sh >/dev/null
-cargo build --release -q -p rbuild
-rbuild=$PWD/target/release/rbuild
-layout=$PWD/target/test-images/busybox
-[ -f "$layout/index.json" ] || vendor-test-images/make-busybox.sh "$layout" >/dev/null
+source bench/lib.sh push
 export RBUILD_ROOT=$work/store
 "$rbuild" load -i "$layout" >/dev/null
 "$rbuild" tag busybox localhost/busybox:latest
@@ -43,14 +33,6 @@ start_registry() {
 stop_registry() { kill "$registry_pid" 2>/dev/null || true; wait "$registry_pid" 2>/dev/null || true; }
 trap stop_registry EXIT
 
-seconds() {
-  local start end
-  start=$(date +%s%N)
-  "$@" >"$work/last.log" 2>&1 || { cat "$work/last.log" >&2; return 1; }
-  end=$(date +%s%N)
-  echo "scale=3; ($end - $start) / 1000000000" | bc | sed 's/^\./0./'
-}
-median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 
 declare -a r1 r2 s1 s2 b1 b2
 for i in $(seq 1 "$runs"); do
@@ -66,7 +48,6 @@ done
 size=$(du -sm "$work/layout/blobs" | cut -f1)
 R1=$(median "${r1[@]}"); R2=$(median "${r2[@]}"); S1=$(median "${s1[@]}"); S2=$(median "${s2[@]}")
 B1=$(median "${b1[@]}"); B2=$(median "${b2[@]}")
-ratio() { echo "scale=3; $1 / $2" | bc | sed 's/^\./0./'; }
 echo "| tool | first push s | second push s | first vs skopeo | first vs buildah |"
 echo "|---|---|---|---|---|"
 echo "| \`rbuild push\` | $R1 | $R2 | $(ratio "$R1" "$S1")x | $(ratio "$R1" "$B1")x |"

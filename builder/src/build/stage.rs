@@ -311,6 +311,19 @@ impl<'a> StageBuilder<'a> {
         Ok(StageResult { layers: image.layers, diff_ids, snapshots, config, cache_key: digest.to_string() })
     }
 
+    /// On a cache hit (and unless the cache is off for this stage): report the step CACHED, add its layer and
+    /// advance the stage's key; returns whether it hit.
+    fn reuse_cached(&mut self, key: &str, step: usize, created_by: &str) -> Result<bool> {
+        if self.no_cache {
+            return Ok(false);
+        }
+        let Some(hit) = self.cache_get(key) else { return Ok(false) };
+        self.sh.progress.event(&Event::Cached { step });
+        let diff_id = self.apply_cached(hit, created_by.to_string())?;
+        self.advance(key, diff_id.as_ref());
+        Ok(true)
+    }
+
     /// A cache lookup, remembered (with its result) for `--cache-to`.
     fn cache_get(&self, key: &str) -> Option<cache::Cached> {
         let hit = cache::get(self.store, key)?;
@@ -482,12 +495,7 @@ impl<'a> StageBuilder<'a> {
         let step = self.start(&ins.original);
         let start = Instant::now();
         let key = cache::key(&[&self.state.cache_key, "WORKDIR", &joined]);
-        if !self.no_cache
-            && let Some(hit) = self.cache_get(&key)
-        {
-            self.sh.progress.event(&Event::Cached { step });
-            let diff_id = self.apply_cached(hit, created_by)?;
-            self.advance(&key, diff_id.as_ref());
+        if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
         let layer_dir = self.store.tmp().path("workdir");
@@ -700,13 +708,8 @@ impl<'a> StageBuilder<'a> {
             }
             let _ = me.runtime.remove_tree(&run_dir, me.opts.userns);
         };
-        if !self.no_cache
-            && let Some(hit) = self.cache_get(&key)
-        {
+        if self.reuse_cached(&key, step, &created_by)? {
             cleanup(self, &scratch_dirs);
-            self.sh.progress.event(&Event::Cached { step });
-            let diff_id = self.apply_cached(hit, created_by)?;
-            self.advance(&key, diff_id.as_ref());
             return Ok(());
         }
         let (upper, work, state) = (run_dir.join("upper"), run_dir.join("work"), run_dir.join("state"));
@@ -942,12 +945,7 @@ impl<'a> StageBuilder<'a> {
                 &dest_abs,
                 &modifiers,
             ]);
-            if !self.no_cache
-                && let Some(hit) = self.cache_get(&key)
-            {
-                self.sh.progress.event(&Event::Cached { step });
-                let diff_id = self.apply_cached(hit, created_by)?;
-                self.advance(&key, diff_id.as_ref());
+            if self.reuse_cached(&key, step, &created_by)? {
                 return Ok(());
             }
             let dir = self.store.tmp().path("from");
@@ -965,12 +963,7 @@ impl<'a> StageBuilder<'a> {
         // Context files (the build's own or a named directory's) are hashed incrementally.
         let checksum = selection.checksum_with(&self.sh.file_hashes)?;
         let key = cache::key(&[&self.state.cache_key, keyword, &checksum, &dest_abs, &modifiers]);
-        if !self.no_cache
-            && let Some(hit) = self.cache_get(&key)
-        {
-            self.sh.progress.event(&Event::Cached { step });
-            let diff_id = self.apply_cached(hit, created_by)?;
-            self.advance(&key, diff_id.as_ref());
+        if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
         let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod)?;

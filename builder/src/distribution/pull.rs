@@ -1,6 +1,6 @@
 //! Pulling an image into the store.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rbuild_registry::platform::{self, Platform};
 use rbuild_registry::{Client, Reference, RegistryError};
@@ -82,45 +82,24 @@ pub fn pull(store: &Store, client: &Client, reference: &Reference) -> Result<Pul
     }
     let present = blobs.iter().filter(|(d, _)| store.has_blob(d)).count();
     let missing: Vec<&(Digest, Option<u64>)> = blobs.iter().filter(|(d, _)| !store.has_blob(d)).collect();
-    let next = AtomicUsize::new(0);
     let bytes = AtomicU64::new(0);
-    let workers = client.settings().max_concurrent_downloads.clamp(1, 16).min(missing.len().max(1));
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some((digest, size)) = missing.get(i) else { return Ok(()) };
-                        let mut w = store.blob_writer()?;
-                        let n = client
-                            .fetch_blob(&reference.registry, &reference.repository, digest.as_str(), *size, &mut w)
-                            .map_err(registry_error)?;
-                        let (stored, _) = w.commit()?;
-                        if &stored != digest {
-                            return Err(Error::ContentMismatch {
-                                what: format!("blob {digest} of {what}"),
-                                expected: digest.to_string(),
-                                actual: stored.to_string(),
-                            });
-                        }
-                        bytes.fetch_add(n, Ordering::Relaxed);
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::Malformed { what: "pull".into(), reason: "a download thread panicked".into() })
-                })
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
+    let workers = client.settings().max_concurrent_downloads.clamp(1, 16);
+    super::for_each_bounded(&missing, workers, |(digest, size)| {
+        let mut w = store.blob_writer()?;
+        let n = client
+            .fetch_blob(&reference.registry, &reference.repository, digest.as_str(), *size, &mut w)
+            .map_err(registry_error)?;
+        let (stored, _) = w.commit()?;
+        if &stored != digest {
+            return Err(Error::ContentMismatch {
+                what: format!("blob {digest} of {what}"),
+                expected: digest.to_string(),
+                actual: stored.to_string(),
+            });
+        }
+        bytes.fetch_add(n, Ordering::Relaxed);
+        Ok(())
+    })?;
     let manifest_digest = store.put_blob_bytes(&m.bytes)?;
     for (d, _) in &blobs {
         sources::record(store, d, &reference.registry, &reference.repository);

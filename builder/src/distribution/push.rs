@@ -45,32 +45,7 @@ pub fn push_artifact(
     let mut blobs = blobs.to_vec();
     blobs.dedup();
     let (uploaded, mounted, present) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
-    let next = AtomicUsize::new(0);
-    let workers = 3.min(blobs.len()).max(1);
-    let results: Vec<Result<()>> = std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                scope.spawn(|| -> Result<()> {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::SeqCst);
-                        let Some(d) = blobs.get(i) else { return Ok(()) };
-                        push_blob(store, client, d, dest, &uploaded, &mounted, &present)?;
-                    }
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::Malformed { what: "push".into(), reason: "an upload thread panicked".into() })
-                })
-            })
-            .collect()
-    });
-    for r in results {
-        r?;
-    }
+    super::for_each_bounded(&blobs, 3, |d| push_blob(store, client, d, dest, &uploaded, &mounted, &present))?;
     let reference = dest.tag.clone().or_else(|| dest.digest.clone()).unwrap_or_else(|| "latest".into());
     let manifest_digest = client
         .put_manifest(&dest.registry, &dest.repository, &reference, media_type, manifest_bytes)

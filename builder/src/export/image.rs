@@ -75,17 +75,8 @@ fn field_digest(v: &Value, what: &str) -> Result<Digest> {
 }
 
 /// The host's OCI architecture name.
-pub fn host_architecture() -> &'static str {
-    match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "arm" => "arm",
-        "powerpc64" => "ppc64le",
-        "s390x" => "s390x",
-        "riscv64" => "riscv64",
-        other => other,
-    }
+pub fn host_architecture() -> String {
+    rbuild_registry::platform::Platform::host().architecture
 }
 
 /// Load the image a manifest (or index) digest names; an index resolves to the host platform's manifest.
@@ -99,7 +90,7 @@ pub fn load_image(store: &Store, digest: &Digest) -> Result<LoadedImage> {
             .iter()
             .find(|m| {
                 m["platform"]["os"].as_str() == Some("linux")
-                    && m["platform"]["architecture"].as_str() == Some(host_architecture())
+                    && m["platform"]["architecture"].as_str() == Some(host_architecture().as_str())
             })
             .or_else(|| manifests.iter().find(|m| m["platform"].is_null()))
             .ok_or_else(|| malformed(&format!("index {digest}"), "no manifest for this platform"))?;
