@@ -106,13 +106,35 @@ fn find_stage(df: &Dockerfile, name: &str, before: usize) -> Option<usize> {
         .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
 }
 
-/// The ARGs declared before the first FROM, with build-arg overrides, in declaration order.
-fn global_args(
+/// BuildKit's predefined platform ARGs (this build's and its target's platform: both the host's), in the global
+/// scope; a stage sees one when it redeclares it (`ARG TARGETARCH`).
+pub fn platform_args() -> Vec<(String, String)> {
+    let p = rbuild_registry::platform::Platform::host();
+    let platform = p.to_string();
+    let variant = p.variant.clone().unwrap_or_default();
+    let mut out = Vec::new();
+    for side in ["BUILD", "TARGET"] {
+        out.push((format!("{side}PLATFORM"), platform.clone()));
+        out.push((format!("{side}OS"), p.os.clone()));
+        out.push((format!("{side}ARCH"), p.architecture.clone()));
+        out.push((format!("{side}VARIANT"), variant.clone()));
+    }
+    out
+}
+
+/// Build args that need no ARG: the proxy variables. RUN steps see them; they stay out of cache keys and history.
+pub fn is_proxy_arg(name: &str) -> bool {
+    matches!(name.to_ascii_uppercase().as_str(), "HTTP_PROXY" | "HTTPS_PROXY" | "FTP_PROXY" | "NO_PROXY" | "ALL_PROXY")
+}
+
+/// The ARGs of the global scope: the predefined platform args, then those declared before the first FROM (with
+/// build-arg overrides), in declaration order.
+pub(crate) fn global_args(
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
     fail: &dyn Fn(Span, String) -> Error,
 ) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = Vec::new();
+    let mut out: Vec<(String, String)> = platform_args();
     for ins in &df.meta_args {
         if let InstructionKind::Arg(decls) = &ins.kind {
             for d in decls {

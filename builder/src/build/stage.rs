@@ -129,24 +129,18 @@ impl<'a> StageBuilder<'a> {
         }
     }
 
-    /// The global ARGs (before the first FROM) with build-arg overrides.
+    /// The global ARGs (predefined and declared before the first FROM) with build-arg overrides.
     fn meta_args(&self) -> Result<Vec<(String, String)>> {
-        let mut out: Vec<(String, String)> = Vec::new();
-        for ins in &self.df.meta_args {
-            if let InstructionKind::Arg(decls) = &ins.kind {
-                for d in decls {
-                    let value = match (self.opts.build_args.get(&d.name), &d.default) {
-                        (Some(v), _) => Some(v.clone()),
-                        (None, Some(def)) => Some(self.expand_with(ins, def, &out)?),
-                        (None, None) => None,
-                    };
-                    if let Some(v) = value {
-                        out.push((d.name.clone(), v));
-                    }
-                }
-            }
-        }
-        Ok(out)
+        let fail = |span, message: String| -> Error {
+            crate::dockerfile::DockerfileError::new(
+                &self.opts.dockerfile_name,
+                &self.opts.dockerfile_text,
+                span,
+                message,
+            )
+            .into()
+        };
+        super::graph::global_args(self.df, &self.opts.build_args, &fail)
     }
 
     fn expand_with(&self, ins: &Instruction, word: &str, env: &[(String, String)]) -> Result<String> {
@@ -535,6 +529,45 @@ impl<'a> StageBuilder<'a> {
         self.path_meta(rel).is_some()
     }
 
+    /// A RUN's argv, with its heredocs as BuildKit runs them: a command that is only a heredoc is the script (run
+    /// by the shell, or, starting with `#!`, as a file of its own — returned as (mount path, content)); any other
+    /// command goes to the shell with its heredocs written out after it, for the shell to read.
+    fn run_argv(&self, ins: &Instruction, cmd: &CommandLine) -> Result<(Vec<String>, Option<(String, String)>)> {
+        if cmd.heredocs.is_empty() {
+            return Ok((self.argv(cmd), None));
+        }
+        if !cmd.prepend_shell {
+            return Err(self.fail(ins, "heredocs need the shell form of RUN"));
+        }
+        let text = cmd.args.join(" ");
+        let only_heredoc = cmd.heredocs.len() == 1 && {
+            let t = text.trim();
+            t.starts_with("<<") && !t.contains(char::is_whitespace)
+        };
+        let shell = self.argv(&CommandLine { args: Vec::new(), prepend_shell: true, heredocs: Vec::new() });
+        if only_heredoc {
+            let doc = &cmd.heredocs[0];
+            let content =
+                if doc.chomp { crate::dockerfile::chomp_heredoc_content(&doc.content) } else { doc.content.clone() };
+            if content.starts_with("#!") {
+                let target = format!("/dev/pipes/{}", doc.name.replace('/', "_"));
+                return Ok((vec![target.clone()], Some((target, content))));
+            }
+            let mut argv = shell;
+            argv.push(content);
+            return Ok((argv, None));
+        }
+        let mut script = text;
+        for doc in &cmd.heredocs {
+            script.push('\n');
+            script.push_str(&doc.content);
+            script.push_str(&doc.name);
+        }
+        let mut argv = shell;
+        argv.push(script);
+        Ok((argv, None))
+    }
+
     /// The argv of a command line: exec form as is, shell form through the stage's SHELL.
     fn argv(&self, c: &CommandLine) -> Vec<String> {
         if !c.prepend_shell {
@@ -641,10 +674,7 @@ impl<'a> StageBuilder<'a> {
         start: Instant,
     ) -> Result<()> {
         let cmd = &run.command;
-        if !cmd.heredocs.is_empty() {
-            return Err(self.fail(ins, "RUN with heredocs is not supported yet"));
-        }
-        let argv = self.argv(cmd);
+        let (argv, script) = self.run_argv(ins, cmd)?;
         let created_by = self.run_created_by(cmd, &argv);
         let network = match run.network.as_deref() {
             None | Some("default") => self.opts.network,
@@ -701,7 +731,14 @@ impl<'a> StageBuilder<'a> {
             user.as_deref().unwrap_or(""),
             &mount_keys.join("\n"),
             &format!("{network:?}"),
+            script.as_ref().map_or("", |(_, content)| content.as_str()),
         ]);
+        // Proxy build args reach the step without an ARG, and stay out of its cache key.
+        for (k, v) in self.opts.build_args.iter().filter(|(k, _)| super::graph::is_proxy_arg(k)) {
+            if !env.iter().any(|e| e.split('=').next() == Some(k.as_str())) {
+                env.push(format!("{k}={v}"));
+            }
+        }
         let cleanup = |me: &Self, dirs: &[PathBuf]| {
             for d in dirs {
                 let _ = crate::store::remove_path(d);
@@ -724,6 +761,14 @@ impl<'a> StageBuilder<'a> {
         }
         let mut prepared = crate::run_mounts::prepare(self.store, &mounts, &run_dir.join("scratch"))?;
         env.extend(prepared.env.iter().cloned());
+        if let Some((target, content)) = &script {
+            // A heredoc script with a shebang runs as a file of its own, as in BuildKit.
+            let file = run_dir.join("heredoc-script");
+            fs::write(&file, content).map_err(Error::io("write", &file))?;
+            fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(Error::io("chmod", &file))?;
+            prepared.mounts.push(rbuild_runtime::Mount::Bind { source: file, target: target.clone(), read_only: true });
+        }
         let mut lowers = self.state.snapshots.clone();
         lowers.reverse();
         let rootfs = if lowers.is_empty() {
@@ -888,11 +933,13 @@ impl<'a> StageBuilder<'a> {
         if is_add && c.sources.iter().any(|s| s.contains("://") || s.starts_with("git@")) {
             return Err(self.fail(ins, "ADD from URLs and git repositories is not supported yet"));
         }
-        if !c.inline_sources.is_empty() || c.parents || !c.excludes.is_empty() || c.link {
-            return Err(self
-                .fail(ins, &format!("{keyword} with heredocs, --parents, --exclude or --link is not supported yet")));
+        if c.parents || !c.excludes.is_empty() || c.link {
+            return Err(self.fail(ins, &format!("{keyword} with --parents, --exclude or --link is not supported yet")));
         }
         let sources: Vec<String> = c.sources.iter().map(|s| self.expand(ins, s)).collect::<Result<_>>()?;
+        if !c.inline_sources.is_empty() {
+            return self.copy_inline(ins, c, keyword, step, start);
+        }
         let dest = self.expand(ins, &c.dest)?;
         let workdir = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/").to_string();
         let dest_abs =
@@ -968,6 +1015,83 @@ impl<'a> StageBuilder<'a> {
         }
         let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod)?;
         self.finish_copy(&key, layer, created_by, step, start)
+    }
+
+    /// COPY/ADD of heredocs: each becomes a file named by its delimiter (variables expanded unless the delimiter
+    /// was quoted), copied like context files (mode 0644, owner root unless --chown).
+    fn copy_inline(
+        &mut self,
+        ins: &Instruction,
+        c: &CopySpec,
+        keyword: &str,
+        step: usize,
+        start: Instant,
+    ) -> Result<()> {
+        let dir = self.store.tmp().path("heredocs");
+        fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        let outcome = (|| -> Result<()> {
+            let mut names = Vec::new();
+            for src in &c.inline_sources {
+                let data = if src.expand { self.expand_text(ins, &src.data)? } else { src.data.clone() };
+                let file = dir.join(src.path.replace('/', "_"));
+                fs::write(&file, data).map_err(Error::io("write", &file))?;
+                fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+                    .map_err(Error::io("chmod", &file))?;
+                names.push(src.path.replace('/', "_"));
+            }
+            let dest = self.expand(ins, &c.dest)?;
+            let workdir = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/").to_string();
+            let mut dest_abs =
+                if dest.starts_with('/') { dest.clone() } else { format!("{}/{dest}", workdir.trim_end_matches('/')) };
+            if (names.len() > 1 || dest.ends_with('/') || dest == ".") && !dest_abs.ends_with('/') {
+                dest_abs.push('/');
+            }
+            let owner = match &c.chown {
+                Some(o) => Some(self.numeric_owner(ins, o)?),
+                None => None,
+            };
+            let selection = copy::select(&dir, &IgnoreMatcher::default(), &names)?;
+            let checksum = selection.checksum()?;
+            let created_by = format!(
+                "{keyword} {} {dest} # rbuild",
+                names.iter().map(|n| format!("<<{n}")).collect::<Vec<_>>().join(" ")
+            );
+            let key =
+                cache::key(&[&self.state.cache_key, keyword, "heredoc", &checksum, &dest_abs, &format!("{owner:?}")]);
+            if self.reuse_cached(&key, step, &created_by)? {
+                return Ok(());
+            }
+            let layer = self.commit_copy(ins, &selection, &dest_abs, owner, None)?;
+            self.finish_copy(&key, layer, created_by, step, start)
+        })();
+        let _ = crate::store::remove_path(&dir);
+        outcome
+    }
+
+    /// Expand variables in a heredoc's text (its lines, as the shell would in an unquoted heredoc).
+    fn expand_text(&self, ins: &Instruction, text: &str) -> Result<String> {
+        let mut out = String::new();
+        for line in text.split_inclusive('\n') {
+            let (body, nl) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
+            // Quotes are text in a heredoc, not shell quoting: escape them so the word expansion keeps them.
+            let e = self.df.escape;
+            let body =
+                body.replace(e, &format!("{e}{e}")).replace('"', &format!("{e}\"")).replace('\'', &format!("{e}'"));
+            let body = body.replace(&format!("{e}{e}$"), &format!("{e}$"));
+            out.push_str(&self.expand(ins, &body)?);
+            out.push_str(nl);
+        }
+        Ok(out)
+    }
+
+    /// `--chown=UID[:GID]` (numeric).
+    fn numeric_owner(&self, ins: &Instruction, o: &str) -> Result<(u32, u32)> {
+        let o = self.expand(ins, o)?;
+        let (u, g) = o.split_once(':').unwrap_or((&o, &o));
+        match (u.parse::<u32>(), g.parse::<u32>()) {
+            (Ok(u), Ok(g)) => Ok((u, g)),
+            _ => Err(self.fail(ins, &format!("--chown={o}: only numeric uid:gid is supported yet"))),
+        }
     }
 
     /// Copy a selection into a new layer directory and commit it.

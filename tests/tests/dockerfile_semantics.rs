@@ -1,0 +1,62 @@
+//! Dockerfile semantics beyond the engine's core (the start of the conformance work): predefined platform ARGs,
+//! proxy build args, RUN and COPY heredocs. Built with the real binary as root and as the unprivileged user.
+
+use rbuild_tests::build_fixture::{builders, counts};
+
+#[test]
+fn platform_args_are_predefined_and_proxy_args_need_no_arg() {
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    for b in builders() {
+        let ctx = b.context(
+            "platform",
+            &[(
+                "Dockerfile",
+                "FROM busybox AS base-amd64\nRUN echo amd64 > /which\nFROM busybox AS base-arm64\nRUN echo arm64 > /which\n\
+                 FROM base-${TARGETARCH}\nARG TARGETPLATFORM\nARG TARGETARCH\nARG BUILDOS\n\
+                 RUN echo $TARGETPLATFORM $TARGETARCH $BUILDOS > /platform; echo \"proxy=$HTTP_PROXY\" > /proxy\n",
+            )],
+        );
+        let (ok, _, err) = b.build(&ctx, "plat", &["--build-arg", "HTTP_PROXY=http://proxy.invalid:3128"]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            b.run("plat", &["cat", "/which", "/platform", "/proxy"]),
+            format!("{arch}\nlinux/{arch} {arch} linux\nproxy=http://proxy.invalid:3128\n")
+        );
+        // The proxy is in no history entry, and another proxy value does not invalidate the cache.
+        let v: serde_json::Value = serde_json::from_slice(&b.rb(&["inspect", "plat"]).stdout).unwrap();
+        assert!(!v["Config"]["history"].to_string().contains("proxy.invalid"), "{}", v["Config"]["history"]);
+        let (ok, _, err) = b.build(&ctx, "plat", &["--build-arg", "HTTP_PROXY=http://other.invalid:1"]);
+        assert!(ok && counts(&err).0 == 0, "{err}");
+        b.assert_clean();
+    }
+}
+
+#[test]
+fn run_and_copy_heredocs() {
+    for b in builders() {
+        let dockerfile = "FROM busybox\nARG NAME=world\n\
+            RUN <<EOF\necho \"hello $NAME\" > /simple\necho second line >> /simple\nEOF\n\
+            RUN <<EOF\n#!/bin/sh\necho \"from a script: $0\" > /script\nEOF\n\
+            RUN cat <<-ONE > /chomped && cat <<'TWO' > /quoted\n\tindented $NAME\n\tONE\nkept $NAME\nTWO\n\
+            COPY <<EOF /etc/greeting\nhi $NAME, \"quoted\" 'single'\nEOF\n\
+            COPY <<'RAW' <<OTHER /files/\nraw $NAME\nRAW\nother $NAME\nOTHER\n";
+        let ctx = b.context("heredocs", &[("Dockerfile", dockerfile)]);
+        let (ok, _, err) = b.build(&ctx, "hd", &[]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            b.run(
+                "hd",
+                &["cat", "/simple", "/script", "/chomped", "/quoted", "/etc/greeting", "/files/RAW", "/files/OTHER"]
+            ),
+            "hello world\nsecond line\nfrom a script: /dev/pipes/EOF\nindented world\nkept $NAME\n\
+             hi world, \"quoted\" 'single'\nraw $NAME\nother world\n"
+        );
+        let (ok, _, err) = b.build(&ctx, "hd", &[]);
+        assert!(ok && counts(&err) == (0, 5), "{err}");
+        b.assert_clean();
+    }
+}
