@@ -30,6 +30,9 @@ use crate::snapshotter::merge_snapshots;
 use crate::store::{Store, TreeOps};
 use crate::userns_tree_ops::tree_ops_for;
 
+/// A heredoc script run as a file: where it is mounted in the step, and its content.
+type HeredocScript = (String, String);
+
 /// A built stage: its layers (with their snapshots, bottom first), config and cache key.
 #[derive(Debug, Clone)]
 pub struct StageResult {
@@ -532,7 +535,7 @@ impl<'a> StageBuilder<'a> {
     /// A RUN's argv, with its heredocs as BuildKit runs them: a command that is only a heredoc is the script (run
     /// by the shell, or, starting with `#!`, as a file of its own — returned as (mount path, content)); any other
     /// command goes to the shell with its heredocs written out after it, for the shell to read.
-    fn run_argv(&self, ins: &Instruction, cmd: &CommandLine) -> Result<(Vec<String>, Option<(String, String)>)> {
+    fn run_argv(&self, ins: &Instruction, cmd: &CommandLine) -> Result<(Vec<String>, Option<HeredocScript>)> {
         if cmd.heredocs.is_empty() {
             return Ok((self.argv(cmd), None));
         }
