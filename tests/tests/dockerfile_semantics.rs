@@ -60,3 +60,38 @@ fn run_and_copy_heredocs() {
         b.assert_clean();
     }
 }
+
+#[test]
+fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
+    for b in builders() {
+        let parent = b.context(
+            "onbuild-parent",
+            &[("Dockerfile", "FROM busybox\nONBUILD RUN echo triggered > /t\nONBUILD COPY f.txt /f\n")],
+        );
+        let (ok, _, err) = b.build(&parent, "parent:1", &[]);
+        assert!(ok, "{err}");
+        let child = b.context(
+            "onbuild-child",
+            &[("Dockerfile", "FROM parent:1\nRUN cat /t /f > /both\n"), ("f.txt", "from the child's context\n")],
+        );
+        let (ok, _, err) = b.build(&child, "child:1", &[]);
+        assert!(ok, "{err}");
+        assert_eq!(b.run("child:1", &["cat", "/both"]), "triggered\nfrom the child's context\n");
+        let v: serde_json::Value = serde_json::from_slice(&b.rb(&["inspect", "child:1"]).stdout).unwrap();
+        assert!(v["Config"]["config"]["OnBuild"].is_null(), "{}", v["Config"]["config"]);
+        // Within one Dockerfile too: FROM a stage that has triggers.
+        let ctx = b.context(
+            "onbuild-stage",
+            &[("Dockerfile", "FROM busybox AS base\nONBUILD RUN echo in-stage > /s\nFROM base\nRUN cat /s\n")],
+        );
+        let (ok, _, err) = b.build(&ctx, "s", &[]);
+        assert!(ok && err.contains("in-stage"), "{err}");
+        // A trigger that fails names the FROM line.
+        let bad = b.context("onbuild-bad-parent", &[("Dockerfile", "FROM busybox\nONBUILD RUN exit 7\n")]);
+        assert!(b.build(&bad, "badparent:1", &[]).0);
+        let ctx = b.context("onbuild-bad", &[("Dockerfile", "# a comment\nFROM badparent:1\n")]);
+        let (ok, _, err) = b.build(&ctx, "x", &[]);
+        assert!(!ok && err.contains("Dockerfile:2") && err.contains("exit code 7"), "{err}");
+        b.assert_clean();
+    }
+}

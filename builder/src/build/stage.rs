@@ -221,6 +221,7 @@ impl<'a> StageBuilder<'a> {
         self.state = self.resolve_source_image(&base, &base_ins).map_err(|e| self.step_failed(step, e))?;
         self.done(step, start);
         self.meta = meta;
+        self.run_onbuild_triggers(&base_ins)?;
         for ins in &stage.instructions {
             if self.sh.cancel.load(Ordering::SeqCst) {
                 return Err(Error::Cancelled);
@@ -321,6 +322,34 @@ impl<'a> StageBuilder<'a> {
         Ok(true)
     }
 
+    /// The base image's ONBUILD triggers run first, in order, as if they followed FROM; the new image does not
+    /// keep them (as in Docker and BuildKit).
+    fn run_onbuild_triggers(&mut self, from: &Instruction) -> Result<()> {
+        let triggers: Vec<String> = self.state.config["config"]["OnBuild"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        if triggers.is_empty() {
+            return Ok(());
+        }
+        self.state.config["config"]["OnBuild"] = Value::Null;
+        let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+        let parsed = crate::dockerfile::load("ONBUILD", &text)
+            .map_err(|e| self.fail(from, &format!("the base image's ONBUILD triggers do not parse: {e}")))?;
+        for mut ins in parsed.stages.into_iter().flat_map(|s| s.instructions) {
+            if let InstructionKind::Copy(c) | InstructionKind::Add(c) = &ins.kind
+                && c.from.is_some()
+            {
+                return Err(self.fail(from, "an ONBUILD trigger with COPY --from is not supported yet"));
+            }
+            // Errors point at the FROM line that brought the trigger in.
+            ins.span = from.span;
+            ins.original = format!("ONBUILD {}", ins.original.trim());
+            self.instruction(&ins)?;
+        }
+        Ok(())
+    }
+
     /// A cache lookup, remembered (with its result) for `--cache-to`.
     fn cache_get(&self, key: &str) -> Option<cache::Cached> {
         let hit = cache::get(self.store, key)?;
@@ -354,13 +383,19 @@ impl<'a> StageBuilder<'a> {
     }
 
     fn instruction(&mut self, ins: &Instruction) -> Result<()> {
+        // An instruction of the stage has its op in the graph; an ONBUILD trigger (not in the file) reads nothing
+        // but the stage and the context.
         let op = self
             .node
             .ops
             .iter()
             .find(|o| std::ptr::eq(&self.df.stages[self.index].instructions[o.instruction], ins))
             .cloned()
-            .ok_or_else(|| self.fail(ins, "instruction missing from the build graph"))?;
+            .unwrap_or(super::graph::Op {
+                kind: super::graph::OpKind::Config,
+                instruction: usize::MAX,
+                reads: Vec::new(),
+            });
         match &ins.kind {
             InstructionKind::Run(run) => return self.run_step(ins, run, &op.reads),
             InstructionKind::Copy(c) => return self.copy_step(ins, c, false, op.reads.first()),
