@@ -95,3 +95,53 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
         b.assert_clean();
     }
 }
+
+#[test]
+fn copy_exclude_link_named_chown_and_symbolic_chmod() {
+    for b in builders() {
+        let ctx = b.context(
+            "copyflags",
+            &[
+                (
+                    "Dockerfile",
+                    "FROM busybox\n\
+                     COPY --exclude=*.log --exclude=tmp src/ /app/\n\
+                     COPY --chown=user:nogroup --chmod=u+x,go-r src/run.sh /bin/run-user.sh\n\
+                     COPY --chown=nobody --chmod=0640 src/a.txt /owned-by-nobody\n\
+                     COPY --link src/a.txt /linked/\n\
+                     RUN stat -c '%U:%G %a' /bin/run-user.sh /owned-by-nobody > /modes; ls -A /app > /app-list\n",
+                ),
+                ("src/a.txt", "a\n"),
+                ("src/run.sh", "#!/bin/sh\necho run\n"),
+                ("src/debug.log", "log\n"),
+                ("src/tmp/x", "x\n"),
+            ],
+        );
+        let (ok, _, err) = b.build(&ctx, "flags", &[]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            b.run("flags", &["cat", "/modes", "/app-list", "/linked/a.txt"]),
+            "user:nogroup 700\nnobody:nogroup 640\na.txt\nrun.sh\na\n",
+        );
+        // A name the image does not know is a clear error on that line.
+        let ctx = b.context("chown-bad", &[("Dockerfile", "FROM busybox\nCOPY --chown=nosuchuser Dockerfile /\n")]);
+        let (ok, _, err) = b.build(&ctx, "x", &[]);
+        assert!(
+            !ok && err.contains("Dockerfile:2") && err.contains("no \"nosuchuser\" in the image's /etc/passwd"),
+            "{err}"
+        );
+        // --link: a change below the linked COPY leaves its record valid.
+        let ctx = b.context(
+            "link",
+            &[
+                ("Dockerfile", "FROM busybox\nARG V=1\nRUN echo $V > /v\nCOPY --link big.txt /big.txt\n"),
+                ("big.txt", "big\n"),
+            ],
+        );
+        assert!(b.build(&ctx, "l", &[]).0);
+        let (ok, _, err) = b.build(&ctx, "l", &["--build-arg", "V=2"]);
+        assert!(ok && counts(&err) == (1, 1), "only the RUN re-runs: {err}");
+        assert_eq!(b.run("l", &["cat", "/v", "/big.txt"]), "2\nbig\n");
+        b.assert_clean();
+    }
+}

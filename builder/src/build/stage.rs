@@ -660,12 +660,17 @@ impl<'a> StageBuilder<'a> {
         Ok(diff_id)
     }
 
-    /// Export a layer directory (an overlay upper or a COPY tree) and make it the layer's snapshot.
+    /// Export a layer directory (an overlay upper or a COPY tree) and make it the layer's snapshot. A tree rbuild
+    /// wrote itself cannot become the snapshot as it is under subordinate ids (its owners are only recorded, not
+    /// real): the snapshot is then unpacked from the layer inside the user namespace.
     fn commit_dir(
         &self,
         dir: &Path,
         entries: Vec<crate::layer::TreeEntry>,
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
+        let usable_as_snapshot = dir.ends_with("upper")
+            || rustix::process::geteuid().is_root()
+            || !matches!(self.opts.userns, UsernsMode::Subuid { .. });
         if entries.is_empty() {
             self.ops.remove(dir)?;
             return Ok(None);
@@ -677,7 +682,7 @@ impl<'a> StageBuilder<'a> {
         };
         let layer = LayerRef { digest: info.digest.clone(), size: info.size, media_type: media_type.to_string() };
         let snap = self.store.snapshot_path(&info.diff_id);
-        if snap.exists() || fs::rename(dir, &snap).is_err() {
+        if !usable_as_snapshot || snap.exists() || fs::rename(dir, &snap).is_err() {
             self.ops.remove(dir)?;
         }
         let snap = self.store.ensure_snapshot(self.ops.as_ref(), &info.diff_id, &info.digest)?;
@@ -971,9 +976,15 @@ impl<'a> StageBuilder<'a> {
         if is_add && c.sources.iter().any(|s| s.contains("://") || s.starts_with("git@")) {
             return Err(self.fail(ins, "ADD from URLs and git repositories is not supported yet"));
         }
-        if c.parents || !c.excludes.is_empty() || c.link {
-            return Err(self.fail(ins, &format!("{keyword} with --parents, --exclude or --link is not supported yet")));
+        if c.parents {
+            return Err(self.fail(ins, &format!("{keyword} --parents is not supported yet")));
         }
+        let excludes: Vec<String> = c.excludes.iter().map(|e| self.expand(ins, e)).collect::<Result<_>>()?;
+        let excluded = IgnoreMatcher::from_patterns(&excludes).map_err(|e| self.fail(ins, &e.to_string()))?;
+        // --link: the layer does not depend on the stage below it (its cache record neither), and the
+        // destination is not looked up in it.
+        let parent_key = self.state.cache_key.clone();
+        let base_key = if c.link { "link".to_string() } else { parent_key.clone() };
         let sources: Vec<String> = c.sources.iter().map(|s| self.expand(ins, s)).collect::<Result<_>>()?;
         if !c.inline_sources.is_empty() {
             return self.copy_inline(ins, c, keyword, step, start);
@@ -986,28 +997,23 @@ impl<'a> StageBuilder<'a> {
         let into_dir = dest.ends_with('/')
             || dest == "."
             || dest.ends_with("/.")
-            || self.path_meta(&clean_path(dest_abs.trim_start_matches('/'))).is_some_and(|m| m.is_dir());
+            || (!c.link && self.path_meta(&clean_path(dest_abs.trim_start_matches('/'))).is_some_and(|m| m.is_dir()));
         let dest_abs = if into_dir && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
         let owner = match &c.chown {
             None => None,
-            Some(o) => {
-                let o = self.expand(ins, o)?;
-                let (u, g) = o.split_once(':').unwrap_or((&o, &o));
-                match (u.parse::<u32>(), g.parse::<u32>()) {
-                    (Ok(u), Ok(g)) => Some((u, g)),
-                    _ => return Err(self.fail(ins, &format!("--chown={o}: only numeric uid:gid is supported yet"))),
-                }
-            }
+            Some(o) => Some(self.resolve_owner(ins, o)?),
         };
         let chmod = match &c.chmod {
             None => None,
-            Some(m) => Some(
-                u32::from_str_radix(&self.expand(ins, m)?, 8)
-                    .map_err(|_| self.fail(ins, "--chmod: only octal modes are supported yet"))?,
-            ),
+            Some(m) => {
+                let m = self.expand(ins, m)?;
+                Some(copy::ModeSpec::parse(&m).ok_or_else(|| {
+                    self.fail(ins, &format!("--chmod={m}: expected an octal mode (0755) or a symbolic one (u+x,go-w)"))
+                })?)
+            }
         };
         let created_by = format!("{keyword} {} {dest} # rbuild", sources.join(" "));
-        let modifiers = format!("{owner:?}{chmod:?}");
+        let modifiers = format!("{owner:?}{chmod:?}{excludes:?}");
         // From a stage or an image, the source's key stands for its files (it follows their content), so a
         // cache hit needs no file read. From the context (or a named directory), the selected files' checksum.
         let image_source = match from {
@@ -1021,38 +1027,77 @@ impl<'a> StageBuilder<'a> {
         };
         if let Some(src) = &image_source {
             let sources_json = serde_json::to_string(&sources).unwrap_or_default();
-            let key = cache::key(&[
-                &self.state.cache_key,
-                keyword,
-                "from",
-                &src.cache_key,
-                &sources_json,
-                &dest_abs,
-                &modifiers,
-            ]);
-            if self.reuse_cached(&key, step, &created_by)? {
-                return Ok(());
+            let key = cache::key(&[&base_key, keyword, "from", &src.cache_key, &sources_json, &dest_abs, &modifiers]);
+            if !self.reuse_cached(&key, step, &created_by)? {
+                let dir = self.store.tmp().path("from");
+                merge_snapshots(&src.snapshots, &dir)?;
+                let outcome = copy::select_excluding(&dir, &IgnoreMatcher::default(), &excluded, &sources)
+                    .map_err(|e| self.fail(ins, &format!("{e} (in {})", describe(from))))
+                    .and_then(|selection| self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref()));
+                let _ = crate::store::remove_path(&dir);
+                self.finish_copy(&key, outcome?, created_by, step, start)?;
             }
-            let dir = self.store.tmp().path("from");
-            merge_snapshots(&src.snapshots, &dir)?;
-            let outcome = copy::select(&dir, &IgnoreMatcher::default(), &sources)
-                .map_err(|e| self.fail(ins, &format!("{e} (in {})", describe(from))))
-                .and_then(|selection| self.commit_copy(ins, &selection, &dest_abs, owner, chmod));
-            let _ = crate::store::remove_path(&dir);
-            return self.finish_copy(&key, outcome?, created_by, step, start);
+            self.chain_linked(c.link, &parent_key);
+            return Ok(());
         }
         let (root, _, _) = self.source_root(ins, from)?;
         let ignore = if from.is_none() { self.ignore.clone() } else { IgnoreMatcher::default() };
-        let selection = copy::select(&root, &ignore, &sources)
+        let selection = copy::select_excluding(&root, &ignore, &excluded, &sources)
             .map_err(|e| self.fail(ins, &format!("{e} (in {})", describe(from))))?;
         // Context files (the build's own or a named directory's) are hashed incrementally.
         let checksum = selection.checksum_with(&self.sh.file_hashes)?;
-        let key = cache::key(&[&self.state.cache_key, keyword, &checksum, &dest_abs, &modifiers]);
-        if self.reuse_cached(&key, step, &created_by)? {
-            return Ok(());
+        let key = cache::key(&[&base_key, keyword, &checksum, &dest_abs, &modifiers]);
+        if !self.reuse_cached(&key, step, &created_by)? {
+            let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref())?;
+            self.finish_copy(&key, layer, created_by, step, start)?;
         }
-        let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod)?;
-        self.finish_copy(&key, layer, created_by, step, start)
+        self.chain_linked(c.link, &parent_key);
+        Ok(())
+    }
+
+    /// After a `--link` copy, whose record does not depend on the stage below, the stage's key still chains:
+    /// what follows depends on both.
+    fn chain_linked(&mut self, link: bool, parent_key: &str) {
+        if link {
+            self.state.cache_key = cache::key(&[parent_key, "linked", &self.state.cache_key]);
+        }
+    }
+
+    /// `--chown=USER[:GROUP]`: names are looked up in the stage's own /etc/passwd and /etc/group; a user alone
+    /// gives the group of the same number (as Docker documents).
+    fn resolve_owner(&self, ins: &Instruction, spec: &str) -> Result<(u32, u32)> {
+        let spec = self.expand(ins, spec)?;
+        let (user, group) = match spec.split_once(':') {
+            Some((u, g)) => (u.to_string(), Some(g.to_string())),
+            None => (spec.clone(), None),
+        };
+        let lookup = |file: &str, name: &str, field: usize| -> Result<u32> {
+            if let Ok(n) = name.parse::<u32>() {
+                return Ok(n);
+            }
+            let text = self.read_stage_file(file).unwrap_or_default();
+            String::from_utf8_lossy(&text)
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.first() == Some(&name))
+                .and_then(|f| f.get(field).and_then(|v| v.parse().ok()))
+                .ok_or_else(|| self.fail(ins, &format!("--chown={spec}: no {name:?} in the image's /{file}")))
+        };
+        let uid = lookup("etc/passwd", &user, 2)?;
+        let gid = match group {
+            Some(g) => lookup("etc/group", &g, 2)?,
+            None => uid,
+        };
+        Ok((uid, gid))
+    }
+
+    /// A file of the stage's filesystem (the topmost snapshot that has it), following no symlinks.
+    fn read_stage_file(&self, rel: &str) -> Option<Vec<u8>> {
+        let meta = self.path_meta(rel)?;
+        if !meta.is_file() {
+            return None;
+        }
+        self.state.snapshots.iter().rev().map(|s| s.join(rel)).find(|p| p.is_file()).and_then(|p| fs::read(p).ok())
     }
 
     /// COPY/ADD of heredocs: each becomes a file named by its delimiter (variables expanded unless the delimiter
@@ -1085,7 +1130,7 @@ impl<'a> StageBuilder<'a> {
                 dest_abs.push('/');
             }
             let owner = match &c.chown {
-                Some(o) => Some(self.numeric_owner(ins, o)?),
+                Some(o) => Some(self.resolve_owner(ins, o)?),
                 None => None,
             };
             let selection = copy::select(&dir, &IgnoreMatcher::default(), &names)?;
@@ -1122,16 +1167,6 @@ impl<'a> StageBuilder<'a> {
         Ok(out)
     }
 
-    /// `--chown=UID[:GID]` (numeric).
-    fn numeric_owner(&self, ins: &Instruction, o: &str) -> Result<(u32, u32)> {
-        let o = self.expand(ins, o)?;
-        let (u, g) = o.split_once(':').unwrap_or((&o, &o));
-        match (u.parse::<u32>(), g.parse::<u32>()) {
-            (Ok(u), Ok(g)) => Ok((u, g)),
-            _ => Err(self.fail(ins, &format!("--chown={o}: only numeric uid:gid is supported yet"))),
-        }
-    }
-
     /// Copy a selection into a new layer directory and commit it.
     fn commit_copy(
         &self,
@@ -1139,7 +1174,7 @@ impl<'a> StageBuilder<'a> {
         selection: &copy::CopySelection,
         dest_abs: &str,
         owner: Option<(u32, u32)>,
-        chmod: Option<u32>,
+        chmod: Option<&copy::ModeSpec>,
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let layer_dir = self.store.tmp().path("copy");
         fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;

@@ -21,6 +21,8 @@ struct Selected {
     abs: PathBuf,
     /// Path relative to the context (for ignore checks and the checksum).
     rel: String,
+    /// What `--exclude` patterns are relative to: the source directory itself, or a file source's directory.
+    base: String,
 }
 
 fn has_glob(s: &str) -> bool {
@@ -28,7 +30,7 @@ fn has_glob(s: &str) -> bool {
 }
 
 /// Resolve one source pattern to context paths.
-fn resolve(context: &Path, ignore: &IgnoreMatcher, src: &str) -> Result<Vec<Selected>> {
+fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src: &str) -> Result<Vec<Selected>> {
     let cleaned = clean_path(src.trim_start_matches('/'));
     if cleaned == ".." || cleaned.starts_with("../") {
         return Err(Error::Malformed {
@@ -61,7 +63,16 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, src: &str) -> Result<Vec<Sele
     let found: Vec<Selected> = current
         .into_iter()
         .filter(|(_, rel)| rel.is_empty() || !ignore.is_excluded(rel))
-        .map(|(abs, rel)| Selected { abs, rel })
+        .filter_map(|(abs, rel)| {
+            if abs.is_dir() && fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
+                return Some(Selected { abs, base: rel.clone(), rel });
+            }
+            let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
+            if exclude.is_excluded(name) {
+                return None;
+            }
+            Some(Selected { abs, base: parent.to_string(), rel })
+        })
         .collect();
     if found.is_empty() {
         let reason = if has_glob(src) {
@@ -79,15 +90,27 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, src: &str) -> Result<Vec<Sele
 pub struct CopySelection {
     sources: Vec<Selected>,
     ignore: IgnoreMatcher,
+    /// `--exclude` patterns, relative to each source.
+    exclude: IgnoreMatcher,
 }
 
 /// Resolve the sources of a COPY.
 pub fn select(context: &Path, ignore: &IgnoreMatcher, sources: &[String]) -> Result<CopySelection> {
+    select_excluding(context, ignore, &IgnoreMatcher::default(), sources)
+}
+
+/// Resolve the sources of a COPY with `--exclude` patterns (matched relative to each source, as BuildKit does).
+pub fn select_excluding(
+    context: &Path,
+    ignore: &IgnoreMatcher,
+    exclude: &IgnoreMatcher,
+    sources: &[String],
+) -> Result<CopySelection> {
     let mut out = Vec::new();
     for s in sources {
-        out.extend(resolve(context, ignore, s)?);
+        out.extend(resolve(context, ignore, exclude, s)?);
     }
-    Ok(CopySelection { sources: out, ignore: ignore.clone() })
+    Ok(CopySelection { sources: out, ignore: ignore.clone(), exclude: exclude.clone() })
 }
 
 impl CopySelection {
@@ -100,12 +123,12 @@ impl CopySelection {
     pub fn checksum_with(&self, hashes: &FileHashes) -> Result<String> {
         let mut h = Sha256::new();
         for s in &self.sources {
-            self.hash_tree(&s.abs, &s.rel, &mut h, hashes)?;
+            self.hash_tree(&s.abs, &s.rel, &s.base, &mut h, hashes)?;
         }
         Ok(hex::encode(h.finalize()))
     }
 
-    fn hash_tree(&self, abs: &Path, rel: &str, h: &mut Sha256, hashes: &FileHashes) -> Result<()> {
+    fn hash_tree(&self, abs: &Path, rel: &str, base: &str, h: &mut Sha256, hashes: &FileHashes) -> Result<()> {
         let meta = fs::symlink_metadata(abs).map_err(Error::io("stat", abs))?;
         h.update(rel.as_bytes());
         h.update([0]);
@@ -118,8 +141,8 @@ impl CopySelection {
         } else if meta.is_file() {
             h.update(hashes.hash(abs, &meta)?.as_bytes());
         } else if meta.is_dir() {
-            for (child, child_rel) in self.visible_children(abs, rel)? {
-                self.hash_tree(&child, &child_rel, h, hashes)?;
+            for (child, child_rel) in self.visible_children(abs, rel, base)? {
+                self.hash_tree(&child, &child_rel, base, h, hashes)?;
             }
         }
         h.update([1]);
@@ -133,7 +156,7 @@ impl CopySelection {
         layer_root: &Path,
         dest: &str,
         owner: Option<(u32, u32)>,
-        chmod: Option<u32>,
+        chmod: Option<&ModeSpec>,
     ) -> Result<()> {
         let dest_is_dir = dest.ends_with('/') || self.sources.len() > 1 || self.sources.iter().any(|s| s.abs.is_dir());
         let dest_rel = clean_path(dest.trim_start_matches('/'));
@@ -145,7 +168,7 @@ impl CopySelection {
             let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
             if meta.is_dir() {
                 // A directory's contents, not the directory itself.
-                self.copy_dir_contents(&s.abs, &s.rel, &dest_path, owner, chmod)?;
+                self.copy_dir_contents(&s.abs, &s.rel, &s.base, &dest_path, owner, chmod)?;
             } else {
                 let name = s.abs.file_name().map(PathBuf::from).unwrap_or_default();
                 let target = if dest_is_dir { dest_path.join(name) } else { dest_path.clone() };
@@ -157,7 +180,7 @@ impl CopySelection {
 
     /// The children of `dir` that .dockerignore leaves visible, sorted by name, with their context-relative
     /// paths. Names need not be UTF-8: the path keeps the bytes, the relative path is for matching.
-    fn visible_children(&self, dir: &Path, rel: &str) -> Result<Vec<(PathBuf, String)>> {
+    fn visible_children(&self, dir: &Path, rel: &str, base: &str) -> Result<Vec<(PathBuf, String)>> {
         let mut names: Vec<std::ffi::OsString> =
             fs::read_dir(dir).map_err(Error::io("read", dir))?.flatten().map(|e| e.file_name()).collect();
         names.sort();
@@ -166,7 +189,10 @@ impl CopySelection {
             .filter_map(|n| {
                 let name = n.to_string_lossy();
                 let child_rel = if rel.is_empty() { name.into_owned() } else { format!("{rel}/{name}") };
-                (!self.ignore.is_excluded(&child_rel)).then(|| (dir.join(&n), child_rel))
+                let below_base = child_rel.strip_prefix(base).map_or(child_rel.as_str(), |r| r.trim_start_matches('/'));
+                let hidden = self.ignore.is_excluded(&child_rel)
+                    || (!self.exclude.is_empty() && self.exclude.is_excluded(below_base));
+                (!hidden).then(|| (dir.join(&n), child_rel))
             })
             .collect())
     }
@@ -175,16 +201,17 @@ impl CopySelection {
         &self,
         dir: &Path,
         rel: &str,
+        base: &str,
         to: &Path,
         owner: Option<(u32, u32)>,
-        chmod: Option<u32>,
+        chmod: Option<&ModeSpec>,
     ) -> Result<()> {
         fs::create_dir_all(to).map_err(Error::io("create", to))?;
-        for (from, child_rel) in self.visible_children(dir, rel)? {
+        for (from, child_rel) in self.visible_children(dir, rel, base)? {
             let target = to.join(from.file_name().unwrap_or_default());
             copy_entry(&from, &target, owner, chmod)?;
             if fs::symlink_metadata(&from).map_err(Error::io("stat", &from))?.is_dir() {
-                self.copy_dir_contents(&from, &child_rel, &target, owner, chmod)?;
+                self.copy_dir_contents(&from, &child_rel, base, &target, owner, chmod)?;
             }
         }
         Ok(())
@@ -200,7 +227,7 @@ fn make_dirs(root: &Path, dir: &Path) -> Result<()> {
 }
 
 /// Copy one file, symlink or directory (the directory itself, not its contents).
-fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>, chmod: Option<u32>) -> Result<()> {
+fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>, chmod: Option<&ModeSpec>) -> Result<()> {
     let meta = fs::symlink_metadata(from).map_err(Error::io("stat", from))?;
     if fs::symlink_metadata(to).is_ok_and(|m| !m.is_dir() || !meta.is_dir()) {
         crate::store::remove_path(to).map_err(Error::io("replace", to))?;
@@ -216,7 +243,10 @@ fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>, chmod: Option<u
     } else {
         return Ok(()); // devices, fifos and sockets in a context are not copied
     }
-    let mode = chmod.unwrap_or(meta.mode() & 0o7777);
+    let mode = match chmod {
+        Some(spec) => spec.apply(meta.mode() & 0o7777, meta.is_dir()),
+        None => meta.mode() & 0o7777,
+    };
     fs::set_permissions(to, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", to))?;
     let (uid, gid) = owner.unwrap_or((0, 0));
     if rustix::process::geteuid().is_root() {
@@ -231,4 +261,94 @@ fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>, chmod: Option<u
 
 fn filetime_of(meta: &fs::Metadata) -> std::time::SystemTime {
     meta.modified().unwrap_or(std::time::SystemTime::UNIX_EPOCH)
+}
+
+/// A `--chmod` value: octal (`0755`) or symbolic (`u+x,go=r`, as chmod(1) takes them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModeSpec {
+    Octal(u32),
+    Symbolic(Vec<(u32, char, String)>),
+}
+
+impl ModeSpec {
+    pub fn parse(s: &str) -> Option<ModeSpec> {
+        if !s.is_empty() && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            return u32::from_str_radix(s, 8).ok().filter(|m| *m <= 0o7777).map(ModeSpec::Octal);
+        }
+        let mut clauses = Vec::new();
+        for clause in s.split(',') {
+            let op_at = clause.find(['+', '-', '='])?;
+            let (who, rest) = clause.split_at(op_at);
+            let mut mask = 0;
+            for c in who.chars() {
+                mask |= match c {
+                    'u' => 0o4700,
+                    'g' => 0o2070,
+                    'o' => 0o0007,
+                    'a' => 0o6777,
+                    _ => return None,
+                };
+            }
+            if mask == 0 {
+                mask = 0o6777;
+            }
+            let op = rest.chars().next()?;
+            let perms = &rest[1..];
+            if !perms.chars().all(|c| "rwxXst".contains(c)) {
+                return None;
+            }
+            clauses.push((mask, op, perms.to_string()));
+        }
+        (!clauses.is_empty()).then_some(ModeSpec::Symbolic(clauses))
+    }
+
+    /// The mode a file (or directory) gets, from the mode it has.
+    pub fn apply(&self, mode: u32, is_dir: bool) -> u32 {
+        let clauses = match self {
+            ModeSpec::Octal(m) => return *m,
+            ModeSpec::Symbolic(c) => c,
+        };
+        let mut mode = mode & 0o7777;
+        for (who, op, perms) in clauses {
+            let mut bits = 0;
+            for p in perms.chars() {
+                bits |= match p {
+                    'r' => 0o444,
+                    'w' => 0o222,
+                    'x' => 0o111,
+                    'X' if is_dir || mode & 0o111 != 0 => 0o111,
+                    's' => 0o6000,
+                    't' => 0o1000,
+                    _ => 0,
+                };
+            }
+            let who = if *who == 0o6777 && perms.contains('t') { who | 0o1000 } else { *who };
+            let bits = bits & who;
+            match op {
+                '+' => mode |= bits,
+                '-' => mode &= !bits,
+                _ => mode = (mode & !who) | bits,
+            }
+        }
+        mode
+    }
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::ModeSpec;
+
+    #[test]
+    fn octal_and_symbolic_modes() {
+        let m = |s: &str| ModeSpec::parse(s).unwrap();
+        assert_eq!(m("0755").apply(0o644, false), 0o755);
+        assert_eq!(m("u+x").apply(0o644, false), 0o744);
+        assert_eq!(m("go-r").apply(0o644, false), 0o600);
+        assert_eq!(m("a=r").apply(0o755, false), 0o444);
+        assert_eq!(m("u=rwx,g=rx,o=").apply(0o600, false), 0o750);
+        assert_eq!(m("+X").apply(0o644, true), 0o755);
+        assert_eq!(m("+X").apply(0o644, false), 0o644);
+        assert_eq!(m("u+s").apply(0o755, false), 0o4755);
+        assert!(ModeSpec::parse("u*x").is_none() && ModeSpec::parse("9").is_none() && ModeSpec::parse("").is_none());
+    }
 }

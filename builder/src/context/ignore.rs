@@ -156,6 +156,13 @@ impl IgnoreMatcher {
         Ok(IgnoreMatcher { patterns })
     }
 
+    /// These patterns, then `more` (later patterns win, as in one file).
+    pub fn extended(&self, more: &IgnoreMatcher) -> IgnoreMatcher {
+        let mut patterns = self.patterns.clone();
+        patterns.extend(more.patterns.iter().cloned());
+        IgnoreMatcher { patterns }
+    }
+
     /// Build from patterns given directly (e.g. `COPY --exclude`): same syntax, `!` allowed.
     pub fn from_patterns<S: AsRef<str>>(list: &[S]) -> Result<Self, IgnoreError> {
         let text: Vec<&str> = list.iter().map(|s| s.as_ref()).collect();
