@@ -8,7 +8,7 @@ set -euo pipefail
 # debootstrap: the debian test image. ca-certificates, gzip, tar: the image scripts.
 # uidmap: newuidmap/newgidmap, for sandboxes that map subordinate ids. fuse-overlayfs: the snapshotter used
 # where the kernel refuses overlayfs.
-packages=(skopeo umoci docker.io uidmap fuse-overlayfs debootstrap ca-certificates gzip tar git curl python3 docker-registry apache2-utils openssl)
+packages=(skopeo umoci docker.io uidmap fuse-overlayfs debootstrap ca-certificates gzip tar git curl python3 docker-registry apache2-utils openssl bzip2 xz-utils zstd)
 test_user=rbuild-test
 
 missing=()

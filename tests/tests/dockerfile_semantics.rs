@@ -145,3 +145,38 @@ fn copy_exclude_link_named_chown_and_symbolic_chmod() {
         b.assert_clean();
     }
 }
+
+#[test]
+fn add_unpacks_local_archives_and_copy_does_not() {
+    for b in builders() {
+        let ctx = b.context("add-archives", &[("payload/dir/inner.txt", "inner\n"), ("payload/top.txt", "top\n")]);
+        for (name, flag) in
+            [("plain.tar", ""), ("gz.tgz", "-z"), ("bz.tar.bz2", "-j"), ("xz.tar.xz", "-J"), ("zst.tar.zst", "--zstd")]
+        {
+            let mut cmd = std::process::Command::new("tar");
+            cmd.arg("-C").arg(ctx.join("payload")).arg("-c");
+            if !flag.is_empty() {
+                cmd.arg(flag);
+            }
+            let out = cmd.arg("-f").arg(ctx.join(name)).arg(".").output().unwrap();
+            assert!(out.status.success(), "{name}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            "FROM busybox\nADD plain.tar /plain\nADD gz.tgz bz.tar.bz2 /multi/\nADD xz.tar.xz zst.tar.zst /more\n\
+             COPY gz.tgz /copied/\nRUN cat /plain/dir/inner.txt /multi/top.txt /more/dir/inner.txt; ls /copied\n",
+        )
+        .unwrap();
+        if b.as_user {
+            std::process::Command::new("chown").arg("-R").arg(rbuild_tests::TEST_USER).arg(&ctx).status().unwrap();
+        }
+        let (ok, _, err) = b.build(&ctx, "add", &[]);
+        assert!(ok, "{err}");
+        assert!(err.contains("inner\n") || err.contains("#6 inner"), "{err}");
+        assert_eq!(
+            b.run("add", &["sh", "-c", "cat /plain/top.txt /multi/dir/inner.txt /more/top.txt; ls /copied"]),
+            "top\ninner\ntop\ngz.tgz\n"
+        );
+        b.assert_clean();
+    }
+}

@@ -24,7 +24,7 @@ use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{CommandLine, CopySpec, Dockerfile, Instruction, InstructionKind, MountType, RunMount};
 use crate::error::{Error, Result};
 use crate::export::image::{LayerRef, LoadedImage, MediaTypes, load_image, write_image};
-use crate::layer::{collect_tree, diff_overlay_upper_mapped, export_layer};
+use crate::layer::{ApplyMode, ApplyOptions, apply_tar, collect_tree, diff_overlay_upper_mapped, export_layer};
 use crate::run_image::id_map_for;
 use crate::snapshotter::merge_snapshots;
 use crate::store::{Store, TreeOps};
@@ -1046,9 +1046,16 @@ impl<'a> StageBuilder<'a> {
             .map_err(|e| self.fail(ins, &format!("{e} (in {})", describe(from))))?;
         // Context files (the build's own or a named directory's) are hashed incrementally.
         let checksum = selection.checksum_with(&self.sh.file_hashes)?;
-        let key = cache::key(&[&base_key, keyword, &checksum, &dest_abs, &modifiers]);
+        // ADD unpacks local tar archives (by content) into the destination directory.
+        let archives = if is_add { selection.archives() } else { Vec::new() };
+        let dest_abs = if !archives.is_empty() && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
+        let key = cache::key(&[&base_key, keyword, &checksum, &dest_abs, &modifiers, &format!("{archives:?}")]);
         if !self.reuse_cached(&key, step, &created_by)? {
-            let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref())?;
+            let layer = if archives.is_empty() {
+                self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref())?
+            } else {
+                self.commit_add_archives(ins, &selection, &archives, &dest_abs, owner, chmod.as_ref())?
+            };
             self.finish_copy(&key, layer, created_by, step, start)?;
         }
         self.chain_linked(c.link, &parent_key);
@@ -1165,6 +1172,41 @@ impl<'a> StageBuilder<'a> {
             out.push_str(nl);
         }
         Ok(out)
+    }
+
+    /// ADD with archives: the other sources are copied, each archive is unpacked (safely: nothing may land
+    /// outside the destination) into the destination directory.
+    fn commit_add_archives(
+        &self,
+        ins: &Instruction,
+        selection: &copy::CopySelection,
+        archives: &[PathBuf],
+        dest_abs: &str,
+        owner: Option<(u32, u32)>,
+        chmod: Option<&copy::ModeSpec>,
+    ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
+        let layer_dir = self.store.tmp().path("add");
+        fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
+        let outcome = (|| -> Result<()> {
+            let rest = selection.without(archives);
+            if !rest.is_empty() {
+                rest.copy_into(&layer_dir, dest_abs, owner, chmod).map_err(|e| self.fail(ins, &e.to_string()))?;
+            }
+            let dest = layer_dir.join(clean_path(dest_abs.trim_start_matches('/')));
+            fs::create_dir_all(&dest).map_err(Error::io("create", &dest))?;
+            for a in archives {
+                let opts = ApplyOptions::new(ApplyMode::Merge, a.display().to_string());
+                apply_tar(copy::archive_reader(a)?, &dest, &opts)
+                    .map_err(|e| self.fail(ins, &format!("cannot unpack {}: {e}", a.display())))?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            let _ = crate::store::remove_path(&layer_dir);
+            return Err(e);
+        }
+        let entries = collect_tree(&layer_dir)?;
+        self.commit_dir(&layer_dir, entries)
     }
 
     /// Copy a selection into a new layer directory and commit it.

@@ -114,6 +114,25 @@ pub fn select_excluding(
 }
 
 impl CopySelection {
+    /// The selected regular files that are tar archives (plain, gzip, bzip2, xz or zstd; by content), which ADD
+    /// unpacks instead of copying. Directories' contents are never unpacked.
+    pub fn archives(&self) -> Vec<PathBuf> {
+        self.sources.iter().filter(|s| s.abs.is_file() && is_archive(&s.abs)).map(|s| s.abs.clone()).collect()
+    }
+
+    /// The selection without the given files.
+    pub fn without(&self, files: &[PathBuf]) -> CopySelection {
+        CopySelection {
+            sources: self.sources.iter().filter(|s| !files.contains(&s.abs)).cloned().collect(),
+            ignore: self.ignore.clone(),
+            exclude: self.exclude.clone(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
     /// A checksum of exactly what would be copied: relative paths, types, modes, owners, link targets, contents.
     pub fn checksum(&self) -> Result<String> {
         self.checksum_with(&FileHashes::default())
@@ -350,5 +369,48 @@ mod mode_tests {
         assert_eq!(m("+X").apply(0o644, false), 0o644);
         assert_eq!(m("u+s").apply(0o755, false), 0o4755);
         assert!(ModeSpec::parse("u*x").is_none() && ModeSpec::parse("9").is_none() && ModeSpec::parse("").is_none());
+    }
+}
+
+/// Whether a file is a tar archive, compressed or not (read from its first bytes, as Docker does for ADD).
+pub fn is_archive(path: &Path) -> bool {
+    use std::io::Read;
+    let Ok(f) = fs::File::open(path) else { return false };
+    let mut head = Vec::new();
+    let _ = f.take(512).read_to_end(&mut head);
+    let compressed = head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(b"BZh")
+        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
+    compressed || (head.len() >= 262 && &head[257..262] == b"ustar")
+}
+
+/// A reader of an archive's tar stream: gzip and zstd decoded here, bzip2 and xz by the system's `bzip2`/`xz`.
+pub fn archive_reader(path: &Path) -> Result<Box<dyn std::io::Read>> {
+    use std::io::Read;
+    let mut head = [0u8; 6];
+    let n = fs::File::open(path).and_then(|mut f| f.read(&mut head)).map_err(Error::io("read", path))?;
+    let tool = if head[..n].starts_with(b"BZh") {
+        Some("bzip2")
+    } else if head[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some("xz")
+    } else {
+        None
+    };
+    match tool {
+        Some(tool) => {
+            let out = std::process::Command::new(tool).arg("-dc").arg(path).output().map_err(|e| Error::Malformed {
+                what: format!("archive {}", path.display()),
+                reason: format!("cannot run {tool} to unpack it (install {tool}): {e}"),
+            })?;
+            if !out.status.success() {
+                return Err(Error::Malformed {
+                    what: format!("archive {}", path.display()),
+                    reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+                });
+            }
+            Ok(Box::new(std::io::Cursor::new(out.stdout)))
+        }
+        None => crate::layer::decompressed(fs::File::open(path).map_err(Error::io("open", path))?),
     }
 }
