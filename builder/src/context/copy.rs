@@ -353,25 +353,6 @@ impl ModeSpec {
     }
 }
 
-#[cfg(test)]
-mod mode_tests {
-    use super::ModeSpec;
-
-    #[test]
-    fn octal_and_symbolic_modes() {
-        let m = |s: &str| ModeSpec::parse(s).unwrap();
-        assert_eq!(m("0755").apply(0o644, false), 0o755);
-        assert_eq!(m("u+x").apply(0o644, false), 0o744);
-        assert_eq!(m("go-r").apply(0o644, false), 0o600);
-        assert_eq!(m("a=r").apply(0o755, false), 0o444);
-        assert_eq!(m("u=rwx,g=rx,o=").apply(0o600, false), 0o750);
-        assert_eq!(m("+X").apply(0o644, true), 0o755);
-        assert_eq!(m("+X").apply(0o644, false), 0o644);
-        assert_eq!(m("u+s").apply(0o755, false), 0o4755);
-        assert!(ModeSpec::parse("u*x").is_none() && ModeSpec::parse("9").is_none() && ModeSpec::parse("").is_none());
-    }
-}
-
 /// Whether a file is a tar archive, compressed or not (read from its first bytes, as Docker does for ADD).
 pub fn is_archive(path: &Path) -> bool {
     use std::io::Read;
@@ -412,5 +393,24 @@ pub fn archive_reader(path: &Path) -> Result<Box<dyn std::io::Read>> {
             Ok(Box::new(std::io::Cursor::new(out.stdout)))
         }
         None => crate::layer::decompressed(fs::File::open(path).map_err(Error::io("open", path))?),
+    }
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::ModeSpec;
+
+    #[test]
+    fn octal_and_symbolic_modes() {
+        let m = |s: &str| ModeSpec::parse(s).unwrap();
+        assert_eq!(m("0755").apply(0o644, false), 0o755);
+        assert_eq!(m("u+x").apply(0o644, false), 0o744);
+        assert_eq!(m("go-r").apply(0o644, false), 0o600);
+        assert_eq!(m("a=r").apply(0o755, false), 0o444);
+        assert_eq!(m("u=rwx,g=rx,o=").apply(0o600, false), 0o750);
+        assert_eq!(m("+X").apply(0o644, true), 0o755);
+        assert_eq!(m("+X").apply(0o644, false), 0o644);
+        assert_eq!(m("u+s").apply(0o755, false), 0o4755);
+        assert!(ModeSpec::parse("u*x").is_none() && ModeSpec::parse("9").is_none() && ModeSpec::parse("").is_none());
     }
 }
