@@ -180,3 +180,31 @@ fn add_unpacks_local_archives_and_copy_does_not() {
         b.assert_clean();
     }
 }
+
+#[test]
+fn copy_parents_keeps_source_paths_below_the_pivot() {
+    for b in builders() {
+        let ctx = b.context(
+            "parents",
+            &[
+                (
+                    "Dockerfile",
+                    "FROM busybox\nCOPY --parents x/a.txt y/*/b.txt /all/\nCOPY --parents ./src/./pkg/c.txt /pivot/\n\
+                     COPY --parents conf /whole/\nRUN find /all /pivot /whole -type f | sort > /list\n",
+                ),
+                ("x/a.txt", "a"),
+                ("y/one/b.txt", "b1"),
+                ("y/two/b.txt", "b2"),
+                ("src/pkg/c.txt", "c"),
+                ("conf/d/e.txt", "e"),
+            ],
+        );
+        let (ok, _, err) = b.build(&ctx, "parents", &[]);
+        assert!(ok, "{err}");
+        assert_eq!(
+            b.run("parents", &["cat", "/list"]),
+            "/all/x/a.txt\n/all/y/one/b.txt\n/all/y/two/b.txt\n/pivot/pkg/c.txt\n/whole/conf/d/e.txt\n"
+        );
+        b.assert_clean();
+    }
+}

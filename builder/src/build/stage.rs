@@ -976,9 +976,6 @@ impl<'a> StageBuilder<'a> {
         if is_add && c.sources.iter().any(|s| s.contains("://") || s.starts_with("git@")) {
             return Err(self.fail(ins, "ADD from URLs and git repositories is not supported yet"));
         }
-        if c.parents {
-            return Err(self.fail(ins, &format!("{keyword} --parents is not supported yet")));
-        }
         let excludes: Vec<String> = c.excludes.iter().map(|e| self.expand(ins, e)).collect::<Result<_>>()?;
         let excluded = IgnoreMatcher::from_patterns(&excludes).map_err(|e| self.fail(ins, &e.to_string()))?;
         // --link: the layer does not depend on the stage below it (its cache record neither), and the
@@ -1013,7 +1010,8 @@ impl<'a> StageBuilder<'a> {
             }
         };
         let created_by = format!("{keyword} {} {dest} # rbuild", sources.join(" "));
-        let modifiers = format!("{owner:?}{chmod:?}{excludes:?}");
+        let modifiers = format!("{owner:?}{chmod:?}{excludes:?}{}", if c.parents { " parents" } else { "" });
+        let dest_abs = if c.parents && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
         // From a stage or an image, the source's key stands for its files (it follows their content), so a
         // cache hit needs no file read. From the context (or a named directory), the selected files' checksum.
         let image_source = match from {
@@ -1033,7 +1031,9 @@ impl<'a> StageBuilder<'a> {
                 merge_snapshots(&src.snapshots, &dir)?;
                 let outcome = copy::select_excluding(&dir, &IgnoreMatcher::default(), &excluded, &sources)
                     .map_err(|e| self.fail(ins, &format!("{e} (in {})", describe(from))))
-                    .and_then(|selection| self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref()));
+                    .and_then(|selection| {
+                        self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents)
+                    });
                 let _ = crate::store::remove_path(&dir);
                 self.finish_copy(&key, outcome?, created_by, step, start)?;
             }
@@ -1052,7 +1052,7 @@ impl<'a> StageBuilder<'a> {
         let key = cache::key(&[&base_key, keyword, &checksum, &dest_abs, &modifiers, &format!("{archives:?}")]);
         if !self.reuse_cached(&key, step, &created_by)? {
             let layer = if archives.is_empty() {
-                self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref())?
+                self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents)?
             } else {
                 self.commit_add_archives(ins, &selection, &archives, &dest_abs, owner, chmod.as_ref())?
             };
@@ -1151,7 +1151,7 @@ impl<'a> StageBuilder<'a> {
             if self.reuse_cached(&key, step, &created_by)? {
                 return Ok(());
             }
-            let layer = self.commit_copy(ins, &selection, &dest_abs, owner, None)?;
+            let layer = self.commit_copy(ins, &selection, &dest_abs, owner, None, false)?;
             self.finish_copy(&key, layer, created_by, step, start)
         })();
         let _ = crate::store::remove_path(&dir);
@@ -1217,10 +1217,16 @@ impl<'a> StageBuilder<'a> {
         dest_abs: &str,
         owner: Option<(u32, u32)>,
         chmod: Option<&copy::ModeSpec>,
+        parents: bool,
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let layer_dir = self.store.tmp().path("copy");
         fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
-        if let Err(e) = selection.copy_into(&layer_dir, dest_abs, owner, chmod) {
+        let copied = if parents {
+            selection.copy_into_with_parents(&layer_dir, dest_abs, owner, chmod)
+        } else {
+            selection.copy_into(&layer_dir, dest_abs, owner, chmod)
+        };
+        if let Err(e) = copied {
             let _ = crate::store::remove_path(&layer_dir);
             return Err(self.fail(ins, &e.to_string()));
         }

@@ -23,6 +23,8 @@ struct Selected {
     rel: String,
     /// What `--exclude` patterns are relative to: the source directory itself, or a file source's directory.
     base: String,
+    /// For `--parents`: the part of `rel` below the pattern's `/./` pivot (all of `rel` without one).
+    keep: String,
 }
 
 fn has_glob(s: &str) -> bool {
@@ -38,6 +40,20 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
             reason: "it is outside the build context; only files in the context can be copied".into(),
         });
     }
+    // `--parents` keeps the path below a `/./` in the pattern (or the whole path).
+    let pivot = src
+        .trim_start_matches('/')
+        .rsplit_once("/./")
+        .map(|(before, _)| clean_path(before))
+        .filter(|p| p != ".")
+        .unwrap_or_default();
+    let keep_of = |rel: &str| -> String {
+        if pivot.is_empty() {
+            rel.to_string()
+        } else {
+            rel.strip_prefix(&pivot).map(|r| r.trim_start_matches('/').to_string()).unwrap_or_else(|| rel.to_string())
+        }
+    };
     let mut current: Vec<(PathBuf, String)> = vec![(context.to_path_buf(), String::new())];
     if cleaned != "." {
         for part in cleaned.split('/') {
@@ -65,13 +81,13 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
         .filter(|(_, rel)| rel.is_empty() || !ignore.is_excluded(rel))
         .filter_map(|(abs, rel)| {
             if abs.is_dir() && fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
-                return Some(Selected { abs, base: rel.clone(), rel });
+                return Some(Selected { abs, base: rel.clone(), keep: keep_of(&rel), rel });
             }
             let (parent, name) = rel.rsplit_once('/').unwrap_or(("", rel.as_str()));
             if exclude.is_excluded(name) {
                 return None;
             }
-            Some(Selected { abs, base: parent.to_string(), rel })
+            Some(Selected { abs, base: parent.to_string(), keep: keep_of(&rel), rel })
         })
         .collect();
     if found.is_empty() {
@@ -191,6 +207,32 @@ impl CopySelection {
             } else {
                 let name = s.abs.file_name().map(PathBuf::from).unwrap_or_default();
                 let target = if dest_is_dir { dest_path.join(name) } else { dest_path.clone() };
+                copy_entry(&s.abs, &target, owner, chmod)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `COPY --parents`: each source lands under the destination directory at its path (below the pattern's `/./`
+    /// pivot, if any), parent directories created; a directory's contents go under its own path.
+    pub fn copy_into_with_parents(
+        &self,
+        layer_root: &Path,
+        dest: &str,
+        owner: Option<(u32, u32)>,
+        chmod: Option<&ModeSpec>,
+    ) -> Result<()> {
+        let dest_rel = clean_path(dest.trim_start_matches('/'));
+        let dest_path = if dest_rel == "." { layer_root.to_path_buf() } else { layer_root.join(&dest_rel) };
+        for s in &self.sources {
+            let target = if s.keep.is_empty() { dest_path.clone() } else { dest_path.join(&s.keep) };
+            let parent = target.parent().map(Path::to_path_buf).unwrap_or_else(|| dest_path.clone());
+            make_dirs(layer_root, &parent)?;
+            let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
+            if meta.is_dir() {
+                make_dirs(layer_root, &target)?;
+                self.copy_dir_contents(&s.abs, &s.rel, &s.base, &target, owner, chmod)?;
+            } else {
                 copy_entry(&s.abs, &target, owner, chmod)?;
             }
         }
