@@ -60,8 +60,7 @@ pub fn cache_dir_name(m: &RunMount) -> String {
 }
 
 /// A cache mount's directory, locked as its sharing mode asks.
-fn cache_dir(store: &Store, m: &RunMount, target: &str, locks: &mut Vec<File>) -> Result<PathBuf> {
-    let _ = target;
+fn cache_dir(store: &Store, m: &RunMount, locks: &mut Vec<File>) -> Result<PathBuf> {
     let base = cache_dir_name(m);
     let mounts = store.root().join("mounts");
     let dir = match m.sharing.unwrap_or(CacheSharing::Shared) {
@@ -119,7 +118,7 @@ pub fn prepare(store: &Store, specs: &[RunMount], scratch: &Path) -> Result<Prep
             }
             MountType::Cache => {
                 let target = m.target.clone().ok_or_else(|| bad(&spec, "no target"))?;
-                let source = cache_dir(store, m, &target, &mut out.locks)?;
+                let source = cache_dir(store, m, &mut out.locks)?;
                 out.mounts.push(Mount::Bind { source, target, read_only: m.read_only.unwrap_or(false) });
             }
             MountType::Tmpfs => {

@@ -250,7 +250,7 @@ impl<'a> StageBuilder<'a> {
                     let layer_dir = self.store.tmp().path("context-image");
                     fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
                     selection.copy_into(&layer_dir, "/", None, None)?;
-                    let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?)?;
+                    let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?, false)?;
                     if let Some((l, diff_id, snap)) = layer {
                         state.config["rootfs"]["diff_ids"] = json!([diff_id.to_string()]);
                         state.layers.push(l);
@@ -533,7 +533,7 @@ impl<'a> StageBuilder<'a> {
         let layer_dir = self.store.tmp().path("workdir");
         let dir = layer_dir.join(&rel);
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-        let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?)?;
+        let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?, false)?;
         self.cache_put(&key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
         let diff_id = self.push_layer(layer, created_by);
         self.advance(&key, diff_id.as_ref());
@@ -667,8 +667,9 @@ impl<'a> StageBuilder<'a> {
         &self,
         dir: &Path,
         entries: Vec<crate::layer::TreeEntry>,
+        made_in_sandbox: bool,
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
-        let usable_as_snapshot = dir.ends_with("upper")
+        let usable_as_snapshot = made_in_sandbox
             || rustix::process::geteuid().is_root()
             || !matches!(self.opts.userns, UsernsMode::Subuid { .. });
         if entries.is_empty() {
@@ -882,7 +883,7 @@ impl<'a> StageBuilder<'a> {
             let _ = crate::store::remove_path(d);
         }
         let entries = diff_overlay_upper_mapped(&upper, &id_map_for(self.opts.userns))?;
-        let layer = self.commit_dir(&upper, entries)?;
+        let layer = self.commit_dir(&upper, entries, true)?;
         let _ = self.runtime.remove_tree(&run_dir, self.opts.userns);
         self.cache_put(&key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
         let diff_id = self.push_layer(layer, created_by);
@@ -987,9 +988,7 @@ impl<'a> StageBuilder<'a> {
             return self.copy_inline(ins, c, keyword, step, start);
         }
         let dest = self.expand(ins, &c.dest)?;
-        let workdir = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/").to_string();
-        let dest_abs =
-            if dest.starts_with('/') { dest.clone() } else { format!("{}/{dest}", workdir.trim_end_matches('/')) };
+        let dest_abs = self.in_workdir(&dest);
         // A destination ending in `/` or `/.`, or naming a directory the stage has, receives the sources inside.
         let into_dir = dest.ends_with('/')
             || dest == "."
@@ -1070,6 +1069,15 @@ impl<'a> StageBuilder<'a> {
         }
     }
 
+    /// A COPY/ADD destination made absolute against the stage's WORKDIR.
+    fn in_workdir(&self, dest: &str) -> String {
+        if dest.starts_with('/') {
+            return dest.to_string();
+        }
+        let workdir = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/");
+        format!("{}/{dest}", workdir.trim_end_matches('/'))
+    }
+
     /// `--chown=USER[:GROUP]`: names are looked up in the stage's own /etc/passwd and /etc/group; a user alone
     /// gives the group of the same number (as Docker documents).
     fn resolve_owner(&self, ins: &Instruction, spec: &str) -> Result<(u32, u32)> {
@@ -1130,9 +1138,7 @@ impl<'a> StageBuilder<'a> {
                 names.push(src.path.replace('/', "_"));
             }
             let dest = self.expand(ins, &c.dest)?;
-            let workdir = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/").to_string();
-            let mut dest_abs =
-                if dest.starts_with('/') { dest.clone() } else { format!("{}/{dest}", workdir.trim_end_matches('/')) };
+            let mut dest_abs = self.in_workdir(&dest);
             if (names.len() > 1 || dest.ends_with('/') || dest == ".") && !dest_abs.ends_with('/') {
                 dest_abs.push('/');
             }
@@ -1206,7 +1212,7 @@ impl<'a> StageBuilder<'a> {
             return Err(e);
         }
         let entries = collect_tree(&layer_dir)?;
-        self.commit_dir(&layer_dir, entries)
+        self.commit_dir(&layer_dir, entries, false)
     }
 
     /// Copy a selection into a new layer directory and commit it.
@@ -1231,7 +1237,7 @@ impl<'a> StageBuilder<'a> {
             return Err(self.fail(ins, &e.to_string()));
         }
         let entries = collect_tree(&layer_dir)?;
-        self.commit_dir(&layer_dir, entries)
+        self.commit_dir(&layer_dir, entries, false)
     }
 
     /// Record a copy's result in the cache and the stage.
