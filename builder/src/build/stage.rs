@@ -534,12 +534,7 @@ impl<'a> StageBuilder<'a> {
         let dir = layer_dir.join(&rel);
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
         let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?, false)?;
-        self.cache_put(&key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
-        let diff_id = self.push_layer(layer, created_by);
-        self.advance(&key, diff_id.as_ref());
-        self.executed += 1;
-        self.done(step, start);
-        Ok(())
+        self.finish_step(&key, layer, created_by, step, start)
     }
 
     /// What `rel` is in the stage's filesystem (without following a final symlink): the topmost snapshot that
@@ -885,12 +880,7 @@ impl<'a> StageBuilder<'a> {
         let entries = diff_overlay_upper_mapped(&upper, &id_map_for(self.opts.userns))?;
         let layer = self.commit_dir(&upper, entries, true)?;
         let _ = self.runtime.remove_tree(&run_dir, self.opts.userns);
-        self.cache_put(&key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
-        let diff_id = self.push_layer(layer, created_by);
-        self.advance(&key, diff_id.as_ref());
-        self.executed += 1;
-        self.done(step, start);
-        Ok(())
+        self.finish_step(&key, layer, created_by, step, start)
     }
 
     /// The root directory a source's files are read from, its cache identity, and a temporary directory to remove
@@ -1034,7 +1024,7 @@ impl<'a> StageBuilder<'a> {
                         self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents)
                     });
                 let _ = crate::store::remove_path(&dir);
-                self.finish_copy(&key, outcome?, created_by, step, start)?;
+                self.finish_step(&key, outcome?, created_by, step, start)?;
             }
             self.chain_linked(c.link, &parent_key);
             return Ok(());
@@ -1055,7 +1045,7 @@ impl<'a> StageBuilder<'a> {
             } else {
                 self.commit_add_archives(ins, &selection, &archives, &dest_abs, owner, chmod.as_ref())?
             };
-            self.finish_copy(&key, layer, created_by, step, start)?;
+            self.finish_step(&key, layer, created_by, step, start)?;
         }
         self.chain_linked(c.link, &parent_key);
         Ok(())
@@ -1158,7 +1148,7 @@ impl<'a> StageBuilder<'a> {
                 return Ok(());
             }
             let layer = self.commit_copy(ins, &selection, &dest_abs, owner, None, false)?;
-            self.finish_copy(&key, layer, created_by, step, start)
+            self.finish_step(&key, layer, created_by, step, start)
         })();
         let _ = crate::store::remove_path(&dir);
         outcome
@@ -1240,8 +1230,8 @@ impl<'a> StageBuilder<'a> {
         self.commit_dir(&layer_dir, entries, false)
     }
 
-    /// Record a copy's result in the cache and the stage.
-    fn finish_copy(
+    /// Record a step's result (its layer, or none) in the cache and the stage, and report it done.
+    fn finish_step(
         &mut self,
         key: &str,
         layer: Option<(LayerRef, Digest, PathBuf)>,

@@ -194,8 +194,7 @@ impl CopySelection {
         chmod: Option<&ModeSpec>,
     ) -> Result<()> {
         let dest_is_dir = dest.ends_with('/') || self.sources.len() > 1 || self.sources.iter().any(|s| s.abs.is_dir());
-        let dest_rel = clean_path(dest.trim_start_matches('/'));
-        let dest_path = if dest_rel == "." { layer_root.to_path_buf() } else { layer_root.join(&dest_rel) };
+        let dest_path = dest_in(layer_root, dest);
         let parent =
             if dest_is_dir { dest_path.clone() } else { dest_path.parent().map(Path::to_path_buf).unwrap_or_default() };
         make_dirs(layer_root, &parent)?;
@@ -222,8 +221,7 @@ impl CopySelection {
         owner: Option<(u32, u32)>,
         chmod: Option<&ModeSpec>,
     ) -> Result<()> {
-        let dest_rel = clean_path(dest.trim_start_matches('/'));
-        let dest_path = if dest_rel == "." { layer_root.to_path_buf() } else { layer_root.join(&dest_rel) };
+        let dest_path = dest_in(layer_root, dest);
         for s in &self.sources {
             let target = if s.keep.is_empty() { dest_path.clone() } else { dest_path.join(&s.keep) };
             let parent = target.parent().map(Path::to_path_buf).unwrap_or_else(|| dest_path.clone());
@@ -393,6 +391,12 @@ impl ModeSpec {
         }
         mode
     }
+}
+
+/// Where an image path lands under a layer directory.
+fn dest_in(layer_root: &Path, dest: &str) -> PathBuf {
+    let dest_rel = clean_path(dest.trim_start_matches('/'));
+    if dest_rel == "." { layer_root.to_path_buf() } else { layer_root.join(&dest_rel) }
 }
 
 /// Whether a file is a tar archive, compressed or not (read from its first bytes, as Docker does for ADD).
