@@ -206,19 +206,32 @@ fn visit(
         let expand = |w: &str, scope: &[(String, String)]| -> Result<String> {
             lexer.process_word(w, &scope.to_vec()).map_err(|e| fail(ins.span, e.to_string()))
         };
+        // As in BuildKit: `--from` takes no variables (a stage's dependencies must not depend on its own ARGs).
+        let literal_from = |f: &str| -> Result<String> {
+            let plain = lexer.process_word(f, &Vec::new()).map_err(|e| fail(ins.span, e.to_string()))?;
+            if plain != f {
+                return Err(fail(
+                    ins.span,
+                    "variable expansion is not supported for --from, define a new stage with FROM using ARG from \
+                     global scope as a workaround"
+                        .into(),
+                ));
+            }
+            Ok(plain)
+        };
         let (kind, reads) = match &ins.kind {
             InstructionKind::Run(run) => {
                 let mut reads = Vec::new();
                 for m in &run.mounts {
                     if let Some(f) = &m.from {
-                        reads.push(resolve_from(df, &expand(f, &scope)?, index, named, ins, fail)?);
+                        reads.push(resolve_from(df, &literal_from(f)?, index, named, ins, fail)?);
                     }
                 }
                 (OpKind::Exec, reads)
             }
             InstructionKind::Copy(c) | InstructionKind::Add(c) => {
                 let reads = match &c.from {
-                    Some(f) => vec![resolve_from(df, &expand(f, &scope)?, index, named, ins, fail)?],
+                    Some(f) => vec![resolve_from(df, &literal_from(f)?, index, named, ins, fail)?],
                     None => Vec::new(),
                 };
                 (OpKind::File, reads)
@@ -353,6 +366,17 @@ mod tests {
         assert!(e.contains("circular dependency between stages"), "{e}");
         let e = graph("FROM busybox\nCOPY --from=0 / /\n", &[], None).unwrap_err().to_string();
         assert!(e.contains("Dockerfile:2") && e.contains("earlier stage"), "{e}");
+    }
+
+    #[test]
+    fn variables_in_from_flags_are_rejected_as_in_buildkit() {
+        for text in [
+            "ARG S=a\nFROM busybox AS a\nFROM busybox\nCOPY --from=${S} /x /x\n",
+            "ARG S=a\nFROM busybox AS a\nFROM busybox\nRUN --mount=type=bind,from=$S,target=/m true\n",
+        ] {
+            let e = graph(text, &[], None).unwrap_err().to_string();
+            assert!(e.contains("Dockerfile:4") && e.contains("variable expansion is not supported for --from"), "{e}");
+        }
     }
 
     #[test]
