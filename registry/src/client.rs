@@ -458,6 +458,47 @@ impl Client {
         })
     }
 
+    /// Download a plain http(s) URL (ADD's remote sources) into `out`; returns the bytes written and the
+    /// `Last-Modified` header. Offline mode forbids it; redirects are followed (no credentials are ever sent).
+    pub fn fetch_url(&self, url: &str, out: &mut dyn Write) -> Result<(u64, Option<String>)> {
+        let host = reqwest::Url::parse(url)
+            .ok()
+            .and_then(|u| u.host_str().map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}"))))
+            .unwrap_or_else(|| url.to_string());
+        if self.transport.settings.offline {
+            return Err(RegistryError::Offline { registry: host, what: url.to_string() });
+        }
+        self.runtime.block_on(async {
+            let client = reqwest::Client::builder()
+                .connect_timeout(std::time::Duration::from_secs(15))
+                .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| RegistryError::Protocol { registry: host.clone(), reason: e.to_string() })?;
+            let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
+                registry: host.clone(),
+                what: url.into(),
+                reason: e.to_string(),
+            };
+            let mut resp = client.get(url).send().await.map_err(unreachable)?;
+            if !resp.status().is_success() {
+                return Err(RegistryError::Status {
+                    registry: host.clone(),
+                    what: url.into(),
+                    status: resp.status().as_u16(),
+                    body: String::new(),
+                });
+            }
+            let modified =
+                resp.headers().get(reqwest::header::LAST_MODIFIED).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let mut n = 0u64;
+            while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
+                out.write_all(&chunk).map_err(|e| RegistryError::Io { what: format!("save {url}"), source: e })?;
+                n += chunk.len() as u64;
+            }
+            Ok((n, modified))
+        })
+    }
+
     /// `rbuild login`: check credentials against the registry (GET /v2/ with them).
     pub fn check_login(&self, registry: &str) -> Result<()> {
         let ep = self.endpoint(registry);

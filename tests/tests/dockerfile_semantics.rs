@@ -208,3 +208,48 @@ fn copy_parents_keeps_source_paths_below_the_pivot() {
         b.assert_clean();
     }
 }
+
+#[test]
+fn add_downloads_urls_with_checksums() {
+    rbuild_tests::require_tool("python3");
+    let served = rbuild_tests::TempDir::new("served");
+    std::fs::write(served.path().join("file.txt"), "downloaded\n").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut server = std::process::Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+        .current_dir(served.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let sum = rbuild_builder::digest::Digest::of(b"downloaded\n").to_string();
+    let b = rbuild_tests::build_fixture::Builder::new(false);
+    let url = format!("http://127.0.0.1:{port}/file.txt");
+    let ctx = b.context(
+        "add-url",
+        &[("Dockerfile", &format!("FROM busybox\nADD --checksum={sum} {url} /dl/\nRUN stat -c %a /dl/file.txt\n"))],
+    );
+    let build = |b: &rbuild_tests::build_fixture::Builder, ctx: &std::path::Path| {
+        let out =
+            b.rb_env(&["build", "--progress", "plain", "-t", "url", ctx.to_str().unwrap()], &[("RBUILD_OFFLINE", "0")]);
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = build(&b, &ctx);
+    assert!(ok && err.contains("#3 600"), "{err}");
+    assert_eq!(b.run("url", &["cat", "/dl/file.txt"]), "downloaded\n");
+    let bad = b.context(
+        "add-url-bad",
+        &[("Dockerfile", &format!("FROM busybox\nADD --checksum=sha256:{} {url} /x\n", "0".repeat(64)))],
+    );
+    let (ok, err) = build(&b, &bad);
+    assert!(!ok && err.contains("Dockerfile:2") && err.contains("does not match --checksum"), "{err}");
+    // Offline, a URL is a clear error naming it.
+    let (ok, _, err) = b.build(&ctx, "url2", &["--no-cache"]);
+    assert!(!ok && err.contains("offline mode") && err.contains(&url), "{err}");
+    let _ = server.kill();
+    let _ = server.wait();
+    b.assert_clean();
+}

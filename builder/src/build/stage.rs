@@ -964,8 +964,11 @@ impl<'a> StageBuilder<'a> {
         start: Instant,
     ) -> Result<()> {
         let keyword = if is_add { "ADD" } else { "COPY" };
-        if is_add && c.sources.iter().any(|s| s.contains("://") || s.starts_with("git@")) {
-            return Err(self.fail(ins, "ADD from URLs and git repositories is not supported yet"));
+        if is_add && c.sources.iter().any(|s| s.ends_with(".git") || s.starts_with("git@") || s.starts_with("git://")) {
+            return Err(self.fail(ins, "ADD of git repositories is not supported yet"));
+        }
+        if is_add && c.sources.iter().any(|s| s.starts_with("http://") || s.starts_with("https://")) {
+            return self.add_urls(ins, c, step, start);
         }
         let excludes: Vec<String> = c.excludes.iter().map(|e| self.expand(ins, e)).collect::<Result<_>>()?;
         let excluded = IgnoreMatcher::from_patterns(&excludes).map_err(|e| self.fail(ins, &e.to_string()))?;
@@ -1103,6 +1106,83 @@ impl<'a> StageBuilder<'a> {
             return None;
         }
         self.state.snapshots.iter().rev().map(|s| s.join(rel)).find(|p| p.is_file()).and_then(|p| fs::read(p).ok())
+    }
+
+    /// ADD of http(s) URLs: each is downloaded (always, as BuildKit checks them every build) into a file named by
+    /// the URL's last path segment, never unpacked; `--checksum=sha256:...` must match; the file's mtime is the
+    /// `Last-Modified` time. The layer is keyed by the downloaded content.
+    fn add_urls(&mut self, ins: &Instruction, c: &CopySpec, step: usize, start: Instant) -> Result<()> {
+        let client =
+            self.opts.registry.clone().ok_or_else(|| {
+                self.fail(ins, "ADD of a URL needs network access (no registry client in this build)")
+            })?;
+        let dir = self.store.tmp().path("add-url");
+        fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        let outcome = (|| -> Result<()> {
+            let mut names = Vec::new();
+            for src in &c.sources {
+                let url = self.expand(ins, src)?;
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(self.fail(ins, "ADD cannot mix URLs and context files in one instruction yet"));
+                }
+                let name =
+                    url.split(['?', '#']).next().unwrap_or(&url).trim_end_matches('/').rsplit('/').next().unwrap_or("");
+                let name =
+                    if name.is_empty() || name.contains(':') { "index.html".to_string() } else { name.to_string() };
+                let file = dir.join(&name);
+                let mut out = fs::File::create(&file).map_err(Error::io("create", &file))?;
+                let (_, modified) = client
+                    .fetch_url(&url, &mut out)
+                    .map_err(|e| self.fail(ins, &format!("cannot download {url}: {e}")))?;
+                drop(out);
+                if let Some(want) = &c.checksum {
+                    let want = self.expand(ins, want)?;
+                    let got = Digest::of(&fs::read(&file).map_err(Error::io("read", &file))?);
+                    if got.as_str() != want {
+                        return Err(self.fail(ins, &format!("{url}: checksum {got} does not match --checksum={want}")));
+                    }
+                }
+                fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .map_err(Error::io("chmod", &file))?;
+                if let Some(t) = modified.as_deref().and_then(parse_http_date) {
+                    let _ = fs::File::options().write(true).open(&file).and_then(|f| f.set_modified(t));
+                }
+                names.push(name);
+            }
+            let dest = self.expand(ins, &c.dest)?;
+            let mut dest_abs = self.in_workdir(&dest);
+            if (names.len() > 1 || dest.ends_with('/')) && !dest_abs.ends_with('/') {
+                dest_abs.push('/');
+            }
+            let owner = match &c.chown {
+                Some(o) => Some(self.resolve_owner(ins, o)?),
+                None => None,
+            };
+            let chmod = match &c.chmod {
+                Some(m) => Some(
+                    copy::ModeSpec::parse(&self.expand(ins, m)?).ok_or_else(|| self.fail(ins, "invalid --chmod"))?,
+                ),
+                None => None,
+            };
+            let selection = copy::select(&dir, &IgnoreMatcher::default(), &names)?;
+            let checksum = selection.checksum()?;
+            let created_by = format!("ADD {} {dest} # rbuild", c.sources.join(" "));
+            let key = cache::key(&[
+                &self.state.cache_key,
+                "ADD",
+                "url",
+                &checksum,
+                &dest_abs,
+                &format!("{owner:?}{chmod:?}"),
+            ]);
+            if self.reuse_cached(&key, step, &created_by)? {
+                return Ok(());
+            }
+            let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), false)?;
+            self.finish_step(&key, layer, created_by, step, start)
+        })();
+        let _ = crate::store::remove_path(&dir);
+        outcome
     }
 
     /// COPY/ADD of heredocs: each becomes a file named by its delimiter (variables expanded unless the delimiter
@@ -1246,6 +1326,28 @@ impl<'a> StageBuilder<'a> {
         self.done(step, start);
         Ok(())
     }
+}
+
+/// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, the only form servers send today) as a time.
+fn parse_http_date(s: &str) -> Option<std::time::SystemTime> {
+    let parts: Vec<&str> = s.split_whitespace().collect();
+    let [_, day, month, year, time, _] = parts.as_slice() else { return None };
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
+        .iter()
+        .position(|m| m == month)? as i64
+        + 1;
+    let (day, year): (i64, i64) = (day.parse().ok()?, year.parse().ok()?);
+    let hms: Vec<i64> = time.split(':').filter_map(|x| x.parse().ok()).collect();
+    let [h, mi, se] = hms.as_slice() else { return None };
+    // Days from 1970-01-01 to the date (civil calendar).
+    let (y, m) = if month <= 2 { (year - 1, month + 9) } else { (year, month - 3) };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * m + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + se;
+    u64::try_from(secs).ok().map(|s| std::time::UNIX_EPOCH + std::time::Duration::from_secs(s))
 }
 
 /// The ignore rules of a named directory context: its own `.dockerignore`, if any.
