@@ -253,3 +253,37 @@ impl Drop for PrivateDockerd {
             .status();
     }
 }
+
+/// A static file server on 127.0.0.1 (python's http.server), stopped on drop.
+#[derive(Debug)]
+pub struct FileServer {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl FileServer {
+    pub fn start(dir: &std::path::Path) -> FileServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new("python3")
+            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        FileServer { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

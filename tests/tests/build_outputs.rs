@@ -7,7 +7,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 
 use rbuild_tests::build_fixture::{Builder, builders};
-use rbuild_tests::{rbuild_bin, require_tool, workspace_root};
+use rbuild_tests::{FileServer, rbuild_bin, require_tool, workspace_root};
 
 fn inspect_config(b: &Builder, image: &str) -> serde_json::Value {
     let out = b.rb(&["inspect", image]);
@@ -88,39 +88,6 @@ fn rb_stdin(b: &Builder, args: &[&str], stdin: &[u8]) -> (bool, Vec<u8>, String)
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     let out = child.wait_with_output().unwrap();
     (out.status.success(), out.stdout, String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// A static file server on 127.0.0.1 (python's http.server), stopped on drop.
-struct FileServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl FileServer {
-    fn start(dir: &std::path::Path) -> FileServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
-        FileServer { child, port }
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

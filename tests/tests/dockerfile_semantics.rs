@@ -214,17 +214,8 @@ fn add_downloads_urls_with_checksums() {
     rbuild_tests::require_tool("python3");
     let served = rbuild_tests::TempDir::new("served");
     std::fs::write(served.path().join("file.txt"), "downloaded\n").unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut server = std::process::Command::new("python3")
-        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
-        .current_dir(served.path())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let server = rbuild_tests::FileServer::start(served.path());
+    let port = server.port;
     let sum = rbuild_builder::digest::Digest::of(b"downloaded\n").to_string();
     let b = rbuild_tests::build_fixture::Builder::new(false);
     let url = format!("http://127.0.0.1:{port}/file.txt");
@@ -249,7 +240,6 @@ fn add_downloads_urls_with_checksums() {
     // Offline, a URL is a clear error naming it.
     let (ok, _, err) = b.build(&ctx, "url2", &["--no-cache"]);
     assert!(!ok && err.contains("offline mode") && err.contains(&url), "{err}");
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     b.assert_clean();
 }

@@ -1149,37 +1149,7 @@ impl<'a> StageBuilder<'a> {
                 }
                 names.push(name);
             }
-            let dest = self.expand(ins, &c.dest)?;
-            let mut dest_abs = self.in_workdir(&dest);
-            if (names.len() > 1 || dest.ends_with('/')) && !dest_abs.ends_with('/') {
-                dest_abs.push('/');
-            }
-            let owner = match &c.chown {
-                Some(o) => Some(self.resolve_owner(ins, o)?),
-                None => None,
-            };
-            let chmod = match &c.chmod {
-                Some(m) => Some(
-                    copy::ModeSpec::parse(&self.expand(ins, m)?).ok_or_else(|| self.fail(ins, "invalid --chmod"))?,
-                ),
-                None => None,
-            };
-            let selection = copy::select(&dir, &IgnoreMatcher::default(), &names)?;
-            let checksum = selection.checksum()?;
-            let created_by = format!("ADD {} {dest} # rbuild", c.sources.join(" "));
-            let key = cache::key(&[
-                &self.state.cache_key,
-                "ADD",
-                "url",
-                &checksum,
-                &dest_abs,
-                &format!("{owner:?}{chmod:?}"),
-            ]);
-            if self.reuse_cached(&key, step, &created_by)? {
-                return Ok(());
-            }
-            let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), false)?;
-            self.finish_step(&key, layer, created_by, step, start)
+            self.copy_generated(ins, c, "ADD", "url", &dir, &names, &c.sources, step, start)
         })();
         let _ = crate::store::remove_path(&dir);
         outcome
@@ -1207,31 +1177,55 @@ impl<'a> StageBuilder<'a> {
                     .map_err(Error::io("chmod", &file))?;
                 names.push(src.path.replace('/', "_"));
             }
-            let dest = self.expand(ins, &c.dest)?;
-            let mut dest_abs = self.in_workdir(&dest);
-            if (names.len() > 1 || dest.ends_with('/') || dest == ".") && !dest_abs.ends_with('/') {
-                dest_abs.push('/');
-            }
-            let owner = match &c.chown {
-                Some(o) => Some(self.resolve_owner(ins, o)?),
-                None => None,
-            };
-            let selection = copy::select(&dir, &IgnoreMatcher::default(), &names)?;
-            let checksum = selection.checksum()?;
-            let created_by = format!(
-                "{keyword} {} {dest} # rbuild",
-                names.iter().map(|n| format!("<<{n}")).collect::<Vec<_>>().join(" ")
-            );
-            let key =
-                cache::key(&[&self.state.cache_key, keyword, "heredoc", &checksum, &dest_abs, &format!("{owner:?}")]);
-            if self.reuse_cached(&key, step, &created_by)? {
-                return Ok(());
-            }
-            let layer = self.commit_copy(ins, &selection, &dest_abs, owner, None, false)?;
-            self.finish_step(&key, layer, created_by, step, start)
+            let shown: Vec<String> = names.iter().map(|n| format!("<<{n}")).collect();
+            self.copy_generated(ins, c, keyword, "heredoc", &dir, &names, &shown, step, start)
         })();
         let _ = crate::store::remove_path(&dir);
         outcome
+    }
+
+    /// The shared end of ADD URLs and COPY/ADD heredocs: files rbuild wrote into `dir` (named `names`) are copied to
+    /// the destination like context files (several, or a destination ending in `/` or `.`, make it a directory),
+    /// with --chown/--chmod, keyed by their checksum.
+    #[allow(clippy::too_many_arguments)]
+    fn copy_generated(
+        &mut self,
+        ins: &Instruction,
+        c: &CopySpec,
+        keyword: &str,
+        kind: &str,
+        dir: &Path,
+        names: &[String],
+        shown_sources: &[String],
+        step: usize,
+        start: Instant,
+    ) -> Result<()> {
+        let dest = self.expand(ins, &c.dest)?;
+        let mut dest_abs = self.in_workdir(&dest);
+        if (names.len() > 1 || dest.ends_with('/') || dest == ".") && !dest_abs.ends_with('/') {
+            dest_abs.push('/');
+        }
+        let owner = match &c.chown {
+            Some(o) => Some(self.resolve_owner(ins, o)?),
+            None => None,
+        };
+        let chmod = match &c.chmod {
+            Some(m) => {
+                let m = self.expand(ins, m)?;
+                Some(copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &format!("--chmod={m}: not a mode")))?)
+            }
+            None => None,
+        };
+        let selection = copy::select(dir, &IgnoreMatcher::default(), names)?;
+        let checksum = selection.checksum()?;
+        let created_by = format!("{keyword} {} {dest} # rbuild", shown_sources.join(" "));
+        let key =
+            cache::key(&[&self.state.cache_key, keyword, kind, &checksum, &dest_abs, &format!("{owner:?}{chmod:?}")]);
+        if self.reuse_cached(&key, step, &created_by)? {
+            return Ok(());
+        }
+        let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), false)?;
+        self.finish_step(&key, layer, created_by, step, start)
     }
 
     /// Expand variables in a heredoc's text (its lines, as the shell would in an unquoted heredoc).
