@@ -242,20 +242,17 @@ fn named_contexts_bind_mounts_and_run_flags() {
             ],
         );
         let extra_arg = format!("extra={}", extra.display());
-        let (ok, _, err) = b.build(
-            &ctx,
-            "flags",
-            &[
-                "--build-context",
-                &extra_arg,
-                "--add-host",
-                "myhost:10.1.2.3",
-                "--ulimit",
-                "nofile=1000:1000",
-                "--shm-size",
-                "16m",
-            ],
-        );
+        let flags = [
+            "--build-context",
+            extra_arg.as_str(),
+            "--add-host",
+            "myhost:10.1.2.3",
+            "--ulimit",
+            "nofile=1000:1000",
+            "--shm-size",
+            "16m",
+        ];
+        let (ok, _, err) = b.build(&ctx, "flags", &flags);
         assert!(ok, "{err}");
         let got = b.run(
             "flags",
@@ -276,22 +273,8 @@ fn named_contexts_bind_mounts_and_run_flags() {
         let (ok, _, err) = b.build(&ctx, "h", &["--allow", "network.host"]);
         assert!(ok, "{err}");
         // --no-cache-filter re-runs just the named stage.
-        let (ok, _, err) = b.build(
-            &b.work.join("flags"),
-            "flags",
-            &[
-                "--build-context",
-                &extra_arg,
-                "--add-host",
-                "myhost:10.1.2.3",
-                "--ulimit",
-                "nofile=1000:1000",
-                "--shm-size",
-                "16m",
-                "--no-cache-filter",
-                "tool",
-            ],
-        );
+        let rerun = [&flags[..], &["--no-cache-filter", "tool"]].concat();
+        let (ok, _, err) = b.build(&b.work.join("flags"), "flags", &rerun);
         assert!(ok, "{err}");
         let (ran, cached) = rbuild_tests::build_fixture::counts(&err);
         // The tool stage's RUN re-runs; when its layer differs (a new mtime second), the step that mounts from
