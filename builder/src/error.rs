@@ -61,6 +61,10 @@ pub enum Error {
     #[error("malformed {what}: {reason}")]
     Malformed { what: String, reason: String },
 
+    /// A COPY/ADD source that selects nothing (the caller says where it looked).
+    #[error("{}", if *pattern { format!("no file matches COPY source {src:?}") } else { format!("COPY source {src:?} not found") })]
+    SourceNotFound { src: String, pattern: bool },
+
     /// A registry operation failed.
     #[error(transparent)]
     Registry(Box<rbuild_registry::RegistryError>),

@@ -44,6 +44,11 @@ impl Builder {
 
     /// Run rbuild with extra environment variables.
     pub fn rb_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        self.rb_in(None, args, env)
+    }
+
+    /// Run rbuild in directory `cwd` (relative paths in flags resolve there) with extra environment variables.
+    pub fn rb_in(&self, cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = if self.as_user {
             let mut c = Command::new("runuser");
             c.args(["-u", TEST_USER, "--", "env", "-u", "RBUILD_USERNS", "RBUILD_OFFLINE=1"]);
@@ -57,6 +62,9 @@ impl Builder {
             c.envs(env.iter().copied());
             c
         };
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
         cmd.arg("--root").arg(&self.root).args(args).output().unwrap()
     }
 
@@ -102,6 +110,20 @@ impl Builder {
             Command::new("chown").arg("-R").arg(TEST_USER).arg(&dir).status().unwrap();
         }
         dir
+    }
+
+    /// Run `sh -c script` in `dir` as the builder's user (root or the unprivileged test user).
+    pub fn shell(&self, dir: &Path, script: &str) -> Output {
+        let mut cmd = if self.as_user {
+            let mut c = Command::new("runuser");
+            c.args(["-u", TEST_USER, "--", "sh", "-c", script]);
+            c
+        } else {
+            let mut c = Command::new("sh");
+            c.args(["-c", script]);
+            c
+        };
+        cmd.current_dir(dir).output().unwrap()
     }
 
     pub fn assert_clean(&self) {

@@ -18,6 +18,7 @@ use super::graph::{OpKind, Source, StageNode};
 use super::progress::{Event, Stream};
 use super::{BuildOptions, NamedContext, Shared, cache, config};
 use crate::context::copy;
+use crate::context::git::is_git_url;
 use crate::context::{IgnoreMatcher, clean_path, find_ignore_file};
 use crate::digest::Digest;
 use crate::dockerfile::shell::Lexer;
@@ -964,11 +965,18 @@ impl<'a> StageBuilder<'a> {
         start: Instant,
     ) -> Result<()> {
         let keyword = if is_add { "ADD" } else { "COPY" };
-        if is_add && c.sources.iter().any(|s| s.ends_with(".git") || s.starts_with("git@") || s.starts_with("git://")) {
-            return Err(self.fail(ins, "ADD of git repositories is not supported yet"));
-        }
-        if is_add && c.sources.iter().any(|s| s.starts_with("http://") || s.starts_with("https://")) {
-            return self.add_urls(ins, c, step, start);
+        if is_add && c.inline_sources.is_empty() {
+            let expanded: Vec<String> = c.sources.iter().map(|s| self.expand(ins, s)).collect::<Result<_>>()?;
+            let remote = |s: &String| is_git_url(s) || s.starts_with("http://") || s.starts_with("https://");
+            if expanded.iter().any(remote) {
+                if expanded.len() > 1 {
+                    return Err(self.fail(ins, "ADD of a URL or git repository takes one source per instruction"));
+                }
+                if is_git_url(&expanded[0]) {
+                    return self.add_git(ins, c, &expanded[0], step, start);
+                }
+                return self.add_urls(ins, c, &expanded, step, start);
+            }
         }
         let excludes: Vec<String> = c.excludes.iter().map(|e| self.expand(ins, e)).collect::<Result<_>>()?;
         let excluded = IgnoreMatcher::from_patterns(&excludes).map_err(|e| self.fail(ins, &e.to_string()))?;
@@ -1022,7 +1030,7 @@ impl<'a> StageBuilder<'a> {
                 let dir = self.store.tmp().path("from");
                 merge_snapshots(&src.snapshots, &dir)?;
                 let outcome = copy::select_excluding(&dir, &IgnoreMatcher::default(), &excluded, &sources)
-                    .map_err(|e| self.fail(ins, &format!("{e} (in {})", describe(from))))
+                    .map_err(|e| self.fail(ins, &format!("{e} in {}", describe(from))))
                     .and_then(|selection| {
                         self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents)
                     });
@@ -1034,8 +1042,10 @@ impl<'a> StageBuilder<'a> {
         }
         let (root, _, _) = self.source_root(ins, from)?;
         let ignore = if from.is_none() { self.ignore.clone() } else { IgnoreMatcher::default() };
-        let selection = copy::select_excluding(&root, &ignore, &excluded, &sources)
-            .map_err(|e| self.fail(ins, &format!("{e} (in {})", describe(from))))?;
+        let selection = copy::select_excluding(&root, &ignore, &excluded, &sources).map_err(|e| {
+            let hint = if from.is_none() && !self.ignore.is_empty() { " (or .dockerignore excludes it)" } else { "" };
+            self.fail(ins, &format!("{e} in {}{hint}", describe(from)))
+        })?;
         // Context files (the build's own or a named directory's) are hashed incrementally.
         let checksum = selection.checksum_with(&self.sh.file_hashes)?;
         // ADD unpacks local tar archives (by content) into the destination directory.
@@ -1111,7 +1121,14 @@ impl<'a> StageBuilder<'a> {
     /// ADD of http(s) URLs: each is downloaded (always, as BuildKit checks them every build) into a file named by
     /// the URL's last path segment, never unpacked; `--checksum=sha256:...` must match; the file's mtime is the
     /// `Last-Modified` time. The layer is keyed by the downloaded content.
-    fn add_urls(&mut self, ins: &Instruction, c: &CopySpec, step: usize, start: Instant) -> Result<()> {
+    fn add_urls(
+        &mut self,
+        ins: &Instruction,
+        c: &CopySpec,
+        urls: &[String],
+        step: usize,
+        start: Instant,
+    ) -> Result<()> {
         let client =
             self.opts.registry.clone().ok_or_else(|| {
                 self.fail(ins, "ADD of a URL needs network access (no registry client in this build)")
@@ -1120,11 +1137,7 @@ impl<'a> StageBuilder<'a> {
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
         let outcome = (|| -> Result<()> {
             let mut names = Vec::new();
-            for src in &c.sources {
-                let url = self.expand(ins, src)?;
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(self.fail(ins, "ADD cannot mix URLs and context files in one instruction yet"));
-                }
+            for url in urls {
                 let name =
                     url.split(['?', '#']).next().unwrap_or(&url).trim_end_matches('/').rsplit('/').next().unwrap_or("");
                 let name =
@@ -1132,7 +1145,7 @@ impl<'a> StageBuilder<'a> {
                 let file = dir.join(&name);
                 let mut out = fs::File::create(&file).map_err(Error::io("create", &file))?;
                 let (_, modified) = client
-                    .fetch_url(&url, &mut out)
+                    .fetch_url(url, &mut out)
                     .map_err(|e| self.fail(ins, &format!("cannot download {url}: {e}")))?;
                 drop(out);
                 if let Some(want) = &c.checksum {
@@ -1149,7 +1162,28 @@ impl<'a> StageBuilder<'a> {
                 }
                 names.push(name);
             }
-            self.copy_generated(ins, c, "ADD", "url", &dir, &names, &c.sources, step, start)
+            self.copy_generated(ins, c, "ADD", "url", &dir, &names, urls, step, start)
+        })();
+        let _ = crate::store::remove_path(&dir);
+        outcome
+    }
+
+    /// ADD of a git repository (`URL#REF:SUBDIR`): checked out every build with the `git` binary (as BuildKit
+    /// resolves the ref every build), its files copied like a context directory's contents; `.git` only with
+    /// `--keep-git-dir=true`. The layer is keyed by the checked-out content.
+    fn add_git(&mut self, ins: &Instruction, c: &CopySpec, url: &str, step: usize, start: Instant) -> Result<()> {
+        if self.opts.registry.as_ref().is_some_and(|r| r.settings().offline) {
+            return Err(self.fail(ins, &format!("ADD {url}: rbuild is offline (--offline or RBUILD_OFFLINE)")));
+        }
+        if c.checksum.is_some() {
+            return Err(self.fail(ins, "ADD --checksum of a git repository is not supported (pin a commit in #REF)"));
+        }
+        let dir = self.store.tmp().path("add-git");
+        let outcome = (|| -> Result<()> {
+            let source = crate::context::git::GitSource::parse(url);
+            let root = source.checkout(&dir, c.keep_git_dir).map_err(|e| self.fail(ins, &e.to_string()))?;
+            let shown = [if c.keep_git_dir { format!("--keep-git-dir=true {url}") } else { url.to_string() }];
+            self.copy_generated(ins, c, "ADD", "git", &root, &[".".to_string()], &shown, step, start)
         })();
         let _ = crate::store::remove_path(&dir);
         outcome

@@ -91,12 +91,7 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
         })
         .collect();
     if found.is_empty() {
-        let reason = if has_glob(src) {
-            "no file in the build context matches it"
-        } else {
-            "it is not in the build context (or .dockerignore excludes it)"
-        };
-        return Err(Error::Malformed { what: format!("COPY source {src:?}"), reason: reason.into() });
+        return Err(Error::SourceNotFound { src: src.to_string(), pattern: has_glob(src) });
     }
     Ok(found)
 }

@@ -1,8 +1,9 @@
 //! The build context: which files a build may read (`.dockerignore`), selecting and checksumming COPY sources,
-//! and remembering context files' content hashes between builds.
+//! remembering context files' content hashes between builds, and git sources.
 
 pub mod copy;
 pub mod file_hashes;
+pub mod git;
 pub mod ignore;
 
 pub use file_hashes::FileHashes;

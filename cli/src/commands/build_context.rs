@@ -28,14 +28,7 @@ impl Drop for ResolvedContext {
     }
 }
 
-/// Whether `s` names a git repository the way docker build recognises one.
-pub fn is_git_url(s: &str) -> bool {
-    let base = s.split('#').next().unwrap_or(s);
-    s.starts_with("git://")
-        || s.starts_with("git@")
-        || s.starts_with("github.com/")
-        || ((base.starts_with("https://") || base.starts_with("http://")) && base.ends_with(".git"))
-}
+pub use rbuild_builder::context::git::is_git_url;
 
 pub fn resolve(store: &Store, context: &str) -> anyhow::Result<ResolvedContext> {
     if context == "-" {
@@ -118,48 +111,9 @@ fn unpack_archive(bytes: &[u8], dir: &Path) -> anyhow::Result<()> {
 
 /// `URL#REF:SUBDIR`: fetch REF (a branch, tag or commit; default HEAD) shallowly, then use SUBDIR.
 fn from_git(store: &Store, url: &str) -> anyhow::Result<ResolvedContext> {
-    let (repo, fragment) = url.split_once('#').unwrap_or((url, ""));
-    let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
-    let repo = if repo.starts_with("github.com/") { format!("https://{repo}") } else { repo.to_string() };
     let dir = temporary_dir(store, "git-context")?;
-    let resolved = ResolvedContext { dir: dir.clone(), temporary: Some(dir.clone()), dockerfile_text: None };
-    let git = |args: &[&str]| -> anyhow::Result<()> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(&dir)
-            .args(args)
-            .env("GIT_TERMINAL_PROMPT", "0")
-            .output()
-            .context("cannot run git (install it to build from git repositories)")?;
-        if !out.status.success() {
-            bail!("git {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
-        }
-        Ok(())
-    };
-    git(&["init", "-q"])?;
-    git(&["remote", "add", "origin", &repo])?;
-    let want = if reference.is_empty() { "HEAD" } else { reference };
-    // Shallow when the server can (dumb HTTP cannot), else the whole history of that ref.
-    git(&["fetch", "-q", "--depth", "1", "origin", want])
-        .or_else(|_| git(&["fetch", "-q", "origin", want]))
-        .with_context(|| format!("cannot fetch {want:?} from the git repository {repo}"))?;
-    git(&["checkout", "-q", "FETCH_HEAD"])?;
-    git(&["submodule", "update", "-q", "--init", "--recursive", "--depth", "1"])?;
-    let _ = std::fs::remove_dir_all(dir.join(".git"));
-    let sub = subdir.trim_matches('/');
-    if sub.is_empty() {
-        return Ok(resolved);
-    }
-    let clean = rbuild_builder::context::clean_path(sub);
-    if clean.starts_with("..") {
-        bail!("the git context's subdirectory {sub:?} leaves the repository");
-    }
-    let sub_dir = dir.join(&clean);
-    if !sub_dir.is_dir() {
-        bail!("the git repository {repo} has no directory {sub:?}");
-    }
-    let mut resolved = resolved;
-    resolved.dir = sub_dir;
+    let mut resolved = ResolvedContext { dir: dir.clone(), temporary: Some(dir.clone()), dockerfile_text: None };
+    resolved.dir = rbuild_builder::context::git::GitSource::parse(url).checkout(&dir, false)?;
     Ok(resolved)
 }
 
