@@ -23,6 +23,9 @@ pub struct PreparedMounts {
     pub env: Vec<String>,
     /// Cache-mount locks held until the run ends.
     locks: Vec<File>,
+    /// New cache directories whose `uid`/`gid` this process could not set (it is not root): the caller sets them
+    /// inside the sandbox's user namespace.
+    pub owners_to_set: Vec<(PathBuf, u32, u32)>,
 }
 
 impl PreparedMounts {
@@ -60,7 +63,8 @@ pub fn cache_dir_name(m: &RunMount) -> String {
 }
 
 /// A cache mount's directory, locked as its sharing mode asks.
-fn cache_dir(store: &Store, m: &RunMount, locks: &mut Vec<File>) -> Result<PathBuf> {
+fn cache_dir(store: &Store, m: &RunMount, out: &mut PreparedMounts) -> Result<PathBuf> {
+    let locks = &mut out.locks;
     let base = cache_dir_name(m);
     let mounts = store.root().join("mounts");
     let dir = match m.sharing.unwrap_or(CacheSharing::Shared) {
@@ -92,11 +96,37 @@ fn cache_dir(store: &Store, m: &RunMount, locks: &mut Vec<File>) -> Result<PathB
         let gid = m.gid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
         if rustix::process::geteuid().is_root() {
             std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(Error::io("chown", &dir))?;
+        } else if uid != 0 || gid != 0 {
+            out.owners_to_set.push((dir.clone(), uid, gid));
+        }
+        // `from=`: the builder resolved the seed's directory into `source`.
+        if let Some(seed) = &m.source {
+            copy_tree(Path::new(seed), &dir)?;
         }
     }
     // Used now: prune's least-recently-used order sees it.
     let _ = File::open(&dir).and_then(|f| f.set_modified(std::time::SystemTime::now()));
     Ok(dir)
+}
+
+/// Copy the contents of `from` into the directory `to` (files, directories, symlinks; modes kept).
+fn copy_tree(from: &Path, to: &Path) -> Result<()> {
+    for entry in fs::read_dir(from).map_err(Error::io("read", from))? {
+        let entry = entry.map_err(Error::io("read", from))?;
+        let (src, dst) = (entry.path(), to.join(entry.file_name()));
+        let meta = fs::symlink_metadata(&src).map_err(Error::io("stat", &src))?;
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&src).map_err(Error::io("read link", &src))?;
+            std::os::unix::fs::symlink(target, &dst).map_err(Error::io("create link", &dst))?;
+        } else if meta.is_dir() {
+            fs::create_dir(&dst).map_err(Error::io("create", &dst))?;
+            copy_tree(&src, &dst)?;
+            fs::set_permissions(&dst, meta.permissions()).map_err(Error::io("chmod", &dst))?;
+        } else if meta.is_file() {
+            fs::copy(&src, &dst).map_err(Error::io("copy", &src))?;
+        }
+    }
+    Ok(())
 }
 
 /// Turn mount specifications into the runtime's mounts; `scratch` is a directory of this run for secret copies.
@@ -118,7 +148,7 @@ pub fn prepare(store: &Store, specs: &[RunMount], scratch: &Path) -> Result<Prep
             }
             MountType::Cache => {
                 let target = m.target.clone().ok_or_else(|| bad(&spec, "no target"))?;
-                let source = cache_dir(store, m, &mut out.locks)?;
+                let source = cache_dir(store, m, &mut out)?;
                 out.mounts.push(Mount::Bind { source, target, read_only: m.read_only.unwrap_or(false) });
             }
             MountType::Tmpfs => {

@@ -53,9 +53,14 @@ impl TreeOps for UsernsTreeOps {
     fn remove(&self, path: &Path) -> Result<()> {
         self.runtime.remove_tree(path, self.userns).map_err(|e| Error::Sandbox(Box::new(e)))
     }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
+        let (uid, gid) = (uid.to_string(), gid.to_string());
+        self.op(&[Path::new("chown"), path, Path::new(&uid), Path::new(&gid)])
+    }
 }
 
-/// The helper's side: `__tree-op unpack BLOB DEST`. Returns the process exit code.
+/// The helper's side: `__tree-op unpack BLOB DEST` or `__tree-op chown PATH UID GID`. Returns the exit code.
 pub fn tree_op_main(args: &[String]) -> i32 {
     let result = match args {
         [op, blob, dest] if op == "unpack" => (|| {
@@ -63,6 +68,12 @@ pub fn tree_op_main(args: &[String]) -> i32 {
             std::fs::create_dir(dest).map_err(Error::io("create", dest))?;
             apply_tar(decompressed(file)?, Path::new(dest), &ApplyOptions::new(ApplyMode::Snapshot, blob.clone()))
         })(),
+        [op, path, uid, gid] if op == "chown" => match (uid.parse(), gid.parse()) {
+            (Ok(uid), Ok(gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(Error::io("chown", path))
+                .map(|_| crate::layer::ApplyReport::default()),
+            _ => Err(Error::Malformed { what: "tree operation".into(), reason: format!("bad ids: {args:?}") }),
+        },
         _ => Err(Error::Malformed { what: "tree operation".into(), reason: format!("unknown: {args:?}") }),
     };
     match result {

@@ -33,7 +33,7 @@ impl Builder {
         fs::create_dir_all(&work).unwrap();
         if as_user {
             fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-            assert!(Command::new("chown").arg("-R").arg(TEST_USER).arg(dir.path()).status().unwrap().success());
+            crate::give_to_test_user(dir.path());
         }
         Builder { _dir: dir, root, work, as_user }
     }
@@ -107,7 +107,7 @@ impl Builder {
             fs::write(&p, content).unwrap();
         }
         if self.as_user {
-            Command::new("chown").arg("-R").arg(TEST_USER).arg(&dir).status().unwrap();
+            crate::give_to_test_user(&dir);
         }
         dir
     }

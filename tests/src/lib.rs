@@ -160,6 +160,12 @@ pub fn make_test_image(name: &str, out: &Path) -> String {
 /// `scripts/install-test-deps.sh`).
 pub const TEST_USER: &str = "rbuild-test";
 
+/// Give `path` (recursively) to the test user and its group, as a rootless user's own files would be.
+pub fn give_to_test_user(path: &Path) {
+    let status = Command::new("chown").arg("-R").arg(format!("{TEST_USER}:")).arg(path).status().expect("run chown");
+    assert!(status.success(), "chown {}", path.display());
+}
+
 /// Whether the tests run as root.
 pub fn running_as_root() -> bool {
     Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)

@@ -59,7 +59,7 @@ fn benchmark_workloads_build_and_their_images_work() {
         let generated = Command::new(ws.join("copy-many/gen-context.sh")).arg(&ctx).arg("2000").status().unwrap();
         assert!(generated.success());
         if b.as_user {
-            Command::new("chown").arg("-R").arg(rbuild_tests::TEST_USER).arg(&ctx).status().unwrap();
+            rbuild_tests::give_to_test_user(&ctx);
         }
         let (ok, _, err) = b.build(&ctx, "many", &["--progress", "quiet"]);
         assert!(ok, "{err}");

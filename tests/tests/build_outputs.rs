@@ -48,7 +48,7 @@ fn image_config_and_history_equal_the_golden_file() {
             fs::copy(golden_dir.join(f), ctx.join(f)).unwrap();
         }
         if b.as_user {
-            Command::new("chown").arg("-R").arg(rbuild_tests::TEST_USER).arg(&ctx).status().unwrap();
+            rbuild_tests::give_to_test_user(&ctx);
         }
         let out = b.rb_env(
             &["build", "--progress", "plain", "-t", "golden", ctx.to_str().unwrap()],

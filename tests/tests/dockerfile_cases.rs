@@ -174,7 +174,7 @@ fn run_case(builder: &Builder, id: &str, dir: &Path, case: &Case) -> Result<(), 
     let ctx = work.join("ctx");
     copy_case(dir, &ctx, true);
     if builder.as_user {
-        std::process::Command::new("chown").arg("-R").arg(rbuild_tests::TEST_USER).arg(&work).status().unwrap();
+        rbuild_tests::give_to_test_user(&work);
     }
     let setup = |script: &Option<String>| -> Result<(), String> {
         if let Some(script) = script {

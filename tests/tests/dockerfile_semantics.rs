@@ -168,7 +168,7 @@ fn add_unpacks_local_archives_and_copy_does_not() {
         )
         .unwrap();
         if b.as_user {
-            std::process::Command::new("chown").arg("-R").arg(rbuild_tests::TEST_USER).arg(&ctx).status().unwrap();
+            rbuild_tests::give_to_test_user(&ctx);
         }
         let (ok, _, err) = b.build(&ctx, "add", &[]);
         assert!(ok, "{err}");

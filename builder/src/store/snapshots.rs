@@ -19,6 +19,8 @@ pub trait TreeOps: Send + Sync + std::fmt::Debug {
     fn unpack(&self, blob: &Path, dest: &Path, layer_name: &str) -> Result<ApplyReport>;
     /// Remove a tree.
     fn remove(&self, path: &Path) -> Result<()>;
+    /// Give `path` (not recursively) the owner `uid:gid` as the sandbox sees ids.
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()>;
 }
 
 /// Tree operations run by this process with its own credentials.
@@ -34,6 +36,10 @@ impl TreeOps for InProcess {
 
     fn remove(&self, path: &Path) -> Result<()> {
         super::remove_path(path).map_err(Error::io("remove", path))
+    }
+
+    fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(Error::io("chown", path))
     }
 }
 
