@@ -62,6 +62,9 @@ struct Expect {
     /// JSON pointers into the image config (`/config/User`) and the value each must have.
     #[serde(default)]
     config: BTreeMap<String, toml::Value>,
+    /// JSON pointers into the image config that must be absent or null.
+    #[serde(default)]
+    config_unset: Vec<String>,
     /// The `created_by` of the image's last history entries, in order.
     #[serde(default)]
     history: Vec<String>,
@@ -278,6 +281,9 @@ fn run_case(builder: &Builder, id: &str, dir: &Path, case: &Case) -> Result<(), 
         if got != want {
             return fail(format!("config {pointer}: {got}, expected {want}"));
         }
+    }
+    if let Some(p) = e.config_unset.iter().find(|p| image.config.pointer(p).is_some_and(|v| !v.is_null())) {
+        return fail(format!("config {p}: {}, expected none", image.config.pointer(p).unwrap_or_default()));
     }
     if !e.history.is_empty() {
         let all: Vec<String> = image.config["history"]

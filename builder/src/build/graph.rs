@@ -53,6 +53,9 @@ pub struct StageNode {
     /// The stages this one needs built first (its base and what it reads).
     pub deps: BTreeSet<usize>,
     pub ops: Vec<Op>,
+    /// When the base is a stage with ONBUILD triggers: what each trigger reads (`COPY --from`, `RUN --mount
+    /// from=`), resolved in this stage.
+    pub trigger_reads: Vec<Vec<Source>>,
 }
 
 /// The lowered build.
@@ -206,35 +209,10 @@ fn visit(
         let expand = |w: &str, scope: &[(String, String)]| -> Result<String> {
             lexer.process_word(w, &scope.to_vec()).map_err(|e| fail(ins.span, e.to_string()))
         };
-        // As in BuildKit: `--from` takes no variables (a stage's dependencies must not depend on its own ARGs).
-        let literal_from = |f: &str| -> Result<String> {
-            let plain = lexer.process_word(f, &Vec::new()).map_err(|e| fail(ins.span, e.to_string()))?;
-            if plain != f {
-                return Err(fail(
-                    ins.span,
-                    "variable expansion is not supported for --from, define a new stage with FROM using ARG from \
-                     global scope as a workaround"
-                        .into(),
-                ));
-            }
-            Ok(plain)
-        };
         let (kind, reads) = match &ins.kind {
-            InstructionKind::Run(run) => {
-                let mut reads = Vec::new();
-                for m in &run.mounts {
-                    if let Some(f) = &m.from {
-                        reads.push(resolve_from(df, &literal_from(f)?, index, named, ins, fail)?);
-                    }
-                }
-                (OpKind::Exec, reads)
-            }
-            InstructionKind::Copy(c) | InstructionKind::Add(c) => {
-                let reads = match &c.from {
-                    Some(f) => vec![resolve_from(df, &literal_from(f)?, index, named, ins, fail)?],
-                    None => Vec::new(),
-                };
-                (OpKind::File, reads)
+            InstructionKind::Run(_) => (OpKind::Exec, reads_of(df, ins, index, named, fail)?),
+            InstructionKind::Copy(_) | InstructionKind::Add(_) => {
+                (OpKind::File, reads_of(df, ins, index, named, fail)?)
             }
             InstructionKind::Arg(decls) => {
                 for d in decls {
@@ -254,8 +232,18 @@ fn visit(
         };
         ops.push(Op { kind, instruction: n, reads });
     }
+    // A base stage's ONBUILD triggers run in this stage: what they read is needed too.
+    let trigger_reads = match base {
+        Source::Stage(parent) => onbuild_triggers(df, parent)
+            .map_err(|e| fail(stage.span, format!("the ONBUILD triggers of the base stage do not parse: {e}")))?
+            .iter()
+            .map(|t| reads_of(df, t, index, named, fail).map_err(|e| fail(stage.span, e.to_string())))
+            .collect::<Result<Vec<_>>>()?,
+        _ => Vec::new(),
+    };
     let deps: BTreeSet<usize> = std::iter::once(&base)
         .chain(ops.iter().flat_map(|o| o.reads.iter()))
+        .chain(trigger_reads.iter().flatten())
         .filter_map(|s| if let Source::Stage(i) = s { Some(*i) } else { None })
         .collect();
     on_path.push(index);
@@ -263,9 +251,58 @@ fn visit(
         visit(df, *d, meta, build_args, named, fail, nodes, on_path, order)?;
     }
     on_path.pop();
-    nodes.insert(index, StageNode { index, name: stage.name.clone(), base, deps, ops });
+    nodes.insert(index, StageNode { index, name: stage.name.clone(), base, deps, ops, trigger_reads });
     order.push(index);
     Ok(())
+}
+
+/// The ONBUILD instructions of a stage, parsed: the triggers its image carries.
+pub(crate) fn onbuild_triggers(df: &Dockerfile, stage: usize) -> Result<Vec<Instruction>> {
+    let triggers: Vec<&str> = df.stages[stage]
+        .instructions
+        .iter()
+        .filter_map(|i| if let InstructionKind::Onbuild(t) = &i.kind { Some(t.as_str()) } else { None })
+        .collect();
+    parse_triggers(&triggers)
+}
+
+/// ONBUILD trigger texts parsed as instructions.
+pub(crate) fn parse_triggers(triggers: &[&str]) -> Result<Vec<Instruction>> {
+    if triggers.is_empty() {
+        return Ok(Vec::new());
+    }
+    let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
+    Ok(crate::dockerfile::load("ONBUILD", &text)?.stages.into_iter().flat_map(|s| s.instructions).collect())
+}
+
+/// What an instruction of stage `index` reads through `COPY --from` / `RUN --mount from=`. As in BuildKit,
+/// `--from` takes no variables (a stage's dependencies must not depend on its own ARGs).
+pub(crate) fn reads_of(
+    df: &Dockerfile,
+    ins: &Instruction,
+    index: usize,
+    named: &BTreeSet<String>,
+    fail: &dyn Fn(Span, String) -> Error,
+) -> Result<Vec<Source>> {
+    let lexer = Lexer::new(df.escape);
+    let literal_from = |f: &str| -> Result<String> {
+        let plain = lexer.process_word(f, &Vec::new()).map_err(|e| fail(ins.span, e.to_string()))?;
+        if plain != f {
+            return Err(fail(
+                ins.span,
+                "variable expansion is not supported for --from, define a new stage with FROM using ARG from global \
+                 scope as a workaround"
+                    .into(),
+            ));
+        }
+        Ok(plain)
+    };
+    let froms: Vec<&String> = match &ins.kind {
+        InstructionKind::Run(run) => run.mounts.iter().filter_map(|m| m.from.as_ref()).collect(),
+        InstructionKind::Copy(c) | InstructionKind::Add(c) => c.from.iter().collect(),
+        _ => Vec::new(),
+    };
+    froms.into_iter().map(|f| resolve_from(df, &literal_from(f)?, index, named, ins, fail)).collect()
 }
 
 /// A `--from=` value: a stage (by name, or by an index that must be an earlier stage), a named context or an image.

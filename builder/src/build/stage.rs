@@ -334,19 +334,34 @@ impl<'a> StageBuilder<'a> {
             return Ok(());
         }
         self.state.config["config"]["OnBuild"] = Value::Null;
-        let text = format!("FROM scratch\n{}\n", triggers.join("\n"));
-        let parsed = crate::dockerfile::load("ONBUILD", &text)
+        let texts: Vec<&str> = triggers.iter().map(String::as_str).collect();
+        let parsed = super::graph::parse_triggers(&texts)
             .map_err(|e| self.fail(from, &format!("the base image's ONBUILD triggers do not parse: {e}")))?;
-        for mut ins in parsed.stages.into_iter().flat_map(|s| s.instructions) {
-            if let InstructionKind::Copy(c) | InstructionKind::Add(c) = &ins.kind
-                && c.from.is_some()
-            {
-                return Err(self.fail(from, "an ONBUILD trigger with COPY --from is not supported yet"));
-            }
+        let named: std::collections::BTreeSet<String> = self.opts.named_contexts.keys().cloned().collect();
+        for (n, mut ins) in parsed.into_iter().enumerate() {
             // Errors point at the FROM line that brought the trigger in.
             ins.span = from.span;
             ins.original = format!("ONBUILD {}", ins.original.trim());
-            self.instruction(&ins)?;
+            // A base stage's triggers had their reads resolved with the graph; an image's are resolved now, and
+            // may name images, named contexts or stages this stage already depends on.
+            let reads = match self.node.trigger_reads.get(n) {
+                Some(r) => r.clone(),
+                None => super::graph::reads_of(self.df, &ins, self.index, &named, &|_, m| self.fail(from, &m))?,
+            };
+            if let Some(Source::Stage(i)) =
+                reads.iter().find(|r| matches!(r, Source::Stage(i) if !self.node.deps.contains(i)))
+            {
+                return Err(self.fail(
+                    from,
+                    &format!(
+                        "{}: the base image's trigger reads stage {:?}, which this stage does not depend on \
+                         (copy from it in a stage of its own, or base the stage on it)",
+                        ins.original,
+                        self.df.stages[*i].name.clone().unwrap_or_else(|| i.to_string())
+                    ),
+                ));
+            }
+            self.dispatch(&ins, &reads)?;
         }
         Ok(())
     }
@@ -383,24 +398,24 @@ impl<'a> StageBuilder<'a> {
         self.state.config["history"] = Value::Array(h);
     }
 
+    /// An instruction of the stage, with what the graph resolved it to read.
     fn instruction(&mut self, ins: &Instruction) -> Result<()> {
-        // An instruction of the stage has its op in the graph; an ONBUILD trigger (not in the file) reads nothing
-        // but the stage and the context.
-        let op = self
+        let reads = self
             .node
             .ops
             .iter()
             .find(|o| std::ptr::eq(&self.df.stages[self.index].instructions[o.instruction], ins))
-            .cloned()
-            .unwrap_or(super::graph::Op {
-                kind: super::graph::OpKind::Config,
-                instruction: usize::MAX,
-                reads: Vec::new(),
-            });
+            .map(|o| o.reads.clone())
+            .unwrap_or_default();
+        self.dispatch(ins, &reads)
+    }
+
+    /// Carry out one instruction, given what it reads from other stages, images or contexts.
+    fn dispatch(&mut self, ins: &Instruction, reads: &[Source]) -> Result<()> {
         match &ins.kind {
-            InstructionKind::Run(run) => return self.run_step(ins, run, &op.reads),
-            InstructionKind::Copy(c) => return self.copy_step(ins, c, false, op.reads.first()),
-            InstructionKind::Add(c) => return self.copy_step(ins, c, true, op.reads.first()),
+            InstructionKind::Run(run) => return self.run_step(ins, run, reads),
+            InstructionKind::Copy(c) => return self.copy_step(ins, c, false, reads.first()),
+            InstructionKind::Add(c) => return self.copy_step(ins, c, true, reads.first()),
             InstructionKind::Workdir(w) => return self.workdir_step(ins, w),
             _ => {}
         }
