@@ -251,7 +251,7 @@ impl<'a> StageBuilder<'a> {
                     let layer_dir = self.store.tmp().path("context-image");
                     fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
                     selection.copy_into(&layer_dir, "/", None, None)?;
-                    let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?, false)?;
+                    let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?, LayerDir::Written)?;
                     if let Some((l, diff_id, snap)) = layer {
                         state.config["rootfs"]["diff_ids"] = json!([diff_id.to_string()]);
                         state.layers.push(l);
@@ -438,8 +438,9 @@ impl<'a> StageBuilder<'a> {
             }
             InstructionKind::Env(kvs) => {
                 let mut text = String::from("ENV");
-                for kv in kvs {
-                    let v = self.expand(ins, &kv.value)?;
+                // Every value of one ENV line sees the environment from before the line (as in Docker).
+                let values: Vec<String> = kvs.iter().map(|kv| self.expand(ins, &kv.value)).collect::<Result<_>>()?;
+                for (kv, v) in kvs.iter().zip(values) {
                     config::set_env(&mut self.state.config, &kv.key, &v);
                     text.push_str(&format!(" {}={v}", kv.key));
                 }
@@ -546,10 +547,14 @@ impl<'a> StageBuilder<'a> {
         if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
+        // BuildKit creates a missing WORKDIR as the stage's USER.
+        let owner = self.user_ids(ins).map_err(|e| self.step_failed(step, e))?;
         let layer_dir = self.store.tmp().path("workdir");
         let dir = layer_dir.join(&rel);
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-        let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?, false)?;
+        let mut entries = collect_tree(&layer_dir)?;
+        let origin = self.keep_existing_dirs(&mut entries, owner, &|_| true);
+        let layer = self.commit_dir(&layer_dir, entries, origin)?;
         self.finish_step(&key, layer, created_by, step, start)
     }
 
@@ -576,6 +581,73 @@ impl<'a> StageBuilder<'a> {
 
     fn path_exists(&self, rel: &str) -> bool {
         self.path_meta(rel).is_some()
+    }
+
+    /// The image-side (mode, uid, gid) of a directory the stage has at `rel`: owners recorded in the
+    /// rootless xattr, else the on-disk owner mapped back through the sandbox's id map.
+    fn stage_dir_attrs(&self, rel: &str) -> Option<(u32, u32, u32)> {
+        let meta = self.path_meta(rel).filter(|m| m.is_dir())?;
+        use std::os::unix::fs::MetadataExt;
+        let path = self.state.snapshots.iter().rev().map(|s| s.join(rel)).find(|p| p.is_dir())?;
+        let recorded = xattr::get(&path, crate::layer::tree::ROOTLESS_XATTR)
+            .ok()
+            .flatten()
+            .and_then(|b| crate::layer::rootless_owner::decode(&b));
+        let (uid, gid) = id_map_for(self.opts.userns).to_image(meta.uid(), meta.gid());
+        let (uid, gid) = match recorded {
+            Some((u, g)) => (u.unwrap_or(uid), g.unwrap_or(gid)),
+            None => (uid, gid),
+        };
+        Some((meta.mode() & 0o7777, uid, gid))
+    }
+
+    /// Directories of a new layer that the stage already has keep their mode and owner (a COPY or WORKDIR
+    /// into `/home/user/x` must not make `/home/user` root's); `new_owner` is given to the ones that are new.
+    fn keep_existing_dirs(
+        &self,
+        entries: &mut [crate::layer::TreeEntry],
+        new_owner: Option<(u32, u32)>,
+        which: &dyn Fn(&str) -> bool,
+    ) -> LayerDir {
+        let mut adjusted = false;
+        for e in entries.iter_mut().filter(|e| matches!(e.kind, crate::layer::EntryKind::Dir)) {
+            let rel = String::from_utf8_lossy(&e.path).into_owned();
+            if !which(&rel) {
+                continue;
+            }
+            let want = match self.stage_dir_attrs(&rel) {
+                Some(attrs) => attrs,
+                None => match new_owner {
+                    Some((uid, gid)) => (e.mode, uid, gid),
+                    None => continue,
+                },
+            };
+            if (e.mode, e.uid, e.gid) != want {
+                (e.mode, e.uid, e.gid) = want;
+                adjusted = true;
+            }
+        }
+        if adjusted { LayerDir::Adjusted } else { LayerDir::Written }
+    }
+
+    /// The (uid, gid) the stage's USER resolves to in its own /etc/passwd and /etc/group (`None`: root).
+    fn user_ids(&self, ins: &Instruction) -> Result<Option<(u32, u32)>> {
+        let Some(user) = self.state.config["config"]["User"].as_str().filter(|u| !u.is_empty()) else {
+            return Ok(None);
+        };
+        let dir = self.store.tmp().path("passwd");
+        let resolved = (|| -> Result<rbuild_runtime::user::ResolvedUser> {
+            fs::create_dir_all(dir.join("etc")).map_err(Error::io("create", &dir))?;
+            for f in ["etc/passwd", "etc/group"] {
+                if let Some(data) = self.read_stage_file(f) {
+                    fs::write(dir.join(f), data).map_err(Error::io("write", dir.join(f)))?;
+                }
+            }
+            rbuild_runtime::user::resolve(&dir, Some(user)).map_err(|m| self.fail(ins, &m))
+        })();
+        let _ = crate::store::remove_path(&dir);
+        let r = resolved?;
+        Ok(Some((r.uid, r.gid)).filter(|ids| *ids != (0, 0)))
     }
 
     /// A RUN's argv, with its heredocs as BuildKit runs them: a command that is only a heredoc is the script (run
@@ -673,16 +745,21 @@ impl<'a> StageBuilder<'a> {
 
     /// Export a layer directory (an overlay upper or a COPY tree) and make it the layer's snapshot. A tree rbuild
     /// wrote itself cannot become the snapshot as it is under subordinate ids (its owners are only recorded, not
-    /// real): the snapshot is then unpacked from the layer inside the user namespace.
+    /// real), nor one whose entries were given other attributes than its files have: the snapshot is then
+    /// unpacked from the layer (inside the user namespace when there is one).
     fn commit_dir(
         &self,
         dir: &Path,
         entries: Vec<crate::layer::TreeEntry>,
-        made_in_sandbox: bool,
+        origin: LayerDir,
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
-        let usable_as_snapshot = made_in_sandbox
-            || rustix::process::geteuid().is_root()
-            || !matches!(self.opts.userns, UsernsMode::Subuid { .. });
+        let usable_as_snapshot = match origin {
+            LayerDir::Sandbox => true,
+            LayerDir::Written => {
+                rustix::process::geteuid().is_root() || !matches!(self.opts.userns, UsernsMode::Subuid { .. })
+            }
+            LayerDir::Adjusted => false,
+        };
         if entries.is_empty() {
             self.ops.remove(dir)?;
             return Ok(None);
@@ -702,7 +779,7 @@ impl<'a> StageBuilder<'a> {
     }
 
     /// BuildKit's history text for RUN: the build args in scope as `|N K=V ...`, then the command.
-    fn run_created_by(&self, cmd: &CommandLine, argv: &[String]) -> String {
+    fn run_created_by(&self, argv: &[String]) -> String {
         let args = self.arg_values();
         let prefix = if args.is_empty() {
             String::new()
@@ -710,8 +787,8 @@ impl<'a> StageBuilder<'a> {
             let kv: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
             format!("|{} {} ", kv.len(), kv.join(" "))
         };
-        let command = if cmd.prepend_shell { argv.join(" ") } else { serde_json::to_string(argv).unwrap_or_default() };
-        format!("RUN {prefix}{command} # rbuild")
+        // BuildKit joins the arguments with spaces for both forms.
+        format!("RUN {prefix}{} # rbuild", argv.join(" "))
     }
 
     fn run_step(&mut self, ins: &Instruction, run: &crate::dockerfile::RunSpec, reads: &[Source]) -> Result<()> {
@@ -730,7 +807,7 @@ impl<'a> StageBuilder<'a> {
     ) -> Result<()> {
         let cmd = &run.command;
         let (argv, script) = self.run_argv(ins, cmd)?;
-        let created_by = self.run_created_by(cmd, &argv);
+        let created_by = self.run_created_by(&argv);
         let network = match run.network.as_deref() {
             None | Some("default") => self.opts.network,
             Some("none") => NetworkMode::None,
@@ -898,7 +975,8 @@ impl<'a> StageBuilder<'a> {
             Ok(o) => o,
             Err(e) => {
                 cleanup(self, &scratch_dirs);
-                return Err(Error::Sandbox(Box::new(e)));
+                // The sandbox could not start the step (an unknown USER, a bad mount target...): say which.
+                return Err(self.fail(ins, &e.to_string()));
             }
         };
         if !outcome.status.success() {
@@ -917,7 +995,7 @@ impl<'a> StageBuilder<'a> {
             let _ = crate::store::remove_path(d);
         }
         let entries = diff_overlay_upper_mapped(&upper, &id_map_for(self.opts.userns))?;
-        let layer = self.commit_dir(&upper, entries, true)?;
+        let layer = self.commit_dir(&upper, entries, LayerDir::Sandbox)?;
         let _ = self.runtime.remove_tree(&run_dir, self.opts.userns);
         self.finish_step(&key, layer, created_by, step, start)
     }
@@ -1347,8 +1425,16 @@ impl<'a> StageBuilder<'a> {
             let _ = crate::store::remove_path(&layer_dir);
             return Err(e);
         }
-        let entries = collect_tree(&layer_dir)?;
-        self.commit_dir(&layer_dir, entries, false)
+        self.commit_copied(&layer_dir, dest_abs)
+    }
+
+    /// Commit a directory a COPY/ADD filled for `dest_abs`. The destination's parents that the stage already has
+    /// keep their attributes; what the copy itself brings keeps its own.
+    fn commit_copied(&self, layer_dir: &Path, dest_abs: &str) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
+        let mut entries = collect_tree(layer_dir)?;
+        let dest_rel = dest_abs.trim_matches('/');
+        let origin = self.keep_existing_dirs(&mut entries, None, &|p| dest_rel.starts_with(&format!("{p}/")));
+        self.commit_dir(layer_dir, entries, origin)
     }
 
     /// Copy a selection into a new layer directory and commit it.
@@ -1372,8 +1458,7 @@ impl<'a> StageBuilder<'a> {
             let _ = crate::store::remove_path(&layer_dir);
             return Err(self.fail(ins, &e.to_string()));
         }
-        let entries = collect_tree(&layer_dir)?;
-        self.commit_dir(&layer_dir, entries, false)
+        self.commit_copied(&layer_dir, dest_abs)
     }
 
     /// Record a step's result (its layer, or none) in the cache and the stage, and report it done.
@@ -1392,6 +1477,18 @@ impl<'a> StageBuilder<'a> {
         self.done(step, start);
         Ok(())
     }
+}
+
+/// Where a layer directory's files came from: whether it can become the layer's snapshot as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerDir {
+    /// An overlay upper directory written inside the sandbox: its files have their real owners.
+    Sandbox,
+    /// A tree rbuild wrote itself (COPY, WORKDIR): owners are real only when rbuild runs as root or without
+    /// subordinate ids.
+    Written,
+    /// A written tree whose entries were given attributes its files do not have.
+    Adjusted,
 }
 
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, the only form servers send today) as a time.
