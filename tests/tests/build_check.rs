@@ -34,7 +34,7 @@ fn assert_fails(dockerfile: &str, line: usize, needles: &[&str]) {
 }
 
 const EVERY_INSTRUCTION: &str = r#"# syntax=docker/dockerfile:1
-# check=error=true
+# check=skip=MaintainerDeprecated,LegacyKeyValueFormat;error=true
 ARG BASE=busybox
 FROM --platform=$BUILDPLATFORM ${BASE} AS build
 LABEL org.opencontainers.image.title="demo" version=1

@@ -9,6 +9,7 @@ mod flags;
 mod go_quote;
 mod instructions;
 mod line_args;
+pub mod lint;
 mod parser;
 mod run_mount;
 pub mod shell;

@@ -129,6 +129,7 @@ pub fn build(
         (None, Some(text)) => dockerfile_input::DockerfileInput { name: "-".into(), text: text.clone(), path: None },
         (None, None) => dockerfile_input::read(&context.dir.join("Dockerfile"))?,
     };
+    report_build_checks(&input.name, &input.text, args.quiet)?;
     let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let compression = rbuild_builder::layer::Compression::parse(&args.compression).with_context(|| {
         format!("unknown --compression {:?} (gzip[:1-9], zstd[:1-22], uncompressed)", args.compression)
@@ -306,6 +307,7 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
     for w in &parsed.warnings {
         eprintln!("warning: {}:{}: {}", input.name, w.line, w.message);
     }
+    report_build_checks(&input.name, &input.text, false)?;
     if let Some(target) = &args.target {
         let lower = target.to_ascii_lowercase();
         if !parsed.stages.iter().any(|s| s.name.as_deref() == Some(lower.as_str())) {
@@ -330,6 +332,28 @@ pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
             .unwrap_or_default()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Run the build checks (`# check=` decides which, and whether they fail the build) and print what they find.
+fn report_build_checks(name: &str, text: &str, quiet: bool) -> anyhow::Result<()> {
+    let Ok(parsed) = dockerfile::load(name, text) else {
+        // The build itself reports parse errors, with their line.
+        return Ok(());
+    };
+    let warnings = dockerfile::lint::lint(&parsed, text);
+    if !quiet {
+        for line in dockerfile::lint::render(&warnings, name) {
+            eprintln!("{line}");
+        }
+    }
+    if dockerfile::lint::check_directive(&parsed).error && !warnings.is_empty() {
+        let rules: std::collections::BTreeSet<&str> = warnings.iter().map(|w| w.rule).collect();
+        bail!(
+            "{name}: lint violation found for rules: {} (# check=error=true makes build checks fail the build)",
+            rules.into_iter().collect::<Vec<_>>().join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Parse the build's ignore file, if any; returns its path and pattern count.

@@ -1,0 +1,256 @@
+//! Build checks: a handful of BuildKit's Dockerfile lint rules (same names, same messages), the `# check=`
+//! directive (`skip=Rule1,Rule2` or `skip=all`, `error=true`), and the `# syntax=` hint (never fetched; a
+//! frontend other than Docker's gets a warning, since rbuild always uses its own).
+
+use std::collections::BTreeSet;
+
+use super::instructions::{Dockerfile, InstructionKind};
+
+/// One finding of a build check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LintWarning {
+    /// BuildKit's rule name (`JSONArgsRecommended`), or `Syntax` for the `# syntax=` note.
+    pub rule: &'static str,
+    pub message: String,
+    pub line: usize,
+}
+
+/// What `# check=` asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckDirective {
+    pub skip: BTreeSet<String>,
+    pub skip_all: bool,
+    /// Warnings fail the build.
+    pub error: bool,
+}
+
+impl CheckDirective {
+    /// Parse `skip=A,B;error=true` (the directive's value).
+    pub fn parse(value: &str) -> CheckDirective {
+        let mut out = CheckDirective::default();
+        for part in value.split(';') {
+            match part.trim().split_once('=') {
+                Some(("skip", rules)) => {
+                    for r in rules.split(',').map(str::trim).filter(|r| !r.is_empty()) {
+                        if r.eq_ignore_ascii_case("all") {
+                            out.skip_all = true;
+                        } else {
+                            out.skip.insert(r.to_string());
+                        }
+                    }
+                }
+                Some(("error", v)) => out.error = v.trim().eq_ignore_ascii_case("true"),
+                _ => {}
+            }
+        }
+        out
+    }
+}
+
+/// The `# check=` directive of a Dockerfile (defaults when there is none).
+pub fn check_directive(df: &Dockerfile) -> CheckDirective {
+    df.directives.iter().find(|d| d.name == "check").map(|d| CheckDirective::parse(&d.value)).unwrap_or_default()
+}
+
+/// Frontends whose Dockerfile syntax rbuild implements itself.
+fn known_frontend(image: &str) -> bool {
+    let name = image.split(['@', ':']).next().unwrap_or(image).trim_start_matches("docker.io/");
+    matches!(name, "docker/dockerfile" | "docker/dockerfile-upstream")
+}
+
+/// Run the checks over a parsed Dockerfile (`text` is its source, for keyword casing); skipped rules are left
+/// out. Sorted by line.
+pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
+    let check = check_directive(df);
+    let lines: Vec<&str> = text.lines().collect();
+    let line_text = |n: usize| lines.get(n.saturating_sub(1)).copied().unwrap_or("").trim();
+    let mut out = Vec::new();
+    let mut warn = |rule: &'static str, line: usize, message: String| {
+        if !check.skip_all && !check.skip.contains(rule) {
+            out.push(LintWarning { rule, message, line });
+        }
+    };
+    if let Some(d) = df.directives.iter().find(|d| d.name == "syntax")
+        && !known_frontend(d.value.trim())
+    {
+        warn(
+            "Syntax",
+            d.line,
+            format!("# syntax={} names another frontend; rbuild uses its own Dockerfile frontend", d.value.trim()),
+        );
+    }
+    for stage in &df.stages {
+        let from = line_text(stage.span.start_line);
+        let words: Vec<&str> = from.split_whitespace().collect();
+        if let Some(i) = words.iter().position(|w| w.eq_ignore_ascii_case("as"))
+            && let (Some(kw), Some(as_kw), Some(name)) = (words.first(), words.get(i), words.get(i + 1))
+        {
+            let upper = |w: &str| w.chars().all(|c| !c.is_ascii_lowercase());
+            let lower = |w: &str| w.chars().all(|c| !c.is_ascii_uppercase());
+            if (upper(kw) && lower(as_kw)) || (lower(kw) && upper(as_kw)) {
+                warn(
+                    "FromAsCasing",
+                    stage.span.start_line,
+                    format!("'{as_kw}' and '{kw}' keywords' casing do not match"),
+                );
+            }
+            if name.chars().any(|c| c.is_ascii_uppercase()) {
+                warn("StageNameCasing", stage.span.start_line, format!("Stage name '{name}' should be lowercase"));
+            }
+            if name.eq_ignore_ascii_case("scratch") || name.eq_ignore_ascii_case("context") {
+                warn(
+                    "ReservedStageName",
+                    stage.span.start_line,
+                    format!("'{}' is reserved and should not be used as a stage name", name.to_ascii_lowercase()),
+                );
+            }
+        }
+        let mut seen_cmd: Option<usize> = None;
+        let mut seen_entrypoint: Option<usize> = None;
+        let mut seen_healthcheck: Option<usize> = None;
+        for ins in &stage.instructions {
+            let line = ins.span.start_line;
+            let keyword = ins.original.split_whitespace().next().unwrap_or("");
+            match &ins.kind {
+                InstructionKind::Cmd(_) | InstructionKind::Entrypoint(_) => {
+                    let (name, shell_form) = match &ins.kind {
+                        InstructionKind::Cmd(c) => ("CMD", c.prepend_shell),
+                        InstructionKind::Entrypoint(c) => ("ENTRYPOINT", c.as_ref().is_some_and(|c| c.prepend_shell)),
+                        _ => ("CMD", false),
+                    };
+                    if shell_form {
+                        warn(
+                            "JSONArgsRecommended",
+                            line,
+                            format!(
+                                "JSON arguments recommended for {name} to prevent unintended behavior related to OS \
+                                 signals"
+                            ),
+                        );
+                    }
+                    let seen = if name == "CMD" { &mut seen_cmd } else { &mut seen_entrypoint };
+                    if seen.replace(line).is_some() {
+                        warn(
+                            "MultipleInstructionsDisallowed",
+                            line,
+                            format!(
+                                "Multiple {name} instructions should not be used in the same stage because only the last one will be used"
+                            ),
+                        );
+                    }
+                }
+                InstructionKind::Healthcheck(_) => {
+                    if seen_healthcheck.replace(line).is_some() {
+                        warn(
+                            "MultipleInstructionsDisallowed",
+                            line,
+                            "Multiple HEALTHCHECK instructions should not be used in the same stage because only the \
+                             last one will be used"
+                                .into(),
+                        );
+                    }
+                }
+                InstructionKind::Maintainer(_) => warn(
+                    "MaintainerDeprecated",
+                    line,
+                    "Maintainer instruction is deprecated in favor of using label".into(),
+                ),
+                InstructionKind::Env(_) | InstructionKind::Label(_) => {
+                    let first = ins.original.split_whitespace().nth(1).unwrap_or("");
+                    if !first.contains('=') {
+                        let k = keyword.to_ascii_uppercase();
+                        warn(
+                            "LegacyKeyValueFormat",
+                            line,
+                            format!("\"{k} key=value\" should be used instead of legacy \"{k} key value\" format"),
+                        );
+                    }
+                }
+                InstructionKind::Workdir(w) => {
+                    if !w.starts_with('/') && !w.starts_with('$') {
+                        warn(
+                            "WorkdirRelativePath",
+                            line,
+                            format!("Relative workdir \"{w}\" can have unexpected results if the base image changes"),
+                        );
+                    }
+                }
+                InstructionKind::Expose(ports) => {
+                    for p in ports {
+                        if let Some((_, proto)) = p.split_once('/')
+                            && proto != proto.to_ascii_lowercase()
+                        {
+                            warn(
+                                "ExposeProtoCasing",
+                                line,
+                                format!("Defined protocol '{p}' in EXPOSE instruction should be lowercase"),
+                            );
+                        }
+                    }
+                }
+                _ => {}
+            }
+            let upper = keyword.chars().all(|c| !c.is_ascii_lowercase());
+            let lower = keyword.chars().all(|c| !c.is_ascii_uppercase());
+            if !upper && !lower {
+                warn(
+                    "ConsistentInstructionCasing",
+                    line,
+                    format!("Command '{keyword}' should match the case of the command majority (uppercase)"),
+                );
+            }
+        }
+    }
+    out.sort_by_key(|w| w.line);
+    out
+}
+
+/// The lines to print for a build's warnings, as BuildKit's summary words them.
+pub fn render(warnings: &[LintWarning], file: &str) -> Vec<String> {
+    if warnings.is_empty() {
+        return Vec::new();
+    }
+    let mut out = vec![format!("{} warning{} found:", warnings.len(), if warnings.len() == 1 { "" } else { "s" })];
+    out.extend(warnings.iter().map(|w| format!(" - {}: {} ({file}:{})", w.rule, w.message, w.line)));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(text: &str) -> Vec<(&'static str, usize)> {
+        let df = crate::dockerfile::load("Dockerfile", text).unwrap();
+        lint(&df, text).into_iter().map(|w| (w.rule, w.line)).collect()
+    }
+
+    #[test]
+    fn rules_fire_where_buildkit_fires_them() {
+        assert_eq!(
+            rules(
+                "FROM busybox as Build\nMAINTAINER me\nENV A 1\nCMD echo hi\nCMD [\"x\"]\nWORKDIR rel\nexpose 80/TCP\n"
+            ),
+            vec![
+                ("FromAsCasing", 1),
+                ("StageNameCasing", 1),
+                ("MaintainerDeprecated", 2),
+                ("LegacyKeyValueFormat", 3),
+                ("JSONArgsRecommended", 4),
+                ("MultipleInstructionsDisallowed", 5),
+                ("WorkdirRelativePath", 6),
+                ("ExposeProtoCasing", 7),
+            ]
+        );
+        assert!(rules("FROM busybox AS build\nENV A=1\nCMD [\"sh\"]\n").is_empty());
+    }
+
+    #[test]
+    fn check_directive_skips_rules_and_syntax_names_other_frontends() {
+        assert_eq!(rules("# check=skip=JSONArgsRecommended\nFROM busybox\nCMD echo\n"), vec![]);
+        assert_eq!(rules("# check=skip=all\nFROM busybox\nCMD echo\nMAINTAINER x\n"), vec![]);
+        assert_eq!(rules("# syntax=docker/dockerfile:1.7\nFROM busybox\n"), vec![]);
+        assert_eq!(rules("# syntax=example.com/other:1\nFROM busybox\n"), vec![("Syntax", 1)]);
+        let d = CheckDirective::parse("skip=A,B;error=true");
+        assert!(d.error && d.skip.contains("A") && d.skip.contains("B"));
+    }
+}
