@@ -201,6 +201,19 @@ fn visit(
             format!("FROM {:?} expands to an empty name: pass --build-arg or give the ARG a default", stage.base),
         ));
     }
+    if let Some(platform) = &stage.platform {
+        let wanted = lexer.process_word(platform, &meta.to_vec()).map_err(|e| fail(stage.span, e.to_string()))?;
+        let host = format!("linux/{}", crate::export::image::host_architecture());
+        if wanted != host && !wanted.starts_with(&format!("{host}/")) {
+            return Err(fail(
+                stage.span,
+                format!(
+                    "FROM --platform={wanted}: rbuild builds for the host platform ({host}) only; multi-platform \
+                     builds are not supported yet"
+                ),
+            ));
+        }
+    }
     let base = resolve_source(df, &base_name, index, named, true);
     // ARGs in scope for --from expansion: the globals, then the stage's own declarations as they come.
     let mut scope: Vec<(String, String)> = meta.to_vec();

@@ -475,13 +475,16 @@ impl<'a> StageBuilder<'a> {
                 }
             }
             InstructionKind::Expose(ports) => {
-                let mut keys = Vec::new();
+                let mut keys = std::collections::BTreeSet::new();
                 for p in ports {
-                    let p = self.expand(ins, p)?;
-                    keys.push(config::port_key(&p));
-                    config::add_to_set(&mut self.state.config, "ExposedPorts", &config::port_key(&p));
+                    for key in config::port_keys(&self.expand(ins, p)?) {
+                        config::add_to_set(&mut self.state.config, "ExposedPorts", &key);
+                        keys.insert(key);
+                    }
                 }
-                created_by = Some(format!("EXPOSE {}", keys.join(" ")));
+                // BuildKit's wording: the Go map of the ports.
+                let shown: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
+                created_by = Some(format!("EXPOSE map[{}]", shown.join(" ")));
             }
             InstructionKind::Volume(vols) => {
                 let mut all = Vec::new();

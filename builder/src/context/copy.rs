@@ -153,6 +153,9 @@ impl CopySelection {
     pub fn checksum_with(&self, hashes: &FileHashes) -> Result<String> {
         let mut h = Sha256::new();
         for s in &self.sources {
+            // Where a source lands with --parents (its `/./` pivot) is part of what the copy makes.
+            h.update(s.keep.as_bytes());
+            h.update([0]);
             self.hash_tree(&s.abs, &s.rel, &s.base, &mut h, hashes)?;
         }
         Ok(hex::encode(h.finalize()))

@@ -157,6 +157,12 @@ pub fn build(
         rbuild_builder::export::image::MediaTypes::Docker
     };
     opts.layers = rbuild_builder::layer::LayerOptions { compression, ..Default::default() };
+    // As in BuildKit, the build arg works like the environment variable (and wins over it).
+    if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
+        let secs = v.trim().parse::<i64>().ok().filter(|s| *s >= 0);
+        opts.layers.source_date_epoch =
+            Some(secs.with_context(|| format!("--build-arg SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))?);
+    }
     opts.jobs = args.jobs;
     opts.secrets = parse_secrets(&args.secrets)?;
     opts.ssh = parse_ssh(&args.ssh)?;
