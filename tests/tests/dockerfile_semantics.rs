@@ -243,3 +243,61 @@ fn add_downloads_urls_with_checksums() {
     drop(server);
     b.assert_clean();
 }
+
+/// A Debian-based build installs a local .deb with dpkg, as the unprivileged user with subordinate ids too: the
+/// package's files, its maintainer script's chown to a non-root owner and dpkg's database all land in the image.
+#[test]
+fn debian_dpkg_installs_a_local_package() {
+    if !rbuild_tests::running_as_root() {
+        eprintln!("skipped: the debian test image is made with debootstrap, which needs root");
+        return;
+    }
+    let debian = rbuild_tests::test_image("debian");
+    let pkg = rbuild_tests::TempDir::new("deb");
+    let root = pkg.path().join("pkg");
+    std::fs::create_dir_all(root.join("DEBIAN")).unwrap();
+    std::fs::create_dir_all(root.join("usr/bin")).unwrap();
+    std::fs::write(
+        root.join("DEBIAN/control"),
+        "Package: rbuild-hello\nVersion: 1.0\nArchitecture: all\nMaintainer: rbuild tests <t@example.com>\n\
+         Description: a local test package\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("DEBIAN/postinst"), "#!/bin/sh\nset -e\nmkdir -p /var/lib/rbuild-hello\nchown 100:100 /var/lib/rbuild-hello\n").unwrap();
+    std::fs::write(root.join("usr/bin/rbuild-hello"), "#!/bin/sh\necho hello from a local package\n").unwrap();
+    for f in ["DEBIAN/postinst", "usr/bin/rbuild-hello"] {
+        std::fs::set_permissions(root.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let deb = pkg.path().join("rbuild-hello.deb");
+    let out = std::process::Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&root)
+        .arg(&deb)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for as_user in [true, false] {
+        let b = rbuild_tests::build_fixture::Builder::empty(as_user);
+        let loaded = b.rb(&["load", "-i", debian.to_str().unwrap()]);
+        assert!(loaded.status.success(), "{}", String::from_utf8_lossy(&loaded.stderr));
+        let ctx = b.context(
+            "dpkg",
+            &[(
+                "Dockerfile",
+                "FROM debian\nCOPY rbuild-hello.deb /tmp/\nRUN dpkg -i /tmp/rbuild-hello.deb && rm /tmp/rbuild-hello.deb\n\
+                 RUN rbuild-hello > /greeting && stat -c %u:%g /var/lib/rbuild-hello > /owner && \
+                 dpkg -s rbuild-hello | grep ^Status > /status\n",
+            )],
+        );
+        std::fs::copy(&deb, ctx.join("rbuild-hello.deb")).unwrap();
+        rbuild_tests::give_to_test_user(&ctx);
+        let (ok, _, err) = b.build(&ctx, "dpkg", &[]);
+        assert!(ok, "as_user={as_user}: {err}");
+        assert_eq!(
+            b.run("dpkg", &["cat", "/greeting", "/owner", "/status"]),
+            "hello from a local package\n100:100\nStatus: install ok installed\n",
+            "as_user={as_user}"
+        );
+        b.assert_clean();
+    }
+}
