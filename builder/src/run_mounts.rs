@@ -23,8 +23,8 @@ pub struct PreparedMounts {
     pub env: Vec<String>,
     /// Cache-mount locks held until the run ends.
     locks: Vec<File>,
-    /// New cache directories whose `uid`/`gid` this process could not set (it is not root): the caller sets them
-    /// inside the sandbox's user namespace.
+    /// New cache directories and secret copies whose `uid`/`gid` this process could not set (it is not root): the
+    /// caller sets them inside the sandbox's user namespace.
     pub owners_to_set: Vec<(PathBuf, u32, u32)>,
 }
 
@@ -179,7 +179,16 @@ pub fn prepare(store: &Store, specs: &[RunMount], scratch: &Path) -> Result<Prep
                 let copy = scratch.join(format!("secret-{i}"));
                 fs::create_dir_all(scratch).map_err(Error::io("create", scratch))?;
                 fs::write(&copy, &data).map_err(Error::io("write secret", &copy))?;
-                fs::set_permissions(&copy, fs::Permissions::from_mode(0o400)).map_err(Error::io("chmod", &copy))?;
+                // BuildKit's defaults: 0400, root; `mode`, `uid`, `gid` change them.
+                let mode = m.mode.as_deref().and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(0o400);
+                fs::set_permissions(&copy, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", &copy))?;
+                let uid = m.uid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+                let gid = m.gid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+                if rustix::process::geteuid().is_root() {
+                    std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).map_err(Error::io("chown", &copy))?;
+                } else if uid != 0 || gid != 0 {
+                    out.owners_to_set.push((copy.clone(), uid, gid));
+                }
                 let target = m.target.clone().unwrap_or_else(|| format!("/run/secrets/{id}"));
                 out.mounts.push(Mount::Bind { source: copy, target, read_only: true });
             }

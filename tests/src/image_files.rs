@@ -98,10 +98,10 @@ fn apply_layer(files: &mut BTreeMap<String, FileEntry>, reader: impl Read) -> an
         if kind == "file" {
             entry.read_to_end(&mut e.content)?;
         }
-        if kind == "hardlink" {
-            if let Some(t) = files.get(&normalise(&e.target)) {
-                e.content = t.content.clone();
-            }
+        if kind == "hardlink"
+            && let Some(t) = files.get(&normalise(&e.target))
+        {
+            e.content = t.content.clone();
         }
         if kind != "dir" {
             remove_tree(files, &path, true);

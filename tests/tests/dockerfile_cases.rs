@@ -295,7 +295,7 @@ fn run_case(builder: &Builder, id: &str, dir: &Path, case: &Case) -> Result<(), 
             return fail(format!("history ends {tail:#?}, expected {:#?}", e.history));
         }
     }
-    check_runs(builder, &tag, &e.run).or_else(|w| fail(w))?;
+    check_runs(builder, &tag, &e.run).or_else(fail)?;
     if let Some(rb) = &case.rebuild {
         setup(&rb.setup)?;
         let (ok, output) = build(&with_url(rb.flags.as_ref().unwrap_or(&case.flags)));
@@ -336,6 +336,10 @@ fn dockerfile_cases() {
     let total = cases.len();
     let as_root = cases.iter().filter(|(_, _, c)| c.root).count();
     if filter.is_empty() {
+        let doc = std::fs::read_to_string(workspace_root().join("docs/dockerfile-support.md")).unwrap();
+        let unlisted: Vec<&String> =
+            cases.iter().map(|(id, _, _)| id).filter(|id| !doc.contains(&format!("`{id}`"))).collect();
+        assert!(unlisted.is_empty(), "docs/dockerfile-support.md does not list these cases: {unlisted:?}");
         assert!(total >= 100, "the suite has {total} cases; it needs at least 100");
         assert!(as_root * 3 >= total, "{as_root} of {total} cases run as root; at least a third must");
     }

@@ -263,7 +263,11 @@ fn debian_dpkg_installs_a_local_package() {
          Description: a local test package\n",
     )
     .unwrap();
-    std::fs::write(root.join("DEBIAN/postinst"), "#!/bin/sh\nset -e\nmkdir -p /var/lib/rbuild-hello\nchown 100:100 /var/lib/rbuild-hello\n").unwrap();
+    std::fs::write(
+        root.join("DEBIAN/postinst"),
+        "#!/bin/sh\nset -e\nmkdir -p /var/lib/rbuild-hello\nchown 100:100 /var/lib/rbuild-hello\n",
+    )
+    .unwrap();
     std::fs::write(root.join("usr/bin/rbuild-hello"), "#!/bin/sh\necho hello from a local package\n").unwrap();
     for f in ["DEBIAN/postinst", "usr/bin/rbuild-hello"] {
         std::fs::set_permissions(root.join(f), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

@@ -230,7 +230,9 @@ pub fn build(
     };
     // BuildKit's frontend options passed as build args: only BUILDKIT_INLINE_CACHE means something here.
     for name in opts.build_args.keys().filter(|k| k.starts_with("BUILDKIT_") && *k != "BUILDKIT_INLINE_CACHE") {
-        progress.event(&Event::Note { text: &format!("note: --build-arg {name} is a BuildKit frontend option; rbuild ignores it") });
+        progress.event(&Event::Note {
+            text: &format!("note: --build-arg {name} is a BuildKit frontend option; rbuild ignores it"),
+        });
     }
     for spec in &opts.cache_from {
         match remote_cache::import(store, opts.registry.as_deref(), spec) {

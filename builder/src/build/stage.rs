@@ -1168,7 +1168,7 @@ impl<'a> StageBuilder<'a> {
         // Context files (the build's own or a named directory's) are hashed incrementally.
         let checksum = selection.checksum_with(&self.sh.file_hashes)?;
         // ADD unpacks local tar archives (by content) into the destination directory.
-        let archives = if is_add { selection.archives() } else { Vec::new() };
+        let archives = if is_add && c.unpack != Some(false) { selection.archives() } else { Vec::new() };
         let dest_abs = if !archives.is_empty() && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
         let key = cache::key(&[&base_key, keyword, &checksum, &dest_abs, &modifiers, &format!("{archives:?}")]);
         if !self.reuse_cached(&key, step, &created_by)? {
@@ -1258,7 +1258,7 @@ impl<'a> StageBuilder<'a> {
             let mut names = Vec::new();
             for url in urls {
                 let name =
-                    url.split(['?', '#']).next().unwrap_or(&url).trim_end_matches('/').rsplit('/').next().unwrap_or("");
+                    url.split(['?', '#']).next().unwrap_or(url).trim_end_matches('/').rsplit('/').next().unwrap_or("");
                 let name =
                     if name.is_empty() || name.contains(':') { "index.html".to_string() } else { name.to_string() };
                 let file = dir.join(&name);
@@ -1281,10 +1281,56 @@ impl<'a> StageBuilder<'a> {
                 }
                 names.push(name);
             }
+            if c.unpack == Some(true) {
+                return self.add_downloaded_archives(ins, c, &dir, &names, urls, step, start);
+            }
             self.copy_generated(ins, c, "ADD", "url", &dir, &names, urls, step, start)
         })();
         let _ = crate::store::remove_path(&dir);
         outcome
+    }
+
+    /// `ADD --unpack=true URL`: downloaded archives are unpacked into the destination (a directory), like local
+    /// ones; other downloads are copied.
+    #[allow(clippy::too_many_arguments)]
+    fn add_downloaded_archives(
+        &mut self,
+        ins: &Instruction,
+        c: &CopySpec,
+        dir: &Path,
+        names: &[String],
+        urls: &[String],
+        step: usize,
+        start: Instant,
+    ) -> Result<()> {
+        let dest = self.expand(ins, &c.dest)?;
+        let dest_abs = format!("{}/", self.in_workdir(&dest).trim_end_matches('/'));
+        let owner = match &c.chown {
+            Some(o) => Some(self.resolve_owner(ins, o)?),
+            None => None,
+        };
+        let selection = copy::select(dir, &IgnoreMatcher::default(), names)?;
+        let archives = selection.archives();
+        let created_by = format!("ADD --unpack=true {} {dest} # rbuild", urls.join(" "));
+        let key = cache::key(&[
+            &self.state.cache_key,
+            "ADD",
+            "url-unpack",
+            &selection.checksum()?,
+            &dest_abs,
+            &format!("{owner:?}{:?}", c.chmod),
+        ]);
+        if self.reuse_cached(&key, step, &created_by)? {
+            return Ok(());
+        }
+        let chmod = match &c.chmod {
+            Some(m) => Some(
+                copy::ModeSpec::parse(&self.expand(ins, m)?).ok_or_else(|| self.fail(ins, "--chmod: not a mode"))?,
+            ),
+            None => None,
+        };
+        let layer = self.commit_add_archives(ins, &selection, &archives, &dest_abs, owner, chmod.as_ref())?;
+        self.finish_step(&key, layer, created_by, step, start)
     }
 
     /// ADD of a git repository (`URL#REF:SUBDIR`): checked out every build with the `git` binary (as BuildKit

@@ -139,17 +139,13 @@ pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
                         );
                     }
                 }
-                InstructionKind::Healthcheck(_) => {
-                    if seen_healthcheck.replace(line).is_some() {
-                        warn(
-                            "MultipleInstructionsDisallowed",
-                            line,
-                            "Multiple HEALTHCHECK instructions should not be used in the same stage because only the \
-                             last one will be used"
-                                .into(),
-                        );
-                    }
-                }
+                InstructionKind::Healthcheck(_) if seen_healthcheck.replace(line).is_some() => warn(
+                    "MultipleInstructionsDisallowed",
+                    line,
+                    "Multiple HEALTHCHECK instructions should not be used in the same stage because only the last \
+                     one will be used"
+                        .into(),
+                ),
                 InstructionKind::Maintainer(_) => warn(
                     "MaintainerDeprecated",
                     line,
@@ -166,15 +162,11 @@ pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
                         );
                     }
                 }
-                InstructionKind::Workdir(w) => {
-                    if !w.starts_with('/') && !w.starts_with('$') {
-                        warn(
-                            "WorkdirRelativePath",
-                            line,
-                            format!("Relative workdir \"{w}\" can have unexpected results if the base image changes"),
-                        );
-                    }
-                }
+                InstructionKind::Workdir(w) if !w.starts_with('/') && !w.starts_with('$') => warn(
+                    "WorkdirRelativePath",
+                    line,
+                    format!("Relative workdir \"{w}\" can have unexpected results if the base image changes"),
+                ),
                 InstructionKind::Expose(ports) => {
                     for p in ports {
                         if let Some((_, proto)) = p.split_once('/')
