@@ -31,6 +31,42 @@ fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
+/// `rel` under `root` with every symlink on the way followed as if `root` were `/`: absolute targets and `..`
+/// never leave it, as BuildKit resolves COPY sources. `None` when something on the way is missing or links loop.
+pub(crate) fn resolve_scoped(root: &Path, rel: &str) -> Option<PathBuf> {
+    use std::ffi::OsString;
+    use std::path::Component;
+    let mut pending: Vec<OsString> = Path::new(rel).components().rev().map(|c| c.as_os_str().to_os_string()).collect();
+    let mut resolved = PathBuf::new();
+    let mut hops = 0;
+    while let Some(part) = pending.pop() {
+        match Path::new(&part).components().next() {
+            None | Some(Component::CurDir | Component::RootDir | Component::Prefix(_)) => continue,
+            Some(Component::ParentDir) => {
+                resolved.pop();
+                continue;
+            }
+            Some(Component::Normal(_)) => {}
+        }
+        let candidate = root.join(&resolved).join(&part);
+        let meta = fs::symlink_metadata(&candidate).ok()?;
+        if !meta.file_type().is_symlink() {
+            resolved.push(&part);
+            continue;
+        }
+        hops += 1;
+        if hops > 40 {
+            return None;
+        }
+        let target = fs::read_link(&candidate).ok()?;
+        if target.is_absolute() {
+            resolved = PathBuf::new();
+        }
+        pending.extend(target.components().rev().map(|c| c.as_os_str().to_os_string()));
+    }
+    Some(root.join(resolved))
+}
+
 /// Resolve one source pattern to context paths.
 fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src: &str) -> Result<Vec<Selected>> {
     let cleaned = clean_path(src.trim_start_matches('/'));
@@ -58,7 +94,10 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
     if cleaned != "." {
         for part in cleaned.split('/') {
             let mut next = Vec::new();
-            for (dir, rel) in &current {
+            for (_, rel) in &current {
+                // Directories on the way are read where their symlinks lead, inside the context.
+                let Some(dir) = resolve_scoped(context, rel) else { continue };
+                let dir = &dir;
                 let join = |n: &str| if rel.is_empty() { n.to_string() } else { format!("{rel}/{n}") };
                 if has_glob(part) {
                     let pat = ShellPattern::parse(part);
@@ -79,6 +118,8 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
     let found: Vec<Selected> = current
         .into_iter()
         .filter(|(_, rel)| rel.is_empty() || !ignore.is_excluded(rel))
+        // A source that is a symlink is followed (inside the context); symlinks below a copied directory are not.
+        .filter_map(|(_, rel)| resolve_scoped(context, &rel).map(|abs| (abs, rel)))
         .filter_map(|(abs, rel)| {
             if abs.is_dir() && fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
                 return Some(Selected { abs, base: rel.clone(), keep: keep_of(&rel), rel });
@@ -456,5 +497,31 @@ mod mode_tests {
         assert_eq!(m("+X").apply(0o644, false), 0o644);
         assert_eq!(m("u+s").apply(0o755, false), 0o4755);
         assert!(ModeSpec::parse("u*x").is_none() && ModeSpec::parse("9").is_none() && ModeSpec::parse("").is_none());
+    }
+}
+
+#[cfg(test)]
+mod scoped_tests {
+    use super::resolve_scoped;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn symlinks_resolve_inside_the_root_only() {
+        let root = std::env::temp_dir().join(format!("rbuild-scoped-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("dir")).unwrap();
+        std::fs::write(root.join("dir/file"), "x").unwrap();
+        symlink("dir/file", root.join("rel")).unwrap();
+        symlink("/dir", root.join("abs")).unwrap();
+        symlink("../../../dir/file", root.join("dir/up")).unwrap();
+        symlink("/etc/passwd", root.join("outside")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        assert_eq!(resolve_scoped(&root, "rel"), Some(root.join("dir/file")));
+        assert_eq!(resolve_scoped(&root, "abs/file"), Some(root.join("dir/file")));
+        assert_eq!(resolve_scoped(&root, "dir/up"), Some(root.join("dir/file")));
+        // The host's /etc/passwd is never reached: inside the root, /etc/passwd does not exist.
+        assert_eq!(resolve_scoped(&root, "outside"), None);
+        assert_eq!(resolve_scoped(&root, "loop"), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
