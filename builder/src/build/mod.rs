@@ -11,6 +11,7 @@ pub(crate) mod config;
 pub mod graph;
 pub mod progress;
 pub mod remote_cache;
+pub mod sharing;
 mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -76,6 +77,10 @@ pub struct BuildOptions {
     /// `--cache-from` / `--cache-to`.
     pub cache_from: Vec<remote_cache::CacheSpec>,
     pub cache_to: Vec<remote_cache::CacheSpec>,
+    /// Stage slots shared with other builds of this process (None: `jobs` slots of this build's own).
+    pub job_slots: Option<std::sync::Arc<sharing::JobSlots>>,
+    /// Steps being executed by this build or others sharing the locks: identical steps run once.
+    pub step_locks: std::sync::Arc<sharing::StepLocks>,
 }
 
 impl BuildOptions {
@@ -108,6 +113,8 @@ impl BuildOptions {
             pull: false,
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            job_slots: None,
+            step_locks: Default::default(),
         }
     }
 }
@@ -242,7 +249,8 @@ pub fn build(
         }
     }
     let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.jobs };
-    let solved = solve(&shared, &graph, jobs);
+    let slots = opts.job_slots.clone().unwrap_or_else(|| sharing::JobSlots::new(jobs));
+    let solved = solve(&shared, &graph, &slots);
     let _ = shared.file_hashes.save();
     let (mut results, executed, cached) = solved?;
     let (hashed, reused) =
@@ -323,7 +331,7 @@ type Solved = (BTreeMap<usize, StageResult>, usize, usize);
 
 /// Run the graph's stages: each starts once its dependencies are built, at most `jobs` at a time. After the
 /// first failure nothing new starts, the running stages stop at their next instruction, and that error returns.
-fn solve(shared: &Shared<'_>, graph: &Graph, jobs: usize) -> Result<Solved> {
+fn solve(shared: &Shared<'_>, graph: &Graph, slots: &sharing::JobSlots) -> Result<Solved> {
     let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
     let (mut executed, mut cached) = (0, 0);
     let mut pending: Vec<usize> = graph.order.clone();
@@ -332,12 +340,18 @@ fn solve(shared: &Shared<'_>, graph: &Graph, jobs: usize) -> Result<Solved> {
         let (tx, rx) = mpsc::channel::<(usize, Result<(StageResult, usize, usize)>)>();
         let mut running = 0usize;
         loop {
-            while failure.is_none() && running < jobs.max(1) {
+            while failure.is_none() {
                 let Some(pos) =
                     pending.iter().position(|i| graph.stages[i].deps.iter().all(|d| results.contains_key(d)))
                 else {
                     break;
                 };
+                // A slot for the stage: wait for one when nothing of this build runs, else try.
+                if running == 0 {
+                    slots.acquire();
+                } else if !slots.try_acquire() {
+                    break;
+                }
                 let index = pending.remove(pos);
                 let node = &graph.stages[&index];
                 let inputs: BTreeMap<usize, StageResult> = node.deps.iter().map(|d| (*d, results[d].clone())).collect();
@@ -359,6 +373,7 @@ fn solve(shared: &Shared<'_>, graph: &Graph, jobs: usize) -> Result<Solved> {
             }
             let Ok((index, outcome)) = rx.recv() else { break };
             running -= 1;
+            slots.release();
             match outcome {
                 Ok((r, ran, hits)) => {
                     executed += ran;

@@ -96,6 +96,8 @@ pub(crate) struct StageBuilder<'a> {
     no_cache: bool,
     pub(crate) executed: usize,
     pub(crate) cached: usize,
+    /// The key of the step being executed, claimed until its result is in the cache.
+    claimed: Option<super::sharing::StepGuard>,
 }
 
 impl<'a> StageBuilder<'a> {
@@ -130,6 +132,7 @@ impl<'a> StageBuilder<'a> {
             no_cache,
             executed: 0,
             cached: 0,
+            claimed: None,
         }
     }
 
@@ -313,10 +316,14 @@ impl<'a> StageBuilder<'a> {
     /// On a cache hit (and unless the cache is off for this stage): report the step CACHED, add its layer and
     /// advance the stage's key; returns whether it hit.
     fn reuse_cached(&mut self, key: &str, step: usize, created_by: &str) -> Result<bool> {
+        // Another stage or build executing this very step finishes first; then its record is a hit.
+        self.claimed = None;
+        self.claimed = Some(super::sharing::StepLocks::claim(&self.opts.step_locks, key));
         if self.no_cache {
             return Ok(false);
         }
         let Some(hit) = self.cache_get(key) else { return Ok(false) };
+        self.claimed = None;
         self.sh.progress.event(&Event::Cached { step });
         let diff_id = self.apply_cached(hit, created_by.to_string())?;
         self.advance(key, diff_id.as_ref());
@@ -1520,6 +1527,7 @@ impl<'a> StageBuilder<'a> {
         start: Instant,
     ) -> Result<()> {
         self.cache_put(key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
+        self.claimed = None;
         let diff_id = self.push_layer(layer, created_by);
         self.advance(key, diff_id.as_ref());
         self.executed += 1;
