@@ -7,6 +7,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod build;
+pub mod compose;
 pub mod context;
 pub mod digest;
 pub mod distribution;

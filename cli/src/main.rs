@@ -27,6 +27,8 @@ struct Cli {
 enum Command {
     /// Build an image from a Dockerfile (`--check` validates without building).
     Build(Box<commands::build::BuildArgs>),
+    /// Build (and push, or print) the services of a Compose project.
+    Compose(commands::compose::ComposeArgs),
     /// Pull an image from a registry into the store.
     Pull(commands::registry_cmds::PullArgs),
     /// Push an image from the store to a registry.
@@ -81,6 +83,7 @@ fn main() -> ExitCode {
         Command::Build(args) => {
             store().and_then(|s| commands::build::build(&s, *args, cli.userns.as_deref(), &cli.registry))
         }
+        Command::Compose(args) => commands::compose::run(store, args, cli.userns.as_deref(), &cli.registry),
         Command::Pull(args) => store().and_then(|s| commands::registry_cmds::pull(&s, &cli.registry, args)),
         Command::Push(args) => store().and_then(|s| commands::registry_cmds::push(&s, &cli.registry, args)),
         Command::Login(args) => commands::registry_cmds::login(&cli.registry, args),

@@ -120,10 +120,23 @@ impl BuildOptions {
 }
 
 /// Where a build secret's value comes from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum SecretSource {
     File(PathBuf),
+    /// An environment variable of this process.
     Env(String),
+    /// The value itself (Compose secrets from variables of a `.env` file); never printed.
+    Value(String),
+}
+
+impl std::fmt::Debug for SecretSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            SecretSource::Env(v) => f.debug_tuple("Env").field(v).finish(),
+            SecretSource::Value(_) => f.write_str("Value(<redacted>)"),
+        }
+    }
 }
 
 /// A `--build-context` value: a directory, or an image (`docker-image://REF`, `oci-layout://PATH[:TAG]`).

@@ -1058,17 +1058,21 @@ impl<'a> StageBuilder<'a> {
                     out.push(m);
                     continue;
                 };
-                m.source = Some(match source {
-                    super::SecretSource::File(p) => p.display().to_string(),
-                    super::SecretSource::Env(var) => {
-                        let value = std::env::var(var)
-                            .map_err(|_| self.fail(ins, &format!("--secret env={var}: the variable is not set")))?;
-                        fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
-                        let f = dir.join(format!("env-{}", id.clone().unwrap_or_default().replace('/', "_")));
-                        fs::write(&f, value).map_err(Error::io("write", &f))?;
-                        f.display().to_string()
+                let value = match source {
+                    super::SecretSource::File(p) => {
+                        m.source = Some(p.display().to_string());
+                        out.push(m);
+                        continue;
                     }
-                });
+                    super::SecretSource::Env(var) => std::env::var(var)
+                        .map_err(|_| self.fail(ins, &format!("--secret env={var}: the variable is not set")))?,
+                    super::SecretSource::Value(v) => v.clone(),
+                };
+                // A value is written to a file of the step's private directory (removed with it).
+                fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+                let f = dir.join(format!("env-{}", id.clone().unwrap_or_default().replace('/', "_")));
+                fs::write(&f, value).map_err(Error::io("write", &f))?;
+                m.source = Some(f.display().to_string());
             }
             out.push(m);
         }

@@ -3,6 +3,8 @@
 pub mod build;
 pub mod build_context;
 pub mod build_output;
+pub mod compose;
+pub mod compose_build;
 pub mod debug;
 pub mod dockerfile_input;
 pub mod progress_view;

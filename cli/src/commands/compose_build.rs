@@ -1,0 +1,389 @@
+//! `rbuild compose build`: every selected service's build, as one graph over one store. Services depend on each
+//! other through `additional_contexts: {x: "service:NAME"}` and, found by parsing their Dockerfiles, through
+//! `FROM`/`COPY --from` naming another service's image; each starts when what it needs is built, all of them
+//! share `--jobs` stage slots and the in-flight step keys (a step several services have in common runs once).
+//! Progress is grouped by service (`[svc stage 1/3]`), and a summary lists each service's image.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use rbuild_builder::build::progress::{Event, ProgressSink};
+use rbuild_builder::build::sharing::{JobSlots, StepLocks};
+use rbuild_builder::build::{BuildOptions, BuildResult, NamedContext};
+use rbuild_builder::compose::{DockerfileSource, Project, ServiceBuild};
+use rbuild_builder::store::Store;
+use rbuild_registry::Reference;
+
+use super::build_context::{self, ResolvedContext};
+
+#[derive(Debug, Args)]
+pub struct ComposeBuildArgs {
+    /// Services to build (default: every enabled service with a build: section).
+    pub services: Vec<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Pull base images even when the store has them.
+    #[arg(long)]
+    pub pull: bool,
+    /// Push each built image that has an image: name.
+    #[arg(long)]
+    pub push: bool,
+    /// Hand every built image to the local Docker or Podman engine.
+    #[arg(long)]
+    pub load: bool,
+    /// A build argument for every service: KEY=VALUE (or KEY: from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Progress output: auto, tty, plain, rawjson or quiet.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// How many stages may build at once across all services (default: the number of CPUs).
+    #[arg(long, default_value_t = 0)]
+    pub jobs: usize,
+    /// Print nothing but the image IDs.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Events of one service's build, renumbered into the project's step numbers and labelled with the service.
+struct ServiceProgress<'a> {
+    inner: &'a dyn ProgressSink,
+    service: String,
+    counter: &'a AtomicUsize,
+    steps: Mutex<BTreeMap<usize, usize>>,
+}
+
+impl ServiceProgress<'_> {
+    fn global(&self, step: usize) -> usize {
+        let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
+        *steps.entry(step).or_insert_with(|| self.counter.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+impl ProgressSink for ServiceProgress<'_> {
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::Started { step, stage, name } => {
+                let stage = format!("{}/{stage}", self.service);
+                let name = match name.strip_prefix('[') {
+                    Some(rest) => format!("[{} {rest}", self.service),
+                    None => format!("[{}] {name}", self.service),
+                };
+                self.inner.event(&Event::Started { step: self.global(*step), stage: &stage, name: &name });
+            }
+            Event::Output { step, stream, line } => {
+                self.inner.event(&Event::Output { step: self.global(*step), stream: *stream, line })
+            }
+            Event::Cached { step } => self.inner.event(&Event::Cached { step: self.global(*step) }),
+            Event::Done { step, elapsed } => self.inner.event(&Event::Done { step: self.global(*step), elapsed: *elapsed }),
+            Event::Failed { step, message } => self.inner.event(&Event::Failed { step: self.global(*step), message }),
+            Event::Note { text } => {
+                // The engine's own notes are numbered by its steps: keep only the text after the number.
+                let text = text.strip_prefix('#').and_then(|t| t.split_once(' ')).map_or(*text, |(_, rest)| rest);
+                self.inner.event(&Event::Note { text: &format!("[{}] {text}", self.service) })
+            }
+        }
+    }
+}
+
+/// One service ready to build: its resolved build, context and options.
+struct Planned {
+    build: ServiceBuild,
+    opts: BuildOptions,
+    /// Services this one needs built first.
+    needs: BTreeSet<String>,
+    /// Fetched contexts (git) to remove after the build.
+    _contexts: Vec<ResolvedContext>,
+}
+
+fn parse_build_args(specs: &[String]) -> BTreeMap<String, String> {
+    specs
+        .iter()
+        .filter_map(|a| match a.split_once('=') {
+            Some((k, v)) => Some((k.to_string(), v.to_string())),
+            None => std::env::var(a).ok().map(|v| (a.clone(), v)),
+        })
+        .collect()
+}
+
+/// The normalised name of an image reference (`busybox` and `docker.io/library/busybox:latest` are one).
+fn normalised(name: &str) -> Option<String> {
+    Reference::parse(name).ok().map(|r| r.to_string())
+}
+
+/// How old the store's copy of `image` is (when its manifest was written), if it has one.
+fn age_in_store(store: &Store, image: &str) -> Option<std::time::Duration> {
+    let digest = store.resolve_image(image).ok()?.digest().ok()?;
+    let modified = std::fs::metadata(store.blob_path(&digest)).ok()?.modified().ok()?;
+    modified.elapsed().ok()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn plan_service(
+    store: &Store,
+    project: &Project,
+    name: &str,
+    args: &ComposeBuildArgs,
+    userns: rbuild_runtime::UsernsMode,
+    client: &Arc<rbuild_registry::Client>,
+    image_of: &BTreeMap<String, String>,
+    slots: &Arc<JobSlots>,
+    locks: &Arc<StepLocks>,
+) -> anyhow::Result<Planned> {
+    let b = project.service_build(name)?;
+    for w in &b.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut contexts = Vec::new();
+    let context = build_context::resolve(store, &b.context)
+        .with_context(|| format!("service {name}: build context {}", b.context))?;
+    let context_dir = context.dir.clone();
+    contexts.push(context);
+    let (dockerfile_name, text, path) = match &b.dockerfile {
+        DockerfileSource::Inline(text) => ("dockerfile_inline".to_string(), text.clone(), None),
+        DockerfileSource::Path(p) => {
+            let path = if Path::new(p).is_absolute() { PathBuf::from(p) } else { context_dir.join(p) };
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("service {name}: cannot read its Dockerfile {}", path.display()))?;
+            (path.display().to_string(), text, Some(path))
+        }
+    };
+    let mut opts = BuildOptions::new(context_dir, dockerfile_name, text, userns);
+    opts.dockerfile_path = path;
+    opts.tags = b.tags.iter().map(|t| Reference::parse(t)).collect::<Result<_, _>>()?;
+    opts.build_args = b.args.clone();
+    opts.build_args.extend(parse_build_args(&args.build_args));
+    if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
+        opts.layers.source_date_epoch = v.trim().parse().ok();
+    }
+    opts.target = b.target.clone();
+    opts.no_cache = b.no_cache || args.no_cache;
+    opts.no_cache_filter = b.no_cache_filter.clone();
+    opts.labels = b.labels.clone();
+    opts.network = if b.network_none { rbuild_runtime::NetworkMode::None } else { rbuild_runtime::NetworkMode::Host };
+    opts.extra_hosts = b.extra_hosts.clone();
+    opts.shm_size = b.shm_size;
+    opts.ulimits = b.ulimits.clone();
+    opts.secrets = b.secrets.clone();
+    opts.allow = b.entitlements.iter().cloned().collect();
+    opts.pull = b.pull || args.pull;
+    opts.registry = if b.never_pull { None } else { Some(client.clone()) };
+    opts.jobs = args.jobs;
+    opts.job_slots = Some(slots.clone());
+    opts.step_locks = locks.clone();
+    let spec = |flag: &str, v: &String| {
+        rbuild_builder::build::remote_cache::CacheSpec::parse(v).map_err(|e| anyhow::anyhow!("service {name}: {flag} {v:?}: {e}"))
+    };
+    opts.cache_from = b.cache_from.iter().map(|v| spec("cache_from", v)).collect::<anyhow::Result<_>>()?;
+    opts.cache_to = b.cache_to.iter().map(|v| spec("cache_to", v)).collect::<anyhow::Result<_>>()?;
+    for (id, path) in &b.ssh {
+        let sock = match path {
+            Some(p) => PathBuf::from(p),
+            None => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from).with_context(|| {
+                format!("service {name}: ssh {id}: SSH_AUTH_SOCK is not set (start an agent or give ID=SOCKET)")
+            })?,
+        };
+        opts.ssh.insert(id.clone(), sock);
+    }
+    let mut needs = BTreeSet::new();
+    for (ctx_name, value) in &b.additional_contexts {
+        let named = if let Some(other) = value.strip_prefix("service:") {
+            let image = image_of.get(other).with_context(|| {
+                format!("service {name}: additional_contexts {ctx_name}: service:{other} is not a service with a build: section")
+            })?;
+            needs.insert(other.to_string());
+            NamedContext::Image(image.clone())
+        } else if build_context::is_git_url(value) || value.starts_with("http://") || value.starts_with("https://") {
+            let fetched = build_context::resolve(store, value)
+                .with_context(|| format!("service {name}: additional_contexts {ctx_name}={value}"))?;
+            let dir = fetched.dir.clone();
+            contexts.push(fetched);
+            NamedContext::Dir(dir)
+        } else {
+            let nc = NamedContext::parse(value);
+            if let NamedContext::Dir(d) = &nc
+                && !d.is_dir()
+            {
+                bail!("service {name}: additional_contexts {ctx_name}: {value} is not a directory");
+            }
+            nc
+        };
+        opts.named_contexts.insert(ctx_name.clone(), named);
+    }
+    // What the Dockerfile reads by image name: another service's image makes a dependency.
+    let (_, graph) = rbuild_builder::build::plan(&opts).with_context(|| format!("service {name}"))?;
+    let by_image: BTreeMap<String, &String> =
+        image_of.iter().filter(|(s, _)| s.as_str() != name).filter_map(|(s, i)| normalised(i).map(|n| (n, s))).collect();
+    let mut bases = Vec::new();
+    for node in graph.stages.values() {
+        for src in std::iter::once(&node.base).chain(node.ops.iter().flat_map(|o| o.reads.iter())) {
+            if let rbuild_builder::build::graph::Source::Image(image) = src {
+                bases.push(image.clone());
+                if let Some(other) = normalised(image).and_then(|n| by_image.get(&n).copied())
+                    && needs.insert(other.clone())
+                {
+                    eprintln!("note: service {name} uses {image}, the image of service {other}: building {other} first");
+                }
+            }
+        }
+    }
+    if let Some(max_age) = b.pull_if_older_than
+        && bases.iter().any(|i| age_in_store(store, i).is_some_and(|a| a.as_secs() > max_age))
+    {
+        opts.pull = true;
+    }
+    Ok(Planned { build: b, opts, needs, _contexts: contexts })
+}
+
+/// The order problem: a cycle among services is an error naming them.
+fn check_cycles(planned: &BTreeMap<String, Planned>) -> anyhow::Result<()> {
+    fn visit(
+        s: &str,
+        planned: &BTreeMap<String, Planned>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> anyhow::Result<()> {
+        if done.contains(s) {
+            return Ok(());
+        }
+        if let Some(i) = path.iter().position(|p| p == s) {
+            let mut cycle = path[i..].to_vec();
+            cycle.push(s.to_string());
+            bail!("services depend on each other in a cycle: {}", cycle.join(" -> "));
+        }
+        path.push(s.to_string());
+        for n in planned.get(s).map(|p| p.needs.clone()).unwrap_or_default() {
+            visit(&n, planned, path, done)?;
+        }
+        path.pop();
+        done.insert(s.to_string());
+        Ok(())
+    }
+    let mut done = BTreeSet::new();
+    for s in planned.keys() {
+        visit(s, planned, &mut Vec::new(), &mut done)?;
+    }
+    Ok(())
+}
+
+pub fn build(
+    store: &Store,
+    project: &Project,
+    args: ComposeBuildArgs,
+    userns: Option<&str>,
+    registry: &super::registry_cmds::RegistryFlags,
+) -> anyhow::Result<ExitCode> {
+    let client = super::registry_cmds::client(registry)?;
+    let userns_mode = rbuild_runtime::userns::detect_with(userns)?;
+    let with_build: BTreeSet<String> =
+        project.model.services.iter().filter(|(_, s)| s.build.is_some()).map(|(n, _)| n.clone()).collect();
+    let mut wanted: Vec<String> = Vec::new();
+    for s in super::compose::selected(project, &args.services)? {
+        if with_build.contains(&s) {
+            wanted.push(s);
+        } else if !args.services.is_empty() {
+            eprintln!("warning: service {s} has no build: section; nothing to build");
+        }
+    }
+    let image_of: BTreeMap<String, String> = with_build.iter().map(|s| (s.clone(), project.image_name(s))).collect();
+    let jobs = if args.jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { args.jobs };
+    let slots = JobSlots::new(jobs);
+    let locks = Arc::new(StepLocks::default());
+    // Plan the wanted services and, transitively, the services they need.
+    let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
+    let mut queue = wanted.clone();
+    while let Some(s) = queue.pop() {
+        if planned.contains_key(&s) {
+            continue;
+        }
+        let p = plan_service(store, project, &s, &args, userns_mode, &client, &image_of, &slots, &locks)?;
+        queue.extend(p.needs.iter().cloned());
+        planned.insert(s, p);
+    }
+    check_cycles(&planned)?;
+    if planned.is_empty() {
+        eprintln!("no service to build (none has a build: section)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runtime = rbuild_runtime::Runtime::current()?;
+    let progress = super::progress_view::choose(&args.progress, args.quiet, store.root());
+    let counter = AtomicUsize::new(0);
+    type Outcome = (String, anyhow::Result<(BuildResult, f64)>);
+    let mut results: BTreeMap<String, (BuildResult, f64)> = BTreeMap::new();
+    let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
+    std::thread::scope(|scope| {
+        let (tx, rx) = mpsc::channel::<Outcome>();
+        let mut pending: Vec<&String> = planned.keys().collect();
+        let mut running = 0;
+        loop {
+            while failures.is_empty() {
+                let Some(pos) =
+                    pending.iter().position(|s| planned[*s].needs.iter().all(|n| results.contains_key(n)))
+                else {
+                    break;
+                };
+                let service = pending.remove(pos).clone();
+                let p = &planned[&service];
+                let (tx, runtime, progress, counter) = (tx.clone(), &runtime, progress.as_ref(), &counter);
+                running += 1;
+                scope.spawn(move || {
+                    let sink = ServiceProgress { inner: progress, service: service.clone(), counter, steps: Default::default() };
+                    let started = Instant::now();
+                    let r = rbuild_builder::build::build(store, runtime, &p.opts, &sink)
+                        .map(|r| (r, started.elapsed().as_secs_f64()))
+                        .map_err(|e| anyhow::Error::new(e).context(format!("service {service}")));
+                    let _ = tx.send((service, r));
+                });
+            }
+            if running == 0 {
+                break;
+            }
+            let Ok((service, outcome)) = rx.recv() else { break };
+            running -= 1;
+            match outcome {
+                Ok(r) => {
+                    results.insert(service, r);
+                }
+                Err(e) => failures.push((service, e)),
+            }
+        }
+    });
+    drop(progress);
+    if let Some((_, e)) = failures.into_iter().next() {
+        return Err(e);
+    }
+    for (service, (result, secs)) in &results {
+        let p = &planned[service];
+        let image = &p.build.tags[0];
+        if args.quiet {
+            println!("{}", result.manifest_digest);
+        } else {
+            let state = if result.executed == 0 { "CACHED".to_string() } else { format!("{} steps run, {} cached", result.executed, result.cached) };
+            eprintln!("service {service}: built {image} {} in {secs:.1}s ({state})", result.manifest_digest);
+        }
+        if args.push {
+            if project.model.services[service].image.is_none() {
+                eprintln!("warning: service {service} has no image: to push to; not pushed");
+            } else {
+                for t in &p.opts.tags {
+                    let line = super::registry_cmds::push_one(store, &client, result.manifest_digest.as_str(), t)?;
+                    eprintln!("{service}: {line}");
+                }
+            }
+        }
+        if args.load {
+            let said = super::build_output::load_into_engine(store, &client, result, &p.opts.tags)?;
+            if !said.is_empty() && !args.quiet {
+                eprintln!("{service}: {said}");
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
