@@ -78,14 +78,24 @@ impl Project {
     /// The resolved build of `service` (which must have a `build:` section).
     pub fn service_build(&self, service: &str) -> Result<ServiceBuild, ComposeError> {
         let spec = self.model.services.get(service).ok_or_else(|| {
-            ComposeError::Project(format!("no such service: {service} (services: {})", self.enabled_services().join(", ")))
+            ComposeError::Project(format!(
+                "no such service: {service} (services: {})",
+                self.enabled_services().join(", ")
+            ))
         })?;
-        let b = spec.build.clone().ok_or_else(|| ComposeError::Project(format!("service {service} has no build: section")))?;
+        let b = spec
+            .build
+            .clone()
+            .ok_or_else(|| ComposeError::Project(format!("service {service} has no build: section")))?;
         let at = |key: &str| format!("services.{service}.build.{key}");
         let mut warnings = Vec::new();
         let dockerfile = match (&b.dockerfile, &b.dockerfile_inline) {
             (Some(_), Some(_)) => {
-                return Err(refuse(self, at("dockerfile_inline"), "dockerfile and dockerfile_inline cannot both be set".into()));
+                return Err(refuse(
+                    self,
+                    at("dockerfile_inline"),
+                    "dockerfile and dockerfile_inline cannot both be set".into(),
+                ));
             }
             (_, Some(text)) => DockerfileSource::Inline(text.clone()),
             (Some(p), None) => DockerfileSource::Path(p.clone()),
@@ -97,14 +107,20 @@ impl Project {
                 return Err(refuse(
                     self,
                     format!("{}[{i}]", at("platforms")),
-                    format!("{p}: rbuild builds for the host platform ({host}) only; multi-platform builds are not supported yet"),
+                    format!(
+                        "{p}: rbuild builds for the host platform ({host}) only; multi-platform builds are not supported yet"
+                    ),
                 ));
             }
         }
         if let Some(p) = &spec.platform
             && p != &host
         {
-            return Err(refuse(self, format!("services.{service}.platform"), format!("{p}: rbuild builds for the host platform ({host}) only")));
+            return Err(refuse(
+                self,
+                format!("services.{service}.platform"),
+                format!("{p}: rbuild builds for the host platform ({host}) only"),
+            ));
         }
         // Build args: a key without a value takes the environment's (or is left out).
         let mut args = BTreeMap::new();
@@ -120,7 +136,8 @@ impl Project {
                 }
             }
         }
-        let labels = b.labels.iter().map(|(k, v)| (k.clone(), v.as_ref().map(|v| v.text()).unwrap_or_default())).collect();
+        let labels =
+            b.labels.iter().map(|(k, v)| (k.clone(), v.as_ref().map(|v| v.text()).unwrap_or_default())).collect();
         let additional_contexts = b
             .additional_contexts
             .iter()
@@ -133,7 +150,9 @@ impl Project {
         let flag = |key: &str, v: &Option<super::model::Scalar>| -> Result<bool, ComposeError> {
             match v {
                 None => Ok(false),
-                Some(s) => s.flag().ok_or_else(|| refuse(self, at(key), format!("expected true or false, got {:?}", s.text()))),
+                Some(s) => {
+                    s.flag().ok_or_else(|| refuse(self, at(key), format!("expected true or false, got {:?}", s.text())))
+                }
             }
         };
         let no_cache = flag("no_cache", &b.no_cache)?;
@@ -155,7 +174,9 @@ impl Project {
                 return Err(refuse(
                     self,
                     at("network"),
-                    format!("{other:?}: rbuild has no container networks; builds use the host's network (default, host) or none"),
+                    format!(
+                        "{other:?}: rbuild has no container networks; builds use the host's network (default, host) or none"
+                    ),
                 ));
             }
         };
@@ -187,8 +208,9 @@ impl Project {
         }
         let shm_size = match &b.shm_size {
             None => 0,
-            Some(v) => parse_size(&v.text())
-                .ok_or_else(|| refuse(self, at("shm_size"), format!("{:?}: expected bytes or a size like 2gb", v.text())))?,
+            Some(v) => parse_size(&v.text()).ok_or_else(|| {
+                refuse(self, at("shm_size"), format!("{:?}: expected bytes or a size like 2gb", v.text()))
+            })?,
         };
         let mut ulimits = Vec::new();
         for (name, u) in &b.ulimits {
@@ -197,7 +219,8 @@ impl Project {
                 if t == "-1" || t == "unlimited" {
                     return Ok(u64::MAX);
                 }
-                t.parse().map_err(|_| refuse(self, format!("{}.{name}", at("ulimits")), format!("{t:?} is not a number")))
+                t.parse()
+                    .map_err(|_| refuse(self, format!("{}.{name}", at("ulimits")), format!("{t:?} is not a number")))
             };
             let (soft, hard) = match u {
                 Ulimit::Single(v) => (num(v)?, num(v)?),
@@ -228,7 +251,11 @@ impl Project {
                     refuse(self, format!("secrets.{source}.environment"), format!("the variable {var} is not set"))
                 })?),
                 (None, None, Some(_)) => {
-                    return Err(refuse(self, format!("secrets.{source}"), "an external secret cannot be given to a build (use file: or environment:)".into()));
+                    return Err(refuse(
+                        self,
+                        format!("secrets.{source}"),
+                        "an external secret cannot be given to a build (use file: or environment:)".into(),
+                    ));
                 }
                 _ => return Err(refuse(self, format!("secrets.{source}"), "needs file: or environment:".into())),
             };
@@ -245,7 +272,11 @@ impl Project {
         let mut entitlements = b.entitlements.clone();
         for e in &entitlements {
             if e != "network.host" && e != "security.insecure" {
-                return Err(refuse(self, at("entitlements"), format!("{e:?}: rbuild knows network.host and security.insecure")));
+                return Err(refuse(
+                    self,
+                    at("entitlements"),
+                    format!("{e:?}: rbuild knows network.host and security.insecure"),
+                ));
             }
         }
         // As in Compose, `privileged: true` is the security.insecure entitlement.
@@ -255,12 +286,21 @@ impl Project {
         match b.isolation.as_deref() {
             None | Some("" | "default") => {}
             Some(other) => {
-                return Err(refuse(self, at("isolation"), format!("{other:?}: isolation modes are a Windows container option; rbuild builds in Linux user namespaces")));
+                return Err(refuse(
+                    self,
+                    at("isolation"),
+                    format!(
+                        "{other:?}: isolation modes are a Windows container option; rbuild builds in Linux user namespaces"
+                    ),
+                ));
             }
         }
         for (key, v) in [("sbom", &b.sbom), ("provenance", &b.provenance)] {
             if v.as_ref().is_some_and(|v| v.flag() != Some(false)) {
-                warnings.push(format!("{}: rbuild does not produce {key} attestations yet; the image is built without one", at(key)));
+                warnings.push(format!(
+                    "{}: rbuild does not produce {key} attestations yet; the image is built without one",
+                    at(key)
+                ));
             }
         }
         let mut tags = vec![self.image_name(service)];

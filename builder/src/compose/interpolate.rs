@@ -67,7 +67,9 @@ fn matching_brace(s: &str) -> Option<usize> {
 fn braced(body: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let len = name_len(body);
     if len == 0 {
-        return Err(format!("invalid interpolation format in {text:?}: ${{{body}}} does not start with a variable name"));
+        return Err(format!(
+            "invalid interpolation format in {text:?}: ${{{body}}} does not start with a variable name"
+        ));
     }
     let (name, op) = body.split_at(len);
     let value = lookup(name);
@@ -76,10 +78,34 @@ fn braced(body: &str, text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Re
     let arg = |skip: usize| interpolate(&op[skip..], lookup);
     Ok(match op {
         "" => value.unwrap_or_default(),
-        _ if op.starts_with(":-") => if non_empty { value.unwrap_or_default() } else { arg(2)? },
-        _ if op.starts_with('-') => if set { value.unwrap_or_default() } else { arg(1)? },
-        _ if op.starts_with(":+") => if non_empty { arg(2)? } else { String::new() },
-        _ if op.starts_with('+') => if set { arg(1)? } else { String::new() },
+        _ if op.starts_with(":-") => {
+            if non_empty {
+                value.unwrap_or_default()
+            } else {
+                arg(2)?
+            }
+        }
+        _ if op.starts_with('-') => {
+            if set {
+                value.unwrap_or_default()
+            } else {
+                arg(1)?
+            }
+        }
+        _ if op.starts_with(":+") => {
+            if non_empty {
+                arg(2)?
+            } else {
+                String::new()
+            }
+        }
+        _ if op.starts_with('+') => {
+            if set {
+                arg(1)?
+            } else {
+                String::new()
+            }
+        }
         _ if op.starts_with(":?") || op.starts_with('?') => {
             let ok = if op.starts_with(':') { non_empty } else { set };
             if !ok {

@@ -10,5 +10,5 @@ pub mod merge;
 pub mod model;
 pub mod project;
 pub mod yaml;
-pub use project::{ComposeError, LoadOptions, Project};
 pub use build_plan::{DockerfileSource, ServiceBuild};
+pub use project::{ComposeError, LoadOptions, Project};

@@ -377,10 +377,14 @@ fn typed<T: serde::de::DeserializeOwned>(prefix: &str, v: &Value) -> Result<T, M
 
 /// Validate a merged, interpolated, normalised document (extensions stripped) and extract the model.
 pub fn validate(doc: &Value) -> Result<ComposeModel, ModelError> {
-    let top = doc.as_object().ok_or_else(|| err("(top level)", format!("expected a mapping, got {}", describe(doc))))?;
+    let top =
+        doc.as_object().ok_or_else(|| err("(top level)", format!("expected a mapping, got {}", describe(doc))))?;
     for key in top.keys() {
         if !TOP_LEVEL_KEYS.contains(&key.as_str()) {
-            return Err(err(key, "unknown top-level key (Compose has version, name, include, services, networks, volumes, secrets, configs, models; x- for extensions)"));
+            return Err(err(
+                key,
+                "unknown top-level key (Compose has version, name, include, services, networks, volumes, secrets, configs, models; x- for extensions)",
+            ));
         }
     }
     for section in ["networks", "volumes", "configs", "models"] {
@@ -390,7 +394,8 @@ pub fn validate(doc: &Value) -> Result<ComposeModel, ModelError> {
     }
     let mut model = ComposeModel { name: None, ..Default::default() };
     if let Some(v) = top.get("name") {
-        model.name = Some(v.as_str().ok_or_else(|| err("name", format!("expected a string, got {}", describe(v))))?.to_string());
+        model.name =
+            Some(v.as_str().ok_or_else(|| err("name", format!("expected a string, got {}", describe(v))))?.to_string());
     }
     if let Some(secrets) = top.get("secrets").filter(|v| !v.is_null()) {
         model.secrets = typed("secrets", secrets)?;
@@ -402,7 +407,8 @@ pub fn validate(doc: &Value) -> Result<ComposeModel, ModelError> {
     };
     for (name, service) in &services {
         let path = format!("services.{name}");
-        let svc = service.as_object().ok_or_else(|| err(&path, format!("expected a mapping, got {}", describe(service))))?;
+        let svc =
+            service.as_object().ok_or_else(|| err(&path, format!("expected a mapping, got {}", describe(service))))?;
         for (key, value) in svc {
             let kind = SERVICE_KEYS.iter().find(|(k, _)| k == key).map(|(_, kind)| *kind).ok_or_else(|| {
                 err(&format!("{path}.{key}"), "unknown service key (see the Compose specification's service keys)")
@@ -414,7 +420,10 @@ pub fn validate(doc: &Value) -> Result<ComposeModel, ModelError> {
             None | Some(Value::Null) => None,
             Some(b @ Value::Object(_)) => Some(typed::<BuildSpec>(&format!("{path}.build"), b)?),
             Some(other) => {
-                return Err(err(&format!("{path}.build"), format!("expected a path, a git URL or a mapping, got {}", describe(other))));
+                return Err(err(
+                    &format!("{path}.build"),
+                    format!("expected a path, a git URL or a mapping, got {}", describe(other)),
+                ));
             }
         };
         if let Some(p) = &str_of("pull_policy")
@@ -422,7 +431,9 @@ pub fn validate(doc: &Value) -> Result<ComposeModel, ModelError> {
         {
             return Err(err(
                 &format!("{path}.pull_policy"),
-                format!("{p:?} is not a pull policy (always, never, missing, if_not_present, build, refresh, daily, weekly, every_<duration>)"),
+                format!(
+                    "{p:?} is not a pull policy (always, never, missing, if_not_present, build, refresh, daily, weekly, every_<duration>)"
+                ),
             ));
         }
         let profiles = match svc.get("profiles") {
@@ -431,7 +442,13 @@ pub fn validate(doc: &Value) -> Result<ComposeModel, ModelError> {
         };
         model.services.insert(
             name.clone(),
-            ServiceSpec { image: str_of("image"), build, pull_policy: str_of("pull_policy"), profiles, platform: str_of("platform") },
+            ServiceSpec {
+                image: str_of("image"),
+                build,
+                pull_policy: str_of("pull_policy"),
+                profiles,
+                platform: str_of("platform"),
+            },
         );
     }
     Ok(model)

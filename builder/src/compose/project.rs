@@ -105,13 +105,20 @@ pub fn is_local_path(v: &str) -> bool {
 
 /// Compose's project name rules: lower case, `[a-z0-9_-]`, starting with a letter or digit.
 pub fn normalise_name(raw: &str) -> Option<String> {
-    let name: String =
-        raw.to_lowercase().chars().filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-').collect();
+    let name: String = raw
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
     name.chars().next().filter(|c| c.is_ascii_alphanumeric()).map(|_| name)
 }
 
 /// Interpolate every string value of `v` (not keys), naming the path on error.
-fn interpolate_tree(v: &mut Value, path: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<(), (String, String)> {
+fn interpolate_tree(
+    v: &mut Value,
+    path: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
     match v {
         Value::String(s) => {
             *s = interpolate(s, lookup).map_err(|e| (path.to_string(), e))?;
@@ -157,11 +164,18 @@ impl Loader<'_> {
         let text = read(file)?;
         let mut doc = yaml::parse(&text).map_err(|message| ComposeError::Yaml { file: file.to_path_buf(), message })?;
         if !doc.is_object() {
-            return Err(ComposeError::Invalid { file: file.into(), path: "(top level)".into(), message: "expected a mapping".into() });
+            return Err(ComposeError::Invalid {
+                file: file.into(),
+                path: "(top level)".into(),
+                message: "expected a mapping".into(),
+            });
         }
         let vars = self.vars;
-        interpolate_tree(&mut doc, "", &|n| vars.get(n).cloned())
-            .map_err(|(path, message)| ComposeError::Invalid { file: file.into(), path, message })?;
+        interpolate_tree(&mut doc, "", &|n| vars.get(n).cloned()).map_err(|(path, message)| ComposeError::Invalid {
+            file: file.into(),
+            path,
+            message,
+        })?;
         model::strip_extensions(&mut doc);
         merge::normalise(&mut doc);
         self.resolve_paths(&mut doc, file, base_dir);
@@ -172,11 +186,19 @@ impl Loader<'_> {
 
     /// Relative build contexts, additional contexts and secret files become absolute; absolute ones warn.
     fn resolve_paths(&mut self, doc: &mut Value, file: &Path, base_dir: &Path) {
-        let mut warn = |what: String| self.warnings.push(format!("{}: {what} is an absolute path: the file is not portable", file.display()));
+        let mut warn = |what: String| {
+            self.warnings.push(format!("{}: {what} is an absolute path: the file is not portable", file.display()))
+        };
         if let Some(services) = doc.get_mut("services").and_then(Value::as_object_mut) {
             for (name, svc) in services.iter_mut() {
                 let Some(build) = svc.get_mut("build").and_then(Value::as_object_mut) else { continue };
-                let context = build.get("context").and_then(Value::as_str).unwrap_or(".").to_string();
+                // A missing context stays missing until the files are merged (an override file's build section
+                // must not reset the context to its default); then it is the project directory.
+                let context = match build.get("context") {
+                    Some(Value::String(c)) => c.clone(),
+                    // Absent, or not a string (validation reports that).
+                    _ => continue,
+                };
                 if is_local_path(&context) {
                     if Path::new(&context).is_absolute() || context.starts_with("~/") {
                         warn(format!("services.{name}.build.context {context:?}"));
@@ -231,7 +253,9 @@ impl Loader<'_> {
     ) -> Result<(), ComposeError> {
         let path = format!("services.{name}.extends");
         let invalid = |message: String| ComposeError::Invalid { file: file.into(), path: path.clone(), message };
-        let Some(extends) = doc["services"][name].as_object_mut().and_then(|s| s.remove("extends")) else { return Ok(()) };
+        let Some(extends) = doc["services"][name].as_object_mut().and_then(|s| s.remove("extends")) else {
+            return Ok(());
+        };
         if chain.contains(&name.to_string()) {
             return Err(invalid(format!("circular extends: {} -> {name}", chain.join(" -> "))));
         }
@@ -248,15 +272,19 @@ impl Loader<'_> {
                 let path = absolute(base_dir, &f);
                 let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
                 let other = self.load_file(&path, &dir)?;
-                other["services"].get(&base_name).cloned().ok_or_else(|| {
-                    invalid(format!("{} has no service {base_name:?}", path.display()))
-                })?
+                other["services"]
+                    .get(&base_name)
+                    .cloned()
+                    .ok_or_else(|| invalid(format!("{} has no service {base_name:?}", path.display())))?
             }
             None => {
                 chain.push(name.to_string());
                 self.extend_one(doc, &base_name, file, base_dir, chain)?;
                 chain.pop();
-                doc["services"].get(&base_name).cloned().ok_or_else(|| invalid(format!("no service {base_name:?} to extend")))?
+                doc["services"]
+                    .get(&base_name)
+                    .cloned()
+                    .ok_or_else(|| invalid(format!("no service {base_name:?} to extend")))?
             }
         };
         let mut merged = base;
@@ -282,7 +310,11 @@ impl Loader<'_> {
         };
         for (i, entry) in entries.into_iter().enumerate() {
             let path = format!("include[{i}]");
-            let invalid = |message: &str| ComposeError::Invalid { file: file.into(), path: path.clone(), message: message.into() };
+            let invalid = |message: &str| ComposeError::Invalid {
+                file: file.into(),
+                path: path.clone(),
+                message: message.into(),
+            };
             let (paths, dir) = match &entry {
                 Value::String(p) => (vec![p.clone()], None),
                 Value::Object(m) => {
@@ -310,14 +342,18 @@ impl Loader<'_> {
             if let Some(Value::Object(ours)) = ours {
                 for (name, svc) in theirs {
                     if ours.contains_key(&name) {
-                        return Err(invalid(&format!("service {name:?} is defined both here and in the included {}", paths.join(", "))));
+                        return Err(invalid(&format!(
+                            "service {name:?} is defined both here and in the included {}",
+                            paths.join(", ")
+                        )));
                     }
                     ours.insert(name, svc);
                 }
             }
             for section in ["secrets", "networks", "volumes", "configs"] {
                 if let Some(Value::Object(defs)) = included.get(section) {
-                    let target = doc.as_object_mut().map(|m| m.entry(section).or_insert_with(|| Value::Object(Map::new())));
+                    let target =
+                        doc.as_object_mut().map(|m| m.entry(section).or_insert_with(|| Value::Object(Map::new())));
                     if let Some(Value::Object(target)) = target {
                         for (k, v) in defs {
                             target.entry(k.clone()).or_insert_with(|| v.clone());
@@ -368,6 +404,9 @@ impl Project {
         // Build sections as Compose prints them: the default Dockerfile named.
         if let Some(services) = document.get_mut("services").and_then(Value::as_object_mut) {
             for build in services.values_mut().filter_map(|s| s.get_mut("build")).filter_map(Value::as_object_mut) {
+                if !build.contains_key("context") {
+                    build.insert("context".into(), Value::String(directory.display().to_string()));
+                }
                 if !build.contains_key("dockerfile") && !build.contains_key("dockerfile_inline") {
                     build.insert("dockerfile".into(), Value::String("Dockerfile".into()));
                 }
@@ -437,7 +476,11 @@ impl Project {
 
     /// The image name a service's build gets: its `image:`, else `<project>-<service>`.
     pub fn image_name(&self, service: &str) -> String {
-        self.model.services.get(service).and_then(|s| s.image.clone()).unwrap_or_else(|| format!("{}-{service}", self.name))
+        self.model
+            .services
+            .get(service)
+            .and_then(|s| s.image.clone())
+            .unwrap_or_else(|| format!("{}-{service}", self.name))
     }
 
     /// `compose config`: the resolved document as YAML.

@@ -13,7 +13,8 @@ pub fn parse(text: &str) -> Result<Value, String> {
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    serde_saphyr::from_str_with_options::<Value>(text, options).map_err(|e| e.to_string())
+    serde_saphyr::from_str_with_options::<Value>(text, options)
+        .map_err(|e| e.to_string().replace(", set DuplicateKeyPolicy in Options if acceptable", ""))
 }
 
 /// A value tree as YAML.

@@ -36,9 +36,7 @@ pub enum ComposeCommand {
     /// Build the services' images (all with a build: section, or those named) as one build graph.
     Build(super::compose_build::ComposeBuildArgs),
     /// Push the services' images (services without image: are skipped).
-    Push {
-        services: Vec<String>,
-    },
+    Push { services: Vec<String> },
     /// Print the resolved Compose model.
     Config {
         /// Only the service names, one per line.
@@ -84,7 +82,9 @@ pub fn run(
             Ok(ExitCode::SUCCESS)
         }
         ComposeCommand::Push { services } => push(&store()?, &project, &services, registry),
-        ComposeCommand::Build(build_args) => super::compose_build::build(&store()?, &project, build_args, userns, registry),
+        ComposeCommand::Build(build_args) => {
+            super::compose_build::build(&store()?, &project, build_args, userns, registry)
+        }
     }
 }
 

@@ -82,7 +82,9 @@ impl ProgressSink for ServiceProgress<'_> {
                 self.inner.event(&Event::Output { step: self.global(*step), stream: *stream, line })
             }
             Event::Cached { step } => self.inner.event(&Event::Cached { step: self.global(*step) }),
-            Event::Done { step, elapsed } => self.inner.event(&Event::Done { step: self.global(*step), elapsed: *elapsed }),
+            Event::Done { step, elapsed } => {
+                self.inner.event(&Event::Done { step: self.global(*step), elapsed: *elapsed })
+            }
             Event::Failed { step, message } => self.inner.event(&Event::Failed { step: self.global(*step), message }),
             Event::Note { text } => {
                 // The engine's own notes are numbered by its steps: keep only the text after the number.
@@ -179,7 +181,8 @@ fn plan_service(
     opts.job_slots = Some(slots.clone());
     opts.step_locks = locks.clone();
     let spec = |flag: &str, v: &String| {
-        rbuild_builder::build::remote_cache::CacheSpec::parse(v).map_err(|e| anyhow::anyhow!("service {name}: {flag} {v:?}: {e}"))
+        rbuild_builder::build::remote_cache::CacheSpec::parse(v)
+            .map_err(|e| anyhow::anyhow!("service {name}: {flag} {v:?}: {e}"))
     };
     opts.cache_from = b.cache_from.iter().map(|v| spec("cache_from", v)).collect::<anyhow::Result<_>>()?;
     opts.cache_to = b.cache_to.iter().map(|v| spec("cache_to", v)).collect::<anyhow::Result<_>>()?;
@@ -219,8 +222,11 @@ fn plan_service(
     }
     // What the Dockerfile reads by image name: another service's image makes a dependency.
     let (_, graph) = rbuild_builder::build::plan(&opts).with_context(|| format!("service {name}"))?;
-    let by_image: BTreeMap<String, &String> =
-        image_of.iter().filter(|(s, _)| s.as_str() != name).filter_map(|(s, i)| normalised(i).map(|n| (n, s))).collect();
+    let by_image: BTreeMap<String, &String> = image_of
+        .iter()
+        .filter(|(s, _)| s.as_str() != name)
+        .filter_map(|(s, i)| normalised(i).map(|n| (n, s)))
+        .collect();
     let mut bases = Vec::new();
     for node in graph.stages.values() {
         for src in std::iter::once(&node.base).chain(node.ops.iter().flat_map(|o| o.reads.iter())) {
@@ -229,7 +235,9 @@ fn plan_service(
                 if let Some(other) = normalised(image).and_then(|n| by_image.get(&n).copied())
                     && needs.insert(other.clone())
                 {
-                    eprintln!("note: service {name} uses {image}, the image of service {other}: building {other} first");
+                    eprintln!(
+                        "note: service {name} uses {image}, the image of service {other}: building {other} first"
+                    );
                 }
             }
         }
@@ -324,8 +332,7 @@ pub fn build(
         let mut running = 0;
         loop {
             while failures.is_empty() {
-                let Some(pos) =
-                    pending.iter().position(|s| planned[*s].needs.iter().all(|n| results.contains_key(n)))
+                let Some(pos) = pending.iter().position(|s| planned[*s].needs.iter().all(|n| results.contains_key(n)))
                 else {
                     break;
                 };
@@ -334,7 +341,12 @@ pub fn build(
                 let (tx, runtime, progress, counter) = (tx.clone(), &runtime, progress.as_ref(), &counter);
                 running += 1;
                 scope.spawn(move || {
-                    let sink = ServiceProgress { inner: progress, service: service.clone(), counter, steps: Default::default() };
+                    let sink = ServiceProgress {
+                        inner: progress,
+                        service: service.clone(),
+                        counter,
+                        steps: Default::default(),
+                    };
                     let started = Instant::now();
                     let r = rbuild_builder::build::build(store, runtime, &p.opts, &sink)
                         .map(|r| (r, started.elapsed().as_secs_f64()))
@@ -365,7 +377,11 @@ pub fn build(
         if args.quiet {
             println!("{}", result.manifest_digest);
         } else {
-            let state = if result.executed == 0 { "CACHED".to_string() } else { format!("{} steps run, {} cached", result.executed, result.cached) };
+            let state = if result.executed == 0 {
+                "CACHED".to_string()
+            } else {
+                format!("{} steps run, {} cached", result.executed, result.cached)
+            };
             eprintln!("service {service}: built {image} {} in {secs:.1}s ({state})", result.manifest_digest);
         }
         if args.push {
