@@ -543,3 +543,26 @@ fn pull_settings_reach_the_build() {
         assert!(ok && err.contains("(1 steps run, 0 cached)"), "{err}");
     }
 }
+
+/// `compose build --load` hands every service's image to a Docker engine, where `docker run` finds it by the
+/// name Compose would use.
+#[test]
+fn load_hands_every_service_image_to_docker() {
+    let dockerd = rbuild_tests::PrivateDockerd::start();
+    let b = Builder::new(false);
+    let dir = b.context(
+        "loading",
+        &[
+            ("Dockerfile", "FROM busybox AS one\nCMD [\"echo\", \"one\"]\nFROM busybox AS two\nCMD [\"echo\", \"two\"]\n"),
+            ("compose.yaml", "services:\n  one:\n    build: {target: one}\n  two:\n    image: loaded/two:1\n    build: {target: two}\n"),
+        ],
+    );
+    let path = format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default());
+    let (ok, _, err) =
+        compose(&b, &dir, &["build", "--load", "--progress", "plain"], &[("DOCKER_HOST", &dockerd.host()), ("PATH", &path)]);
+    assert!(ok, "{err}");
+    for (image, said) in [("loading-one", "one\n"), ("loaded/two:1", "two\n")] {
+        let run = dockerd.docker(&["run", "--rm", image]);
+        assert_eq!(text(&run.stdout), said, "{}", text(&run.stderr));
+    }
+}
