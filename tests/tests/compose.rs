@@ -391,6 +391,10 @@ fn files_names_and_variables_are_found_like_compose() {
     assert!(out.contains("name: fromenv"), "{out}");
     let (_, out, _) = compose(&b, &dir, &["config"], &[("COMPOSE_FILE", "other.yaml")]);
     assert!(out.contains("name: from-file") && out.contains("image: o"), "{out}");
+    // Several -f files merge in order.
+    let (ok, out, err) =
+        compose(&b, &dir, &["-f", "docker-compose.yml", "-f", "other.yaml", "config", "--services"], &[("IMAGE", "i")]);
+    assert!(ok && out == "other\nweb\n", "{out}{err}");
     let (ok, _, err) = compose(&b, &dir, &["--project-name=-bad", "config"], &[("IMAGE", "i")]);
     assert!(!ok && err.contains("project name \"-bad\" is not valid"), "{err}");
 }
@@ -558,8 +562,12 @@ fn load_hands_every_service_image_to_docker() {
         ],
     );
     let path = format!("/usr/bin:{}", std::env::var("PATH").unwrap_or_default());
-    let (ok, _, err) =
-        compose(&b, &dir, &["build", "--load", "--progress", "plain"], &[("DOCKER_HOST", &dockerd.host()), ("PATH", &path)]);
+    let (ok, _, err) = compose(
+        &b,
+        &dir,
+        &["build", "--load", "--progress", "plain"],
+        &[("DOCKER_HOST", &dockerd.host()), ("PATH", &path)],
+    );
     assert!(ok, "{err}");
     for (image, said) in [("loading-one", "one\n"), ("loaded/two:1", "two\n")] {
         let run = dockerd.docker(&["run", "--rm", image]);
