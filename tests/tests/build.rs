@@ -52,7 +52,13 @@ fn benchmark_workloads_build_and_their_images_work() {
         let (ok, _, err) = b.build(&ctx, "cm", &[]);
         assert!(ok && counts(&err).0 == 2, "{err}");
         let second = b.run("cm", &[]);
-        assert_eq!(second.replace("version 2", "version 1"), first, "the cache mount kept its content");
+        // `ls -l`'s "total" counts allocated blocks, which delayed allocation may still change after the first run.
+        let without_total = |s: &str| s.lines().filter(|l| !l.starts_with("total ")).collect::<Vec<_>>().join("\n");
+        assert_eq!(
+            without_total(&second.replace("version 2", "version 1")),
+            without_total(&first),
+            "the cache mount kept its content"
+        );
         // copy-many, with a smaller generated context.
         let ctx = b.context("copy-many", &[]);
         fs::copy(ws.join("copy-many/Dockerfile"), ctx.join("Dockerfile")).unwrap();

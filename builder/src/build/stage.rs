@@ -990,11 +990,20 @@ impl<'a> StageBuilder<'a> {
             }
         };
         if !outcome.status.success() {
+            // A step that filled the disk fails with whatever its program says (often "I/O error"): say why,
+            // measured before its files are removed.
+            let free = rustix::fs::statvfs(self.store.root()).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).ok();
             cleanup(self, &scratch_dirs);
             let last: Vec<String> = tail.into_iter().collect();
             let mut msg = format!("RUN failed with exit code {}", outcome.status.code());
             if !last.is_empty() {
                 msg.push_str(&format!("; its last output:\n{}", last.join("\n")));
+            }
+            if free.is_some_and(|f| f < 1 << 20) {
+                msg.push_str(&format!(
+                    "\n(note: no space left on the store's filesystem ({}): free some, `rbuild prune`, or use another --root)",
+                    self.store.root().display()
+                ));
             }
             if self.opts.userns == UsernsMode::Single {
                 msg.push_str(&format!("\n(note: {})", rbuild_runtime::userns::SUBUID_HINT));
