@@ -8,7 +8,7 @@ mod pull;
 mod push;
 mod sources;
 
-pub use pull::{PullReport, ensure_image, pull};
+pub use pull::{PullReport, ensure_image, manifest_blobs, pull};
 pub use push::{PushReport, push, push_artifact};
 
 /// Run `work` on every item with at most `workers` threads; returns the first error (the others finish their

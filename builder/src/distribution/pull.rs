@@ -30,6 +30,34 @@ fn doc(bytes: &[u8], what: &str) -> Result<Value> {
     serde_json::from_slice(bytes).map_err(|source| Error::Json { what: what.to_string(), source })
 }
 
+/// The blobs an image manifest names (config first, then the layers, with their announced sizes); malformed or
+/// unsupported manifests (schema 1, foreign layers) are errors naming the image.
+pub fn manifest_blobs(bytes: &[u8], what: &str) -> Result<Vec<(Digest, Option<u64>)>> {
+    let manifest = doc(bytes, &format!("the manifest of {what}"))?;
+    let mut blobs: Vec<(Digest, Option<u64>)> = Vec::new();
+    let entry = |v: &Value| -> Result<(Digest, Option<u64>)> {
+        let d = v["digest"].as_str().ok_or_else(|| Error::Malformed {
+            what: format!("the manifest of {what}"),
+            reason: "a descriptor has no digest".into(),
+        })?;
+        Ok((Digest::parse(d)?, v["size"].as_u64()))
+    };
+    blobs.push(entry(&manifest["config"])?);
+    for l in manifest["layers"].as_array().ok_or_else(|| Error::Malformed {
+        what: format!("the manifest of {what}"),
+        reason: "no layers (schema 1 manifests are not supported)".into(),
+    })? {
+        if l["urls"].is_array() && l["mediaType"].as_str().is_some_and(|t| t.contains("foreign")) {
+            return Err(Error::Malformed {
+                what: format!("image {what}"),
+                reason: "it has foreign layers (Windows images), which rbuild cannot pull".into(),
+            });
+        }
+        blobs.push(entry(l)?);
+    }
+    Ok(blobs)
+}
+
 /// Pull `reference` for the host platform into the store and name it; returns what was done.
 pub fn pull(store: &Store, client: &Client, reference: &Reference) -> Result<PullReport> {
     let want = Platform::host();
@@ -58,28 +86,7 @@ pub fn pull(store: &Store, client: &Client, reference: &Reference) -> Result<Pul
             .get_manifest_by(&reference.registry, &reference.repository, &chosen.digest, &what)
             .map_err(registry_error)?;
     }
-    let manifest = doc(&m.bytes, &format!("the manifest of {what}"))?;
-    let mut blobs: Vec<(Digest, Option<u64>)> = Vec::new();
-    let entry = |v: &Value| -> Result<(Digest, Option<u64>)> {
-        let d = v["digest"].as_str().ok_or_else(|| Error::Malformed {
-            what: format!("the manifest of {what}"),
-            reason: "a descriptor has no digest".into(),
-        })?;
-        Ok((Digest::parse(d)?, v["size"].as_u64()))
-    };
-    blobs.push(entry(&manifest["config"])?);
-    for l in manifest["layers"].as_array().ok_or_else(|| Error::Malformed {
-        what: format!("the manifest of {what}"),
-        reason: "no layers (schema 1 manifests are not supported)".into(),
-    })? {
-        if l["urls"].is_array() && l["mediaType"].as_str().is_some_and(|t| t.contains("foreign")) {
-            return Err(Error::Malformed {
-                what: format!("image {what}"),
-                reason: "it has foreign layers (Windows images), which rbuild cannot pull".into(),
-            });
-        }
-        blobs.push(entry(l)?);
-    }
+    let blobs = manifest_blobs(&m.bytes, &what)?;
     let present = blobs.iter().filter(|(d, _)| store.has_blob(d)).count();
     let missing: Vec<&(Digest, Option<u64>)> = blobs.iter().filter(|(d, _)| !store.has_blob(d)).collect();
     let bytes = AtomicU64::new(0);
