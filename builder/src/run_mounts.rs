@@ -62,6 +62,21 @@ pub fn cache_dir_name(m: &RunMount) -> String {
     format!("cache-{}", &Digest::of(id.as_bytes()).hex()[..20])
 }
 
+/// A mount's `mode` (octal; `default_mode` without one), `uid` and `gid` on `path`: set now as root, else left
+/// in `owners_to_set` for the caller to set inside the user namespace.
+fn set_attributes(path: &Path, m: &RunMount, default_mode: u32, out: &mut PreparedMounts) -> Result<()> {
+    let mode = m.mode.as_deref().and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(default_mode);
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", path))?;
+    let uid = m.uid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+    let gid = m.gid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(Error::io("chown", path))?;
+    } else if uid != 0 || gid != 0 {
+        out.owners_to_set.push((path.to_path_buf(), uid, gid));
+    }
+    Ok(())
+}
+
 /// A cache mount's directory, locked as its sharing mode asks.
 fn cache_dir(store: &Store, m: &RunMount, out: &mut PreparedMounts) -> Result<PathBuf> {
     let locks = &mut out.locks;
@@ -90,15 +105,7 @@ fn cache_dir(store: &Store, m: &RunMount, out: &mut PreparedMounts) -> Result<Pa
     };
     if !dir.is_dir() {
         fs::create_dir_all(&dir).map_err(Error::io("create cache mount", &dir))?;
-        let mode = m.mode.as_deref().and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(0o755);
-        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", &dir))?;
-        let uid = m.uid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-        let gid = m.gid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-        if rustix::process::geteuid().is_root() {
-            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).map_err(Error::io("chown", &dir))?;
-        } else if uid != 0 || gid != 0 {
-            out.owners_to_set.push((dir.clone(), uid, gid));
-        }
+        set_attributes(&dir, m, 0o755, out)?;
         // `from=`: the builder resolved the seed's directory into `source`.
         if let Some(seed) = &m.source {
             copy_tree(Path::new(seed), &dir)?;
@@ -180,15 +187,7 @@ pub fn prepare(store: &Store, specs: &[RunMount], scratch: &Path) -> Result<Prep
                 fs::create_dir_all(scratch).map_err(Error::io("create", scratch))?;
                 fs::write(&copy, &data).map_err(Error::io("write secret", &copy))?;
                 // BuildKit's defaults: 0400, root; `mode`, `uid`, `gid` change them.
-                let mode = m.mode.as_deref().and_then(|v| u32::from_str_radix(v, 8).ok()).unwrap_or(0o400);
-                fs::set_permissions(&copy, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", &copy))?;
-                let uid = m.uid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-                let gid = m.gid.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0);
-                if rustix::process::geteuid().is_root() {
-                    std::os::unix::fs::chown(&copy, Some(uid), Some(gid)).map_err(Error::io("chown", &copy))?;
-                } else if uid != 0 || gid != 0 {
-                    out.owners_to_set.push((copy.clone(), uid, gid));
-                }
+                set_attributes(&copy, m, 0o400, &mut out)?;
                 let target = m.target.clone().unwrap_or_else(|| format!("/run/secrets/{id}"));
                 out.mounts.push(Mount::Bind { source: copy, target, read_only: true });
             }
