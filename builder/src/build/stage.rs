@@ -859,25 +859,25 @@ impl<'a> StageBuilder<'a> {
                 mount_keys.push(format!("bind {source} from {key}"));
                 m.source = Some(real.display().to_string());
                 m.from = None;
-            } else if m.kind == MountType::Cache && m.from.is_some() {
-                // A cache seeded from a stage, image or context: a cache of its own (per id and seed), filled
-                // with the seed's files when first made.
-                let (root, key, tmp) = self.source_root(ins, from)?;
-                scratch_dirs.extend(tmp);
-                let source = clean_path(m.source.as_deref().unwrap_or("."));
-                let path = root.join(source.trim_start_matches('/'));
-                if !path.is_dir() {
-                    return Err(self.fail(
-                        ins,
-                        &format!("cache mount source {source:?} is not a directory in {}", describe(from)),
-                    ));
-                }
-                let id = m.id.clone().or_else(|| m.target.clone()).unwrap_or_default();
-                m.id = Some(format!("{id} from {key} {source}"));
-                m.source = Some(path.display().to_string());
-                m.from = None;
-                mount_keys.push(format!("{:?} {:?} {:?} {:?}", m.kind, m.target, m.id, m.read_only));
             } else {
+                if m.kind == MountType::Cache && m.from.is_some() {
+                    // A cache seeded from a stage, image or context: a cache of its own (per id and seed), filled
+                    // with the seed's files when first made.
+                    let (root, key, tmp) = self.source_root(ins, from)?;
+                    scratch_dirs.extend(tmp);
+                    let source = clean_path(m.source.as_deref().unwrap_or("."));
+                    let path = root.join(source.trim_start_matches('/'));
+                    if !path.is_dir() {
+                        return Err(self.fail(
+                            ins,
+                            &format!("cache mount source {source:?} is not a directory in {}", describe(from)),
+                        ));
+                    }
+                    let id = m.id.clone().or_else(|| m.target.clone()).unwrap_or_default();
+                    m.id = Some(format!("{id} from {key} {source}"));
+                    m.source = Some(path.display().to_string());
+                    m.from = None;
+                }
                 mount_keys.push(format!("{:?} {:?} {:?} {:?}", m.kind, m.target, m.id, m.read_only));
             }
             mounts.push(m);
