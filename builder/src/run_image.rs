@@ -184,6 +184,7 @@ fn run_once(
         rlimits: opts.rlimits.clone(),
         shm_size: 0,
         state_dir: state,
+        all_capabilities: false,
     };
     let outcome = runtime.run(&spec, opts.output.clone());
     prepared.release();

@@ -196,6 +196,12 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     if let Err(e) = std::fs::create_dir_all(&spec.cwd).and_then(|()| std::env::set_current_dir(&spec.cwd)) {
         return Failure::new(&format!("enter working directory {}", spec.cwd), e);
     }
+    // While still root of the namespace (dropping needs CAP_SETPCAP); setuid/setgid stay in the kept set.
+    if !spec.all_capabilities
+        && let Err(f) = drop_capabilities()
+    {
+        return f;
+    }
     if let Err(f) = become_user(spec, &who) {
         return f;
     }
@@ -257,6 +263,75 @@ fn become_user(spec: &RunSpec, who: &user::ResolvedUser) -> Result<(), Failure> 
     }
     nix::unistd::setgid(Gid::from_raw(who.gid)).map_err(|e| hint("set group id", e))?;
     nix::unistd::setuid(Uid::from_raw(who.uid)).map_err(|e| hint("set user id", e))?;
+    Ok(())
+}
+
+/// Docker's (and BuildKit's) default capabilities: what a step keeps of its user namespace's full set. Without
+/// CAP_SYS_ADMIN and the rest a step cannot mount, remount the read-only /proc paths, or reach kernel knobs.
+const DEFAULT_CAPABILITIES: [u32; 14] = [
+    0,  // CHOWN
+    1,  // DAC_OVERRIDE
+    3,  // FOWNER
+    4,  // FSETID
+    5,  // KILL
+    6,  // SETGID
+    7,  // SETUID
+    8,  // SETPCAP
+    10, // NET_BIND_SERVICE
+    13, // NET_RAW
+    18, // SYS_CHROOT
+    27, // MKNOD
+    29, // AUDIT_WRITE
+    31, // SETFCAP
+];
+
+/// Drop every capability outside [`DEFAULT_CAPABILITIES`] from the bounding, inheritable, permitted and effective
+/// sets (and clear the ambient set), so neither this process nor what it executes has them.
+fn drop_capabilities() -> Result<(), Failure> {
+    let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .unwrap_or(40);
+    for cap in (0..=last).filter(|c| !DEFAULT_CAPABILITIES.contains(c)) {
+        // SAFETY: PR_CAPBSET_DROP takes an integer and touches no memory.
+        let r = unsafe { nix::libc::prctl(nix::libc::PR_CAPBSET_DROP, cap as nix::libc::c_ulong, 0, 0, 0) };
+        if r != 0 {
+            return Err(Failure::new("drop capabilities", std::io::Error::last_os_error()));
+        }
+    }
+    // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integers and touches no memory.
+    unsafe {
+        nix::libc::prctl(nix::libc::PR_CAP_AMBIENT, nix::libc::PR_CAP_AMBIENT_CLEAR_ALL as nix::libc::c_ulong, 0, 0, 0)
+    };
+    let keep: u64 = DEFAULT_CAPABILITIES.iter().fold(0, |m, c| m | (1u64 << c));
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header { version: 0x2008_0522, pid: 0 };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget writes two `Data` records (version 3) into `data`, which has room for them.
+    if unsafe { nix::libc::syscall(nix::libc::SYS_capget, &mut header as *mut Header, data.as_mut_ptr()) } != 0 {
+        return Err(Failure::new("read capabilities", std::io::Error::last_os_error()));
+    }
+    for (i, d) in data.iter_mut().enumerate() {
+        let mask = (keep >> (32 * i)) as u32;
+        d.effective &= mask;
+        d.permitted &= mask;
+        d.inheritable &= mask;
+    }
+    // SAFETY: capset reads the two records it was given.
+    if unsafe { nix::libc::syscall(nix::libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) } != 0 {
+        return Err(Failure::new("set capabilities", std::io::Error::last_os_error()));
+    }
     Ok(())
 }
 

@@ -119,6 +119,7 @@ pub(crate) fn setup_root(spec: &RunSpec) -> Result<Vec<String>, Failure> {
     ensure(&root, "proc", true, &mut created)?;
     mount(Some("proc"), &root.join("proc"), Some("proc"), nosuid | MsFlags::MS_NOEXEC, None::<&str>)
         .map_err(fail("mount /proc"))?;
+    protect_proc(&root.join("proc"))?;
 
     ensure(&root, "dev", true, &mut created)?;
     let dev = root.join("dev");
@@ -177,6 +178,40 @@ pub(crate) fn setup_root(spec: &RunSpec) -> Result<Vec<String>, Failure> {
     umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root"))?;
     std::env::set_current_dir("/").map_err(io_fail("enter new root"))?;
     Ok(created)
+}
+
+/// Like runc's defaults: the kernel knobs under /proc are read-only (`sys`, `sysrq-trigger`, `irq`, `bus`, `fs`)
+/// and the files that expose host state are masked (`/dev/null` over files, an empty read-only tmpfs over
+/// directories), so a step cannot change or read more than its namespaces own.
+fn protect_proc(proc: &Path) -> Result<(), Failure> {
+    let locked = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    for name in ["sys", "sysrq-trigger", "irq", "bus", "fs"] {
+        let p = proc.join(name);
+        if fs::symlink_metadata(&p).is_err() {
+            continue;
+        }
+        mount(Some(&p), &p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(fail("bind /proc read-only path"))?;
+        mount(
+            None::<&str>,
+            &p,
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | locked,
+            None::<&str>,
+        )
+        .map_err(fail("make /proc path read-only"))?;
+    }
+    for name in ["kcore", "keys", "timer_list", "sched_debug", "latency_stats", "acpi", "scsi"] {
+        let p = proc.join(name);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.is_dir() => mount(Some("tmpfs"), &p, Some("tmpfs"), MsFlags::MS_RDONLY | locked, Some("size=0"))
+                .map_err(fail("mask /proc directory"))?,
+            Ok(_) => mount(Some("/dev/null"), &p, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+                .map_err(fail("mask /proc file"))?,
+            Err(_) => {}
+        }
+    }
+    Ok(())
 }
 
 /// A mount point path inside the root: relative, without `..`.

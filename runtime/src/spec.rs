@@ -83,6 +83,8 @@ pub struct RunSpec {
     pub shm_size: u64,
     /// A directory the runtime may use for the run (mount point, generated /etc files); the caller removes it.
     pub state_dir: PathBuf,
+    /// Keep every capability of the user namespace (`RUN --security=insecure`); else Docker's default set.
+    pub all_capabilities: bool,
 }
 
 /// How a run ended.

@@ -290,3 +290,34 @@ fn a_full_disk_fails_clearly_and_leaves_the_store_clean() {
     let out = rb(&["build", "--progress", "plain", "-t", "fits", ctx.to_str().unwrap()]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+#[test]
+fn a_step_sees_only_its_image_and_cannot_change_what_is_below_it() {
+    for b in builders() {
+        let ctx = b.context(
+            "escape",
+            &[(
+                "Dockerfile",
+                "FROM busybox\nARG HOST_PID\n\
+                 RUN ls / | tr '\\n' ' ' > /tmp/root-listing; \
+                 (test -e /proc/$HOST_PID && echo seen || echo hidden) > /host-pid; \
+                 (mount -o remount,rw /proc/sys 2>/dev/null && echo remounted || echo refused) > /procsys; \
+                 (echo evil > /proc/sys/kernel/hostname 2>/dev/null && echo wrote || echo refused) > /procsys-write; \
+                 (mount -t proc proc /mnt 2>/dev/null && echo mounted || echo refused) > /new-proc; \
+                 echo changed >> /etc/passwd; rm /bin/cat\n",
+            )],
+        );
+        let pid = std::process::id().to_string();
+        let (ok, _, err) = b.build(&ctx, "escape", &["--build-arg", &format!("HOST_PID={pid}")]);
+        assert!(ok, "{err}");
+        let out = b.run("escape", &["sh", "-c", "for f in /tmp/root-listing /host-pid /procsys /procsys-write /new-proc; do echo \"$(busybox cat $f)\"; done"]);
+        assert_eq!(
+            out, "bin dev etc home linuxrc proc root run sbin sys tmp usr var \nhidden\nrefused\nrefused\nrefused\n",
+            "what a step saw"
+        );
+        // The base image is untouched: its files are the lower layers the step could not write.
+        assert!(!b.run("busybox", &["cat", "/etc/passwd"]).contains("changed"));
+        assert!(b.run("busybox", &["ls", "/bin/cat"]).contains("/bin/cat"));
+        b.assert_clean();
+    }
+}

@@ -955,6 +955,7 @@ impl<'a> StageBuilder<'a> {
             rlimits: self.opts.ulimits.clone(),
             shm_size: self.opts.shm_size,
             state_dir: state,
+            all_capabilities: run.security.as_deref() == Some("insecure"),
         };
         // Output lines go through a channel (the runtime's sink must be 'static) to this step's progress events;
         // the last 20 are kept for the error message.
