@@ -4,6 +4,7 @@
 
 pub mod build_fixture;
 pub mod image_files;
+pub mod raw_tar;
 pub mod registry_fixture;
 
 use std::fs::File;

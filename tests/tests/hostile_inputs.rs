@@ -321,3 +321,162 @@ fn a_step_sees_only_its_image_and_cannot_change_what_is_below_it() {
         b.assert_clean();
     }
 }
+
+/// A fixed-seed sequence of delays (a small LCG: the same 20 kill points every run).
+fn kill_points(seed: u64, n: usize, max_ms: u64) -> Vec<u64> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % max_ms
+        })
+        .collect()
+}
+
+/// Start rbuild with `args`, kill it with SIGKILL after `delay_ms` (if it still runs), and wait for it.
+fn kill_after(b: &Builder, args: &[&str], env: &[(&str, &str)], delay_ms: u64) {
+    let mut cmd = std::process::Command::new(rbuild_tests::rbuild_bin());
+    cmd.env("RBUILD_OFFLINE", "1").envs(env.iter().copied()).arg("--root").arg(&b.root).args(args);
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    let mut child = cmd.spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Nothing of a killed rbuild is left: no process with `marker` in its command line, no mount under the store.
+fn nothing_left_behind(b: &Builder, marker: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let running = std::process::Command::new("pgrep").args(["-f", marker]).output().unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let store = b.root.to_str().unwrap();
+        if running.stdout.is_empty() && !mounts.contains(store) {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "left behind: processes {:?}, mounts under the store: {}",
+            text(&running.stdout), mounts.lines().filter(|l| l.contains(store)).count());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn killing_rbuild_at_20_points_of_a_build_pull_and_push_leaves_a_usable_store() {
+    use rbuild_tests::registry_fixture::{RegistryAuth, RegistryServer};
+    let b = Builder::new(false);
+    let marker = format!("crash-marker-{}", std::process::id());
+    let ctx = b.context(
+        "crash",
+        &[(
+            "Dockerfile",
+            &format!(
+                "FROM busybox\nCOPY data.bin /data.bin\nRUN echo {marker} && head -c 8000000 /dev/urandom > /a && sleep 0.2\n\
+                 RUN --mount=type=cache,target=/c cp /a /c/a && sleep 0.2\nRUN cat /data.bin /a > /b\n"
+            ),
+        )],
+    );
+    std::fs::write(ctx.join("data.bin"), vec![7u8; 6_000_000]).unwrap();
+    let ctx_s = ctx.to_str().unwrap();
+    let fsck_clean = |b: &Builder, when: &str| {
+        let out = b.rb(&["fsck"]);
+        assert!(text(&out.stdout).contains("store is clean"), "{when}: {}{}", text(&out.stdout), text(&out.stderr));
+    };
+    for (i, delay) in kill_points(42, 20, 1500).into_iter().enumerate() {
+        kill_after(&b, &["build", "--no-cache", "-t", "crash", "--progress", "plain", ctx_s], &[], delay);
+        nothing_left_behind(&b, &marker);
+        fsck_clean(&b, &format!("build kill {i} at {delay} ms"));
+    }
+    let (ok, _, err) = b.build(&ctx, "crash", &[]);
+    assert!(ok, "{err}");
+    let registry = RegistryServer::start(RegistryAuth::None, false);
+    let dest = format!("{}/crash/img:1", registry.host());
+    let online = [("RBUILD_OFFLINE", "0")];
+    for (i, delay) in kill_points(7, 20, 400).into_iter().enumerate() {
+        kill_after(&b, &["push", "crash", &dest], &online, delay);
+        fsck_clean(&b, &format!("push kill {i} at {delay} ms"));
+    }
+    assert!(b.rb_env(&["push", "crash", &dest], &online).status.success());
+    // Pull into a second store, killed at 20 points, then complete.
+    let p = Builder::empty(false);
+    for (i, delay) in kill_points(99, 20, 300).into_iter().enumerate() {
+        kill_after(&p, &["pull", &dest], &online, delay);
+        fsck_clean(&p, &format!("pull kill {i} at {delay} ms"));
+    }
+    let out = p.rb_env(&["pull", &dest], &online);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(p.run(&dest, &["sh", "-c", "wc -c < /b"]), "14000000\n");
+    b.assert_clean();
+    p.assert_clean();
+}
+
+#[test]
+fn hostile_layers_through_load_and_pull() {
+    use rbuild_tests::raw_tar::{finish, gzip, oci_layout, raw_entry};
+    use rbuild_tests::registry_fixture::{RegistryAuth, RegistryServer};
+    let b = Builder::new(false);
+    let layer = |parts: Vec<Vec<u8>>| {
+        let tar = finish(parts);
+        let gz = gzip(&tar);
+        (tar, gz)
+    };
+    let load = |name: &str, layers: &[(Vec<u8>, Vec<u8>)]| {
+        let dir = b.work.join(format!("layout-{name}"));
+        oci_layout(&dir, &format!("hostile/{name}:1"), layers);
+        b.rb(&["load", "-i", dir.to_str().unwrap()])
+    };
+    // Last of two entries with one name wins, as in Docker; links that loop are only links.
+    let out = load(
+        "dup",
+        &[layer(vec![
+            raw_entry(b"f", b'0', b"one", b"", None),
+            raw_entry(b"f", b'0', b"two", b"", None),
+            raw_entry(b"a", b'2', b"", b"b", None),
+            raw_entry(b"b", b'2', b"", b"a", None),
+        ])],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dup = b.work.join("layout-dup");
+    let dup_ref = format!("oci-layout://{}", dup.display());
+    let (ok, _, err) = b.build_str(
+        b.context("dup-ctx", &[("Dockerfile", &format!("FROM {dup_ref}\n"))]).to_str().unwrap(),
+        "dup-img",
+        &[],
+    );
+    assert!(ok, "{err}");
+    let files = build_and_read(&b, &b.work.join("dup-ctx"), "dup-img2");
+    assert_eq!(files.files["/f"].content, b"two");
+    assert_eq!((files.files["/a"].kind, files.files["/a"].target.as_str()), ("symlink", "b"));
+    // Layers are stored as blobs by load and pull and unpacked when first used: an escaping entry is refused
+    // there, naming it, and nothing lands outside.
+    let use_image = |image: &str, env: &[(&str, &str)]| b.rb_env(&["run", image, "true"], env);
+    let out = load("escape", &[layer(vec![raw_entry(b"../../escaped", b'0', b"x", b"", None)])]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = use_image("hostile/escape:1", &[]);
+    assert!(!out.status.success() && text(&out.stderr).contains("escaped"), "{}", text(&out.stderr));
+    assert!(!b.work.join("escaped").exists() && !b.root.join("escaped").exists());
+    // A gzip bomb stops at the configured size, naming the layer.
+    let zeros = vec![0u8; 64 << 20];
+    let bomb = layer(vec![raw_entry(b"zeros", b'0', &zeros, b"", None)]);
+    let bomb_digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bomb.1)));
+    assert!(load("bomb", std::slice::from_ref(&bomb)).status.success());
+    let out = use_image("hostile/bomb:1", &[("RBUILD_MAX_LAYER_SIZE", "10000000")]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success() && err.contains("expands beyond") && err.contains(&bomb_digest[7..19]), "{err}");
+    b.assert_clean();
+    // The same escape through a registry: pushed with skopeo, refused when the pulled image is used.
+    let registry = RegistryServer::start(RegistryAuth::None, false);
+    let dest = format!("{}/hostile/escape:1", registry.host());
+    let pushed = std::process::Command::new(rbuild_tests::require_tool("skopeo"))
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}", b.work.join("layout-escape").display()))
+        .arg(format!("docker://{dest}"))
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "{}", text(&pushed.stderr));
+    let p = Builder::empty(false);
+    assert!(p.rb_env(&["pull", &dest], &[("RBUILD_OFFLINE", "0")]).status.success());
+    let out = p.rb(&["run", &dest, "true"]);
+    assert!(!out.status.success() && text(&out.stderr).contains("escaped"), "{}", text(&out.stderr));
+    p.assert_clean();
+    b.assert_clean();
+}

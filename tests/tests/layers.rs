@@ -3,6 +3,7 @@
 //! the merged view; the same tree exports to the same digest with 1 thread and with all; and hostile tars are
 //! rejected with the entry named, writing nothing outside the destination.
 
+use rbuild_tests::raw_tar::{finish, gzip, raw_entry};
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write};
@@ -241,39 +242,6 @@ fn same_tree_same_digest_with_one_thread_and_all() {
 // ---- hostile tars ----
 
 /// A raw ustar header + data, with any name (the tar crate refuses to write the hostile ones).
-fn raw_entry(name: &[u8], typeflag: u8, data: &[u8], link: &[u8], claimed_size: Option<u64>) -> Vec<u8> {
-    let mut h = [0u8; 512];
-    h[..name.len()].copy_from_slice(name);
-    h[100..108].copy_from_slice(b"0000644\0");
-    h[108..116].copy_from_slice(b"0000000\0");
-    h[116..124].copy_from_slice(b"0000000\0");
-    let size = claimed_size.unwrap_or(data.len() as u64);
-    h[124..136].copy_from_slice(format!("{size:011o}\0").as_bytes());
-    h[136..148].copy_from_slice(b"00000000000\0");
-    h[156] = typeflag;
-    h[157..157 + link.len()].copy_from_slice(link);
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
-    let mut out = h.to_vec();
-    out.extend_from_slice(data);
-    out.resize(out.len().div_ceil(512) * 512, 0);
-    out
-}
-
-fn finish(mut parts: Vec<Vec<u8>>) -> Vec<u8> {
-    parts.push(vec![0u8; 1024]);
-    parts.concat()
-}
-
-fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    e.write_all(data).unwrap();
-    e.finish().unwrap()
-}
-
 fn hostile_cases() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let file = |n: &[u8]| raw_entry(n, b'0', b"pwned", b"", None);
     let mut bomb = Vec::new();
