@@ -167,11 +167,7 @@ impl Client {
                     .and_then(|v| v.to_str().ok())
                     .map(|v| v.split(';').next().unwrap_or(v).trim().to_string())
                     .unwrap_or_default();
-                let bytes = resp.bytes().await.map_err(|e| RegistryError::Unreachable {
-                    registry: ep.registry.clone(),
-                    what: req.what.clone(),
-                    reason: e.to_string(),
-                })?;
+                let bytes = read_limited(resp, MAX_MANIFEST_BYTES, &ep.registry, &req.what).await?;
                 let digest = sha256_digest(&bytes);
                 if reference.starts_with("sha256:") && digest != reference {
                     return Err(RegistryError::DigestMismatch {
@@ -471,6 +467,7 @@ impl Client {
         self.runtime.block_on(async {
             let client = reqwest::Client::builder()
                 .connect_timeout(std::time::Duration::from_secs(15))
+                .read_timeout(self.transport.settings.read_timeout)
                 .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| RegistryError::Protocol { registry: host.clone(), reason: e.to_string() })?;
@@ -541,4 +538,33 @@ fn file_body(path: &Path, offset: u64, len: u64) -> Result<reqwest::Body> {
     use tokio::io::AsyncReadExt;
     let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 1 << 20);
     Ok(reqwest::Body::wrap_stream(stream))
+}
+
+/// Manifests and indexes larger than this are refused (registries refuse to store them, and no image needs one).
+pub const MAX_MANIFEST_BYTES: u64 = 4 << 20;
+
+/// A response body of at most `limit` bytes: a larger announced length or a body that keeps coming is an error,
+/// read no further.
+async fn read_limited(mut resp: reqwest::Response, limit: u64, registry: &str, what: &str) -> Result<Vec<u8>> {
+    let too_large = || RegistryError::Protocol {
+        registry: registry.to_string(),
+        reason: format!("{what} is larger than {} MiB; refused", limit >> 20),
+    };
+    if resp.content_length().is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let mut out = Vec::new();
+    loop {
+        let chunk = resp.chunk().await.map_err(|e| RegistryError::Unreachable {
+            registry: registry.to_string(),
+            what: what.to_string(),
+            reason: e.to_string(),
+        })?;
+        let Some(chunk) = chunk else { break };
+        if out.len() as u64 + chunk.len() as u64 > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }

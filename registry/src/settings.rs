@@ -38,6 +38,8 @@ pub struct Settings {
     pub source: Option<PathBuf>,
     /// How long to keep retrying transient failures of one request (connection errors, 429, 5xx).
     pub retry_budget: Duration,
+    /// A response that sends nothing for this long is abandoned (slow or stalled servers).
+    pub read_timeout: Duration,
     /// Blobs larger than this are uploaded in chunks (PATCH with Content-Range).
     pub chunk_size: u64,
     /// Layers downloaded at once.
@@ -52,6 +54,7 @@ impl Default for Settings {
             registries: BTreeMap::new(),
             source: None,
             retry_budget: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
             chunk_size: 64 << 20,
             max_concurrent_downloads: 4,
         }
@@ -100,6 +103,11 @@ impl Settings {
             && let Ok(secs) = v.parse::<u64>()
         {
             s.retry_budget = Duration::from_secs(secs);
+        }
+        if let Ok(v) = std::env::var("RBUILD_REGISTRY_READ_TIMEOUT")
+            && let Ok(secs) = v.parse::<u64>()
+        {
+            s.read_timeout = Duration::from_secs(secs.max(1));
         }
         Ok(s)
     }

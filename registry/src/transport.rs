@@ -104,6 +104,7 @@ impl Transport {
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(15))
+            .read_timeout(self.settings.read_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")));
         for ca in self.settings.ca_files(registry) {

@@ -3,6 +3,7 @@
 //! images made by `vendor-test-images/` (built once, cached under `target/test-images/`, shared between tests).
 
 pub mod build_fixture;
+pub mod hostile_registry;
 pub mod image_files;
 pub mod raw_tar;
 pub mod registry_fixture;

@@ -354,8 +354,12 @@ fn nothing_left_behind(b: &Builder, marker: &str) {
         if running.stdout.is_empty() && !mounts.contains(store) {
             return;
         }
-        assert!(std::time::Instant::now() < deadline, "left behind: processes {:?}, mounts under the store: {}",
-            text(&running.stdout), mounts.lines().filter(|l| l.contains(store)).count());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "left behind: processes {:?}, mounts under the store: {}",
+            text(&running.stdout),
+            mounts.lines().filter(|l| l.contains(store)).count()
+        );
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
 }
@@ -478,5 +482,38 @@ fn hostile_layers_through_load_and_pull() {
     let out = p.rb(&["run", &dest, "true"]);
     assert!(!out.status.success() && text(&out.stderr).contains("escaped"), "{}", text(&out.stderr));
     p.assert_clean();
+    b.assert_clean();
+}
+
+#[test]
+fn hostile_registries_are_refused_without_hanging_or_storing_anything() {
+    let registry = rbuild_tests::hostile_registry::HostileRegistry::start();
+    let host = registry.host();
+    let b = Builder::empty(false);
+    let env = [("RBUILD_OFFLINE", "0"), ("RBUILD_REGISTRY_READ_TIMEOUT", "2"), ("RBUILD_REGISTRY_RETRY_SECONDS", "3")];
+    let pull = |repo: &str| {
+        let started = std::time::Instant::now();
+        let out = b.rb_env(&["pull", &format!("{host}/{repo}:1")], &env);
+        (out.status.success(), text(&out.stderr), started.elapsed())
+    };
+    for (repo, needle) in [
+        ("truncated", host.as_str()),
+        ("endless", "larger than 4 MiB; refused"),
+        ("huge", "larger than 4 MiB; refused"),
+        ("slow", host.as_str()),
+        ("baddigest", "nothing was stored"),
+    ] {
+        let (ok, err, took) = pull(repo);
+        assert!(!ok && err.contains(needle), "{repo}: {err}");
+        assert!(took < std::time::Duration::from_secs(30), "{repo} took {took:?}");
+        let images = text(&b.rb(&["images"]).stdout);
+        assert!(!images.contains(repo), "{repo} was stored: {images}");
+    }
+    // 500s are retried, then the image arrives.
+    let before = registry.manifest_requests.load(std::sync::atomic::Ordering::SeqCst);
+    let (ok, err, _) = pull("flaky");
+    assert!(ok, "{err}");
+    assert!(registry.manifest_requests.load(std::sync::atomic::Ordering::SeqCst) - before >= 3);
+    assert!(text(&b.rb(&["images"]).stdout).contains("flaky"));
     b.assert_clean();
 }
