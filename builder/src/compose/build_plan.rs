@@ -45,8 +45,8 @@ pub struct ServiceBuild {
     pub shm_size: u64,
     pub ulimits: Vec<(String, u64, u64)>,
     pub secrets: BTreeMap<String, SecretSource>,
-    /// `ID` (the default agent) or `ID=PATH`.
-    pub ssh: Vec<(String, Option<String>)>,
+    /// `ID` (the default agent) or `ID=PATH`, as `--ssh` takes them.
+    pub ssh: Vec<String>,
     pub no_cache_filter: Vec<String>,
     pub entitlements: Vec<String>,
     pub warnings: Vec<String>,
@@ -261,14 +261,6 @@ impl Project {
             };
             secrets.insert(id, value);
         }
-        let ssh = b
-            .ssh
-            .iter()
-            .map(|s| match s.split_once('=') {
-                Some((id, p)) => (id.to_string(), Some(p.to_string())),
-                None => (s.clone(), None),
-            })
-            .collect();
         let mut entitlements = b.entitlements.clone();
         for e in &entitlements {
             if e != "network.host" && e != "security.insecure" {
@@ -325,7 +317,7 @@ impl Project {
             shm_size,
             ulimits,
             secrets,
-            ssh,
+            ssh: b.ssh.clone(),
             no_cache_filter: b.no_cache_filter.as_ref().map(|f| f.items()).unwrap_or_default(),
             entitlements,
             warnings,

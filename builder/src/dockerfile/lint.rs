@@ -58,6 +58,14 @@ fn known_frontend(image: &str) -> bool {
     matches!(name, "docker/dockerfile" | "docker/dockerfile-upstream")
 }
 
+fn all_upper(w: &str) -> bool {
+    w.chars().all(|c| !c.is_ascii_lowercase())
+}
+
+fn all_lower(w: &str) -> bool {
+    w.chars().all(|c| !c.is_ascii_uppercase())
+}
+
 /// Run the checks over a parsed Dockerfile (`text` is its source, for keyword casing); skipped rules are left
 /// out. Sorted by line.
 pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
@@ -85,9 +93,7 @@ pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
         if let Some(i) = words.iter().position(|w| w.eq_ignore_ascii_case("as"))
             && let (Some(kw), Some(as_kw), Some(name)) = (words.first(), words.get(i), words.get(i + 1))
         {
-            let upper = |w: &str| w.chars().all(|c| !c.is_ascii_lowercase());
-            let lower = |w: &str| w.chars().all(|c| !c.is_ascii_uppercase());
-            if (upper(kw) && lower(as_kw)) || (lower(kw) && upper(as_kw)) {
+            if (all_upper(kw) && all_lower(as_kw)) || (all_lower(kw) && all_upper(as_kw)) {
                 warn(
                     "FromAsCasing",
                     stage.span.start_line,
@@ -182,9 +188,7 @@ pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
                 }
                 _ => {}
             }
-            let upper = keyword.chars().all(|c| !c.is_ascii_lowercase());
-            let lower = keyword.chars().all(|c| !c.is_ascii_uppercase());
-            if !upper && !lower {
+            if !all_upper(keyword) && !all_lower(keyword) {
                 warn(
                     "ConsistentInstructionCasing",
                     line,

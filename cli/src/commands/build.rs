@@ -157,12 +157,7 @@ pub fn build(
         rbuild_builder::export::image::MediaTypes::Docker
     };
     opts.layers = rbuild_builder::layer::LayerOptions { compression, ..Default::default() };
-    // As in BuildKit, the build arg works like the environment variable (and wins over it).
-    if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
-        let secs = v.trim().parse::<i64>().ok().filter(|s| *s >= 0);
-        opts.layers.source_date_epoch =
-            Some(secs.with_context(|| format!("--build-arg SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))?);
-    }
+    apply_source_date_epoch(&mut opts)?;
     opts.jobs = args.jobs;
     opts.secrets = parse_secrets(&args.secrets)?;
     opts.ssh = parse_ssh(&args.ssh)?;
@@ -256,7 +251,18 @@ fn check_platform(platform: Option<&str>) -> anyhow::Result<()> {
 }
 
 /// `--build-arg K=V` or `--build-arg K` (the value from the environment; skipped when unset).
-fn parse_build_args(specs: &[String]) -> BTreeMap<String, String> {
+/// As in BuildKit, `--build-arg SOURCE_DATE_EPOCH=N` works like the environment variable (and wins over it).
+pub fn apply_source_date_epoch(opts: &mut rbuild_builder::build::BuildOptions) -> anyhow::Result<()> {
+    if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
+        let secs = v.trim().parse::<i64>().ok().filter(|s| *s >= 0);
+        opts.layers.source_date_epoch =
+            Some(secs.with_context(|| format!("--build-arg SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))?);
+    }
+    Ok(())
+}
+
+/// `--build-arg KEY=VALUE`, or `KEY` alone for the environment's value (left out when unset).
+pub fn parse_build_args(specs: &[String]) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for a in specs {
         match a.split_once('=') {
@@ -285,7 +291,7 @@ fn key_values(specs: &[String], flag: &str) -> anyhow::Result<Vec<(String, Strin
 }
 
 /// `--ssh default` (the agent at $SSH_AUTH_SOCK) or `--ssh ID=SOCKET[,SOCKET]`.
-fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+pub fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
     for spec in specs {
         let (id, path) = match spec.split_once('=') {

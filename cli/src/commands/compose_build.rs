@@ -105,16 +105,6 @@ struct Planned {
     _contexts: Vec<ResolvedContext>,
 }
 
-fn parse_build_args(specs: &[String]) -> BTreeMap<String, String> {
-    specs
-        .iter()
-        .filter_map(|a| match a.split_once('=') {
-            Some((k, v)) => Some((k.to_string(), v.to_string())),
-            None => std::env::var(a).ok().map(|v| (a.clone(), v)),
-        })
-        .collect()
-}
-
 /// The normalised name of an image reference (`busybox` and `docker.io/library/busybox:latest` are one).
 fn normalised(name: &str) -> Option<String> {
     Reference::parse(name).ok().map(|r| r.to_string())
@@ -161,10 +151,8 @@ fn plan_service(
     opts.dockerfile_path = path;
     opts.tags = b.tags.iter().map(|t| Reference::parse(t)).collect::<Result<_, _>>()?;
     opts.build_args = b.args.clone();
-    opts.build_args.extend(parse_build_args(&args.build_args));
-    if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
-        opts.layers.source_date_epoch = v.trim().parse().ok();
-    }
+    opts.build_args.extend(super::build::parse_build_args(&args.build_args));
+    super::build::apply_source_date_epoch(&mut opts).with_context(|| format!("service {name}"))?;
     opts.target = b.target.clone();
     opts.no_cache = b.no_cache || args.no_cache;
     opts.no_cache_filter = b.no_cache_filter.clone();
@@ -186,15 +174,7 @@ fn plan_service(
     };
     opts.cache_from = b.cache_from.iter().map(|v| spec("cache_from", v)).collect::<anyhow::Result<_>>()?;
     opts.cache_to = b.cache_to.iter().map(|v| spec("cache_to", v)).collect::<anyhow::Result<_>>()?;
-    for (id, path) in &b.ssh {
-        let sock = match path {
-            Some(p) => PathBuf::from(p),
-            None => std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from).with_context(|| {
-                format!("service {name}: ssh {id}: SSH_AUTH_SOCK is not set (start an agent or give ID=SOCKET)")
-            })?,
-        };
-        opts.ssh.insert(id.clone(), sock);
-    }
+    opts.ssh = super::build::parse_ssh(&b.ssh).with_context(|| format!("service {name}: ssh"))?;
     let mut needs = BTreeSet::new();
     for (ctx_name, value) in &b.additional_contexts {
         let named = if let Some(other) = value.strip_prefix("service:") {
