@@ -18,12 +18,16 @@ fn read(root: &Path, file: &str) -> String {
 
 /// Resolve `spec` inside `root` (`None` is root).
 pub fn resolve(root: &Path, spec: Option<&str>) -> Result<ResolvedUser, String> {
+    resolve_in(&read(root, "etc/passwd"), &read(root, "etc/group"), spec)
+}
+
+/// Resolve `spec` against the text of an /etc/passwd and an /etc/group (`None` is root).
+pub fn resolve_in(passwd: &str, group_file: &str, spec: Option<&str>) -> Result<ResolvedUser, String> {
     let spec = spec.unwrap_or("0");
     let (user, group) = match spec.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (spec, None),
     };
-    let passwd = read(root, "etc/passwd");
     let entries: Vec<Vec<&str>> =
         passwd.lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 7).collect();
     let found = entries.iter().find(|f| f[0] == user || (user.parse::<u32>().is_ok() && f[2] == user));
@@ -37,7 +41,6 @@ pub fn resolve(root: &Path, spec: Option<&str>) -> Result<ResolvedUser, String> 
         (None, Ok(uid)) => (uid, 0, "/".to_string(), String::new()),
         (None, Err(_)) => return Err(format!("unable to find user {user}: no matching entries in passwd file")),
     };
-    let group_file = read(root, "etc/group");
     let groups: Vec<Vec<&str>> =
         group_file.lines().map(|l| l.split(':').collect()).filter(|f: &Vec<&str>| f.len() >= 4).collect();
     let gid = match group {

@@ -645,18 +645,9 @@ impl<'a> StageBuilder<'a> {
         let Some(user) = self.state.config["config"]["User"].as_str().filter(|u| !u.is_empty()) else {
             return Ok(None);
         };
-        let dir = self.store.tmp().path("passwd");
-        let resolved = (|| -> Result<rbuild_runtime::user::ResolvedUser> {
-            fs::create_dir_all(dir.join("etc")).map_err(Error::io("create", &dir))?;
-            for f in ["etc/passwd", "etc/group"] {
-                if let Some(data) = self.read_stage_file(f) {
-                    fs::write(dir.join(f), data).map_err(Error::io("write", dir.join(f)))?;
-                }
-            }
-            rbuild_runtime::user::resolve(&dir, Some(user)).map_err(|m| self.fail(ins, &m))
-        })();
-        let _ = crate::store::remove_path(&dir);
-        let r = resolved?;
+        let text = |f: &str| String::from_utf8_lossy(&self.read_stage_file(f).unwrap_or_default()).into_owned();
+        let r = rbuild_runtime::user::resolve_in(&text("etc/passwd"), &text("etc/group"), Some(user))
+            .map_err(|m| self.fail(ins, &m))?;
         Ok(Some((r.uid, r.gid)).filter(|ids| *ids != (0, 0)))
     }
 
