@@ -100,7 +100,7 @@ fn absolute(base: &Path, p: &str) -> PathBuf {
 
 /// Whether a build context or additional context value is a directory path (not a URL or a typed reference).
 pub fn is_local_path(v: &str) -> bool {
-    !(v.contains("://") || v.starts_with("git@") || v.starts_with("service:") || v.starts_with("github.com/"))
+    !(v.contains("://") || v.starts_with("service:") || crate::context::git::is_git_url(v))
 }
 
 /// Compose's project name rules: lower case, `[a-z0-9_-]`, starting with a letter or digit.
