@@ -8,6 +8,7 @@ use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::FileHashes;
@@ -144,6 +145,8 @@ pub struct CopySelection {
     ignore: IgnoreMatcher,
     /// `--exclude` patterns, relative to each source.
     exclude: IgnoreMatcher,
+    /// Each source's walk, kept from the checksum for the copy (the context is read once).
+    walks: std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<Vec<Walked>>>>,
 }
 
 /// Resolve the sources of a COPY.
@@ -162,7 +165,7 @@ pub fn select_excluding(
     for s in sources {
         out.extend(resolve(context, ignore, exclude, s)?);
     }
-    Ok(CopySelection { sources: out, ignore: ignore.clone(), exclude: exclude.clone() })
+    Ok(CopySelection { sources: out, ignore: ignore.clone(), exclude: exclude.clone(), walks: Default::default() })
 }
 
 impl CopySelection {
@@ -178,6 +181,7 @@ impl CopySelection {
             sources: self.sources.iter().filter(|s| !files.contains(&s.abs)).cloned().collect(),
             ignore: self.ignore.clone(),
             exclude: self.exclude.clone(),
+            walks: Default::default(),
         }
     }
 
@@ -190,37 +194,70 @@ impl CopySelection {
         self.checksum_with(&FileHashes::default())
     }
 
-    /// [`Self::checksum`], taking file contents' hashes from `hashes` where it knows them.
+    /// [`Self::checksum`], taking file contents' hashes from `hashes` where it knows them. Files are read (when
+    /// `hashes` does not know them) on all CPUs.
     pub fn checksum_with(&self, hashes: &FileHashes) -> Result<String> {
         let mut h = Sha256::new();
         for s in &self.sources {
             // Where a source lands with --parents (its `/./` pivot) is part of what the copy makes.
             h.update(s.keep.as_bytes());
             h.update([0]);
-            self.hash_tree(&s.abs, &s.rel, &s.base, &mut h, hashes)?;
+            let walked = self.walk(s)?;
+            let contents: Vec<Option<String>> = walked
+                .par_iter()
+                .map(|w| if w.meta.is_file() { hashes.hash(&w.abs, &w.meta).map(Some) } else { Ok(None) })
+                .collect::<Result<_>>()?;
+            for (w, content) in walked.iter().zip(contents) {
+                h.update(w.rel.as_bytes());
+                h.update([0]);
+                // The raw name too: two names that are not UTF-8 may read the same once converted.
+                h.update(w.abs.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+                h.update([0]);
+                h.update(format!("{:o} {}:{}", w.meta.mode(), w.meta.uid(), w.meta.gid()).as_bytes());
+                if w.meta.file_type().is_symlink() {
+                    h.update(
+                        fs::read_link(&w.abs).map_err(Error::io("read link", &w.abs))?.as_os_str().as_encoded_bytes(),
+                    );
+                }
+                if let Some(content) = content {
+                    h.update(content.as_bytes());
+                }
+                h.update([1]);
+            }
         }
         Ok(hex::encode(h.finalize()))
     }
 
-    fn hash_tree(&self, abs: &Path, rel: &str, base: &str, h: &mut Sha256, hashes: &FileHashes) -> Result<()> {
-        let meta = fs::symlink_metadata(abs).map_err(Error::io("stat", abs))?;
-        h.update(rel.as_bytes());
-        h.update([0]);
-        // The raw name too: two names that are not UTF-8 may read the same once converted.
-        h.update(abs.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
-        h.update([0]);
-        h.update(format!("{:o} {}:{}", meta.mode(), meta.uid(), meta.gid()).as_bytes());
-        if meta.file_type().is_symlink() {
-            h.update(fs::read_link(abs).map_err(Error::io("read link", abs))?.as_os_str().as_encoded_bytes());
-        } else if meta.is_file() {
-            h.update(hashes.hash(abs, &meta)?.as_bytes());
-        } else if meta.is_dir() {
-            for (child, child_rel) in self.visible_children(abs, rel, base)? {
-                self.hash_tree(&child, &child_rel, base, h, hashes)?;
-            }
+    /// A source and, for a directory, everything visible below it, parents before children, siblings by name.
+    /// Walked once per selection.
+    fn walk(&self, s: &Selected) -> Result<std::sync::Arc<Vec<Walked>>> {
+        if let Some(w) = self.walks.lock().ok().and_then(|m| m.get(&s.abs).cloned()) {
+            return Ok(w);
         }
-        h.update([1]);
-        Ok(())
+        let walked = std::sync::Arc::new(self.walk_uncached(s)?);
+        if let Ok(mut m) = self.walks.lock() {
+            m.insert(s.abs.clone(), walked.clone());
+        }
+        Ok(walked)
+    }
+
+    fn walk_uncached(&self, s: &Selected) -> Result<Vec<Walked>> {
+        let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
+        let mut out = vec![Walked { abs: s.abs.clone(), rel: s.rel.clone(), meta }];
+        let mut i = 0;
+        while i < out.len() {
+            if out[i].meta.is_dir() {
+                let mut children = Vec::new();
+                for (abs, rel) in self.visible_children(&out[i].abs, &out[i].rel, &s.base)? {
+                    let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
+                    children.push(Walked { abs, rel, meta });
+                }
+                // Depth first: the children go right after their directory.
+                out.splice(i + 1..i + 1, children);
+            }
+            i += 1;
+        }
+        Ok(out)
     }
 
     /// Copy into `layer_root` at `dest` (absolute in the image, already resolved against WORKDIR), with an
@@ -241,7 +278,7 @@ impl CopySelection {
             let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
             if meta.is_dir() {
                 // A directory's contents, not the directory itself.
-                self.copy_dir_contents(&s.abs, &s.rel, &s.base, &dest_path, owner, chmod)?;
+                self.copy_dir_contents(s, &dest_path, owner, chmod)?;
             } else {
                 let name = s.abs.file_name().map(PathBuf::from).unwrap_or_default();
                 let target = if dest_is_dir { dest_path.join(name) } else { dest_path.clone() };
@@ -268,7 +305,7 @@ impl CopySelection {
             let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
             if meta.is_dir() {
                 make_dirs(layer_root, &target)?;
-                self.copy_dir_contents(&s.abs, &s.rel, &s.base, &target, owner, chmod)?;
+                self.copy_dir_contents(s, &target, owner, chmod)?;
             } else {
                 copy_entry(&s.abs, &target, owner, chmod)?;
             }
@@ -295,25 +332,46 @@ impl CopySelection {
             .collect())
     }
 
+    /// Copy what is below the directory source `s` into `to`: directories first, then files and symlinks on all
+    /// CPUs, then the directories' own attributes (deepest first, so that filling them does not change them).
     fn copy_dir_contents(
         &self,
-        dir: &Path,
-        rel: &str,
-        base: &str,
+        s: &Selected,
         to: &Path,
         owner: Option<(u32, u32)>,
         chmod: Option<&ModeSpec>,
     ) -> Result<()> {
         fs::create_dir_all(to).map_err(Error::io("create", to))?;
-        for (from, child_rel) in self.visible_children(dir, rel, base)? {
-            let target = to.join(from.file_name().unwrap_or_default());
-            copy_entry(&from, &target, owner, chmod)?;
-            if fs::symlink_metadata(&from).map_err(Error::io("stat", &from))?.is_dir() {
-                self.copy_dir_contents(&from, &child_rel, base, &target, owner, chmod)?;
-            }
+        let walked = self.walk(s)?;
+        let below: Vec<(&Walked, PathBuf)> = walked
+            .iter()
+            .skip(1)
+            .map(|w| {
+                let inside = w.rel.strip_prefix(&s.rel).unwrap_or(&w.rel).trim_start_matches('/');
+                (w, to.join(inside))
+            })
+            .collect();
+        let attrs = Attributes::new(owner, chmod);
+        for (_, target) in below.iter().filter(|(w, _)| w.meta.is_dir()) {
+            make_dir(target)?;
+        }
+        below
+            .par_iter()
+            .filter(|(w, _)| !w.meta.is_dir())
+            .try_for_each(|(w, target)| copy_entry_with(&w.abs, &w.meta, target, &attrs))?;
+        for (w, target) in below.iter().rev().filter(|(w, _)| w.meta.is_dir()) {
+            attrs.apply_to_dir(target, &w.meta)?;
         }
         Ok(())
     }
+}
+
+/// A context entry found by [`CopySelection::walk`].
+#[derive(Debug)]
+struct Walked {
+    abs: PathBuf,
+    rel: String,
+    meta: fs::Metadata,
 }
 
 /// Create the directories from `root` down to `dir` (0755, root-owned in the image).
@@ -327,34 +385,111 @@ fn make_dirs(root: &Path, dir: &Path) -> Result<()> {
 /// Copy one file, symlink or directory (the directory itself, not its contents).
 fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>, chmod: Option<&ModeSpec>) -> Result<()> {
     let meta = fs::symlink_metadata(from).map_err(Error::io("stat", from))?;
-    if fs::symlink_metadata(to).is_ok_and(|m| !m.is_dir() || !meta.is_dir()) {
-        crate::store::remove_path(to).map_err(Error::io("replace", to))?;
+    let attrs = Attributes::new(owner, chmod);
+    if meta.is_dir() {
+        make_dir(to)?;
+        return attrs.apply_to_dir(to, &meta);
     }
+    copy_entry_with(from, &meta, to, &attrs)
+}
+
+/// What a copied entry gets: its owner (the given one or root) and mode (`--chmod` applied to its own).
+struct Attributes<'a> {
+    owner: (u32, u32),
+    chmod: Option<&'a ModeSpec>,
+    as_root: bool,
+    /// Running as root:root, so a file this copy creates is root-owned already (its directories are root-owned
+    /// while it fills them).
+    created_as_root: bool,
+}
+
+impl<'a> Attributes<'a> {
+    fn new(owner: Option<(u32, u32)>, chmod: Option<&'a ModeSpec>) -> Self {
+        let as_root = rustix::process::geteuid().is_root();
+        let created_as_root = as_root && rustix::process::getegid().is_root();
+        Attributes { owner: owner.unwrap_or((0, 0)), chmod, as_root, created_as_root }
+    }
+
+    fn mode(&self, meta: &fs::Metadata) -> u32 {
+        match self.chmod {
+            Some(spec) => spec.apply(meta.mode() & 0o7777, meta.is_dir()),
+            None => meta.mode() & 0o7777,
+        }
+    }
+
+    /// Owner first (a change of owner clears set-id bits), then the mode, then the mtime; on an open file.
+    fn apply_to_file(&self, f: &fs::File, to: &Path, meta: &fs::Metadata) -> Result<()> {
+        let (uid, gid) = self.owner;
+        if self.created_as_root && (uid, gid) == (0, 0) {
+            // Already so.
+        } else if self.as_root {
+            std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(Error::io("chown", to))?;
+        } else if (uid, gid) != (0, 0) {
+            let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
+        }
+        f.set_permissions(fs::Permissions::from_mode(self.mode(meta))).map_err(Error::io("chmod", to))?;
+        let _ = f.set_modified(filetime_of(meta));
+        Ok(())
+    }
+
+    fn apply_to_dir(&self, to: &Path, meta: &fs::Metadata) -> Result<()> {
+        let (uid, gid) = self.owner;
+        if self.as_root {
+            std::os::unix::fs::chown(to, Some(uid), Some(gid)).map_err(Error::io("chown", to))?;
+        } else if (uid, gid) != (0, 0) {
+            let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
+        }
+        fs::set_permissions(to, fs::Permissions::from_mode(self.mode(meta))).map_err(Error::io("chmod", to))?;
+        let _ = fs::File::open(to).and_then(|f| f.set_modified(filetime_of(meta)));
+        Ok(())
+    }
+}
+
+/// Create a directory, replacing whatever non-directory is in its place (an earlier source's file).
+fn make_dir(to: &Path) -> Result<()> {
+    match fs::create_dir(to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
+                return Ok(());
+            }
+            crate::store::remove_path(to).map_err(Error::io("replace", to))?;
+            fs::create_dir(to).map_err(Error::io("create", to))
+        }
+        Err(e) => Err(Error::io("create", to)(e)),
+    }
+}
+
+/// Copy a file or symlink whose metadata is known; what is in its place already (an earlier source's) is
+/// replaced. Devices, fifos and sockets in a context are not copied.
+fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attributes) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     if meta.file_type().is_symlink() {
-        symlink(fs::read_link(from).map_err(Error::io("read link", from))?, to).map_err(Error::io("symlink", to))?;
+        let target = fs::read_link(from).map_err(Error::io("read link", from))?;
+        if let Err(e) = symlink(&target, to) {
+            if e.kind() != std::io::ErrorKind::AlreadyExists {
+                return Err(Error::io("symlink", to)(e));
+            }
+            crate::store::remove_path(to).map_err(Error::io("replace", to))?;
+            symlink(&target, to).map_err(Error::io("symlink", to))?;
+        }
         return Ok(());
     }
-    if meta.is_dir() {
-        fs::create_dir_all(to).map_err(Error::io("create", to))?;
-    } else if meta.is_file() {
-        fs::copy(from, to).map_err(Error::io("copy", from))?;
-    } else {
-        return Ok(()); // devices, fifos and sockets in a context are not copied
+    if !meta.is_file() {
+        return Ok(());
     }
-    let mode = match chmod {
-        Some(spec) => spec.apply(meta.mode() & 0o7777, meta.is_dir()),
-        None => meta.mode() & 0o7777,
-    };
-    fs::set_permissions(to, fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", to))?;
-    let (uid, gid) = owner.unwrap_or((0, 0));
-    if rustix::process::geteuid().is_root() {
-        std::os::unix::fs::chown(to, Some(uid), Some(gid)).map_err(Error::io("chown", to))?;
-    } else if (uid, gid) != (0, 0) {
-        let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
+    let mut src = fs::File::open(from).map_err(Error::io("open", from))?;
+    let create = || fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(to);
+    let mut dst = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            crate::store::remove_path(to).map_err(Error::io("replace", to))?;
+            create()
+        }
+        other => other,
     }
-    let mtime = filetime_of(&meta);
-    let _ = fs::File::open(to).and_then(|f| f.set_modified(mtime));
-    Ok(())
+    .map_err(Error::io("create", to))?;
+    std::io::copy(&mut src, &mut dst).map_err(Error::io("copy", from))?;
+    attrs.apply_to_file(&dst, to, meta)
 }
 
 fn filetime_of(meta: &fs::Metadata) -> std::time::SystemTime {

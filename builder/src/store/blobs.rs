@@ -114,7 +114,7 @@ impl Store {
     /// A writer for a blob whose digest is known only at the end; `finish` verifies nothing but commits.
     pub fn blob_writer(&self) -> Result<BlobWriter<'_>> {
         let path = self.tmp.path("blob");
-        let file = File::create(&path).map_err(Error::io("create", &path))?;
+        let file = EarlyWriteback::new(File::create(&path).map_err(Error::io("create", &path))?);
         Ok(BlobWriter { store: self, path, inner: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))) })
     }
 }
@@ -124,7 +124,48 @@ impl Store {
 pub struct BlobWriter<'a> {
     store: &'a Store,
     path: PathBuf,
-    inner: Option<HashingWriter<BufWriter<File>>>,
+    inner: Option<HashingWriter<BufWriter<EarlyWriteback>>>,
+}
+
+/// A file being written whose written ranges are handed to the kernel for writeback as they fill (every
+/// [`WRITEBACK_EVERY`] bytes), so that the `fsync` at commit waits for the last few megabytes, not for the whole
+/// blob: writing to disk overlaps with producing the data.
+#[derive(Debug)]
+struct EarlyWriteback {
+    file: File,
+    written: u64,
+    started: u64,
+}
+
+const WRITEBACK_EVERY: u64 = 8 << 20;
+
+impl EarlyWriteback {
+    fn new(file: File) -> Self {
+        EarlyWriteback { file, written: 0, started: 0 }
+    }
+
+    fn into_file(self) -> File {
+        self.file
+    }
+}
+
+impl Write for EarlyWriteback {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.written += n as u64;
+        if self.written - self.started >= WRITEBACK_EVERY {
+            // On dirty pages DONTNEED only starts their writeback (nothing is dropped from the cache); a failure
+            // here costs only the overlap.
+            let len = std::num::NonZeroU64::new(self.written - self.started);
+            let _ = rustix::fs::fadvise(&self.file, self.started, len, rustix::fs::Advice::DontNeed);
+            self.started = self.written;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
 }
 
 impl BlobWriter<'_> {
@@ -134,6 +175,7 @@ impl BlobWriter<'_> {
         };
         let (digest, size, buf) = w.finish();
         let file = buf.into_inner().map_err(|e| Error::io("write blob", &self.path)(e.into_error()))?;
+        let file = file.into_file();
         file.sync_all().map_err(Error::io("sync", &self.path))?;
         self.store.commit_blob_file(&self.path, &digest)?;
         Ok((digest, size))
