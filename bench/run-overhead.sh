@@ -4,20 +4,13 @@
 # with `buildah run` on the same image in the same run (root, chroot isolation, and its default OCI runtime).
 # Prints a Markdown table of milliseconds per run.
 #
-# usage: bench/run-overhead.sh [RUNS]      (run as root; installs buildah when missing)
+# usage: bench/run-overhead.sh [RUNS]      (run as root; installs what it needs)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-100}
-work=${BENCH_WORK:-target/bench}
+work=${BENCH_WORK:-target/bench}/run-overhead
 mkdir -p "$work"
-dpkg-query -W -f='${Status}' buildah 2>/dev/null | grep -q "install ok installed" || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends buildah >/dev/null
-}
-cargo build --release -q -p rbuild
-rbuild=$PWD/target/release/rbuild
-layout=$PWD/target/test-images/busybox
-[ -f "$layout/index.json" ] || vendor-test-images/make-busybox.sh "$layout" >/dev/null
-scripts/install-test-deps.sh >/dev/null
+source bench/lib.sh
 
 ms_per_run() { # COMMAND...: runs it $runs times, prints milliseconds per run
   local start end

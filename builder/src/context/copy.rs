@@ -343,14 +343,18 @@ impl CopySelection {
     ) -> Result<()> {
         fs::create_dir_all(to).map_err(Error::io("create", to))?;
         let walked = self.walk(s)?;
+        // Targets by the raw names (`rel` is for matching and may have lost bytes that are not UTF-8).
         let below: Vec<(&Walked, PathBuf)> = walked
             .iter()
             .skip(1)
-            .map(|w| {
-                let inside = w.rel.strip_prefix(&s.rel).unwrap_or(&w.rel).trim_start_matches('/');
-                (w, to.join(inside))
+            .map(|w| match w.abs.strip_prefix(&s.abs) {
+                Ok(inside) => Ok((w, to.join(inside))),
+                Err(_) => Err(Error::Malformed {
+                    what: format!("COPY source {}", w.abs.display()),
+                    reason: "not below its source directory".into(),
+                }),
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let attrs = Attributes::new(owner, chmod);
         for (_, target) in below.iter().filter(|(w, _)| w.meta.is_dir()) {
             make_dir(target)?;
