@@ -39,6 +39,19 @@ fn ensure(root: &Path, rel: &str, dir: bool, created: &mut Vec<String>) -> Resul
     Ok(())
 }
 
+/// Mount an overlay, `volatile` where the kernel has it (5.10 and later): an overlay's unmount otherwise syncs
+/// the whole upper filesystem, so every step would wait for all the store's unwritten data (measured: 0.2 s after
+/// a COPY of 20,000 files). What must be durable is synced by the store itself: layer blobs, image references.
+fn mount_overlay(target: &Path, options: &str) -> nix::Result<()> {
+    let volatile = format!("{options},volatile");
+    mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(volatile.as_str())).or_else(|e| {
+        if e != nix::errno::Errno::EINVAL {
+            return Err(e);
+        }
+        mount(Some("overlay"), target, Some("overlay"), MsFlags::empty(), Some(options))
+    })
+}
+
 fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
     match &spec.rootfs {
         Rootfs::Overlay { lowers, upper, work } => {
@@ -52,12 +65,10 @@ fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
             if spec.userns != UsernsMode::Off {
                 options.push_str(",userxattr");
             }
-            mount(Some("overlay"), root, Some("overlay"), MsFlags::empty(), Some(options.as_str())).map_err(|e| {
-                Failure {
-                    stage: "mount overlay root".into(),
-                    message: e.to_string(),
-                    hint: Some("overlayfs was refused; set RBUILD_SNAPSHOTTER=copy to use copies instead".into()),
-                }
+            mount_overlay(root, &options).map_err(|e| Failure {
+                stage: "mount overlay root".into(),
+                message: e.to_string(),
+                hint: Some("overlayfs was refused; set RBUILD_SNAPSHOTTER=copy to use copies instead".into()),
             })
         }
         Rootfs::FuseOverlay { lowers, upper, work } => {
@@ -266,8 +277,7 @@ fn extra_mount(spec: &RunSpec, index: usize, root: &Path, m: &Mount, created: &m
             if spec.userns != UsernsMode::Off {
                 options.push_str(",userxattr");
             }
-            mount(Some("overlay"), &target, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
-                .map_err(fail("mount writable bind"))
+            mount_overlay(&target, &options).map_err(fail("mount writable bind"))
         }
         Mount::Bind { source, read_only, .. } => {
             let is_dir =

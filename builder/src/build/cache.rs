@@ -1,6 +1,7 @@
 //! The build cache index: `cache/<key>.json` records what a RUN or COPY produced (its layer, or none), under a
 //! key that covers everything the result depends on. A record is written only after its layer blob is stored;
-//! a record whose blob has gone (pruned) is a miss.
+//! a record whose blob has gone (pruned) is a miss, and so is one that is empty or unreadable (records are not
+//! synced: after a crash one may be).
 
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
@@ -57,5 +58,6 @@ pub(crate) fn put(store: &Store, key: &str, cached: &Cached) -> crate::error::Re
     };
     let bytes = serde_json::to_vec(&json!({ "layer": layer }))
         .map_err(|source| crate::error::Error::Json { what: "cache record".into(), source })?;
-    crate::store::write_atomically(&store.root().join("cache").join(format!("{key}.json")), &bytes)
+    // The record is written after its blob is synced; the record itself is only a cache (a lost one is a miss).
+    crate::store::write_atomically_unsynced(&store.root().join("cache").join(format!("{key}.json")), &bytes)
 }

@@ -247,11 +247,14 @@ impl CopySelection {
         let mut i = 0;
         while i < out.len() {
             if out[i].meta.is_dir() {
-                let mut children = Vec::new();
-                for (abs, rel) in self.visible_children(&out[i].abs, &out[i].rel, &s.base)? {
-                    let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
-                    children.push(Walked { abs, rel, meta });
-                }
+                let children: Vec<Walked> = self
+                    .visible_children(&out[i].abs, &out[i].rel, &s.base)?
+                    .into_par_iter()
+                    .map(|(abs, rel)| {
+                        let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
+                        Ok(Walked { abs, rel, meta })
+                    })
+                    .collect::<Result<_>>()?;
                 // Depth first: the children go right after their directory.
                 out.splice(i + 1..i + 1, children);
             }
@@ -421,7 +424,8 @@ impl<'a> Attributes<'a> {
         }
     }
 
-    /// Owner first (a change of owner clears set-id bits), then the mode, then the mtime; on an open file.
+    /// Owner first (a change of owner clears set-id bits), then the mode, then the mtime; on an open file or
+    /// directory.
     fn apply_to_file(&self, f: &fs::File, to: &Path, meta: &fs::Metadata) -> Result<()> {
         let (uid, gid) = self.owner;
         if self.created_as_root && (uid, gid) == (0, 0) {
@@ -437,15 +441,8 @@ impl<'a> Attributes<'a> {
     }
 
     fn apply_to_dir(&self, to: &Path, meta: &fs::Metadata) -> Result<()> {
-        let (uid, gid) = self.owner;
-        if self.as_root {
-            std::os::unix::fs::chown(to, Some(uid), Some(gid)).map_err(Error::io("chown", to))?;
-        } else if (uid, gid) != (0, 0) {
-            let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
-        }
-        fs::set_permissions(to, fs::Permissions::from_mode(self.mode(meta))).map_err(Error::io("chmod", to))?;
-        let _ = fs::File::open(to).and_then(|f| f.set_modified(filetime_of(meta)));
-        Ok(())
+        let dir = fs::File::open(to).map_err(Error::io("open", to))?;
+        self.apply_to_file(&dir, to, meta)
     }
 }
 
@@ -463,6 +460,9 @@ fn make_dir(to: &Path) -> Result<()> {
         Err(e) => Err(Error::io("create", to)(e)),
     }
 }
+
+/// Files up to this size are copied through memory.
+const SMALL_FILE: u64 = 256 * 1024;
 
 /// Copy a file or symlink whose metadata is known; what is in its place already (an earlier source's) is
 /// replaced. Devices, fifos and sockets in a context are not copied.
@@ -492,7 +492,15 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
         other => other,
     }
     .map_err(Error::io("create", to))?;
-    std::io::copy(&mut src, &mut dst).map_err(Error::io("copy", from))?;
+    if meta.len() <= SMALL_FILE {
+        // A read and a write: cheaper than copy_file_range's in-kernel splice for the many small files of a context.
+        use std::io::{Read, Write};
+        let mut data = Vec::with_capacity(meta.len() as usize + 1);
+        src.read_to_end(&mut data).map_err(Error::io("read", from))?;
+        dst.write_all(&data).map_err(Error::io("write", to))?;
+    } else {
+        std::io::copy(&mut src, &mut dst).map_err(Error::io("copy", from))?;
+    }
     attrs.apply_to_file(&dst, to, meta)
 }
 

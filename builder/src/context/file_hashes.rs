@@ -4,6 +4,7 @@
 //! same content), editing it gives a new hash. The record is a cache: lost or stale entries only cost a read.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs;
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
@@ -11,7 +12,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::{Error, Result};
@@ -24,7 +24,8 @@ type Identity = (u64, u64, u64, i64, i64);
 #[derive(Debug, Default)]
 pub struct FileHashes {
     file: Option<PathBuf>,
-    entries: Mutex<HashMap<PathBuf, (Identity, String)>>,
+    /// Keyed by the path's bytes (hashing a `Path` walks its components: slow for 100,000 entries).
+    entries: Mutex<HashMap<OsString, (Identity, String)>>,
     /// Files read and hashed, and files whose remembered hash was used, in this build.
     pub hashed: AtomicUsize,
     pub reused: AtomicUsize,
@@ -43,16 +44,14 @@ fn identity(meta: &fs::Metadata) -> Identity {
 impl FileHashes {
     /// Load the record at `file` (a missing or unreadable one starts empty).
     pub fn load(file: PathBuf) -> FileHashes {
+        type Row = (u64, u64, u64, i64, i64, String);
         let mut entries = HashMap::new();
         if let Ok(bytes) = fs::read(&file)
-            && let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(&bytes)
+            && let Ok(map) = serde_json::from_slice::<HashMap<String, Row>>(&bytes)
         {
-            for (path, v) in map {
-                let n = |i: usize| v[i].as_i64().unwrap_or(-1);
-                if let Some(hash) = v[5].as_str() {
-                    let id = (n(0) as u64, n(1) as u64, n(2) as u64, n(3), n(4));
-                    entries.insert(PathBuf::from(path), (id, hash.to_string()));
-                }
+            entries.reserve(map.len());
+            for (path, (dev, ino, size, mtime, ctime, hash)) in map {
+                entries.insert(OsString::from(path), ((dev, ino, size, mtime, ctime), hash));
             }
         }
         FileHashes { file: Some(file), entries: Mutex::new(entries), ..FileHashes::default() }
@@ -62,7 +61,7 @@ impl FileHashes {
     pub fn hash(&self, abs: &Path, meta: &fs::Metadata) -> Result<String> {
         let id = identity(meta);
         if let Ok(entries) = self.entries.lock()
-            && let Some((known, hash)) = entries.get(abs)
+            && let Some((known, hash)) = entries.get(abs.as_os_str())
             && *known == id
         {
             self.reused.fetch_add(1, Ordering::Relaxed);
@@ -86,7 +85,7 @@ impl FileHashes {
             && self.file.is_some()
             && let Ok(mut entries) = self.entries.lock()
         {
-            entries.insert(abs.to_path_buf(), (id, hash.clone()));
+            entries.insert(abs.as_os_str().to_os_string(), (id, hash.clone()));
         }
         Ok(hash)
     }
@@ -101,13 +100,14 @@ impl FileHashes {
             .entries
             .lock()
             .map_err(|_| Error::Malformed { what: "context hash record".into(), reason: "poisoned lock".into() })?;
-        let mut map = serde_json::Map::new();
-        for (path, (id, hash)) in entries.iter().take(MAX_ENTRIES) {
-            let Some(p) = path.to_str() else { continue };
-            map.insert(p.to_string(), json!([id.0, id.1, id.2, id.3, id.4, hash]));
-        }
-        let bytes = serde_json::to_vec(&Value::Object(map))
-            .map_err(|source| Error::Json { what: "context hash record".into(), source })?;
-        crate::store::write_atomically(file, &bytes)
+        let map: HashMap<&str, (u64, u64, u64, i64, i64, &str)> = entries
+            .iter()
+            .take(MAX_ENTRIES)
+            .filter_map(|(path, (id, hash))| Some((path.to_str()?, (id.0, id.1, id.2, id.3, id.4, hash.as_str()))))
+            .collect();
+        let bytes =
+            serde_json::to_vec(&map).map_err(|source| Error::Json { what: "context hash record".into(), source })?;
+        // Only a cache: after a crash an empty or missing record costs reads, never a wrong hash.
+        crate::store::write_atomically_unsynced(file, &bytes)
     }
 }

@@ -101,6 +101,16 @@ impl Drop for ExclusiveGuard<'_> {
 
 /// Write `bytes` to `path` atomically: a temporary file beside it, synced, then renamed over it.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, bytes, true)
+}
+
+/// [`write_atomically`] without the sync, for records that are only a cache (the build cache index): after a
+/// crash such a file may be empty or gone, which its readers take as a miss. Saves a journal commit per step.
+pub(crate) fn write_atomically_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomically_with(path, bytes, false)
+}
+
+fn write_atomically_with(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -110,6 +120,8 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     ));
     let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
     f.write_all(bytes).map_err(Error::io("write", &tmp))?;
-    f.sync_all().map_err(Error::io("sync", &tmp))?;
+    if sync {
+        f.sync_all().map_err(Error::io("sync", &tmp))?;
+    }
     fs::rename(&tmp, path).map_err(Error::io("rename", &tmp))
 }
