@@ -146,7 +146,8 @@ pub struct CopySelection {
     /// `--exclude` patterns, relative to each source.
     exclude: IgnoreMatcher,
     /// Each source's walk, kept from the checksum for the copy (the context is read once).
-    walks: std::sync::Mutex<std::collections::HashMap<PathBuf, std::sync::Arc<Vec<Walked>>>>,
+    /// Keyed by path and context-relative path (two sources may reach one directory by different paths).
+    walks: std::sync::Mutex<std::collections::HashMap<(PathBuf, String), WalkedTree>>,
 }
 
 /// Resolve the sources of a COPY.
@@ -230,13 +231,14 @@ impl CopySelection {
 
     /// A source and, for a directory, everything visible below it, parents before children, siblings by name.
     /// Walked once per selection.
-    fn walk(&self, s: &Selected) -> Result<std::sync::Arc<Vec<Walked>>> {
-        if let Some(w) = self.walks.lock().ok().and_then(|m| m.get(&s.abs).cloned()) {
+    fn walk(&self, s: &Selected) -> Result<WalkedTree> {
+        let key = (s.abs.clone(), s.rel.clone());
+        if let Some(w) = self.walks.lock().ok().and_then(|m| m.get(&key).cloned()) {
             return Ok(w);
         }
         let walked = std::sync::Arc::new(self.walk_uncached(s)?);
         if let Ok(mut m) = self.walks.lock() {
-            m.insert(s.abs.clone(), walked.clone());
+            m.insert(key, walked.clone());
         }
         Ok(walked)
     }
@@ -244,23 +246,29 @@ impl CopySelection {
     fn walk_uncached(&self, s: &Selected) -> Result<Vec<Walked>> {
         let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
         let mut out = vec![Walked { abs: s.abs.clone(), rel: s.rel.clone(), meta }];
-        let mut i = 0;
-        while i < out.len() {
-            if out[i].meta.is_dir() {
-                let children: Vec<Walked> = self
-                    .visible_children(&out[i].abs, &out[i].rel, &s.base)?
-                    .into_par_iter()
-                    .map(|(abs, rel)| {
-                        let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
-                        Ok(Walked { abs, rel, meta })
-                    })
-                    .collect::<Result<_>>()?;
-                // Depth first: the children go right after their directory.
-                out.splice(i + 1..i + 1, children);
-            }
-            i += 1;
-        }
+        self.walk_below(0, &s.base, &mut out)?;
         Ok(out)
+    }
+
+    /// Append what is visible below `out[dir]` (if it is a directory), depth first; its entries are stat'ed on all
+    /// CPUs.
+    fn walk_below(&self, dir: usize, base: &str, out: &mut Vec<Walked>) -> Result<()> {
+        if !out[dir].meta.is_dir() {
+            return Ok(());
+        }
+        let children: Vec<Walked> = self
+            .visible_children(&out[dir].abs, &out[dir].rel, base)?
+            .into_par_iter()
+            .map(|(abs, rel)| {
+                let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
+                Ok(Walked { abs, rel, meta })
+            })
+            .collect::<Result<_>>()?;
+        for child in children {
+            out.push(child);
+            self.walk_below(out.len() - 1, base, out)?;
+        }
+        Ok(())
     }
 
     /// Copy into `layer_root` at `dest` (absolute in the image, already resolved against WORKDIR), with an
@@ -372,6 +380,9 @@ impl CopySelection {
         Ok(())
     }
 }
+
+/// A source's walk, shared between the checksum and the copy.
+type WalkedTree = std::sync::Arc<Vec<Walked>>;
 
 /// A context entry found by [`CopySelection::walk`].
 #[derive(Debug)]
