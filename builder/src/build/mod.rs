@@ -261,7 +261,7 @@ pub fn build(
             Err(e) => progress.event(&Event::Note { text: &format!("warning: cache from {spec} not used: {e}") }),
         }
     }
-    let jobs = if opts.jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { opts.jobs };
+    let jobs = if opts.jobs == 0 { sharing::default_jobs() } else { opts.jobs };
     let slots = opts.job_slots.clone().unwrap_or_else(|| sharing::JobSlots::new(jobs));
     let solved = solve(&shared, &graph, &slots);
     let _ = shared.file_hashes.save();

@@ -6,6 +6,14 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex};
 
+/// Stage slots when `--jobs` is not given: four per CPU. Stages are often not CPU-bound, and even CPU-bound ones
+/// finish sooner when the kernel shares the CPUs among all of them than in rounds of one per CPU, where the last
+/// stage of a round runs while the other CPUs idle (multistage-parallel: 3.7 s against 3.9 s). BuildKit does not
+/// limit stages at all; the bound keeps memory in check for Dockerfiles and projects with very many stages.
+pub fn default_jobs() -> usize {
+    4 * std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// A counting semaphore of stage slots.
 #[derive(Debug)]
 pub struct JobSlots {

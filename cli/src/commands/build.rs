@@ -93,7 +93,7 @@ pub struct BuildArgs {
     /// Push the image (type=image,push=true).
     #[arg(long)]
     pub push: bool,
-    /// How many independent stages may build at once (default: the number of CPUs).
+    /// How many independent stages may build at once (default: four per CPU).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
     /// Extra privileges for RUN steps: network.host, security.insecure.

@@ -44,7 +44,7 @@ pub struct ComposeBuildArgs {
     /// Progress output: auto, tty, plain, rawjson or quiet.
     #[arg(long, default_value = "auto")]
     pub progress: String,
-    /// How many stages may build at once across all services (default: the number of CPUs).
+    /// How many stages may build at once across all services (default: four per CPU).
     #[arg(long, default_value_t = 0)]
     pub jobs: usize,
     /// Print nothing but the image IDs.
@@ -281,7 +281,7 @@ pub fn build(
         }
     }
     let image_of: BTreeMap<String, String> = with_build.iter().map(|s| (s.clone(), project.image_name(s))).collect();
-    let jobs = if args.jobs == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { args.jobs };
+    let jobs = if args.jobs == 0 { rbuild_builder::build::sharing::default_jobs() } else { args.jobs };
     let slots = JobSlots::new(jobs);
     let locks = Arc::new(StepLocks::default());
     // Plan the wanted services and, transitively, the services they need.
