@@ -465,10 +465,21 @@ fn make_dir(to: &Path) -> Result<()> {
             if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
                 return Ok(());
             }
-            crate::store::remove_path(to).map_err(Error::io("replace", to))?;
-            fs::create_dir(to).map_err(Error::io("create", to))
+            replacing(to, || fs::create_dir(to)).map_err(Error::io("create", to))
         }
         Err(e) => Err(Error::io("create", to)(e)),
+    }
+}
+
+/// Run `create` (which fails with `AlreadyExists` when something is at `to`); if something is there (an earlier
+/// source's entry), remove it and run `create` again.
+fn replacing<T>(to: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+    match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            crate::store::remove_path(to)?;
+            create()
+        }
+        other => other,
     }
 }
 
@@ -481,28 +492,14 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
     use std::os::unix::fs::OpenOptionsExt;
     if meta.file_type().is_symlink() {
         let target = fs::read_link(from).map_err(Error::io("read link", from))?;
-        if let Err(e) = symlink(&target, to) {
-            if e.kind() != std::io::ErrorKind::AlreadyExists {
-                return Err(Error::io("symlink", to)(e));
-            }
-            crate::store::remove_path(to).map_err(Error::io("replace", to))?;
-            symlink(&target, to).map_err(Error::io("symlink", to))?;
-        }
-        return Ok(());
+        return replacing(to, || symlink(&target, to)).map_err(Error::io("symlink", to));
     }
     if !meta.is_file() {
         return Ok(());
     }
     let mut src = fs::File::open(from).map_err(Error::io("open", from))?;
-    let create = || fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(to);
-    let mut dst = match create() {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            crate::store::remove_path(to).map_err(Error::io("replace", to))?;
-            create()
-        }
-        other => other,
-    }
-    .map_err(Error::io("create", to))?;
+    let mut dst = replacing(to, || fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(to))
+        .map_err(Error::io("create", to))?;
     if meta.len() <= SMALL_FILE {
         // A read and a write: cheaper than copy_file_range's in-kernel splice for the many small files of a context.
         use std::io::{Read, Write};
