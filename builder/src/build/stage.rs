@@ -563,7 +563,7 @@ impl<'a> StageBuilder<'a> {
         let dir = layer_dir.join(&rel);
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
         let mut entries = collect_tree(&layer_dir)?;
-        let origin = self.keep_existing_dirs(&mut entries, owner, &|_| true);
+        let origin = self.keep_existing_dirs(&layer_dir, &mut entries, owner, &|_| true);
         let layer = self.commit_dir(&layer_dir, entries, origin)?;
         self.finish_step(&key, layer, created_by, step, start)
     }
@@ -613,13 +613,17 @@ impl<'a> StageBuilder<'a> {
 
     /// Directories of a new layer that the stage already has keep their mode and owner (a COPY or WORKDIR
     /// into `/home/user/x` must not make `/home/user` root's); `new_owner` is given to the ones that are new.
+    /// The directories in `layer_dir` are given the same attributes where this process can give them, so that
+    /// the tree stays usable as the layer's snapshot; `Adjusted` when one could not be.
     fn keep_existing_dirs(
         &self,
+        layer_dir: &Path,
         entries: &mut [crate::layer::TreeEntry],
         new_owner: Option<(u32, u32)>,
         which: &dyn Fn(&str) -> bool,
     ) -> LayerDir {
-        let mut adjusted = false;
+        use std::os::unix::ffi::OsStrExt;
+        let mut origin = LayerDir::Written;
         for e in entries.iter_mut().filter(|e| matches!(e.kind, crate::layer::EntryKind::Dir)) {
             let rel = String::from_utf8_lossy(&e.path).into_owned();
             if !which(&rel) {
@@ -634,10 +638,12 @@ impl<'a> StageBuilder<'a> {
             };
             if (e.mode, e.uid, e.gid) != want {
                 (e.mode, e.uid, e.gid) = want;
-                adjusted = true;
+                if !set_written_dir_attrs(&layer_dir.join(std::ffi::OsStr::from_bytes(&e.path)), want) {
+                    origin = LayerDir::Adjusted;
+                }
             }
         }
-        if adjusted { LayerDir::Adjusted } else { LayerDir::Written }
+        origin
     }
 
     /// The (uid, gid) the stage's USER resolves to in its own /etc/passwd and /etc/group (`None`: root).
@@ -745,9 +751,9 @@ impl<'a> StageBuilder<'a> {
     }
 
     /// Export a layer directory (an overlay upper or a COPY tree) and make it the layer's snapshot. A tree rbuild
-    /// wrote itself cannot become the snapshot as it is under subordinate ids (its owners are only recorded, not
-    /// real), nor one whose entries were given other attributes than its files have: the snapshot is then
-    /// unpacked from the layer (inside the user namespace when there is one).
+    /// wrote itself cannot become the snapshot as it is under subordinate ids when it has owners other than root
+    /// (they are only recorded, not real), nor one whose entries were given other attributes than its files
+    /// have: the snapshot is then unpacked from the layer (inside the user namespace when there is one).
     fn commit_dir(
         &self,
         dir: &Path,
@@ -756,8 +762,11 @@ impl<'a> StageBuilder<'a> {
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let usable_as_snapshot = match origin {
             LayerDir::Sandbox => true,
+            // Under subordinate ids the caller's own ids are root's, and only those are real on disk.
             LayerDir::Written => {
-                rustix::process::geteuid().is_root() || !matches!(self.opts.userns, UsernsMode::Subuid { .. })
+                rustix::process::geteuid().is_root()
+                    || !matches!(self.opts.userns, UsernsMode::Subuid { .. })
+                    || entries.iter().all(|e| (e.uid, e.gid) == (0, 0))
             }
             LayerDir::Adjusted => false,
         };
@@ -1494,7 +1503,8 @@ impl<'a> StageBuilder<'a> {
     fn commit_copied(&self, layer_dir: &Path, dest_abs: &str) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let mut entries = collect_tree(layer_dir)?;
         let dest_rel = dest_abs.trim_matches('/');
-        let origin = self.keep_existing_dirs(&mut entries, None, &|p| dest_rel.starts_with(&format!("{p}/")));
+        let origin =
+            self.keep_existing_dirs(layer_dir, &mut entries, None, &|p| dest_rel.starts_with(&format!("{p}/")));
         self.commit_dir(layer_dir, entries, origin)
     }
 
@@ -1551,6 +1561,20 @@ enum LayerDir {
     Written,
     /// A written tree whose entries were given attributes its files do not have.
     Adjusted,
+}
+
+/// Give a directory rbuild wrote the image-side mode and owner, if this process can give that owner on disk: as
+/// root any; otherwise only root's, which the caller's own ids stand for. False when it cannot.
+fn set_written_dir_attrs(dir: &Path, (mode, uid, gid): (u32, u32, u32)) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    if rustix::process::geteuid().is_root() {
+        if std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).is_err() {
+            return false;
+        }
+    } else if (uid, gid) != (0, 0) {
+        return false;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).is_ok()
 }
 
 /// An HTTP date (`Sun, 06 Nov 1994 08:49:37 GMT`, the only form servers send today) as a time.
