@@ -318,3 +318,72 @@ fn a_stage_rebuilt_with_new_content_invalidates_copies_from_it() {
     assert_ne!(b.run("r", &["cat", "/stamp"]), first);
     b.assert_clean();
 }
+
+/// A re-run COPY links the files that did not change from its previous run's snapshot; what it makes is what a
+/// fresh copy makes: changed content, a new mtime, a new mode all land, and the rest is the same file for file.
+#[test]
+fn a_rerun_copy_links_unchanged_files_and_makes_what_a_fresh_copy_makes() {
+    use rbuild_tests::image_files::ImageFiles;
+    for b in builders() {
+        let mut files: Vec<(String, String)> = vec![
+            (
+                "Dockerfile".into(),
+                "FROM busybox\nWORKDIR /app\nCOPY src/ ./\nRUN cat a.txt sub/b.txt > /joined\n".into(),
+            ),
+            ("src/a.txt".into(), "a1".into()),
+            ("src/sub/b.txt".into(), "b".into()),
+            ("src/c.txt".into(), "c".into()),
+            ("src/d.sh".into(), "d".into()),
+        ];
+        files.extend((0..20).map(|i| (format!("src/many/f{i}.txt"), format!("file {i}\n"))));
+        let refs: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+        let ctx = b.context("incremental", &refs);
+        let read = |b: &Builder, name: &str| -> ImageFiles {
+            let layout = b.work.join(name);
+            let dest = format!("type=oci,tar=false,dest={}", layout.display());
+            let (ok, _, err) = b.build(&ctx, "inc", &["-o", &dest]);
+            assert!(ok, "{err}");
+            assert!(err.contains(" steps run"), "{err}");
+            ImageFiles::from_layout(&layout).unwrap()
+        };
+        let first = read(&b, "first");
+        assert_eq!(first.files["/app/a.txt"].content, b"a1");
+        // Content changed, mtime changed (same content), mode changed.
+        fs::write(ctx.join("src/a.txt"), "a2").unwrap();
+        let c = fs::File::options().write(true).open(ctx.join("src/c.txt")).unwrap();
+        c.set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000)).unwrap();
+        let chmod = b.shell(&ctx, "chmod 0700 src/d.sh");
+        assert!(chmod.status.success());
+        let layout = b.work.join("second");
+        let dest = format!("type=oci,tar=false,dest={}", layout.display());
+        let (ok, _, err) = b.build(&ctx, "inc", &["-o", &dest]);
+        assert!(ok, "{err}");
+        assert_eq!(counts(&err), (2, 1), "COPY and RUN re-run: {err}");
+        assert!(err.contains("; 21 unchanged files linked from their COPY's previous run"), "{err}");
+        let second = ImageFiles::from_layout(&layout).unwrap();
+        assert_eq!(second.files["/app/a.txt"].content, b"a2");
+        assert_eq!(second.files["/app/c.txt"].mtime, 1_000_000_000);
+        assert_eq!(second.files["/app/d.sh"].mode & 0o7777, 0o700);
+        assert_eq!(second.files["/app/sub/b.txt"].content, b"b");
+        assert_eq!(b.run("inc", &["cat", "/joined", "/app/many/f7.txt"]), "a2bfile 7\n");
+        // The same context copied by a store that never saw it: every file the same (kind, mode, owner, mtime,
+        // content).
+        let fresh = read(&Builder::new(b.as_user), "fresh");
+        let app_files = |img: &ImageFiles| -> Vec<(String, rbuild_tests::image_files::FileEntry)> {
+            img.files
+                .iter()
+                .filter(|(p, e)| p.starts_with("/app/") && e.kind == "file")
+                .map(|(p, e)| (p.clone(), e.clone()))
+                .collect()
+        };
+        assert_eq!(app_files(&second).len(), 24);
+        assert_eq!(app_files(&second), app_files(&fresh));
+        // The record of the copy's files goes when its snapshot is pruned.
+        let records = || fs::read_dir(b.root.join("cache/copies")).unwrap().count();
+        assert_eq!(records(), 1);
+        assert!(b.rb(&["rmi", "inc"]).status.success());
+        assert!(b.rb(&["prune"]).status.success());
+        assert_eq!(records(), 0, "the record went with its snapshot");
+        b.assert_clean();
+    }
+}

@@ -186,6 +186,8 @@ pub(crate) struct Shared<'a> {
     pub cancel: AtomicBool,
     /// Context files' content hashes, kept between builds.
     pub file_hashes: crate::context::FileHashes,
+    /// Files COPY linked from its previous run instead of copying them.
+    pub files_linked: AtomicUsize,
     /// Cache records this build used or made: (stage, key, result), for `--cache-to`.
     pub used: std::sync::Mutex<Vec<(usize, String, cache::Cached)>>,
     /// Cache mount directories this build's steps used (names under `mounts/`).
@@ -245,6 +247,7 @@ pub fn build(
         steps: AtomicUsize::new(0),
         cancel: AtomicBool::new(false),
         file_hashes: crate::context::FileHashes::load(store.root().join("cache").join("context-files.json")),
+        files_linked: AtomicUsize::new(0),
         used: Default::default(),
         mounts_used: Default::default(),
     };
@@ -269,7 +272,11 @@ pub fn build(
     let (hashed, reused) =
         (shared.file_hashes.hashed.load(Ordering::Relaxed), shared.file_hashes.reused.load(Ordering::Relaxed));
     if hashed + reused > 0 {
-        let text = format!("context: {hashed} files read, {reused} unchanged files not re-read");
+        let mut text = format!("context: {hashed} files read, {reused} unchanged files not re-read");
+        let linked = shared.files_linked.load(Ordering::Relaxed);
+        if linked > 0 {
+            text.push_str(&format!("; {linked} unchanged files linked from their COPY's previous run"));
+        }
         progress.event(&Event::Note { text: &text });
     }
     let mut final_stage = results.remove(&graph.target).ok_or_else(|| Error::Malformed {

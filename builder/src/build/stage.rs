@@ -18,6 +18,7 @@ use super::graph::{OpKind, Source, StageNode};
 use super::progress::{Event, Stream};
 use super::{BuildOptions, NamedContext, Shared, cache, config};
 use crate::context::copy;
+use crate::context::copy_reuse::{Incremental, PriorCopy};
 use crate::context::git::is_git_url;
 use crate::context::{IgnoreMatcher, clean_path, find_ignore_file};
 use crate::digest::Digest;
@@ -253,7 +254,7 @@ impl<'a> StageBuilder<'a> {
                         .map_err(|e| self.fail(ins, &e.to_string()))?;
                     let layer_dir = self.store.tmp().path("context-image");
                     fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
-                    selection.copy_into(&layer_dir, "/", None, None)?;
+                    selection.copy_into(&layer_dir, "/", None, None, None)?;
                     let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?, LayerDir::Written)?;
                     if let Some((l, diff_id, snap)) = layer {
                         state.config["rootfs"]["diff_ids"] = json!([diff_id.to_string()]);
@@ -1172,7 +1173,7 @@ impl<'a> StageBuilder<'a> {
                 let outcome = copy::select_excluding(&dir, &IgnoreMatcher::default(), &excluded, &sources)
                     .map_err(|e| self.fail(ins, &format!("{e} in {}", describe(from))))
                     .and_then(|selection| {
-                        self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents)
+                        self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents, None)
                     });
                 let _ = crate::store::remove_path(&dir);
                 self.finish_step(&key, outcome?, created_by, step, start)?;
@@ -1194,7 +1195,15 @@ impl<'a> StageBuilder<'a> {
         let key = cache::key(&[&base_key, keyword, &checksum, &dest_abs, &modifiers, &format!("{archives:?}")]);
         if !self.reuse_cached(&key, step, &created_by)? {
             let layer = if archives.is_empty() {
-                self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents)?
+                // The same COPY's previous result (any content) lends its unchanged files.
+                let record = self.store.root().join("cache/copies").join(cache::key(&[
+                    "copy-files",
+                    &root.to_string_lossy(),
+                    &serde_json::to_string(&sources).unwrap_or_default(),
+                    &dest_abs,
+                    &modifiers,
+                ]));
+                self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents, Some(&record))?
             } else {
                 self.commit_add_archives(ins, &selection, &archives, &dest_abs, owner, chmod.as_ref())?
             };
@@ -1444,7 +1453,7 @@ impl<'a> StageBuilder<'a> {
         if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
-        let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), false)?;
+        let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), false, None)?;
         self.finish_step(&key, layer, created_by, step, start)
     }
 
@@ -1480,7 +1489,7 @@ impl<'a> StageBuilder<'a> {
         let outcome = (|| -> Result<()> {
             let rest = selection.without(archives);
             if !rest.is_empty() {
-                rest.copy_into(&layer_dir, dest_abs, owner, chmod).map_err(|e| self.fail(ins, &e.to_string()))?;
+                rest.copy_into(&layer_dir, dest_abs, owner, chmod, None).map_err(|e| self.fail(ins, &e.to_string()))?;
             }
             let dest = layer_dir.join(clean_path(dest_abs.trim_start_matches('/')));
             fs::create_dir_all(&dest).map_err(Error::io("create", &dest))?;
@@ -1508,7 +1517,9 @@ impl<'a> StageBuilder<'a> {
         self.commit_dir(layer_dir, entries, origin)
     }
 
-    /// Copy a selection into a new layer directory and commit it.
+    /// Copy a selection into a new layer directory and commit it. With `record` (a COPY from a context), the files
+    /// this COPY made in its previous run are linked where unchanged, and this run's are recorded for the next.
+    #[allow(clippy::too_many_arguments)]
     fn commit_copy(
         &self,
         ins: &Instruction,
@@ -1517,19 +1528,30 @@ impl<'a> StageBuilder<'a> {
         owner: Option<(u32, u32)>,
         chmod: Option<&copy::ModeSpec>,
         parents: bool,
+        record: Option<&Path>,
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let layer_dir = self.store.tmp().path("copy");
         fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
+        let snapshot_of = |diff_id: &str| {
+            let snap = self.store.snapshot_path(&Digest::parse(diff_id).ok()?);
+            snap.is_dir().then_some(snap)
+        };
+        let reuse = record.map(|r| Incremental::new(&layer_dir, PriorCopy::load(r, &snapshot_of)));
         let copied = if parents {
-            selection.copy_into_with_parents(&layer_dir, dest_abs, owner, chmod)
+            selection.copy_into_with_parents(&layer_dir, dest_abs, owner, chmod, reuse.as_ref())
         } else {
-            selection.copy_into(&layer_dir, dest_abs, owner, chmod)
+            selection.copy_into(&layer_dir, dest_abs, owner, chmod, reuse.as_ref())
         };
         if let Err(e) = copied {
             let _ = crate::store::remove_path(&layer_dir);
             return Err(self.fail(ins, &e.to_string()));
         }
-        self.commit_copied(&layer_dir, dest_abs)
+        let layer = self.commit_copied(&layer_dir, dest_abs)?;
+        if let (Some(reuse), Some(record), Some((_, diff_id, _))) = (&reuse, record, &layer) {
+            self.sh.files_linked.fetch_add(reuse.linked(), Ordering::Relaxed);
+            reuse.save(record, diff_id.as_str())?;
+        }
+        Ok(layer)
     }
 
     /// Record a step's result (its layer, or none) in the cache and the stage, and report it done.

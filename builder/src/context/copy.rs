@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use sha2::{Digest as _, Sha256};
 
 use super::FileHashes;
+use super::copy_reuse::{FreshFile, Incremental};
 use super::ignore::{IgnoreMatcher, clean_path};
 use crate::error::{Error, Result};
 use crate::glob::ShellPattern;
@@ -209,6 +210,10 @@ impl CopySelection {
                 .map(|w| if w.meta.is_file() { hashes.hash(&w.abs, &w.meta).map(Some) } else { Ok(None) })
                 .collect::<Result<_>>()?;
             for (w, content) in walked.iter().zip(contents) {
+                if let Some(c) = &content {
+                    // Kept for the copy: an unchanged file may be linked from the previous run's.
+                    let _ = w.content.set(c.clone());
+                }
                 h.update(w.rel.as_bytes());
                 h.update([0]);
                 // The raw name too: two names that are not UTF-8 may read the same once converted.
@@ -245,7 +250,7 @@ impl CopySelection {
 
     fn walk_uncached(&self, s: &Selected) -> Result<Vec<Walked>> {
         let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
-        let mut out = vec![Walked { abs: s.abs.clone(), rel: s.rel.clone(), meta }];
+        let mut out = vec![Walked { abs: s.abs.clone(), rel: s.rel.clone(), meta, content: Default::default() }];
         self.walk_below(0, &s.base, &mut out)?;
         Ok(out)
     }
@@ -261,7 +266,7 @@ impl CopySelection {
             .into_par_iter()
             .map(|(abs, rel)| {
                 let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
-                Ok(Walked { abs, rel, meta })
+                Ok(Walked { abs, rel, meta, content: Default::default() })
             })
             .collect::<Result<_>>()?;
         for child in children {
@@ -272,28 +277,30 @@ impl CopySelection {
     }
 
     /// Copy into `layer_root` at `dest` (absolute in the image, already resolved against WORKDIR), with an
-    /// optional owner and mode.
+    /// optional owner and mode; with `reuse`, unchanged files are linked from the copy's previous run.
     pub fn copy_into(
         &self,
         layer_root: &Path,
         dest: &str,
         owner: Option<(u32, u32)>,
         chmod: Option<&ModeSpec>,
+        reuse: Option<&Incremental>,
     ) -> Result<()> {
         let dest_is_dir = dest.ends_with('/') || self.sources.len() > 1 || self.sources.iter().any(|s| s.abs.is_dir());
         let dest_path = dest_in(layer_root, dest);
         let parent =
             if dest_is_dir { dest_path.clone() } else { dest_path.parent().map(Path::to_path_buf).unwrap_or_default() };
         make_dirs(layer_root, &parent)?;
+        let attrs = Attributes::new(owner, chmod);
         for s in &self.sources {
-            let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
-            if meta.is_dir() {
+            let walked = self.walk(s)?;
+            if walked[0].meta.is_dir() {
                 // A directory's contents, not the directory itself.
-                self.copy_dir_contents(s, &dest_path, owner, chmod)?;
+                self.copy_dir_contents(s, &dest_path, &attrs, reuse)?;
             } else {
                 let name = s.abs.file_name().map(PathBuf::from).unwrap_or_default();
                 let target = if dest_is_dir { dest_path.join(name) } else { dest_path.clone() };
-                copy_entry(&s.abs, &target, owner, chmod)?;
+                copy_walked(&walked[0], &target, &attrs, reuse)?;
             }
         }
         Ok(())
@@ -307,18 +314,20 @@ impl CopySelection {
         dest: &str,
         owner: Option<(u32, u32)>,
         chmod: Option<&ModeSpec>,
+        reuse: Option<&Incremental>,
     ) -> Result<()> {
         let dest_path = dest_in(layer_root, dest);
+        let attrs = Attributes::new(owner, chmod);
         for s in &self.sources {
             let target = if s.keep.is_empty() { dest_path.clone() } else { dest_path.join(&s.keep) };
             let parent = target.parent().map(Path::to_path_buf).unwrap_or_else(|| dest_path.clone());
             make_dirs(layer_root, &parent)?;
-            let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
-            if meta.is_dir() {
+            let walked = self.walk(s)?;
+            if walked[0].meta.is_dir() {
                 make_dirs(layer_root, &target)?;
-                self.copy_dir_contents(s, &target, owner, chmod)?;
+                self.copy_dir_contents(s, &target, &attrs, reuse)?;
             } else {
-                copy_entry(&s.abs, &target, owner, chmod)?;
+                copy_walked(&walked[0], &target, &attrs, reuse)?;
             }
         }
         Ok(())
@@ -349,8 +358,8 @@ impl CopySelection {
         &self,
         s: &Selected,
         to: &Path,
-        owner: Option<(u32, u32)>,
-        chmod: Option<&ModeSpec>,
+        attrs: &Attributes,
+        reuse: Option<&Incremental>,
     ) -> Result<()> {
         fs::create_dir_all(to).map_err(Error::io("create", to))?;
         let walked = self.walk(s)?;
@@ -366,14 +375,13 @@ impl CopySelection {
                 }),
             })
             .collect::<Result<_>>()?;
-        let attrs = Attributes::new(owner, chmod);
         for (_, target) in below.iter().filter(|(w, _)| w.meta.is_dir()) {
             make_dir(target)?;
         }
         below
             .par_iter()
             .filter(|(w, _)| !w.meta.is_dir())
-            .try_for_each(|(w, target)| copy_entry_with(&w.abs, &w.meta, target, &attrs))?;
+            .try_for_each(|(w, target)| copy_walked(w, target, attrs, reuse))?;
         for (w, target) in below.iter().rev().filter(|(w, _)| w.meta.is_dir()) {
             attrs.apply_to_dir(target, &w.meta)?;
         }
@@ -390,6 +398,8 @@ struct Walked {
     abs: PathBuf,
     rel: String,
     meta: fs::Metadata,
+    /// A regular file's content hash, once the checksum has it.
+    content: std::sync::OnceLock<String>,
 }
 
 /// Create the directories from `root` down to `dir` (0755, root-owned in the image).
@@ -400,15 +410,20 @@ fn make_dirs(root: &Path, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Copy one file, symlink or directory (the directory itself, not its contents).
-fn copy_entry(from: &Path, to: &Path, owner: Option<(u32, u32)>, chmod: Option<&ModeSpec>) -> Result<()> {
-    let meta = fs::symlink_metadata(from).map_err(Error::io("stat", from))?;
-    let attrs = Attributes::new(owner, chmod);
-    if meta.is_dir() {
-        make_dir(to)?;
-        return attrs.apply_to_dir(to, &meta);
+/// Copy a walked file or symlink; a regular file whose content the checksum hashed is linked from the copy's
+/// previous run instead when it is unchanged there, and noted for the next run.
+fn copy_walked(w: &Walked, target: &Path, attrs: &Attributes, reuse: Option<&Incremental>) -> Result<()> {
+    let (Some(reuse), Some(hash)) = (reuse, w.content.get()) else {
+        return copy_entry_with(&w.abs, &w.meta, target, attrs);
+    };
+    if !w.meta.is_file() {
+        return copy_entry_with(&w.abs, &w.meta, target, attrs);
     }
-    copy_entry_with(from, &meta, to, &attrs)
+    if !attrs.fresh_file(&w.meta).is_some_and(|fresh| reuse.try_link(target, hash, &fresh)) {
+        copy_entry_with(&w.abs, &w.meta, target, attrs)?;
+    }
+    reuse.record(target, hash);
+    Ok(())
 }
 
 /// What a copied entry gets: its owner (the given one or root) and mode (`--chmod` applied to its own).
@@ -435,9 +450,28 @@ impl<'a> Attributes<'a> {
         }
     }
 
-    /// Owner first (a change of owner clears set-id bits), then the mode, then the mtime; on an open file or
-    /// directory.
-    fn apply_to_file(&self, f: &fs::File, to: &Path, meta: &fs::Metadata) -> Result<()> {
+    /// Whether the owner is only recorded (in an xattr, rootless), not given.
+    fn records_owner(&self) -> bool {
+        !self.as_root && self.owner != (0, 0)
+    }
+
+    /// What a copy of a regular file with `meta` gets on disk, when its owner is real there (as root, or root's
+    /// rootless: not one only recorded in an xattr).
+    fn fresh_file(&self, meta: &fs::Metadata) -> Option<FreshFile> {
+        if self.records_owner() {
+            return None;
+        }
+        let (uid, gid) = if self.as_root {
+            self.owner
+        } else {
+            (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
+        };
+        Some(FreshFile { size: meta.len(), mode: self.mode(meta), uid, gid, mtime: (meta.mtime(), meta.mtime_nsec()) })
+    }
+
+    /// Owner first (a change of owner clears set-id bits), then the mode (unless the file was created with it:
+    /// `mode_set`), then the mtime; on an open file or directory.
+    fn apply_to_file(&self, f: &fs::File, to: &Path, meta: &fs::Metadata, mode_set: bool) -> Result<()> {
         let (uid, gid) = self.owner;
         if self.created_as_root && (uid, gid) == (0, 0) {
             // Already so.
@@ -446,14 +480,16 @@ impl<'a> Attributes<'a> {
         } else if (uid, gid) != (0, 0) {
             let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
         }
-        f.set_permissions(fs::Permissions::from_mode(self.mode(meta))).map_err(Error::io("chmod", to))?;
+        if !mode_set {
+            f.set_permissions(fs::Permissions::from_mode(self.mode(meta))).map_err(Error::io("chmod", to))?;
+        }
         let _ = f.set_modified(filetime_of(meta));
         Ok(())
     }
 
     fn apply_to_dir(&self, to: &Path, meta: &fs::Metadata) -> Result<()> {
         let dir = fs::File::open(to).map_err(Error::io("open", to))?;
-        self.apply_to_file(&dir, to, meta)
+        self.apply_to_file(&dir, to, meta, false)
     }
 }
 
@@ -473,7 +509,7 @@ fn make_dir(to: &Path) -> Result<()> {
 
 /// Run `create` (which fails with `AlreadyExists` when something is at `to`); if something is there (an earlier
 /// source's entry), remove it and run `create` again.
-fn replacing<T>(to: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
+pub(super) fn replacing<T>(to: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
     match create() {
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
             crate::store::remove_path(to)?;
@@ -498,18 +534,52 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
         return Ok(());
     }
     let mut src = fs::File::open(from).map_err(Error::io("open", from))?;
-    let mut dst = replacing(to, || fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(to))
+    // Created with its final mode where the umask leaves it whole (no chmod needed after); else private until set.
+    let mode = attrs.mode(meta);
+    let mode_at_create = !attrs.records_owner() && mode & (0o777 & !process_umask()) == mode;
+    let create_mode = if mode_at_create { mode } else { 0o600 };
+    let mut dst = replacing(to, || fs::OpenOptions::new().write(true).create_new(true).mode(create_mode).open(to))
         .map_err(Error::io("create", to))?;
     if meta.len() <= SMALL_FILE {
         // A read and a write: cheaper than copy_file_range's in-kernel splice for the many small files of a context.
-        use std::io::{Read, Write};
-        let mut data = Vec::with_capacity(meta.len() as usize + 1);
-        src.read_to_end(&mut data).map_err(Error::io("read", from))?;
+        use std::io::Write;
+        let data = read_known_size(&mut src, meta.len()).map_err(Error::io("read", from))?;
         dst.write_all(&data).map_err(Error::io("write", to))?;
     } else {
         std::io::copy(&mut src, &mut dst).map_err(Error::io("copy", from))?;
     }
-    attrs.apply_to_file(&dst, to, meta)
+    attrs.apply_to_file(&dst, to, meta, mode_at_create)
+}
+
+/// A file's content, `len` bytes as its metadata says: read without the end-of-file probe and the size query
+/// `read_to_end` makes (a file that shrank meanwhile gives what it has).
+pub(crate) fn read_known_size(f: &mut fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut data = vec![0u8; len as usize];
+    let mut filled = 0;
+    while filled < data.len() {
+        match f.read(&mut data[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(filled);
+    Ok(data)
+}
+
+/// The process's umask (read once; it does not change while rbuild runs).
+fn process_umask() -> u32 {
+    static UMASK: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *UMASK.get_or_init(|| {
+        fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_string())))
+            .and_then(|v| u32::from_str_radix(&v, 8).ok())
+            // Unknown: assume everything masked, so every mode is set explicitly.
+            .unwrap_or(0o777)
+    })
 }
 
 fn filetime_of(meta: &fs::Metadata) -> std::time::SystemTime {

@@ -69,13 +69,17 @@ impl FileHashes {
         }
         let mut f = fs::File::open(abs).map_err(Error::io("open", abs))?;
         let mut h = Sha256::new();
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let n = f.read(&mut buf).map_err(Error::io("read", abs))?;
+        // Up to the size the identity has (checked again below), without probing for the end.
+        let mut buf = vec![0u8; meta.size().min(1 << 16) as usize];
+        let mut left = meta.size();
+        while left > 0 {
+            let want = left.min(buf.len() as u64) as usize;
+            let n = f.read(&mut buf[..want]).map_err(Error::io("read", abs))?;
             if n == 0 {
                 break;
             }
             h.update(&buf[..n]);
+            left -= n as u64;
         }
         let hash = hex::encode(h.finalize());
         self.hashed.fetch_add(1, Ordering::Relaxed);

@@ -146,6 +146,16 @@ impl Store {
             }
             total = total.map(|t| t.saturating_sub(size));
         }
+        // COPY's records of files it made point into snapshots: those whose snapshot has gone are dropped.
+        let copies = self.root.join("cache/copies");
+        for e in fs::read_dir(&copies).into_iter().flatten().flatten() {
+            let gone = crate::context::copy_reuse::recorded_layer(&e.path())
+                .and_then(|d| Digest::parse(&d).ok())
+                .is_none_or(|d| !self.snapshot_path(&d).is_dir());
+            if gone {
+                let _ = fs::remove_file(e.path());
+            }
+        }
         Ok(report)
     }
 
