@@ -413,12 +413,9 @@ fn make_dirs(root: &Path, dir: &Path) -> Result<()> {
 /// Copy a walked file or symlink; a regular file whose content the checksum hashed is linked from the copy's
 /// previous run instead when it is unchanged there, and noted for the next run.
 fn copy_walked(w: &Walked, target: &Path, attrs: &Attributes, reuse: Option<&Incremental>) -> Result<()> {
-    let (Some(reuse), Some(hash)) = (reuse, w.content.get()) else {
+    let Some((reuse, hash)) = reuse.zip(w.content.get()).filter(|_| w.meta.is_file()) else {
         return copy_entry_with(&w.abs, &w.meta, target, attrs);
     };
-    if !w.meta.is_file() {
-        return copy_entry_with(&w.abs, &w.meta, target, attrs);
-    }
     if !attrs.fresh_file(&w.meta).is_some_and(|fresh| reuse.try_link(target, hash, &fresh)) {
         copy_entry_with(&w.abs, &w.meta, target, attrs)?;
     }
