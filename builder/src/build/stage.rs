@@ -28,7 +28,7 @@ use crate::error::{Error, Result};
 use crate::export::image::{LayerRef, LoadedImage, MediaTypes, load_image, write_image};
 use crate::layer::{ApplyMode, ApplyOptions, apply_tar, collect_tree, diff_overlay_upper_mapped, export_layer};
 use crate::run_image::id_map_for;
-use crate::snapshotter::merge_snapshots;
+use crate::snapshotter::{merge_snapshots, merge_snapshots_for};
 use crate::store::{Store, TreeOps};
 use crate::userns_tree_ops::tree_ops_for;
 
@@ -1169,7 +1169,7 @@ impl<'a> StageBuilder<'a> {
             let key = cache::key(&[&base_key, keyword, "from", &src.cache_key, &sources_json, &dest_abs, &modifiers]);
             if !self.reuse_cached(&key, step, &created_by)? {
                 let dir = self.store.tmp().path("from");
-                merge_snapshots(&src.snapshots, &dir)?;
+                merge_snapshots_for(&src.snapshots, &sources, &dir)?;
                 let outcome = copy::select_excluding(&dir, &IgnoreMatcher::default(), &excluded, &sources)
                     .map_err(|e| self.fail(ins, &format!("{e} in {}", describe(from))))
                     .and_then(|selection| {

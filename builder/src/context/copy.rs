@@ -29,7 +29,7 @@ struct Selected {
     keep: String,
 }
 
-fn has_glob(s: &str) -> bool {
+pub(crate) fn has_glob(s: &str) -> bool {
     s.contains(['*', '?', '['])
 }
 
@@ -67,6 +67,27 @@ pub(crate) fn resolve_scoped(root: &Path, rel: &str) -> Option<PathBuf> {
         pending.extend(target.components().rev().map(|c| c.as_os_str().to_os_string()));
     }
     Some(root.join(resolved))
+}
+
+/// `rel` (cleaned, relative) with the first symlink on its way under `root` replaced by where it leads, the rest
+/// kept, as [`resolve_scoped`] follows it (`/` is `root`); `None` when no symlink is on the way (or a part is
+/// missing).
+pub(crate) fn first_symlink_followed(root: &Path, rel: &str) -> Option<String> {
+    let parts: Vec<&str> = rel.split('/').filter(|p| !p.is_empty()).collect();
+    for i in 0..parts.len() {
+        let here = parts[..=i].join("/");
+        let meta = fs::symlink_metadata(root.join(&here)).ok()?;
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        let target = fs::read_link(root.join(&here)).ok()?;
+        let target = target.to_str()?;
+        let base = if target.starts_with('/') { String::new() } else { parts[..i].join("/") };
+        let rest = parts[i + 1..].join("/");
+        let joined = clean_path(&format!("/{base}/{target}/{rest}"));
+        return Some(joined.trim_start_matches('/').to_string());
+    }
+    None
 }
 
 /// Resolve one source pattern to context paths.

@@ -231,6 +231,8 @@ pub fn collect_tree(root: &Path) -> Result<Vec<TreeEntry>> {
 enum Visit {
     Keep,
     Replace(Vec<TreeEntry>),
+    /// Leave the entry (and what is below it) out.
+    Skip,
 }
 
 type Visitor<'a> = dyn FnMut(&Path, &[u8], &fs::Metadata) -> Result<Visit> + 'a;
@@ -255,6 +257,7 @@ fn walk(
     for (name, abs, meta, xattrs) in children {
         let child_rel = join(rel, &name);
         match visit(&abs, &child_rel, &meta)? {
+            Visit::Skip => continue,
             Visit::Replace(entries) => out.extend(entries),
             Visit::Keep => {
                 if let Some(e) = entry_with_xattrs(&abs, &child_rel, &meta, xattrs, links, ids)? {
@@ -306,9 +309,28 @@ pub fn diff_overlay_upper(upper: &Path) -> Result<Vec<TreeEntry>> {
 
 /// [`diff_overlay_upper`] for an upper directory written through a user namespace with mapping `ids`.
 pub fn diff_overlay_upper_mapped(upper: &Path, ids: &IdMap) -> Result<Vec<TreeEntry>> {
+    diff_upper(upper, ids, None)
+}
+
+/// [`diff_overlay_upper`] of the paths `within` only (relative, `/`-separated): each one's ancestors and itself
+/// (whiteouts and opaque markers included) and everything below it. The rest of the tree is not read.
+pub fn diff_overlay_upper_within(upper: &Path, within: &[Vec<u8>]) -> Result<Vec<TreeEntry>> {
+    diff_upper(upper, &IdMap::for_current_user(), Some(within))
+}
+
+/// Whether `rel` is on the way to `path`, is it, or is below it.
+fn on_or_below(rel: &[u8], path: &[u8]) -> bool {
+    let under = |inner: &[u8], outer: &[u8]| inner.starts_with(outer) && inner.get(outer.len()) == Some(&b'/');
+    path.is_empty() || rel == path || under(path, rel) || under(rel, path)
+}
+
+fn diff_upper(upper: &Path, ids: &IdMap, within: Option<&[Vec<u8>]>) -> Result<Vec<TreeEntry>> {
     let mut out = Vec::new();
     let mut links = Hardlinks::default();
     walk(upper, b"", &mut links, ids, &mut out, &mut |abs, rel, meta| {
+        if within.is_some_and(|w| !w.iter().any(|p| on_or_below(rel, p))) {
+            return Ok(Visit::Skip);
+        }
         if overlay_whiteout(abs, meta) {
             return Ok(Visit::Replace(vec![whiteout_entry(rel, None, meta.mtime())]));
         }
