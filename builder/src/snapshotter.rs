@@ -95,14 +95,17 @@ pub fn merge_snapshots_for(bottom_first: &[PathBuf], sources: &[String], dest: &
         let _ = crate::store::remove_path(dest);
         let as_bytes: Vec<Vec<u8>> = within.iter().map(|p| p.as_bytes().to_vec()).collect();
         merge_snapshots_within(bottom_first, dest, Some(&as_bytes))?;
-        let mut more: Vec<String> =
+        let known = within.len();
+        let followed: Vec<String> =
             within.iter().filter_map(|p| crate::context::copy::first_symlink_followed(dest, p)).collect();
-        more.retain(|p| !within.contains(p));
-        more.dedup();
-        if more.is_empty() {
+        for p in followed {
+            if !within.contains(&p) {
+                within.push(p);
+            }
+        }
+        if within.len() == known {
             return Ok(());
         }
-        within.extend(more);
     }
     // Links that keep leading somewhere new: everything.
     let _ = crate::store::remove_path(dest);

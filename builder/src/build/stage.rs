@@ -1549,7 +1549,8 @@ impl<'a> StageBuilder<'a> {
         let layer = self.commit_copied(&layer_dir, dest_abs)?;
         if let (Some(reuse), Some(record), Some((_, diff_id, _))) = (&reuse, record, &layer) {
             self.sh.files_linked.fetch_add(reuse.linked(), Ordering::Relaxed);
-            reuse.save(record, diff_id.as_str())?;
+            // Only a hint for the next run: one that cannot be written costs that run copies, not this build.
+            let _ = reuse.save(record, diff_id.as_str());
         }
         Ok(layer)
     }
