@@ -45,10 +45,8 @@ impl PriorCopy {
     /// diff_id).
     pub fn load(record: &Path, snapshot_of: &dyn Fn(&str) -> Option<PathBuf>) -> Option<PriorCopy> {
         let bytes = fs::read(record).ok()?;
-        let rest = bytes.strip_prefix(MAGIC)?;
-        let newline = rest.iter().position(|b| *b == b'\n')?;
-        let root = snapshot_of(std::str::from_utf8(&rest[..newline]).ok()?)?;
-        let mut rows = &rest[newline + 1..];
+        let (diff_id, mut rows) = split_header(&bytes)?;
+        let root = snapshot_of(diff_id)?;
         let mut files = HashMap::new();
         while !rows.is_empty() {
             let len = u32::from_le_bytes(rows.get(..4)?.try_into().ok()?) as usize;
@@ -66,9 +64,14 @@ pub fn recorded_layer(record: &Path) -> Option<String> {
     use std::io::Read;
     let mut head = vec![0u8; MAGIC.len() + 80];
     let n = fs::File::open(record).ok()?.read(&mut head).ok()?;
-    let rest = head[..n].strip_prefix(MAGIC)?;
-    let line = &rest[..rest.iter().position(|b| *b == b'\n')?];
-    String::from_utf8(line.to_vec()).ok()
+    split_header(&head[..n]).map(|(diff_id, _)| diff_id.to_string())
+}
+
+/// A record's diff_id line and the rows after it.
+fn split_header(bytes: &[u8]) -> Option<(&str, &[u8])> {
+    let rest = bytes.strip_prefix(MAGIC)?;
+    let newline = rest.iter().position(|b| *b == b'\n')?;
+    Some((std::str::from_utf8(&rest[..newline]).ok()?, &rest[newline + 1..]))
 }
 
 /// One COPY's use of its previous result, and what it makes for the next.

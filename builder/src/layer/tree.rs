@@ -166,8 +166,12 @@ fn entry_for(
     links: &mut Hardlinks,
     ids: &IdMap,
 ) -> Result<Option<TreeEntry>> {
-    let xattrs = if meta.file_type().is_symlink() { Vec::new() } else { read_xattrs(abs, true) };
-    entry_with_xattrs(abs, rel, meta, xattrs, links, ids)
+    entry_with_xattrs(abs, rel, meta, entry_xattrs(abs, meta), links, ids)
+}
+
+/// An entry's xattrs as a layer keeps them (the rootless owner record among them); symlinks have none.
+fn entry_xattrs(abs: &Path, meta: &fs::Metadata) -> Xattrs {
+    if meta.file_type().is_symlink() { Vec::new() } else { read_xattrs(abs, true) }
 }
 
 /// [`entry_for`] with the entry's xattrs (the rootless owner record among them) already read.
@@ -250,7 +254,7 @@ fn walk(
         .into_par_iter()
         .map(|(name, abs)| {
             let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
-            let xattrs = if meta.file_type().is_symlink() { Vec::new() } else { read_xattrs(&abs, true) };
+            let xattrs = entry_xattrs(&abs, &meta);
             Ok((name, abs, meta, xattrs))
         })
         .collect::<Result<_>>()?;
