@@ -69,6 +69,10 @@ pub enum Error {
     #[error(transparent)]
     Registry(Box<rbuild_registry::RegistryError>),
 
+    /// A remote source for ADD (a URL or a git repository) that could not be fetched.
+    #[error("{message}")]
+    Fetch { message: String },
+
     /// The build stopped because another stage failed.
     #[error("cancelled because another stage failed")]
     Cancelled,

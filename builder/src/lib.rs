@@ -1,25 +1,25 @@
 //! rbuild-builder: everything between a Dockerfile on disk and an image in the store.
 //!
-//! This crate owns the Dockerfile frontend (`dockerfile`), build-context handling (`context`), and, as they land,
-//! the build graph, solver, cache, store, layers and exporters. Its one error type is [`Error`].
+//! The Dockerfile frontend (`dockerfile`), build contexts (`context`), the build engine (`engine`: planning,
+//! scheduling, stages, cache keys, and the ports it runs steps and resolves images through), the one executor
+//! of those ports that runs steps in Linux namespaces (`sandbox`), the store, layers, image documents and their
+//! import/export (`export`), registries (`distribution`) and Compose projects (`compose`). Its one error type is
+//! [`Error`].
 
 // Library code reports errors; it never panics on input (tests may unwrap, see clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
-pub mod build;
 pub mod compose;
 pub mod context;
 pub mod digest;
 pub mod distribution;
 pub mod dockerfile;
+pub mod engine;
 mod error;
 pub mod export;
 mod glob;
 pub mod layer;
-pub mod run_image;
-pub mod run_mounts;
-pub mod snapshotter;
+pub mod sandbox;
 pub mod store;
-pub mod userns_tree_ops;
 
 pub use error::{Error, Result};

@@ -72,8 +72,8 @@ fn main() -> ExitCode {
         rbuild_runtime::init_main();
     }
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).is_some_and(|a| a == rbuild_builder::userns_tree_ops::TREE_OP_ARG) {
-        return ExitCode::from(rbuild_builder::userns_tree_ops::tree_op_main(&args[2..]) as u8);
+    if args.get(1).is_some_and(|a| a == rbuild_builder::sandbox::tree_ops::TREE_OP_ARG) {
+        return ExitCode::from(rbuild_builder::sandbox::tree_ops::tree_op_main(&args[2..]) as u8);
     }
     let cli = Cli::parse();
     use commands::store_cmds as sc;

@@ -7,6 +7,6 @@ fuzz_target!(|data: &[u8]| {
     let text = rbuild_builder::dockerfile::decode(data);
     if let Ok(df) = rbuild_builder::dockerfile::load("Dockerfile", &text) {
         let _ = rbuild_builder::dockerfile::lint::lint(&df, &text);
-        let _ = rbuild_builder::build::graph::lower(&df, "Dockerfile", &text, &Default::default(), &Default::default(), None);
+        let _ = rbuild_builder::engine::graph::lower(&df, "Dockerfile", &text, &Default::default(), &Default::default(), None);
     }
 });

@@ -591,7 +591,7 @@ fn automatic_id_mapping_uses_subordinate_ids_when_set_up_and_one_id_otherwise() 
 
 #[test]
 fn output_streams_to_a_sink_line_by_line_while_the_step_runs() {
-    use rbuild_builder::run_image::{RunImageOptions, run_image};
+    use rbuild_builder::sandbox::run_image::{RunImageOptions, run_image};
     use rbuild_runtime::{NetworkMode, OutputMode, OutputStream, Runtime, userns};
     use std::sync::{Arc, Mutex};
     use std::time::Instant;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::model::{ExtraHosts, SecretGrant, Ulimit};
 use super::project::{ComposeError, Project};
-use crate::build::SecretSource;
+use crate::engine::SecretSource;
 
 /// Where the Dockerfile comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

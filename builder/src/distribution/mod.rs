@@ -4,10 +4,14 @@
 //! registry when rbuild knows one that has them; the manifest's exact bytes put under each tag) and a small record
 //! of where blobs came from (`sources/<hex>`: one `registry/repository` per line) that makes mounts possible.
 
+mod fetcher;
+mod image_source;
 mod pull;
 mod push;
 mod sources;
 
+pub use fetcher::NetworkFetcher;
+pub use image_source::StoreImageSource;
 pub use pull::{PullReport, ensure_image, manifest_blobs, pull};
 pub use push::{PushReport, push, push_artifact};
 

@@ -86,7 +86,7 @@ pub struct CopySpec {
 
 /// RUN.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunSpec {
+pub struct RunInstruction {
     pub command: CommandLine,
     pub mounts: Vec<RunMount>,
     /// `--network=default|none|host`.
@@ -126,7 +126,7 @@ pub struct HealthcheckSpec {
 /// Every instruction except FROM (which starts a [`Stage`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstructionKind {
-    Run(RunSpec),
+    Run(RunInstruction),
     Cmd(CommandLine),
     /// `None` when written with no arguments (resets the entrypoint).
     Entrypoint(Option<CommandLine>),
@@ -462,7 +462,7 @@ fn parse_run(ctx: &Ctx) -> Res<InstructionKind> {
     check_choice(ctx, "network", network.as_deref(), &["default", "none", "host"])?;
     let security = flags.string("security");
     check_choice(ctx, "security", security.as_deref(), &["sandbox", "insecure"])?;
-    Ok(InstructionKind::Run(RunSpec { command: ctx.command_line(&ctx.node.args), mounts, network, security }))
+    Ok(InstructionKind::Run(RunInstruction { command: ctx.command_line(&ctx.node.args), mounts, network, security }))
 }
 
 /// A RUN flag whose value must be one of `allowed` (unless it refers to a variable, checked when expanded).

@@ -20,7 +20,7 @@ pub use dump::dump;
 pub use go_quote::quote as go_quote;
 pub use instructions::{
     ArgDecl, CommandLine, CopySpec, Dockerfile, HealthcheckSpec, INSTRUCTIONS, InlineSource, Instruction,
-    InstructionKind, KeyValue, RunSpec, Stage, parse_go_duration,
+    InstructionKind, KeyValue, RunInstruction, Stage, parse_go_duration,
 };
 pub use parser::{Ast, Directive, Heredoc, Node, ParseWarning, chomp_heredoc_content};
 pub use run_mount::{CacheSharing, MountType, RunMount, parse_mount};

@@ -14,8 +14,8 @@ use std::io::Write;
 pub use apply::{ApplyMode, ApplyOptions, ApplyReport, apply_tar, decompressed};
 pub use compress::{Compression, Compressor};
 pub use tree::{
-    EntryKind, IdMap, TreeEntry, collect_tree, diff_overlay_upper, diff_overlay_upper_mapped,
-    diff_overlay_upper_within, diff_trees, overlay_opaque, overlay_whiteout,
+    EntryKind, IdMap, TreeEntry, collect_tree, collect_tree_mapped, diff_overlay_upper, diff_overlay_upper_mapped,
+    diff_overlay_upper_within, diff_trees, diff_trees_mapped, overlay_opaque, overlay_whiteout,
 };
 
 use crate::digest::{Digest, HashingWriter};

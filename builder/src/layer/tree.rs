@@ -226,9 +226,14 @@ fn sorted_children(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf)>> {
 
 /// Every entry below `root` (not `root` itself), parents before children, siblings in byte order.
 pub fn collect_tree(root: &Path) -> Result<Vec<TreeEntry>> {
+    collect_tree_mapped(root, &IdMap::for_current_user())
+}
+
+/// [`collect_tree`] of a tree written through a user namespace with mapping `ids`.
+pub fn collect_tree_mapped(root: &Path, ids: &IdMap) -> Result<Vec<TreeEntry>> {
     let mut out = Vec::new();
     let mut links = Hardlinks::default();
-    walk(root, b"", &mut links, &IdMap::for_current_user(), &mut out, &mut |_, _, _| Ok(Visit::Keep))?;
+    walk(root, b"", &mut links, ids, &mut out, &mut |_, _, _| Ok(Visit::Keep))?;
     Ok(out)
 }
 
@@ -353,8 +358,14 @@ fn diff_upper(upper: &Path, ids: &IdMap, within: Option<&[Vec<u8>]>) -> Result<V
 /// What must change in `lower` to get `upper`: new and changed entries (with their parent directories), and
 /// whiteouts for what `upper` no longer has. For the copy-based snapshotter, where there is no overlay.
 pub fn diff_trees(lower: &Path, upper: &Path) -> Result<Vec<TreeEntry>> {
-    let old: BTreeMap<Vec<u8>, TreeEntry> = collect_tree(lower)?.into_iter().map(|e| (e.path.clone(), e)).collect();
-    let new = collect_tree(upper)?;
+    diff_trees_mapped(lower, upper, &IdMap::for_current_user())
+}
+
+/// [`diff_trees`] of trees written through a user namespace with mapping `ids`.
+pub fn diff_trees_mapped(lower: &Path, upper: &Path, ids: &IdMap) -> Result<Vec<TreeEntry>> {
+    let old: BTreeMap<Vec<u8>, TreeEntry> =
+        collect_tree_mapped(lower, ids)?.into_iter().map(|e| (e.path.clone(), e)).collect();
+    let new = collect_tree_mapped(upper, ids)?;
     let new_paths: BTreeSet<&[u8]> = new.iter().map(|e| e.path.as_slice()).collect();
     let mut changed: BTreeMap<Vec<u8>, TreeEntry> = BTreeMap::new();
     let by_path: HashMap<&[u8], &TreeEntry> = new.iter().map(|e| (e.path.as_slice(), e)).collect();

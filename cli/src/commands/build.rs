@@ -120,7 +120,7 @@ pub fn build(
     userns: Option<&str>,
     registry: &super::registry_cmds::RegistryFlags,
 ) -> anyhow::Result<ExitCode> {
-    use rbuild_builder::build::{BuildOptions, NamedContext, build};
+    use rbuild_builder::engine::{BuildRequest, NamedContext, Network, PullPolicy, build};
     check_platform(args.platform.as_deref())?;
     let client = super::registry_cmds::client(registry)?;
     let context = build_context::resolve(store, &args.context)?;
@@ -134,23 +134,21 @@ pub fn build(
     let compression = rbuild_builder::layer::Compression::parse(&args.compression).with_context(|| {
         format!("unknown --compression {:?} (gzip[:1-9], zstd[:1-22], uncompressed)", args.compression)
     })?;
-    let mut opts =
-        BuildOptions::new(context.dir.clone(), input.name, input.text, rbuild_runtime::userns::detect_with(userns)?);
+    let userns = rbuild_runtime::userns::detect_with(userns)?;
+    let mut opts = BuildRequest::new(context.dir.clone(), input.name, input.text);
     opts.dockerfile_path = input.path;
     opts.tags = tags.clone();
     opts.build_args = parse_build_args(&args.build_args);
     opts.target = args.target.clone();
     opts.no_cache = args.no_cache;
     opts.no_cache_filter = args.no_cache_filter.clone();
-    opts.registry = Some(client.clone());
     let cache_spec = |flag: &str, v: &String| {
-        rbuild_builder::build::remote_cache::CacheSpec::parse(v).map_err(|e| anyhow::anyhow!("{flag} {v:?}: {e}"))
+        rbuild_builder::engine::remote_cache::CacheSpec::parse(v).map_err(|e| anyhow::anyhow!("{flag} {v:?}: {e}"))
     };
     opts.cache_to = args.cache_to.iter().map(|v| cache_spec("--cache-to", v)).collect::<anyhow::Result<_>>()?;
     opts.cache_from = args.cache_from.iter().map(|v| cache_spec("--cache-from", v)).collect::<anyhow::Result<_>>()?;
-    opts.pull = args.pull;
-    opts.network =
-        if args.network == "none" { rbuild_runtime::NetworkMode::None } else { rbuild_runtime::NetworkMode::Host };
+    opts.pull = if args.pull { PullPolicy::Always } else { PullPolicy::Missing };
+    opts.network = if args.network == "none" { Network::None } else { Network::Host };
     opts.media_types = if args.oci_mediatypes {
         rbuild_builder::export::image::MediaTypes::Oci
     } else {
@@ -158,7 +156,6 @@ pub fn build(
     };
     opts.layers = rbuild_builder::layer::LayerOptions { compression, ..Default::default() };
     apply_source_date_epoch(&mut opts)?;
-    opts.jobs = args.jobs;
     opts.secrets = parse_secrets(&args.secrets)?;
     opts.ssh = parse_ssh(&args.ssh)?;
     opts.labels = key_values(&args.labels, "--label")?;
@@ -174,7 +171,7 @@ pub fn build(
         .collect::<anyhow::Result<_>>()?;
     opts.ulimits = args.ulimits.iter().map(|u| super::run::parse_ulimit(u)).collect::<anyhow::Result<_>>()?;
     opts.shm_size = match &args.shm_size {
-        Some(s) => rbuild_builder::run_mounts::parse_bytes(s)
+        Some(s) => rbuild_builder::sandbox::mounts::parse_bytes(s)
             .with_context(|| format!("--shm-size {s:?}: expected a size like 64m or 1g"))?,
         None => 0,
     };
@@ -198,7 +195,14 @@ pub fn build(
         outputs.push(Output::Image { names: Vec::new(), push: true });
     }
     let progress = progress_view::choose(&args.progress, args.quiet, store.root());
-    let result = build(store, &rbuild_runtime::Runtime::current()?, &opts, progress.as_ref());
+    let worker = rbuild_builder::sandbox::sandboxed_worker(
+        store,
+        rbuild_runtime::Runtime::current()?,
+        userns,
+        Some(client.clone()),
+        args.jobs,
+    )?;
+    let result = build(&worker, &opts, progress.as_ref());
     drop(progress);
     drop(context);
     let result = result?;
@@ -252,7 +256,7 @@ fn check_platform(platform: Option<&str>) -> anyhow::Result<()> {
 
 /// `--build-arg K=V` or `--build-arg K` (the value from the environment; skipped when unset).
 /// As in BuildKit, `--build-arg SOURCE_DATE_EPOCH=N` works like the environment variable (and wins over it).
-pub fn apply_source_date_epoch(opts: &mut rbuild_builder::build::BuildOptions) -> anyhow::Result<()> {
+pub fn apply_source_date_epoch(opts: &mut rbuild_builder::engine::BuildRequest) -> anyhow::Result<()> {
     if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
         let secs = v.trim().parse::<i64>().ok().filter(|s| *s >= 0);
         opts.layers.source_date_epoch =
@@ -385,8 +389,8 @@ fn check_ignore_file(context: &Path, dockerfile: Option<&Path>) -> anyhow::Resul
 /// `--secret id=ID,src=PATH|source=PATH|env=VAR` (as docker buildx takes them; `type=` is accepted).
 fn parse_secrets(
     specs: &[String],
-) -> anyhow::Result<std::collections::BTreeMap<String, rbuild_builder::build::SecretSource>> {
-    use rbuild_builder::build::SecretSource;
+) -> anyhow::Result<std::collections::BTreeMap<String, rbuild_builder::engine::SecretSource>> {
+    use rbuild_builder::engine::SecretSource;
     let mut out = std::collections::BTreeMap::new();
     for spec in specs {
         let (mut id, mut source) = (None, None);

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
-use rbuild_builder::build::BuildResult;
+use rbuild_builder::engine::BuildResult;
 use rbuild_builder::export::archive::ArchiveFormat;
 use rbuild_builder::store::Store;
 use rbuild_registry::Reference;
@@ -108,7 +108,7 @@ pub fn write(
         }
         Output::Local { dest } => {
             std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
-            rbuild_builder::snapshotter::merge_snapshots(&result.snapshots, dest)?;
+            rbuild_builder::sandbox::snapshotter::merge_snapshots(&result.snapshots, dest)?;
         }
     }
     Ok(report)
@@ -116,7 +116,7 @@ pub fn write(
 
 fn merged_files(store: &Store, result: &BuildResult) -> anyhow::Result<PathBuf> {
     let dir = store.tmp().path("output");
-    rbuild_builder::snapshotter::merge_snapshots(&result.snapshots, &dir)?;
+    rbuild_builder::sandbox::snapshotter::merge_snapshots(&result.snapshots, &dir)?;
     Ok(dir)
 }
 

@@ -8,15 +8,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Mutex, mpsc};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use rbuild_builder::build::progress::{Event, ProgressSink};
-use rbuild_builder::build::sharing::{JobSlots, StepLocks};
-use rbuild_builder::build::{BuildOptions, BuildResult, NamedContext};
 use rbuild_builder::compose::{DockerfileSource, Project, ServiceBuild};
+use rbuild_builder::engine::progress::{Event, ProgressSink};
+use rbuild_builder::engine::{BuildRequest, BuildResult, NamedContext, Network, PullPolicy};
 use rbuild_builder::store::Store;
 use rbuild_registry::Reference;
 
@@ -98,7 +97,7 @@ impl ProgressSink for ServiceProgress<'_> {
 /// One service ready to build: its resolved build, context and options.
 struct Planned {
     build: ServiceBuild,
-    opts: BuildOptions,
+    opts: BuildRequest,
     /// Services this one needs built first.
     needs: BTreeSet<String>,
     /// Fetched contexts (git) to remove after the build.
@@ -117,17 +116,12 @@ fn age_in_store(store: &Store, image: &str) -> Option<std::time::Duration> {
     modified.elapsed().ok()
 }
 
-#[allow(clippy::too_many_arguments)]
 fn plan_service(
     store: &Store,
     project: &Project,
     name: &str,
     args: &ComposeBuildArgs,
-    userns: rbuild_runtime::UsernsMode,
-    client: &Arc<rbuild_registry::Client>,
     image_of: &BTreeMap<String, String>,
-    slots: &Arc<JobSlots>,
-    locks: &Arc<StepLocks>,
 ) -> anyhow::Result<Planned> {
     let b = project.service_build(name)?;
     for w in &b.warnings {
@@ -147,7 +141,7 @@ fn plan_service(
             (path.display().to_string(), text, Some(path))
         }
     };
-    let mut opts = BuildOptions::new(context_dir, dockerfile_name, text, userns);
+    let mut opts = BuildRequest::new(context_dir, dockerfile_name, text);
     opts.dockerfile_path = path;
     opts.tags = b.tags.iter().map(|t| Reference::parse(t)).collect::<Result<_, _>>()?;
     opts.build_args = b.args.clone();
@@ -157,19 +151,19 @@ fn plan_service(
     opts.no_cache = b.no_cache || args.no_cache;
     opts.no_cache_filter = b.no_cache_filter.clone();
     opts.labels = b.labels.clone();
-    opts.network = if b.network_none { rbuild_runtime::NetworkMode::None } else { rbuild_runtime::NetworkMode::Host };
+    opts.network = if b.network_none { Network::None } else { Network::Host };
     opts.extra_hosts = b.extra_hosts.clone();
     opts.shm_size = b.shm_size;
     opts.ulimits = b.ulimits.clone();
     opts.secrets = b.secrets.clone();
     opts.allow = b.entitlements.iter().cloned().collect();
-    opts.pull = b.pull || args.pull;
-    opts.registry = if b.never_pull { None } else { Some(client.clone()) };
-    opts.jobs = args.jobs;
-    opts.job_slots = Some(slots.clone());
-    opts.step_locks = locks.clone();
+    opts.pull = match (b.never_pull, b.pull || args.pull) {
+        (true, _) => PullPolicy::Never,
+        (false, true) => PullPolicy::Always,
+        (false, false) => PullPolicy::Missing,
+    };
     let spec = |flag: &str, v: &String| {
-        rbuild_builder::build::remote_cache::CacheSpec::parse(v)
+        rbuild_builder::engine::remote_cache::CacheSpec::parse(v)
             .map_err(|e| anyhow::anyhow!("service {name}: {flag} {v:?}: {e}"))
     };
     opts.cache_from = b.cache_from.iter().map(|v| spec("cache_from", v)).collect::<anyhow::Result<_>>()?;
@@ -201,7 +195,7 @@ fn plan_service(
         opts.named_contexts.insert(ctx_name.clone(), named);
     }
     // What the Dockerfile reads by image name: another service's image makes a dependency.
-    let (_, graph) = rbuild_builder::build::plan(&opts).with_context(|| format!("service {name}"))?;
+    let (_, graph) = rbuild_builder::engine::plan(&opts).with_context(|| format!("service {name}"))?;
     let by_image: BTreeMap<String, &String> = image_of
         .iter()
         .filter(|(s, _)| s.as_str() != name)
@@ -210,7 +204,7 @@ fn plan_service(
     let mut bases = Vec::new();
     for node in graph.stages.values() {
         for src in std::iter::once(&node.base).chain(node.ops.iter().flat_map(|o| o.reads.iter())) {
-            if let rbuild_builder::build::graph::Source::Image(image) = src {
+            if let rbuild_builder::engine::graph::Source::Image(image) = src {
                 bases.push(image.clone());
                 if let Some(other) = normalised(image).and_then(|n| by_image.get(&n).copied())
                     && needs.insert(other.clone())
@@ -225,7 +219,7 @@ fn plan_service(
     if let Some(max_age) = b.pull_if_older_than
         && bases.iter().any(|i| age_in_store(store, i).is_some_and(|a| a.as_secs() > max_age))
     {
-        opts.pull = true;
+        opts.pull = PullPolicy::Always;
     }
     Ok(Planned { build: b, opts, needs, _contexts: contexts })
 }
@@ -281,9 +275,6 @@ pub fn build(
         }
     }
     let image_of: BTreeMap<String, String> = with_build.iter().map(|s| (s.clone(), project.image_name(s))).collect();
-    let jobs = if args.jobs == 0 { rbuild_builder::build::sharing::default_jobs() } else { args.jobs };
-    let slots = JobSlots::new(jobs);
-    let locks = Arc::new(StepLocks::default());
     // Plan the wanted services and, transitively, the services they need.
     let mut planned: BTreeMap<String, Planned> = BTreeMap::new();
     let mut queue = wanted.clone();
@@ -291,7 +282,7 @@ pub fn build(
         if planned.contains_key(&s) {
             continue;
         }
-        let p = plan_service(store, project, &s, &args, userns_mode, &client, &image_of, &slots, &locks)?;
+        let p = plan_service(store, project, &s, &args, &image_of)?;
         queue.extend(p.needs.iter().cloned());
         planned.insert(s, p);
     }
@@ -300,7 +291,13 @@ pub fn build(
         eprintln!("no service to build (none has a build: section)");
         return Ok(ExitCode::SUCCESS);
     }
-    let runtime = rbuild_runtime::Runtime::current()?;
+    let worker = rbuild_builder::sandbox::sandboxed_worker(
+        store,
+        rbuild_runtime::Runtime::current()?,
+        userns_mode,
+        Some(client.clone()),
+        args.jobs,
+    )?;
     let progress = super::progress_view::choose(&args.progress, args.quiet, store.root());
     let counter = AtomicUsize::new(0);
     type Outcome = (String, anyhow::Result<(BuildResult, f64)>);
@@ -318,7 +315,7 @@ pub fn build(
                 };
                 let service = pending.remove(pos).clone();
                 let p = &planned[&service];
-                let (tx, runtime, progress, counter) = (tx.clone(), &runtime, progress.as_ref(), &counter);
+                let (tx, worker, progress, counter) = (tx.clone(), &worker, progress.as_ref(), &counter);
                 running += 1;
                 scope.spawn(move || {
                     let sink = ServiceProgress {
@@ -328,7 +325,7 @@ pub fn build(
                         steps: Default::default(),
                     };
                     let started = Instant::now();
-                    let r = rbuild_builder::build::build(store, runtime, &p.opts, &sink)
+                    let r = rbuild_builder::engine::build(worker, &p.opts, &sink)
                         .map(|r| (r, started.elapsed().as_secs_f64()))
                         .map_err(|e| anyhow::Error::new(e).context(format!("service {service}")));
                     let _ = tx.send((service, r));

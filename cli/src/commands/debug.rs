@@ -69,12 +69,7 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
         }
         DebugCommand::Graph { file, build_args, target, build_contexts } => {
             let input = dockerfile_input::read(&file)?;
-            let mut opts = rbuild_builder::build::BuildOptions::new(
-                PathBuf::from("."),
-                input.name,
-                input.text,
-                rbuild_runtime::UsernsMode::Off,
-            );
+            let mut opts = rbuild_builder::engine::BuildRequest::new(PathBuf::from("."), input.name, input.text);
             for a in build_args {
                 let (k, v) = a.split_once('=').with_context(|| format!("--build-arg {a:?}: expected NAME=VALUE"))?;
                 opts.build_args.insert(k.to_string(), v.to_string());
@@ -82,10 +77,10 @@ pub fn run(cmd: DebugCommand) -> anyhow::Result<ExitCode> {
             for c in build_contexts {
                 let (k, v) =
                     c.split_once('=').with_context(|| format!("--build-context {c:?}: expected NAME=VALUE"))?;
-                opts.named_contexts.insert(k.to_string(), rbuild_builder::build::NamedContext::parse(v));
+                opts.named_contexts.insert(k.to_string(), rbuild_builder::engine::NamedContext::parse(v));
             }
             opts.target = target;
-            let (df, graph) = rbuild_builder::build::plan(&opts)?;
+            let (df, graph) = rbuild_builder::engine::plan(&opts)?;
             print!("{}", graph.render(&df));
             Ok(ExitCode::SUCCESS)
         }

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use rbuild_builder::build::{Event, JsonProgress, NoProgress, PlainProgress, ProgressSink};
+use rbuild_builder::engine::{Event, JsonProgress, NoProgress, PlainProgress, ProgressSink};
 
 /// The progress renderer for `--progress MODE` (and `-q`).
 pub fn choose(mode: &str, quiet: bool, store_root: &Path) -> Box<dyn ProgressSink> {

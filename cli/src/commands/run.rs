@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
-use rbuild_builder::run_image::{RunImageOptions, run_image};
+use rbuild_builder::sandbox::run_image::{RunImageOptions, run_image};
 use rbuild_builder::store::Store;
 use rbuild_runtime::{ExitStatus, NetworkMode, OutputMode, Runtime, UsernsMode, userns};
 

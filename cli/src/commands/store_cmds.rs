@@ -94,7 +94,7 @@ pub struct PruneArgs {
 pub fn prune(store: &Store, args: PruneArgs, userns_choice: Option<&str>) -> anyhow::Result<ExitCode> {
     let opts = PruneOptions { all: args.all, keep_storage: args.keep_storage };
     let mode = rbuild_runtime::userns::detect_with(userns_choice)?;
-    let ops = rbuild_builder::userns_tree_ops::tree_ops_for(&rbuild_runtime::Runtime::current()?, mode);
+    let ops = rbuild_builder::sandbox::tree_ops::tree_ops_for(&rbuild_runtime::Runtime::current()?, mode);
     let r = store.prune(opts, ops.as_ref())?;
     println!(
         "Removed {} blobs, {} snapshots, {} cache mounts; reclaimed {}",

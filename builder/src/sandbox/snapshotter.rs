@@ -22,7 +22,7 @@ pub enum Snapshotter {
 }
 
 impl Snapshotter {
-    fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Snapshotter::Overlay => "overlay",
             Snapshotter::FuseOverlayfs => "fuse-overlayfs",

@@ -60,9 +60,32 @@ impl TreeOps for UsernsTreeOps {
     }
 }
 
-/// The helper's side: `__tree-op unpack BLOB DEST` or `__tree-op chown PATH UID GID`. Returns the exit code.
+/// Merge snapshots (bottom first) into the new directory `dest`, inside the user namespace of `userns` when it
+/// maps subordinate ids (files keep their real owners and unreadable directories can be read), else here.
+pub fn merge_snapshots_as_sandbox(
+    runtime: &Runtime,
+    userns: UsernsMode,
+    bottom_first: &[std::path::PathBuf],
+    dest: &Path,
+) -> Result<()> {
+    let binary = match (userns, std::env::current_exe()) {
+        (UsernsMode::Subuid { .. }, Ok(binary)) => binary,
+        _ => return super::snapshotter::merge_snapshots(bottom_first, dest),
+    };
+    let ops = UsernsTreeOps { runtime: runtime.clone(), binary, userns };
+    let mut args: Vec<&Path> = vec![Path::new("merge"), dest];
+    args.extend(bottom_first.iter().map(|p| p.as_path()));
+    ops.op(&args)
+}
+
+/// The helper's side: `__tree-op unpack BLOB DEST`, `__tree-op chown PATH UID GID` or `__tree-op merge DEST
+/// SNAPSHOT...`. Returns the exit code.
 pub fn tree_op_main(args: &[String]) -> i32 {
     let result = match args {
+        [op, dest, snapshots @ ..] if op == "merge" => {
+            let bottom_first: Vec<std::path::PathBuf> = snapshots.iter().map(std::path::PathBuf::from).collect();
+            super::snapshotter::merge_snapshots(&bottom_first, Path::new(dest)).map(|_| ApplyReport::default())
+        }
         [op, blob, dest] if op == "unpack" => (|| {
             let file = std::fs::File::open(blob).map_err(Error::io("open", blob))?;
             std::fs::create_dir(dest).map_err(Error::io("create", dest))?;

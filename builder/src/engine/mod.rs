@@ -1,26 +1,29 @@
-//! The build engine: a parsed Dockerfile is lowered ([`graph`]) into the stages the target needs; the solver
-//! here starts every stage as soon as the stages it uses are built, up to `jobs` at once, and stops starting
-//! new ones after a failure. Each stage is built instruction by instruction over the store ([`stage`]): RUN in
-//! the runtime's sandbox (its upper directory becomes the layer and the layer's snapshot), COPY from the context,
-//! a named context or another stage, the rest as image config changes. RUN and COPY results are cached by a key
-//! over the parent's key, the expanded instruction, its environment and, for COPY, the checksum of exactly the
-//! files selected. Progress goes out as [`progress::Event`]s.
+//! The build engine: a [`BuildRequest`] (what to build) is carried out on a [`Worker`] (the store and the
+//! [`ports`] steps run and images resolve through). The Dockerfile is lowered ([`graph`]) into the stages the
+//! target needs; the scheduler ([`solve`]) starts every stage as soon as the stages it uses are built, as stage
+//! slots allow, and stops starting new ones after a failure. Each stage is built instruction by instruction
+//! ([`stage`]): RUN through the [`ports::Executor`] (what it changed becomes the layer and the layer's snapshot),
+//! COPY/ADD from the context, a named context, another stage, an image or a fetched source, the rest as image
+//! config changes. Step results are cached under keys built in [`cache`], the one file that says what
+//! invalidates what. Progress goes out as [`progress::Event`]s.
 
 mod cache;
 pub(crate) mod config;
 pub mod graph;
+pub mod ports;
 pub mod progress;
 pub mod remote_cache;
 pub mod sharing;
+mod solve;
 mod stage;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
 
 use rbuild_registry::Reference;
-use rbuild_runtime::{NetworkMode, Runtime, UsernsMode};
 
 use crate::context::{IgnoreMatcher, find_ignore_file};
 use crate::digest::Digest;
@@ -30,12 +33,13 @@ use crate::layer::LayerOptions;
 use crate::store::Store;
 
 pub use graph::{Graph, Source};
+pub use ports::{Network, Platform, PullPolicy, Worker};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, ProgressSink, Stream};
 pub use stage::StageResult;
 
-/// What to build.
+/// What to build (how it is built — the store, the executor, slots — is the [`Worker`]'s).
 #[derive(Debug, Clone)]
-pub struct BuildOptions {
+pub struct BuildRequest {
     pub context: PathBuf,
     /// The Dockerfile's name for messages, and its text.
     pub dockerfile_name: String,
@@ -48,12 +52,11 @@ pub struct BuildOptions {
     pub no_cache: bool,
     /// `--no-cache-filter`: stages (by name or index) whose steps always run.
     pub no_cache_filter: Vec<String>,
-    pub network: NetworkMode,
-    pub userns: UsernsMode,
+    pub network: Network,
+    /// The platform to build for (only the host's for now).
+    pub platform: Platform,
     pub media_types: MediaTypes,
     pub layers: LayerOptions,
-    /// How many stages may build at once (0: the number of CPUs).
-    pub jobs: usize,
     /// `--secret id=ID,src=PATH` / `id=ID,env=VAR`: secret id -> where its value comes from.
     pub secrets: BTreeMap<String, SecretSource>,
     /// `--ssh default|ID=SOCKET`: agent sockets for `RUN --mount=type=ssh`.
@@ -70,23 +73,17 @@ pub struct BuildOptions {
     pub shm_size: u64,
     /// `--allow`: entitlements (`network.host`, `security.insecure`).
     pub allow: BTreeSet<String>,
-    /// The registry client for base images missing from the store (None: the store only).
-    pub registry: Option<std::sync::Arc<rbuild_registry::Client>>,
-    /// `--pull`: pull base images even when the store has them.
-    pub pull: bool,
+    /// When base images are pulled (`--pull`: always; Compose `pull_policy: never`: never).
+    pub pull: PullPolicy,
     /// `--cache-from` / `--cache-to`.
     pub cache_from: Vec<remote_cache::CacheSpec>,
     pub cache_to: Vec<remote_cache::CacheSpec>,
-    /// Stage slots shared with other builds of this process (None: `jobs` slots of this build's own).
-    pub job_slots: Option<std::sync::Arc<sharing::JobSlots>>,
-    /// Steps being executed by this build or others sharing the locks: identical steps run once.
-    pub step_locks: std::sync::Arc<sharing::StepLocks>,
 }
 
-impl BuildOptions {
-    /// Options for building `dockerfile_text` in `context` with everything else at its default.
-    pub fn new(context: PathBuf, dockerfile_name: String, dockerfile_text: String, userns: UsernsMode) -> Self {
-        BuildOptions {
+impl BuildRequest {
+    /// A request to build `dockerfile_text` in `context` with everything else at its default.
+    pub fn new(context: PathBuf, dockerfile_name: String, dockerfile_text: String) -> Self {
+        BuildRequest {
             context,
             dockerfile_name,
             dockerfile_text,
@@ -96,11 +93,10 @@ impl BuildOptions {
             target: None,
             no_cache: false,
             no_cache_filter: Vec::new(),
-            network: NetworkMode::Host,
-            userns,
+            network: Network::Host,
+            platform: Platform::host(),
             media_types: MediaTypes::Oci,
             layers: LayerOptions::default(),
-            jobs: 0,
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
             labels: Vec::new(),
@@ -109,12 +105,9 @@ impl BuildOptions {
             ulimits: Vec::new(),
             shm_size: 0,
             allow: BTreeSet::new(),
-            registry: None,
-            pull: false,
+            pull: PullPolicy::Missing,
             cache_from: Vec::new(),
             cache_to: Vec::new(),
-            job_slots: None,
-            step_locks: Default::default(),
         }
     }
 }
@@ -172,11 +165,11 @@ pub struct BuildResult {
     pub cached: usize,
 }
 
-/// What every stage builder of one build shares.
-pub(crate) struct Shared<'a> {
+/// One build in progress: what its stages share.
+pub(crate) struct Session<'a> {
+    pub worker: &'a Worker<'a>,
     pub store: &'a Store,
-    pub runtime: &'a Runtime,
-    pub opts: &'a BuildOptions,
+    pub req: &'a BuildRequest,
     pub df: &'a crate::dockerfile::Dockerfile,
     pub ignore: &'a IgnoreMatcher,
     pub progress: &'a dyn ProgressSink,
@@ -194,7 +187,7 @@ pub(crate) struct Shared<'a> {
     pub mounts_used: std::sync::Mutex<BTreeSet<String>>,
 }
 
-impl Shared<'_> {
+impl Session<'_> {
     pub(crate) fn next_step(&self) -> usize {
         self.steps.fetch_add(1, Ordering::SeqCst) + 1
     }
@@ -204,10 +197,14 @@ impl Shared<'_> {
             used.push((stage, key.to_string(), cached.clone()));
         }
     }
+
+    pub(crate) fn note(&self, text: &str) {
+        self.progress.event(&Event::Note { text });
+    }
 }
 
 /// Lower the Dockerfile for `opts` without building (for `rbuild debug graph`).
-pub fn plan(opts: &BuildOptions) -> Result<(crate::dockerfile::Dockerfile, Graph)> {
+pub fn plan(opts: &BuildRequest) -> Result<(crate::dockerfile::Dockerfile, Graph)> {
     let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
     let named: BTreeSet<String> = opts.named_contexts.keys().cloned().collect();
     let graph = graph::lower(
@@ -222,12 +219,8 @@ pub fn plan(opts: &BuildOptions) -> Result<(crate::dockerfile::Dockerfile, Graph
 }
 
 /// Build the Dockerfile; returns the image written (and tagged with `opts.tags`).
-pub fn build(
-    store: &Store,
-    runtime: &Runtime,
-    opts: &BuildOptions,
-    progress: &dyn ProgressSink,
-) -> Result<BuildResult> {
+pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) -> Result<BuildResult> {
+    let store = worker.store;
     let (df, graph) = plan(opts)?;
     let dockerfile_path = opts.dockerfile_path.clone().unwrap_or_else(|| opts.context.join("Dockerfile"));
     let ignore = match find_ignore_file(&opts.context, &dockerfile_path) {
@@ -237,10 +230,10 @@ pub fn build(
         }
         None => IgnoreMatcher::default(),
     };
-    let shared = Shared {
+    let shared = Session {
+        worker,
         store,
-        runtime,
-        opts,
+        req: opts,
         df: &df,
         ignore: &ignore,
         progress,
@@ -258,15 +251,16 @@ pub fn build(
         });
     }
     for spec in &opts.cache_from {
-        match remote_cache::import(store, opts.registry.as_deref(), spec) {
+        match remote_cache::import(store, worker.registry.as_deref(), spec) {
             Ok(n) => progress.event(&Event::Note { text: &format!("cache: imported {n} records from {spec}") }),
             // As in BuildKit, a cache source that cannot be read is a warning: the build goes on without it.
             Err(e) => progress.event(&Event::Note { text: &format!("warning: cache from {spec} not used: {e}") }),
         }
     }
-    let jobs = if opts.jobs == 0 { sharing::default_jobs() } else { opts.jobs };
-    let slots = opts.job_slots.clone().unwrap_or_else(|| sharing::JobSlots::new(jobs));
-    let solved = solve(&shared, &graph, &slots);
+    if let Some(text) = worker.executor.describe() {
+        shared.note(&text);
+    }
+    let solved = solve::solve(&shared, &graph, &worker.slots);
     let _ = shared.file_hashes.save();
     let (mut results, executed, cached) = solved?;
     let (hashed, reused) =
@@ -315,7 +309,7 @@ pub fn build(
                 .map(|(_, k, c)| (k.clone(), c.clone()))
                 .collect();
             let mounts: Vec<String> = if spec.mounts { mounts.iter().cloned().collect() } else { Vec::new() };
-            let n = remote_cache::export(store, opts.registry.as_deref(), spec, &records, &mounts, &opts.layers)?;
+            let n = remote_cache::export(store, worker.registry.as_deref(), spec, &records, &mounts, &opts.layers)?;
             progress.event(&Event::Note { text: &format!("cache: exported {n} records to {spec}") });
         }
     }
@@ -343,73 +337,6 @@ fn final_chain(graph: &Graph) -> BTreeSet<usize> {
     chain
 }
 
-fn used_records(shared: &Shared<'_>) -> Vec<(usize, String, cache::Cached)> {
+fn used_records(shared: &Session<'_>) -> Vec<(usize, String, cache::Cached)> {
     shared.used.lock().map(|u| u.clone()).unwrap_or_default()
-}
-
-type Solved = (BTreeMap<usize, StageResult>, usize, usize);
-
-/// Run the graph's stages: each starts once its dependencies are built, at most `jobs` at a time. After the
-/// first failure nothing new starts, the running stages stop at their next instruction, and that error returns.
-fn solve(shared: &Shared<'_>, graph: &Graph, slots: &sharing::JobSlots) -> Result<Solved> {
-    let mut results: BTreeMap<usize, StageResult> = BTreeMap::new();
-    let (mut executed, mut cached) = (0, 0);
-    let mut pending: Vec<usize> = graph.order.clone();
-    let mut failure: Option<Error> = None;
-    std::thread::scope(|scope| {
-        let (tx, rx) = mpsc::channel::<(usize, Result<(StageResult, usize, usize)>)>();
-        let mut running = 0usize;
-        loop {
-            while failure.is_none() {
-                let Some(pos) =
-                    pending.iter().position(|i| graph.stages[i].deps.iter().all(|d| results.contains_key(d)))
-                else {
-                    break;
-                };
-                // A slot for the stage: wait for one when nothing of this build runs, else try.
-                if running == 0 {
-                    slots.acquire();
-                } else if !slots.try_acquire() {
-                    break;
-                }
-                let index = pending.remove(pos);
-                let node = &graph.stages[&index];
-                let inputs: BTreeMap<usize, StageResult> = node.deps.iter().map(|d| (*d, results[d].clone())).collect();
-                let tx = tx.clone();
-                running += 1;
-                scope.spawn(move || {
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        let mut b = stage::StageBuilder::new(shared, node, inputs);
-                        b.run().map(|r| (r, b.executed, b.cached))
-                    }))
-                    .unwrap_or_else(|_| {
-                        Err(Error::Malformed { what: "build".into(), reason: "a stage's builder panicked".into() })
-                    });
-                    let _ = tx.send((index, outcome));
-                });
-            }
-            if running == 0 {
-                break;
-            }
-            let Ok((index, outcome)) = rx.recv() else { break };
-            running -= 1;
-            slots.release();
-            match outcome {
-                Ok((r, ran, hits)) => {
-                    executed += ran;
-                    cached += hits;
-                    results.insert(index, r);
-                }
-                Err(Error::Cancelled) => {}
-                Err(e) => {
-                    shared.cancel.store(true, Ordering::SeqCst);
-                    failure.get_or_insert(e);
-                }
-            }
-        }
-    });
-    match failure {
-        Some(e) => Err(e),
-        None => Ok((results, executed, cached)),
-    }
 }

@@ -2,16 +2,19 @@
 //! image's layer snapshots with a throwaway upper directory (like `buildah run`); used to check built images.
 
 use std::fs;
+use std::path::PathBuf;
 
 use rbuild_runtime::{NetworkMode, OutputMode, Rootfs, RunOutcome, RunSpec, Runtime, UsernsMode};
 use serde_json::Value;
 
+use super::executor::{SandboxExecutor, SandboxRun};
+use super::idmap::id_map_for;
+use super::tree_ops::tree_ops_for;
+use crate::engine::ports::Executor;
 use crate::error::{Error, Result};
 use crate::export::{import_layout_reference, load_image};
-use crate::layer::{EntryKind, IdMap, diff_overlay_upper_mapped};
-use crate::snapshotter::{Snapshotter, choose, merge_snapshots, remember};
+use crate::layer::{EntryKind, diff_overlay_upper_mapped};
 use crate::store::Store;
-use crate::userns_tree_ops::tree_ops_for;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -49,26 +52,17 @@ pub struct RunImageOutcome {
     pub changes: Vec<Change>,
 }
 
-/// How the sandbox's ids show on disk, for reading back what it wrote.
-pub fn id_map_for(mode: UsernsMode) -> IdMap {
-    match mode {
-        UsernsMode::Off => IdMap { uids: Vec::new(), gids: Vec::new() },
-        UsernsMode::Single => IdMap::for_current_user(),
-        UsernsMode::Subuid { uid_start, gid_start, count } => IdMap::subordinate(uid_start, gid_start, count),
-    }
-}
-
 /// The changes between a pristine copy and the copy the run used (the copy snapshotter's diff).
-fn changes_between(pristine: &std::path::Path, used: &std::path::Path) -> Result<Vec<Change>> {
+fn changes_between(pristine: &std::path::Path, used: &std::path::Path, mode: UsernsMode) -> Result<Vec<Change>> {
     if !pristine.is_dir() {
         return Ok(Vec::new());
     }
-    let entries = crate::layer::diff_trees(pristine, used)?;
+    let entries = crate::layer::diff_trees_mapped(pristine, used, &id_map_for(mode))?;
     Ok(to_changes(&entries, |rel| fs::symlink_metadata(pristine.join(rel)).is_ok()))
 }
 
 /// The changes an overlay upper directory holds over its lower snapshots.
-fn changes_of(upper: &std::path::Path, lowers: &[std::path::PathBuf], mode: UsernsMode) -> Result<Vec<Change>> {
+fn changes_of(upper: &std::path::Path, lowers: &[PathBuf], mode: UsernsMode) -> Result<Vec<Change>> {
     let entries = diff_overlay_upper_mapped(upper, &id_map_for(mode))?;
     Ok(to_changes(&entries, |rel| lowers.iter().any(|l| fs::symlink_metadata(l.join(rel)).is_ok())))
 }
@@ -114,41 +108,6 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
     for (layer, diff_id) in image.layers.iter().zip(&diff_ids) {
         lowers.push(store.ensure_snapshot(ops.as_ref(), diff_id, &layer.digest)?);
     }
-    let (mut snapshotter, forced) = choose(store)?;
-    loop {
-        match run_once(store, runtime, opts, &image, &digest, &lowers, snapshotter) {
-            Err(Error::Sandbox(e))
-                if !forced
-                    && snapshotter.fallback().is_some()
-                    && matches!(&*e, rbuild_runtime::Error::Setup { stage, .. } if stage.starts_with("mount") && stage.ends_with("root")) =>
-            {
-                let next = snapshotter.fallback().unwrap_or(Snapshotter::Copy);
-                eprintln!("note: the {snapshotter:?} snapshotter was refused here ({e}); using {next:?} from now on");
-                remember(store, next)?;
-                snapshotter = next;
-            }
-            other => return other,
-        }
-    }
-}
-
-fn run_once(
-    store: &Store,
-    runtime: &Runtime,
-    opts: &RunImageOptions,
-    image: &crate::export::LoadedImage,
-    digest: &crate::digest::Digest,
-    bottom_first: &[std::path::PathBuf],
-    snapshotter: Snapshotter,
-) -> Result<RunImageOutcome> {
-    let mut lowers = bottom_first.to_vec();
-    lowers.reverse(); // overlay lists the topmost layer first
-    let run_dir = store.tmp().path("run");
-    let (upper, work, state) = (run_dir.join("upper"), run_dir.join("work"), run_dir.join("state"));
-    for d in [&upper, &work, &state] {
-        fs::create_dir_all(d).map_err(Error::io("create", d))?;
-    }
-    let mut prepared = crate::run_mounts::prepare(store, &opts.mounts, &run_dir.join("scratch"))?;
     let config = &image.config["config"];
     let mut argv = strings(&config["Entrypoint"]);
     argv.extend(if opts.cmd.is_empty() { strings(&config["Cmd"]) } else { opts.cmd.clone() });
@@ -158,43 +117,44 @@ fn run_once(
             reason: "it has no ENTRYPOINT or CMD and no command was given".into(),
         });
     }
-    let rootfs = match snapshotter {
-        _ if lowers.is_empty() => Rootfs::Dir(upper.clone()),
-        Snapshotter::Overlay => Rootfs::Overlay { lowers: lowers.clone(), upper: upper.clone(), work },
-        Snapshotter::FuseOverlayfs => Rootfs::FuseOverlay { lowers: lowers.clone(), upper: upper.clone(), work },
-        Snapshotter::Copy => {
-            merge_snapshots(bottom_first, &upper)?;
-            if opts.changes {
-                merge_snapshots(bottom_first, &run_dir.join("pristine"))?;
-            }
-            Rootfs::Dir(upper.clone())
-        }
-    };
     let spec = RunSpec {
-        rootfs,
+        rootfs: Rootfs::Dir(PathBuf::new()),
         argv,
-        env: strings(&config["Env"]).into_iter().chain(prepared.env.iter().cloned()).collect(),
+        env: strings(&config["Env"]),
         cwd: config["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_string(),
         user: config["User"].as_str().filter(|u| !u.is_empty()).map(str::to_string),
         hostname: digest.hex()[..12].to_string(),
         network: opts.network,
         extra_hosts: opts.extra_hosts.clone(),
         userns: opts.userns,
-        mounts: prepared.mounts.clone(),
+        mounts: Vec::new(),
         rlimits: opts.rlimits.clone(),
         shm_size: 0,
-        state_dir: state,
+        state_dir: PathBuf::new(),
         all_capabilities: false,
     };
-    let outcome = runtime.run(&spec, opts.output.clone());
-    prepared.release();
-    let changes = match (opts.changes && outcome.is_ok(), &spec.rootfs) {
-        (false, _) => Ok(Vec::new()),
-        (true, Rootfs::Overlay { .. } | Rootfs::FuseOverlay { .. }) => changes_of(&upper, &lowers, opts.userns),
-        (true, Rootfs::Dir(_)) => changes_between(&run_dir.join("pristine"), &upper),
+    let executor = SandboxExecutor::new(store, runtime.clone(), opts.userns)?;
+    let run = SandboxRun {
+        lowers: &lowers,
+        mounts: &opts.mounts,
+        script: None,
+        spec,
+        output: opts.output.clone(),
+        pristine: opts.changes,
     };
-    let cleanup = runtime.remove_tree(&run_dir, opts.userns);
-    let outcome = outcome.map_err(|e| Error::Sandbox(Box::new(e)))?;
-    cleanup.map_err(|e| Error::Sandbox(Box::new(e)))?;
-    Ok(RunImageOutcome { outcome, changes: changes? })
+    let mut changes = Vec::new();
+    let outcome = executor.run_sandboxed(run, &mut |finished| {
+        if opts.changes {
+            changes = match finished.pristine {
+                Some(pristine) => changes_between(pristine, finished.upper, opts.userns)?,
+                None if finished.overlay => changes_of(finished.upper, &lowers, opts.userns)?,
+                None => Vec::new(),
+            };
+        }
+        Ok(())
+    });
+    for note in executor.take_notes() {
+        eprintln!("{note}");
+    }
+    Ok(RunImageOutcome { outcome: outcome?, changes })
 }

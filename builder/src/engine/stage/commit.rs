@@ -1,0 +1,168 @@
+//! The end of every step that makes files: a layer directory (an executor's changes or a tree rbuild wrote) is
+//! exported as a layer blob and becomes the layer's snapshot; the result goes into the cache and the stage
+//! (layers, diff_ids, history, key). A cache hit takes the same way from its record.
+
+use super::*;
+use crate::layer::export_layer;
+
+impl StageBuilder<'_> {
+    /// Directories of a new layer that the stage already has keep their mode and owner (a COPY or WORKDIR
+    /// into `/home/user/x` must not make `/home/user` root's); `new_owner` is given to the ones that are new.
+    /// The directories in `layer_dir` are given the same attributes where this process can give them, so that
+    /// the tree stays usable as the layer's snapshot; `Adjusted` when one could not be.
+    pub(super) fn keep_existing_dirs(
+        &self,
+        layer_dir: &Path,
+        entries: &mut [crate::layer::TreeEntry],
+        new_owner: Option<(u32, u32)>,
+        which: &dyn Fn(&str) -> bool,
+    ) -> LayerDir {
+        use std::os::unix::ffi::OsStrExt;
+        let mut origin = LayerDir::Written;
+        for e in entries.iter_mut().filter(|e| matches!(e.kind, crate::layer::EntryKind::Dir)) {
+            let rel = String::from_utf8_lossy(&e.path).into_owned();
+            if !which(&rel) {
+                continue;
+            }
+            let want = match self.stage_dir_attrs(&rel) {
+                Some(attrs) => attrs,
+                None => match new_owner {
+                    Some((uid, gid)) => (e.mode, uid, gid),
+                    None => continue,
+                },
+            };
+            if (e.mode, e.uid, e.gid) != want {
+                (e.mode, e.uid, e.gid) = want;
+                if !set_written_dir_attrs(&layer_dir.join(std::ffi::OsStr::from_bytes(&e.path)), want) {
+                    origin = LayerDir::Adjusted;
+                }
+            }
+        }
+        origin
+    }
+
+    /// Add a layer (or none) to the stage; returns its diff_id.
+    pub(super) fn push_layer(
+        &mut self,
+        layer: Option<(LayerRef, Digest, PathBuf)>,
+        created_by: String,
+    ) -> Option<Digest> {
+        match layer {
+            Some((l, diff_id, snapshot)) => {
+                let mut ids = self.state.config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
+                ids.push(Value::String(diff_id.to_string()));
+                self.state.config["rootfs"]["diff_ids"] = Value::Array(ids);
+                self.state.layers.push(l);
+                self.state.diff_ids.push(diff_id.clone());
+                self.state.snapshots.push(snapshot);
+                self.history(created_by, false);
+                Some(diff_id)
+            }
+            None => {
+                self.history(created_by, true);
+                None
+            }
+        }
+    }
+
+    /// The stage's key after a step: the step's key and what it produced, so the key of a stage's files follows
+    /// their content (a step re-run with `--no-cache-filter` that writes something else changes it), and a
+    /// `COPY --from` that stage can be keyed without reading its files.
+    pub(super) fn advance(&mut self, step_key: &str, diff_id: Option<&Digest>) {
+        self.state.cache_key = cache::after_step(step_key, diff_id);
+    }
+
+    /// A cache hit: the layer (re-unpacked if its snapshot was pruned).
+    pub(super) fn apply_cached(&mut self, hit: cache::Cached, created_by: String) -> Result<Option<Digest>> {
+        let layer = match hit.layer {
+            Some((l, diff_id)) => {
+                let snap = self.store.ensure_snapshot(self.tree_ops, &diff_id, &l.digest)?;
+                Some((l, diff_id, snap))
+            }
+            None => None,
+        };
+        let diff_id = self.push_layer(layer, created_by);
+        self.cached += 1;
+        Ok(diff_id)
+    }
+
+    /// Export a layer directory (an overlay upper or a COPY tree) and make it the layer's snapshot. A tree rbuild
+    /// wrote itself cannot become the snapshot as it is under subordinate ids when it has owners other than root
+    /// (they are only recorded, not real), nor one whose entries were given other attributes than its files
+    /// have: the snapshot is then unpacked from the layer (inside the user namespace when there is one).
+    pub(super) fn commit_dir(
+        &self,
+        dir: &Path,
+        entries: Vec<crate::layer::TreeEntry>,
+        origin: LayerDir,
+    ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
+        let usable_as_snapshot = match origin {
+            LayerDir::Sandbox => true,
+            // Under subordinate ids the caller's own ids are root's, and only those are real on disk.
+            LayerDir::Written => {
+                !self.session.worker.written_owners_root_only || entries.iter().all(|e| (e.uid, e.gid) == (0, 0))
+            }
+            LayerDir::Adjusted => false,
+        };
+        if entries.is_empty() {
+            self.tree_ops.remove(dir)?;
+            return Ok(None);
+        }
+        let info = export_layer(&entries, self.store, &self.req.layers)?;
+        let media_type = match self.req.media_types {
+            MediaTypes::Oci => info.compression.oci_media_type(),
+            MediaTypes::Docker => info.compression.docker_media_type(),
+        };
+        let layer = LayerRef { digest: info.digest.clone(), size: info.size, media_type: media_type.to_string() };
+        let snap = self.store.snapshot_path(&info.diff_id);
+        if !usable_as_snapshot || snap.exists() || fs::rename(dir, &snap).is_err() {
+            self.tree_ops.remove(dir)?;
+        }
+        let snap = self.store.ensure_snapshot(self.tree_ops, &info.diff_id, &info.digest)?;
+        Ok(Some((layer, info.diff_id, snap)))
+    }
+
+    /// Record a step's result (its layer, or none) in the cache and the stage, and report it done.
+    pub(super) fn finish_step(
+        &mut self,
+        key: &str,
+        layer: Option<(LayerRef, Digest, PathBuf)>,
+        created_by: String,
+        step: usize,
+        start: Instant,
+    ) -> Result<()> {
+        self.cache_put(key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
+        self.claimed = None;
+        let diff_id = self.push_layer(layer, created_by);
+        self.advance(key, diff_id.as_ref());
+        self.executed += 1;
+        self.done(step, start);
+        Ok(())
+    }
+}
+
+/// Where a layer directory's files came from: whether it can become the layer's snapshot as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LayerDir {
+    /// An overlay upper directory written inside the sandbox: its files have their real owners.
+    Sandbox,
+    /// A tree rbuild wrote itself (COPY, WORKDIR): owners are real only when rbuild runs as root or without
+    /// subordinate ids.
+    Written,
+    /// A written tree whose entries were given attributes its files do not have.
+    Adjusted,
+}
+
+/// Give a directory rbuild wrote the image-side mode and owner, if this process can give that owner on disk: as
+/// root any; otherwise only root's, which the caller's own ids stand for. False when it cannot.
+fn set_written_dir_attrs(dir: &Path, (mode, uid, gid): (u32, u32, u32)) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    if rustix::process::geteuid().is_root() {
+        if std::os::unix::fs::lchown(dir, Some(uid), Some(gid)).is_err() {
+            return false;
+        }
+    } else if (uid, gid) != (0, 0) {
+        return false;
+    }
+    fs::set_permissions(dir, fs::Permissions::from_mode(mode)).is_ok()
+}

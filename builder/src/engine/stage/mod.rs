@@ -1,0 +1,300 @@
+//! Building one stage: resolve its base (an image through the worker's image source, a named context, another
+//! stage, or `scratch`), run the base image's ONBUILD triggers, then apply the stage's instructions in order.
+//! This file holds the stage's state and the instruction loop; each concern is a file of its own: variable scope
+//! ([`vars`]), metadata instructions and WORKDIR ([`meta`]), base and `--from` sources ([`sources`]), a read-only
+//! view of the stage's files ([`view`]), RUN ([`run`], through the worker's executor), COPY/ADD ([`copy`]),
+//! ADD of URLs and git repositories ([`remote`], through the worker's fetcher), and turning a step's files into a
+//! layer, a snapshot and a cache record ([`commit`]). Every cache key comes from [`super::cache`].
+
+mod commit;
+mod copy;
+mod meta;
+mod remote;
+mod run;
+mod sources;
+mod vars;
+mod view;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::graph::{OpKind, Source, StageNode};
+use super::progress::{Event, Stream};
+use super::{BuildRequest, NamedContext, Session, cache, config};
+use crate::context::IgnoreMatcher;
+use crate::digest::Digest;
+use crate::dockerfile::{Dockerfile, Instruction, InstructionKind};
+use crate::error::{Error, Result};
+use crate::export::image::{LayerRef, LoadedImage, MediaTypes, write_image};
+use crate::store::{Store, TreeOps};
+
+use commit::LayerDir;
+
+/// A built stage: its layers (with their snapshots, bottom first), config and cache key.
+#[derive(Debug, Clone)]
+pub struct StageResult {
+    pub layers: Vec<LayerRef>,
+    pub diff_ids: Vec<Digest>,
+    pub snapshots: Vec<PathBuf>,
+    pub config: Value,
+    pub cache_key: String,
+}
+
+impl StageResult {
+    fn scratch() -> StageResult {
+        let config = json!({
+            "architecture": crate::export::image::host_architecture(),
+            "os": "linux",
+            "config": {},
+            "rootfs": { "type": "layers", "diff_ids": [] },
+            "history": [],
+        });
+        StageResult {
+            layers: Vec::new(),
+            diff_ids: Vec::new(),
+            snapshots: Vec::new(),
+            config,
+            cache_key: cache::scratch(),
+        }
+    }
+
+    /// Write the stage as an image into the store.
+    pub fn write(&self, store: &Store, media: MediaTypes) -> Result<LoadedImage> {
+        let created = self.config["created"].as_str().unwrap_or("1970-01-01T00:00:00Z").to_string();
+        write_image(store, self.config.clone(), &self.layers, &[], &[], &created, media)
+    }
+}
+
+/// Builds one stage of one build.
+pub(crate) struct StageBuilder<'a> {
+    session: &'a Session<'a>,
+    store: &'a Store,
+    req: &'a BuildRequest,
+    df: &'a Dockerfile,
+    index: usize,
+    node: &'a StageNode,
+    ignore: &'a IgnoreMatcher,
+    /// The results of the stages this one uses.
+    inputs: BTreeMap<usize, StageResult>,
+    tree_ops: &'a dyn TreeOps,
+    /// ARGs in scope and their values, in declaration order.
+    args: Vec<(String, Option<String>)>,
+    state: StageResult,
+    /// The global ARGs, for `ARG NAME` redeclarations without a default.
+    meta: Vec<(String, String)>,
+    /// A CMD was set in this stage (an ENTRYPOINT then does not reset it).
+    cmd_set: bool,
+    created: String,
+    /// Steps shown so far and in all (FROM, RUN, COPY, ADD, WORKDIR), for `[stage i/n]`.
+    shown: usize,
+    total: usize,
+    /// `--no-cache-filter` names this stage.
+    no_cache: bool,
+    pub(crate) executed: usize,
+    pub(crate) cached: usize,
+    /// The key of the step being executed, claimed until its result is in the cache.
+    claimed: Option<super::sharing::StepGuard>,
+}
+
+impl<'a> StageBuilder<'a> {
+    pub(crate) fn new(session: &'a Session<'a>, node: &'a StageNode, inputs: BTreeMap<usize, StageResult>) -> Self {
+        let req = session.req;
+        let stage = &session.df.stages[node.index];
+        let total = 1
+            + node.ops.iter().filter(|o| o.kind != OpKind::Config).count()
+            + stage.instructions.iter().filter(|i| matches!(i.kind, InstructionKind::Workdir(_))).count();
+        let no_cache = req.no_cache
+            || req.no_cache_filter.iter().any(|f| {
+                stage.name.as_deref() == Some(f.to_ascii_lowercase().as_str()) || f == &node.index.to_string()
+            });
+        StageBuilder {
+            session,
+            store: session.store,
+            req,
+            df: session.df,
+            index: node.index,
+            node,
+            ignore: session.ignore,
+            inputs,
+            tree_ops: session.worker.tree_ops.as_ref(),
+            args: Vec::new(),
+            state: StageResult::scratch(),
+            meta: Vec::new(),
+            cmd_set: false,
+            created: config::created(req.layers.source_date_epoch),
+            shown: 0,
+            total,
+            no_cache,
+            executed: 0,
+            cached: 0,
+            claimed: None,
+        }
+    }
+
+    fn fail(&self, ins: &Instruction, message: &str) -> Error {
+        let e = crate::dockerfile::DockerfileError::new(
+            &self.req.dockerfile_name,
+            &self.req.dockerfile_text,
+            ins.span,
+            message.to_string(),
+        );
+        Error::from(e)
+    }
+
+    fn stage_name(&self) -> String {
+        self.df.stages[self.index].name.clone().unwrap_or_else(|| format!("stage-{}", self.index))
+    }
+
+    /// Announce a step: `[stage i/n] TEXT`; returns its number.
+    fn start(&mut self, text: &str) -> usize {
+        self.shown += 1;
+        let step = self.session.next_step();
+        let stage = self.stage_name();
+        let name = format!("[{stage} {}/{}] {}", self.shown, self.total, text.lines().next().unwrap_or("").trim());
+        self.session.progress.event(&Event::Started { step, stage: &stage, name: &name });
+        step
+    }
+
+    fn done(&self, step: usize, start: Instant) {
+        self.session.progress.event(&Event::Done { step, elapsed: start.elapsed() });
+    }
+
+    /// Report a step's failure and return the error.
+    fn step_failed(&self, step: usize, e: Error) -> Error {
+        let message = e.to_string();
+        let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("failed");
+        self.session.progress.event(&Event::Failed { step, message: first });
+        e
+    }
+
+    /// Resolve the base and run every instruction.
+    pub(crate) fn run(&mut self) -> Result<StageResult> {
+        let stage = &self.df.stages[self.index];
+        let meta = self.meta_args()?;
+        let base_ins =
+            Instruction { kind: InstructionKind::Arg(Vec::new()), span: stage.span, original: String::new() };
+        let base_text = match &self.node.base {
+            Source::Scratch => "scratch".to_string(),
+            Source::Stage(i) => self.df.stages[*i].name.clone().unwrap_or_else(|| i.to_string()),
+            Source::NamedContext(n) | Source::Image(n) => n.clone(),
+        };
+        let step = self.start(&format!("FROM {base_text}"));
+        let start = Instant::now();
+        let base = self.node.base.clone();
+        self.state = self.resolve_source_image(&base, &base_ins).map_err(|e| self.step_failed(step, e))?;
+        self.done(step, start);
+        self.meta = meta;
+        self.run_onbuild_triggers(&base_ins)?;
+        for ins in &stage.instructions {
+            if self.session.cancel.load(Ordering::SeqCst) {
+                return Err(Error::Cancelled);
+            }
+            self.instruction(ins)?;
+        }
+        self.state.config["created"] = Value::String(self.created.clone());
+        Ok(self.state.clone())
+    }
+
+    /// On a cache hit (and unless the cache is off for this stage): report the step CACHED, add its layer and
+    /// advance the stage's key; returns whether it hit.
+    fn reuse_cached(&mut self, key: &str, step: usize, created_by: &str) -> Result<bool> {
+        // Another stage or build executing this very step finishes first; then its record is a hit.
+        self.claimed = None;
+        self.claimed = Some(super::sharing::StepLocks::claim(&self.session.worker.step_locks, key));
+        if self.no_cache {
+            return Ok(false);
+        }
+        let Some(hit) = self.cache_get(key) else { return Ok(false) };
+        self.claimed = None;
+        self.session.progress.event(&Event::Cached { step });
+        let diff_id = self.apply_cached(hit, created_by.to_string())?;
+        self.advance(key, diff_id.as_ref());
+        Ok(true)
+    }
+
+    /// The base image's ONBUILD triggers run first, in order, as if they followed FROM; the new image does not
+    /// keep them (as in Docker and BuildKit).
+    fn run_onbuild_triggers(&mut self, from: &Instruction) -> Result<()> {
+        let triggers: Vec<String> = self.state.config["config"]["OnBuild"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+            .unwrap_or_default();
+        if triggers.is_empty() {
+            return Ok(());
+        }
+        self.state.config["config"]["OnBuild"] = Value::Null;
+        let texts: Vec<&str> = triggers.iter().map(String::as_str).collect();
+        let parsed = super::graph::parse_triggers(&texts)
+            .map_err(|e| self.fail(from, &format!("the base image's ONBUILD triggers do not parse: {e}")))?;
+        let named: std::collections::BTreeSet<String> = self.req.named_contexts.keys().cloned().collect();
+        for (n, mut ins) in parsed.into_iter().enumerate() {
+            // Errors point at the FROM line that brought the trigger in.
+            ins.span = from.span;
+            ins.original = format!("ONBUILD {}", ins.original.trim());
+            // A base stage's triggers had their reads resolved with the graph; an image's are resolved now, and
+            // may name images, named contexts or stages this stage already depends on.
+            let reads = match self.node.trigger_reads.get(n) {
+                Some(r) => r.clone(),
+                None => super::graph::reads_of(self.df, &ins, self.index, &named, &|_, m| self.fail(from, &m))?,
+            };
+            if let Some(Source::Stage(i)) =
+                reads.iter().find(|r| matches!(r, Source::Stage(i) if !self.node.deps.contains(i)))
+            {
+                return Err(self.fail(
+                    from,
+                    &format!(
+                        "{}: the base image's trigger reads stage {:?}, which this stage does not depend on \
+                         (copy from it in a stage of its own, or base the stage on it)",
+                        ins.original,
+                        self.df.stages[*i].name.clone().unwrap_or_else(|| i.to_string())
+                    ),
+                ));
+            }
+            self.dispatch(&ins, &reads)?;
+        }
+        Ok(())
+    }
+
+    /// A cache lookup, remembered (with its result) for `--cache-to`.
+    fn cache_get(&self, key: &str) -> Option<cache::Cached> {
+        let hit = cache::get(self.store, key)?;
+        self.session.note_cache_use(self.index, key, &hit);
+        Some(hit)
+    }
+
+    /// Store a step's result in the cache, remembered for `--cache-to`.
+    fn cache_put(&self, key: &str, cached: &cache::Cached) -> Result<()> {
+        cache::put(self.store, key, cached)?;
+        self.session.note_cache_use(self.index, key, cached);
+        Ok(())
+    }
+
+    /// An instruction of the stage, with what the graph resolved it to read.
+    fn instruction(&mut self, ins: &Instruction) -> Result<()> {
+        let reads = self
+            .node
+            .ops
+            .iter()
+            .find(|o| std::ptr::eq(&self.df.stages[self.index].instructions[o.instruction], ins))
+            .map(|o| o.reads.clone())
+            .unwrap_or_default();
+        self.dispatch(ins, &reads)
+    }
+
+    /// Carry out one instruction, given what it reads from other stages, images or contexts.
+    fn dispatch(&mut self, ins: &Instruction, reads: &[Source]) -> Result<()> {
+        match &ins.kind {
+            InstructionKind::Run(run) => return self.run_step(ins, run, reads),
+            InstructionKind::Copy(c) => return self.copy_step(ins, c, false, reads.first()),
+            InstructionKind::Add(c) => return self.copy_step(ins, c, true, reads.first()),
+            InstructionKind::Workdir(w) => return self.workdir_step(ins, w),
+            _ => {}
+        }
+        self.metadata(ins)
+    }
+}

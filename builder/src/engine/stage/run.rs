@@ -1,0 +1,372 @@
+//! RUN: the instruction lowered to an [`ExecRequest`] (argv with SHELL and heredocs, environment, network and
+//! entitlements, mounts with their sources resolved: bind sources from the context, a named context, a stage or
+//! an image; secrets and SSH sockets from the build's options), keyed, and run through the worker's executor;
+//! what the step changed is committed as its layer.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use super::sources::describe;
+use super::*;
+use crate::context::{clean_path, copy};
+use crate::dockerfile::{CommandLine, MountType, RunInstruction, RunMount};
+use crate::engine::ports::{ExecRequest, ExitStatus, Network};
+
+/// A heredoc script run as a file: where it is mounted in the step, and its content.
+type HeredocScript = (String, String);
+
+/// A RUN's mounts with their sources resolved, each one's part of the step's key, and directories made for them
+/// (merged stages or images) to remove after the step.
+struct ResolvedMounts {
+    mounts: Vec<RunMount>,
+    key_parts: Vec<String>,
+    scratch_dirs: Vec<PathBuf>,
+}
+
+/// What an executed step left: how it ended, its last output lines, and its layer (when it succeeded and
+/// changed files).
+struct Executed {
+    status: ExitStatus,
+    tail: Vec<String>,
+    layer: Option<(LayerRef, Digest, PathBuf)>,
+}
+
+impl StageBuilder<'_> {
+    /// A RUN's argv, with its heredocs as BuildKit runs them: a command that is only a heredoc is the script (run
+    /// by the shell, or, starting with `#!`, as a file of its own — returned as (mount path, content)); any other
+    /// command goes to the shell with its heredocs written out after it, for the shell to read.
+    pub(super) fn run_argv(
+        &self,
+        ins: &Instruction,
+        cmd: &CommandLine,
+    ) -> Result<(Vec<String>, Option<HeredocScript>)> {
+        if cmd.heredocs.is_empty() {
+            return Ok((self.argv(cmd), None));
+        }
+        if !cmd.prepend_shell {
+            return Err(self.fail(ins, "heredocs need the shell form of RUN"));
+        }
+        let text = cmd.args.join(" ");
+        let only_heredoc = cmd.heredocs.len() == 1 && {
+            let t = text.trim();
+            t.starts_with("<<") && !t.contains(char::is_whitespace)
+        };
+        let shell = self.argv(&CommandLine { args: Vec::new(), prepend_shell: true, heredocs: Vec::new() });
+        if only_heredoc {
+            let doc = &cmd.heredocs[0];
+            let content =
+                if doc.chomp { crate::dockerfile::chomp_heredoc_content(&doc.content) } else { doc.content.clone() };
+            if content.starts_with("#!") {
+                let target = format!("/dev/pipes/{}", doc.name.replace('/', "_"));
+                return Ok((vec![target.clone()], Some((target, content))));
+            }
+            let mut argv = shell;
+            argv.push(content);
+            return Ok((argv, None));
+        }
+        let mut script = text;
+        for doc in &cmd.heredocs {
+            script.push('\n');
+            script.push_str(&doc.content);
+            script.push_str(&doc.name);
+        }
+        let mut argv = shell;
+        argv.push(script);
+        Ok((argv, None))
+    }
+
+    /// BuildKit's history text for RUN: the build args in scope as `|N K=V ...`, then the command.
+    pub(super) fn run_created_by(&self, argv: &[String]) -> String {
+        let args = self.arg_values();
+        let prefix = if args.is_empty() {
+            String::new()
+        } else {
+            let kv: Vec<String> = args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            format!("|{} {} ", kv.len(), kv.join(" "))
+        };
+        // BuildKit joins the arguments with spaces for both forms.
+        format!("RUN {prefix}{} # rbuild", argv.join(" "))
+    }
+
+    pub(super) fn run_step(&mut self, ins: &Instruction, run: &RunInstruction, reads: &[Source]) -> Result<()> {
+        let step = self.start(&ins.original);
+        let start = Instant::now();
+        self.run_step_inner(ins, run, reads, step, start).map_err(|e| self.step_failed(step, e))
+    }
+
+    fn run_step_inner(
+        &mut self,
+        ins: &Instruction,
+        run: &RunInstruction,
+        reads: &[Source],
+        step: usize,
+        start: Instant,
+    ) -> Result<()> {
+        let (argv, script) = self.run_argv(ins, &run.command)?;
+        let created_by = self.run_created_by(&argv);
+        let network = self.run_network(ins, run)?;
+        let mut env: Vec<String> = self.vars().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.dedup_by(|a, b| a.split('=').next() == b.split('=').next());
+        let workdir =
+            self.state.config["config"]["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_string();
+        let user = self.state.config["config"]["User"].as_str().filter(|u| !u.is_empty()).map(str::to_string);
+        let resolved = self.resolve_mounts(ins, &run.mounts, reads)?;
+        let key = cache::run(&cache::RunKey {
+            parent: &self.state.cache_key,
+            argv: &argv,
+            env: &env,
+            workdir: &workdir,
+            user: user.as_deref().unwrap_or(""),
+            mounts: &resolved.key_parts,
+            network: &format!("{network:?}"),
+            script: script.as_ref().map_or("", |(_, content)| content.as_str()),
+        });
+        // Proxy build args reach the step without an ARG, and stay out of its cache key.
+        for (k, v) in self.req.build_args.iter().filter(|(k, _)| crate::engine::graph::is_proxy_arg(k)) {
+            if !env.iter().any(|e| e.split('=').next() == Some(k.as_str())) {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        let secrets_dir = self.store.tmp().path("secrets");
+        let cleanup = |dirs: &[PathBuf]| {
+            for d in dirs.iter().chain([&secrets_dir]) {
+                let _ = crate::store::remove_path(d);
+            }
+        };
+        if self.reuse_cached(&key, step, &created_by)? {
+            cleanup(&resolved.scratch_dirs);
+            return Ok(());
+        }
+        let executed = self.with_agent_sources(ins, &resolved.mounts, &secrets_dir).and_then(|mounts| {
+            for m in mounts.iter().filter(|m| m.kind == MountType::Cache) {
+                if let Ok(mut used) = self.session.mounts_used.lock() {
+                    used.insert(crate::sandbox::mounts::cache_dir_name(m));
+                }
+            }
+            let request = ExecRequest {
+                lowers: self.state.snapshots.clone(),
+                argv,
+                env,
+                cwd: workdir,
+                user,
+                network,
+                extra_hosts: self.req.extra_hosts.clone(),
+                mounts,
+                script,
+                ulimits: self.req.ulimits.clone(),
+                shm_size: self.req.shm_size,
+                insecure: run.security.as_deref() == Some("insecure"),
+                platform: self.req.platform.clone(),
+            };
+            self.execute(ins, &request, step)
+        });
+        cleanup(&resolved.scratch_dirs);
+        let executed = executed?;
+        if !executed.status.success() {
+            return Err(self.run_failed(ins, &executed));
+        }
+        self.finish_step(&key, executed.layer, created_by, step, start)
+    }
+
+    /// `RUN --network` against the build's default and its entitlements; `--security=insecure` needs its own.
+    fn run_network(&self, ins: &Instruction, run: &RunInstruction) -> Result<Network> {
+        let network = match run.network.as_deref() {
+            None | Some("default") => self.req.network,
+            Some("none") => Network::None,
+            Some("host") if self.req.allow.contains("network.host") => Network::Host,
+            Some("host") => {
+                return Err(self.fail(ins, "RUN --network=host needs the entitlement: pass --allow network.host"));
+            }
+            Some(other) => return Err(self.fail(ins, &format!("RUN --network={other}: use default, none or host"))),
+        };
+        if run.security.as_deref() == Some("insecure") && !self.req.allow.contains("security.insecure") {
+            return Err(self.fail(ins, "RUN --security=insecure needs the entitlement: pass --allow security.insecure"));
+        }
+        Ok(network)
+    }
+
+    /// Run the step through the executor: its output lines go to the progress (the last 20 are kept for an error
+    /// message), and what it changed is committed while the executor holds it.
+    fn execute(&self, ins: &Instruction, request: &ExecRequest, step: usize) -> Result<Executed> {
+        let tail = Mutex::new(VecDeque::<String>::new());
+        let progress = self.session.progress;
+        let output = |stream: Stream, line: &str| {
+            progress.event(&Event::Output { step, stream, line });
+            if let Ok(mut tail) = tail.lock() {
+                tail.push_back(line.to_string());
+                if tail.len() > 20 {
+                    tail.pop_front();
+                }
+            }
+        };
+        let mut layer = None;
+        let executor = &self.session.worker.executor;
+        let status = executor.run(request, &output, &mut |changes| {
+            let origin = if changes.as_snapshot { LayerDir::Sandbox } else { LayerDir::Adjusted };
+            layer = self.commit_dir(changes.dir, changes.entries, origin)?;
+            Ok(())
+        });
+        for note in executor.take_notes() {
+            self.session.note(&note);
+        }
+        let status = status.map_err(|e| match e {
+            // The sandbox could not start the step (an unknown USER, a bad mount target...): say which.
+            Error::Sandbox(e) => self.fail(ins, &e.to_string()),
+            e => e,
+        })?;
+        let tail = tail.into_inner().map(Vec::from).unwrap_or_default();
+        Ok(Executed { status, tail, layer })
+    }
+
+    /// The error of a step that ran and failed: its exit code and last output, and why it may have failed.
+    fn run_failed(&self, ins: &Instruction, executed: &Executed) -> Error {
+        let mut msg = format!("RUN failed with exit code {}", executed.status.code());
+        if !executed.tail.is_empty() {
+            msg.push_str(&format!("; its last output:\n{}", executed.tail.join("\n")));
+        }
+        // A step that filled the disk fails with whatever its program says (often "I/O error"): say why.
+        let free = rustix::fs::statvfs(self.store.root()).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).ok();
+        if free.is_some_and(|f| f < 1 << 20) {
+            msg.push_str(&format!(
+                "\n(note: no space left on the store's filesystem ({}): free some, `rbuild prune`, or use another --root)",
+                self.store.root().display()
+            ));
+        }
+        if let Some(note) = self.session.worker.executor.failure_note() {
+            msg.push_str(&format!("\n(note: {note})"));
+        }
+        self.fail(ins, &msg)
+    }
+
+    /// Bind mounts read from the context, a named context, an image or another stage: their sources become host
+    /// paths, and their key parts name the content they mount. A cache seeded `from=` a source gets a cache of its
+    /// own (per id and seed), filled with the seed's files when first made.
+    fn resolve_mounts(&self, ins: &Instruction, mounts: &[RunMount], reads: &[Source]) -> Result<ResolvedMounts> {
+        let mut out = ResolvedMounts { mounts: Vec::new(), key_parts: Vec::new(), scratch_dirs: Vec::new() };
+        let mut reads = reads.iter();
+        let outcome = (|| -> Result<()> {
+            for m in mounts {
+                let mut m = m.clone();
+                let from = m.from.as_ref().and_then(|_| reads.next());
+                if m.kind == MountType::Bind {
+                    let (root, key, tmp) = self.source_root(ins, from)?;
+                    let from_files = tmp.is_none();
+                    out.scratch_dirs.extend(tmp);
+                    let source = clean_path(m.source.as_deref().unwrap_or("."));
+                    let path = root.join(source.trim_start_matches('/'));
+                    let real = fs::canonicalize(&path).map_err(|_| {
+                        self.fail(ins, &format!("bind mount source {source:?} does not exist in {}", describe(from)))
+                    })?;
+                    let real_root = fs::canonicalize(&root).map_err(Error::io("resolve", &root))?;
+                    if !real.starts_with(&real_root) {
+                        return Err(self.fail(ins, &format!("bind mount source {source:?} leaves its context")));
+                    }
+                    // Context files (the build's or a named directory's) are keyed by their content, as COPY's are.
+                    let content_key =
+                        if from_files { self.mounted_files_checksum(ins, &root, &source, from)? } else { key };
+                    let target = m.target.clone().unwrap_or_default();
+                    out.key_parts.push(cache::bind_mount_part(&source, &content_key, &target, m.read_only));
+                    m.source = Some(real.display().to_string());
+                    m.from = None;
+                } else {
+                    if m.kind == MountType::Cache && m.from.is_some() {
+                        let (root, key, tmp) = self.source_root(ins, from)?;
+                        out.scratch_dirs.extend(tmp);
+                        let source = clean_path(m.source.as_deref().unwrap_or("."));
+                        let path = root.join(source.trim_start_matches('/'));
+                        if !path.is_dir() {
+                            return Err(self.fail(
+                                ins,
+                                &format!("cache mount source {source:?} is not a directory in {}", describe(from)),
+                            ));
+                        }
+                        let id = m.id.clone().or_else(|| m.target.clone()).unwrap_or_default();
+                        m.id = Some(format!("{id} from {key} {source}"));
+                        m.source = Some(path.display().to_string());
+                        m.from = None;
+                    }
+                    out.key_parts.push(cache::mount_part(&m));
+                }
+                out.mounts.push(m);
+            }
+            Ok(())
+        })();
+        if let Err(e) = outcome {
+            for d in &out.scratch_dirs {
+                let _ = crate::store::remove_path(d);
+            }
+            return Err(e);
+        }
+        Ok(out)
+    }
+
+    /// The checksum of the files a bind mount shows from a directory source (all of them: the mount shows the
+    /// directory as it is), read through the build's file hash record.
+    fn mounted_files_checksum(
+        &self,
+        ins: &Instruction,
+        root: &Path,
+        source: &str,
+        from: Option<&Source>,
+    ) -> Result<String> {
+        let selection = copy::select(root, &IgnoreMatcher::default(), &[source.to_string()])
+            .map_err(|e| self.fail(ins, &format!("bind mount source: {e} in {}", describe(from))))?;
+        selection.checksum_with(&self.session.file_hashes)
+    }
+
+    /// Secret mounts take their values from `--secret` (a file, or an environment variable written to a file
+    /// in the step's private directory, removed with it); SSH mounts take their socket from `--ssh`. The cache
+    /// key never sees them.
+    pub(super) fn with_agent_sources(
+        &self,
+        ins: &Instruction,
+        mounts: &[RunMount],
+        dir: &Path,
+    ) -> Result<Vec<RunMount>> {
+        let mut out = Vec::new();
+        for m in mounts {
+            let mut m = m.clone();
+            if m.kind == MountType::Ssh {
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                match self.req.ssh.get(&id) {
+                    Some(sock) => m.source = Some(sock.display().to_string()),
+                    None if m.required == Some(true) => {
+                        return Err(self.fail(ins, &format!("SSH agent {id:?} is required: pass --ssh {id}")));
+                    }
+                    None => continue,
+                }
+            }
+            if m.kind == MountType::Secret && m.source.is_none() {
+                let id =
+                    m.id.clone().or_else(|| m.target.as_ref().and_then(|t| t.rsplit('/').next().map(str::to_string)));
+                let Some(source) = id.as_ref().and_then(|id| self.req.secrets.get(id)) else {
+                    if m.required == Some(true) {
+                        return Err(self.fail(
+                            ins,
+                            &format!("secret {:?} is required: pass --secret id={0},src=FILE", id.unwrap_or_default()),
+                        ));
+                    }
+                    out.push(m);
+                    continue;
+                };
+                let value = match source {
+                    crate::engine::SecretSource::File(p) => {
+                        m.source = Some(p.display().to_string());
+                        out.push(m);
+                        continue;
+                    }
+                    crate::engine::SecretSource::Env(var) => std::env::var(var)
+                        .map_err(|_| self.fail(ins, &format!("--secret env={var}: the variable is not set")))?,
+                    crate::engine::SecretSource::Value(v) => v.clone(),
+                };
+                // A value is written to a file of the step's private directory (removed with it).
+                fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+                let f = dir.join(format!("env-{}", id.clone().unwrap_or_default().replace('/', "_")));
+                fs::write(&f, value).map_err(Error::io("write", &f))?;
+                m.source = Some(f.display().to_string());
+            }
+            out.push(m);
+        }
+        Ok(out)
+    }
+}

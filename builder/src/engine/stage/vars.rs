@@ -1,0 +1,54 @@
+//! The variables a stage's instructions see: global ARGs (with build-arg overrides), the ARGs declared in the
+//! stage, ENV (which wins over ARGs), and word and heredoc expansion with them.
+
+use super::*;
+use crate::dockerfile::shell::Lexer;
+
+impl StageBuilder<'_> {
+    /// The global ARGs (predefined and declared before the first FROM) with build-arg overrides.
+    pub(super) fn meta_args(&self) -> Result<Vec<(String, String)>> {
+        let fail = |span, message: String| -> Error {
+            crate::dockerfile::DockerfileError::new(&self.req.dockerfile_name, &self.req.dockerfile_text, span, message)
+                .into()
+        };
+        crate::engine::graph::global_args(self.df, &self.req.build_args, &fail)
+    }
+
+    pub(super) fn expand_with(&self, ins: &Instruction, word: &str, env: &[(String, String)]) -> Result<String> {
+        Lexer::new(self.df.escape).process_word(word, &env.to_vec()).map_err(|e| self.fail(ins, &e.to_string()))
+    }
+
+    /// The ARGs in scope that have values.
+    pub(super) fn arg_values(&self) -> Vec<(String, String)> {
+        self.args.iter().filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone()))).collect()
+    }
+
+    /// The variables an instruction sees: ARGs in scope, overridden by ENV.
+    pub(super) fn vars(&self) -> Vec<(String, String)> {
+        let env = config::env_pairs(&self.state.config);
+        let mut v: Vec<(String, String)> =
+            self.arg_values().into_iter().filter(|(k, _)| !env.iter().any(|(e, _)| e == k)).collect();
+        v.extend(env);
+        v
+    }
+
+    pub(super) fn expand(&self, ins: &Instruction, word: &str) -> Result<String> {
+        self.expand_with(ins, word, &self.vars())
+    }
+
+    /// Expand variables in a heredoc's text (its lines, as the shell would in an unquoted heredoc).
+    pub(super) fn expand_text(&self, ins: &Instruction, text: &str) -> Result<String> {
+        let mut out = String::new();
+        for line in text.split_inclusive('\n') {
+            let (body, nl) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
+            // Quotes are text in a heredoc, not shell quoting: escape them so the word expansion keeps them.
+            let e = self.df.escape;
+            let body =
+                body.replace(e, &format!("{e}{e}")).replace('"', &format!("{e}\"")).replace('\'', &format!("{e}'"));
+            let body = body.replace(&format!("{e}{e}$"), &format!("{e}$"));
+            out.push_str(&self.expand(ins, &body)?);
+            out.push_str(nl);
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,276 @@
+//! [`SandboxExecutor`]: the engine's [`Executor`] over rbuild-runtime, also what `rbuild run` uses. It makes the
+//! step's root filesystem from the stage's snapshots with the snapshotter in use (overlayfs, fuse-overlayfs or a
+//! copied root; see [`super::snapshotter`]), falling back to the next one when the kernel refuses a mount (and
+//! remembering that in the store), prepares `RUN --mount`s, runs the step, and reads back what it changed: an
+//! overlay's upper directory, or the difference between a copied root and a pristine copy of it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rbuild_runtime::{Mount, NetworkMode, OutputMode, OutputStream, Rootfs, RunOutcome, RunSpec, Runtime, UsernsMode};
+
+use super::idmap::id_map_for;
+use super::snapshotter::{Snapshotter, choose, remember};
+use super::tree_ops::{merge_snapshots_as_sandbox, tree_ops_for};
+use crate::dockerfile::RunMount;
+use crate::engine::ports::{CommitChanges, ExecRequest, Executor, ExitStatus, Network, OutputSink, StepChanges};
+use crate::engine::progress::Stream;
+use crate::error::{Error, Result};
+use crate::layer::{TreeEntry, diff_overlay_upper_mapped, diff_trees_mapped};
+use crate::store::Store;
+
+/// Runs steps in rbuild-runtime's sandbox over a store's snapshots.
+#[derive(Debug)]
+pub struct SandboxExecutor<'a> {
+    store: &'a Store,
+    runtime: Runtime,
+    userns: UsernsMode,
+    /// The snapshotter in use (it changes when one is refused), and whether `RBUILD_SNAPSHOTTER` forced it.
+    snapshotter: Mutex<Snapshotter>,
+    forced: bool,
+    /// What to tell the build's progress (a fallback), taken by [`Executor::take_notes`].
+    notes: Mutex<Vec<String>>,
+}
+
+/// One sandboxed run as `rbuild run` and RUN steps share it: the process and its settings, without the root
+/// filesystem (made here from `lowers`) and the mounts (prepared here from `mounts`).
+#[derive(Debug)]
+pub struct SandboxRun<'r> {
+    /// Snapshots, bottom first.
+    pub lowers: &'r [PathBuf],
+    pub mounts: &'r [RunMount],
+    /// A script to bind read-only and executable into the run: (target, content).
+    pub script: Option<(String, String)>,
+    /// The process; its `rootfs`, `mounts`, `state_dir` and `userns` are replaced.
+    pub spec: RunSpec,
+    pub output: OutputMode,
+    /// Keep a pristine copy next to a copied root, so changes can be told (the copy snapshotter only).
+    pub pristine: bool,
+}
+
+/// A run that ended, while its directories still exist.
+#[derive(Debug)]
+pub struct Finished<'f> {
+    pub outcome: &'f RunOutcome,
+    /// The overlay's upper directory, or the copied root.
+    pub upper: &'f Path,
+    /// With a copied root: the pristine copy (when asked for); with an overlay: None.
+    pub pristine: Option<&'f Path>,
+    pub overlay: bool,
+}
+
+impl<'a> SandboxExecutor<'a> {
+    /// An executor for `store`, with the snapshotter `RBUILD_SNAPSHOTTER` forces or the store remembers.
+    pub fn new(store: &'a Store, runtime: Runtime, userns: UsernsMode) -> Result<Self> {
+        let (snapshotter, forced) = choose(store)?;
+        Ok(SandboxExecutor {
+            store,
+            runtime,
+            userns,
+            snapshotter: Mutex::new(snapshotter),
+            forced,
+            notes: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn userns(&self) -> UsernsMode {
+        self.userns
+    }
+
+    fn current(&self) -> Snapshotter {
+        self.snapshotter.lock().map(|s| *s).unwrap_or(Snapshotter::Copy)
+    }
+
+    /// Run once, falling back to the next snapshotter while mounting the root is refused (unless forced).
+    /// `after` sees the finished run before its directories are removed.
+    pub fn run_sandboxed(
+        &self,
+        run: SandboxRun<'_>,
+        after: &mut dyn FnMut(&Finished<'_>) -> Result<()>,
+    ) -> Result<RunOutcome> {
+        loop {
+            let snapshotter = self.current();
+            match self.run_once(&run, snapshotter, after) {
+                Err(Error::Sandbox(e)) if !self.forced && root_refused(&e) => {
+                    let Some(next) = snapshotter.fallback() else { return Err(Error::Sandbox(e)) };
+                    let note = format!(
+                        "note: the {} snapshotter was refused here ({}); using {} from now on",
+                        snapshotter.name(),
+                        e.to_string().lines().next().unwrap_or_default(),
+                        next.name()
+                    );
+                    if let Ok(mut notes) = self.notes.lock() {
+                        notes.push(note);
+                    }
+                    remember(self.store, next)?;
+                    if let Ok(mut s) = self.snapshotter.lock() {
+                        *s = next;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn run_once(
+        &self,
+        run: &SandboxRun<'_>,
+        snapshotter: Snapshotter,
+        after: &mut dyn FnMut(&Finished<'_>) -> Result<()>,
+    ) -> Result<RunOutcome> {
+        let run_dir = self.store.tmp().path("step");
+        let result = self.run_in(&run_dir, run, snapshotter, after);
+        let cleanup = self.runtime.remove_tree(&run_dir, self.userns);
+        let outcome = result?;
+        cleanup.map_err(|e| Error::Sandbox(Box::new(e)))?;
+        Ok(outcome)
+    }
+
+    fn run_in(
+        &self,
+        run_dir: &Path,
+        run: &SandboxRun<'_>,
+        snapshotter: Snapshotter,
+        after: &mut dyn FnMut(&Finished<'_>) -> Result<()>,
+    ) -> Result<RunOutcome> {
+        let (upper, work, state) = (run_dir.join("upper"), run_dir.join("work"), run_dir.join("state"));
+        for d in [&upper, &work, &state] {
+            fs::create_dir_all(d).map_err(Error::io("create", d))?;
+        }
+        let mut prepared = super::mounts::prepare(self.store, run.mounts, &run_dir.join("scratch"))?;
+        if self.userns != UsernsMode::Single {
+            for (dir, uid, gid) in &prepared.owners_to_set {
+                tree_ops_for(&self.runtime, self.userns).chown(dir, *uid, *gid)?;
+            }
+        }
+        let mut mounts = prepared.mounts.clone();
+        if let Some((target, content)) = &run.script {
+            // A heredoc script with a shebang runs as a file of its own, as in BuildKit.
+            let file = run_dir.join("heredoc-script");
+            fs::write(&file, content).map_err(Error::io("write", &file))?;
+            fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+                .map_err(Error::io("chmod", &file))?;
+            mounts.push(Mount::Bind { source: file, target: target.clone(), read_only: true });
+        }
+        let mut topmost_first = run.lowers.to_vec();
+        topmost_first.reverse();
+        let pristine = run_dir.join("pristine");
+        let rootfs = match snapshotter {
+            _ if topmost_first.is_empty() => Rootfs::Dir(upper.clone()),
+            Snapshotter::Overlay => Rootfs::Overlay { lowers: topmost_first, upper: upper.clone(), work },
+            Snapshotter::FuseOverlayfs => Rootfs::FuseOverlay { lowers: topmost_first, upper: upper.clone(), work },
+            Snapshotter::Copy => {
+                merge_snapshots_as_sandbox(&self.runtime, self.userns, run.lowers, &upper)?;
+                if run.pristine {
+                    merge_snapshots_as_sandbox(&self.runtime, self.userns, run.lowers, &pristine)?;
+                }
+                Rootfs::Dir(upper.clone())
+            }
+        };
+        let overlay = !matches!(rootfs, Rootfs::Dir(_));
+        let mut spec = run.spec.clone();
+        spec.rootfs = rootfs;
+        spec.env.extend(prepared.env.iter().cloned());
+        spec.mounts = mounts;
+        spec.state_dir = state;
+        spec.userns = self.userns;
+        let outcome = self.runtime.run(&spec, run.output.clone());
+        prepared.release();
+        let outcome = outcome.map_err(|e| Error::Sandbox(Box::new(e)))?;
+        let pristine = (!overlay && run.pristine).then_some(pristine.as_path());
+        after(&Finished { outcome: &outcome, upper: &upper, pristine, overlay })?;
+        Ok(outcome)
+    }
+
+    /// What a finished step changed, as layer entries (image-side owners).
+    fn changes(&self, finished: &Finished<'_>) -> Result<Vec<TreeEntry>> {
+        match finished.pristine {
+            Some(pristine) => diff_trees_mapped(pristine, finished.upper, &id_map_for(self.userns)),
+            None => diff_overlay_upper_mapped(finished.upper, &id_map_for(self.userns)),
+        }
+    }
+}
+
+/// Whether a sandbox failed because mounting its root filesystem was refused (the next snapshotter may work).
+fn root_refused(e: &rbuild_runtime::Error) -> bool {
+    matches!(e, rbuild_runtime::Error::Setup { stage, .. } if stage.starts_with("mount") && stage.ends_with("root"))
+}
+
+impl Executor for SandboxExecutor<'_> {
+    fn run(&self, req: &ExecRequest, output: OutputSink<'_>, commit: CommitChanges<'_>) -> Result<ExitStatus> {
+        let spec = RunSpec {
+            rootfs: Rootfs::Dir(PathBuf::new()),
+            argv: req.argv.clone(),
+            env: req.env.clone(),
+            cwd: req.cwd.clone(),
+            user: req.user.clone(),
+            hostname: "rbuild".into(),
+            network: match req.network {
+                Network::Host => NetworkMode::Host,
+                Network::None => NetworkMode::None,
+            },
+            extra_hosts: req.extra_hosts.clone(),
+            userns: self.userns,
+            mounts: Vec::new(),
+            rlimits: req.ulimits.clone(),
+            shm_size: req.shm_size,
+            state_dir: PathBuf::new(),
+            all_capabilities: req.insecure,
+        };
+        // Output lines go through a channel (the runtime's sink must be 'static) to the caller's sink.
+        let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
+        let sink = std::sync::Arc::new(move |stream: OutputStream, line: &[u8]| {
+            let text = String::from_utf8_lossy(line).trim_end_matches('\n').to_string();
+            let stream = if stream == OutputStream::Stdout { Stream::Stdout } else { Stream::Stderr };
+            let _ = tx.send((stream, text));
+        });
+        let run = SandboxRun {
+            lowers: &req.lowers,
+            mounts: &req.mounts,
+            script: req.script.clone(),
+            spec,
+            output: OutputMode::Lines(sink),
+            pristine: true,
+        };
+        let outcome = std::thread::scope(|scope| {
+            let forwarder = scope.spawn(move || {
+                for (stream, line) in rx {
+                    output(stream, &line);
+                }
+            });
+            let outcome = self.run_sandboxed(run, &mut |finished| {
+                if !finished.outcome.status.success() {
+                    return Ok(());
+                }
+                let entries = self.changes(finished)?;
+                commit(StepChanges { dir: finished.upper, entries, as_snapshot: finished.overlay })
+            });
+            let _ = forwarder.join();
+            outcome
+        })?;
+        Ok(match outcome.status {
+            rbuild_runtime::ExitStatus::Exited(c) => ExitStatus::Exited(c),
+            rbuild_runtime::ExitStatus::Signaled(s) => ExitStatus::Signaled(s),
+        })
+    }
+
+    fn describe(&self) -> Option<String> {
+        match self.current() {
+            Snapshotter::Overlay => None,
+            other => Some(format!(
+                "note: steps run over the {} snapshotter ({})",
+                other.name(),
+                if self.forced { "RBUILD_SNAPSHOTTER" } else { "overlayfs was refused on this store earlier" }
+            )),
+        }
+    }
+
+    fn failure_note(&self) -> Option<String> {
+        (self.userns == UsernsMode::Single).then(|| rbuild_runtime::userns::SUBUID_HINT.to_string())
+    }
+
+    fn take_notes(&self) -> Vec<String> {
+        self.notes.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
+    }
+}
