@@ -113,6 +113,20 @@ impl ExitStatus {
     }
 }
 
+/// How a step that ran ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExecOutcome {
+    pub status: ExitStatus,
+    /// For a failed step: what the executor saw that may be why (no space left, one id mapped), for the error.
+    pub notes: Vec<String>,
+}
+
+impl ExecOutcome {
+    pub fn exited(code: i32) -> ExecOutcome {
+        ExecOutcome { status: ExitStatus::Exited(code), notes: Vec::new() }
+    }
+}
+
 /// A step's output line sink: called from any thread, in the order lines arrive.
 pub type OutputSink<'a> = &'a (dyn Fn(Stream, &str) + Sync);
 
@@ -125,15 +139,10 @@ pub trait Executor: Send + Sync {
     /// (while the executor's scratch space is alive; the engine exports and keeps what it needs); the scratch space
     /// is removed afterwards. An error is a step that could not be started (a bad mount, an unknown USER, a
     /// refused sandbox); a step that ran and failed is an `Ok` with its status, `commit` not called.
-    fn run(&self, req: &ExecRequest, output: OutputSink<'_>, commit: CommitChanges<'_>) -> Result<ExitStatus>;
+    fn run(&self, req: &ExecRequest, output: OutputSink<'_>, commit: CommitChanges<'_>) -> Result<ExecOutcome>;
 
     /// A line for the build's progress describing how steps run here (said once per build), if any.
     fn describe(&self) -> Option<String> {
-        None
-    }
-
-    /// A note for the error of a step that failed, when how steps run here may be why.
-    fn failure_note(&self) -> Option<String> {
         None
     }
 

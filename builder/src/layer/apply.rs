@@ -115,6 +115,7 @@ pub fn apply_tar(reader: impl Read, dest: &Path, opts: &ApplyOptions) -> Result<
         report: ApplyReport::default(),
         dirs: Vec::new(),
         rootless: !rustix::process::geteuid().is_root(),
+        overlay_xattrs: overlay_xattr_namespace(),
         warned_devices: false,
         seen: HashSet::new(),
     };
@@ -143,6 +144,9 @@ struct ApplyState {
     /// denies the owner write access is kept writable until the end.
     dirs: Vec<PendingDir>,
     rootless: bool,
+    /// `trusted` as real root, `user` otherwise (also as root of a user namespace, where overlays are mounted
+    /// with `userxattr` and `trusted.*` cannot be set).
+    overlay_xattrs: &'static str,
     warned_devices: bool,
     seen: HashSet<Vec<u8>>,
 }
@@ -364,7 +368,7 @@ impl ApplyState {
                 }
                 // Without CAP_MKNOD: overlayfs (>= 6.7) also honours an xattr whiteout in a marked directory.
                 fs::File::create(victim).map_err(Error::io("create whiteout", victim))?;
-                let ns = if self.rootless { "user" } else { "trusted" };
+                let ns = self.overlay_xattrs;
                 xattr::set(victim, format!("{ns}.overlay.whiteout"), b"y")
                     .map_err(Error::io("mark whiteout", victim))?;
                 if let Some(parent) = victim.parent() {
@@ -394,7 +398,7 @@ impl ApplyState {
                 Ok(())
             }
             ApplyMode::Snapshot => {
-                let ns = if self.rootless { "user" } else { "trusted" };
+                let ns = self.overlay_xattrs;
                 fs::create_dir_all(dir).map_err(Error::io("create directory", dir))?;
                 xattr::set(dir, format!("{ns}.overlay.opaque"), b"y").map_err(Error::io("mark opaque", dir))
             }
@@ -438,4 +442,14 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<(String,
         }
     }
     Ok(out)
+}
+
+/// The xattr namespace overlay markers are written in: `trusted` for real root (outside any user namespace),
+/// `user` for everyone else.
+fn overlay_xattr_namespace() -> &'static str {
+    let real_root = rustix::process::geteuid().is_root()
+        && std::fs::read_to_string("/proc/self/uid_map")
+            .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])
+            .unwrap_or(true);
+    if real_root { "trusted" } else { "user" }
 }

@@ -11,10 +11,12 @@ use std::sync::Mutex;
 use rbuild_runtime::{Mount, NetworkMode, OutputMode, OutputStream, Rootfs, RunOutcome, RunSpec, Runtime, UsernsMode};
 
 use super::idmap::id_map_for;
-use super::snapshotter::{Snapshotter, choose, remember};
+use super::snapshotter::{Snapshotter, choose, remember, scratch_dir};
 use super::tree_ops::{merge_snapshots_as_sandbox, tree_ops_for};
 use crate::dockerfile::RunMount;
-use crate::engine::ports::{CommitChanges, ExecRequest, Executor, ExitStatus, Network, OutputSink, StepChanges};
+use crate::engine::ports::{
+    CommitChanges, ExecOutcome, ExecRequest, Executor, ExitStatus, Network, OutputSink, StepChanges,
+};
 use crate::engine::progress::Stream;
 use crate::error::{Error, Result};
 use crate::layer::{TreeEntry, diff_overlay_upper_mapped, diff_trees_mapped};
@@ -134,10 +136,53 @@ impl<'a> SandboxExecutor<'a> {
         snapshotter: Snapshotter,
         after: &mut dyn FnMut(&Finished<'_>) -> Result<()>,
     ) -> Result<RunOutcome> {
-        let (upper, work, state) = (run_dir.join("upper"), run_dir.join("work"), run_dir.join("state"));
+        // Overlay's upper and work directories, in a scratch directory outside the store when it cannot hold them.
+        let scratch = match snapshotter {
+            Snapshotter::OverlayScratch => Some(self.scratch_for_run()?),
+            _ => None,
+        };
+        let layer_dirs = scratch.as_deref().unwrap_or(run_dir);
+        let (upper, work, state) = (layer_dirs.join("upper"), layer_dirs.join("work"), run_dir.join("state"));
         for d in [&upper, &work, &state] {
             fs::create_dir_all(d).map_err(Error::io("create", d))?;
         }
+        let outcome = self.run_over(run_dir, &upper, &work, &state, run, snapshotter, after);
+        if let Some(dir) = &scratch {
+            let _ = self.runtime.remove_tree(dir, self.userns);
+        }
+        outcome
+    }
+
+    /// A new directory for one run's overlay upper and work directories under the scratch directory.
+    fn scratch_for_run(&self) -> Result<PathBuf> {
+        static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let base = scratch_dir().ok_or_else(|| Error::Malformed {
+            what: "RBUILD_SNAPSHOTTER=overlay-scratch".into(),
+            reason: "no scratch directory off overlayfs with 1 GiB free: set RBUILD_SCRATCH=DIR".into(),
+        })?;
+        let uid = rustix::process::geteuid().as_raw();
+        let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        // A new directory of this process's own (create_dir follows no link and fails on anything already
+        // there), private to the user: scratch directories such as /tmp are shared.
+        let dir = base.join(format!("rbuild-{uid}-{}-{n}", std::process::id()));
+        fs::create_dir(&dir).map_err(Error::io("create", &dir))?;
+        fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(Error::io("chmod", &dir))?;
+        Ok(dir)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_over(
+        &self,
+        run_dir: &Path,
+        upper: &Path,
+        work: &Path,
+        state: &Path,
+        run: &SandboxRun<'_>,
+        snapshotter: Snapshotter,
+        after: &mut dyn FnMut(&Finished<'_>) -> Result<()>,
+    ) -> Result<RunOutcome> {
+        let (upper, work, state) = (upper.to_path_buf(), work.to_path_buf(), state.to_path_buf());
         let mut prepared = super::mounts::prepare(self.store, run.mounts, &run_dir.join("scratch"))?;
         if self.userns != UsernsMode::Single {
             for (dir, uid, gid) in &prepared.owners_to_set {
@@ -158,7 +203,9 @@ impl<'a> SandboxExecutor<'a> {
         let pristine = run_dir.join("pristine");
         let rootfs = match snapshotter {
             _ if topmost_first.is_empty() => Rootfs::Dir(upper.clone()),
-            Snapshotter::Overlay => Rootfs::Overlay { lowers: topmost_first, upper: upper.clone(), work },
+            Snapshotter::Overlay | Snapshotter::OverlayScratch => {
+                Rootfs::Overlay { lowers: topmost_first, upper: upper.clone(), work }
+            }
             Snapshotter::FuseOverlayfs => Rootfs::FuseOverlay { lowers: topmost_first, upper: upper.clone(), work },
             Snapshotter::Copy => {
                 merge_snapshots_as_sandbox(&self.runtime, self.userns, run.lowers, &upper)?;
@@ -183,6 +230,23 @@ impl<'a> SandboxExecutor<'a> {
         Ok(outcome)
     }
 
+    /// Why a step that failed may have failed, measured before its files are removed: a step that filled the
+    /// disk fails with whatever its program says (often "I/O error"); with one id mapped, changing owners fails.
+    fn failure_notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        let free = rustix::fs::statvfs(self.store.root()).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).ok();
+        if free.is_some_and(|f| f < 1 << 20) {
+            notes.push(format!(
+                "no space left on the store's filesystem ({}): free some, `rbuild prune`, or use another --root",
+                self.store.root().display()
+            ));
+        }
+        if self.userns == UsernsMode::Single {
+            notes.push(rbuild_runtime::userns::SUBUID_HINT.to_string());
+        }
+        notes
+    }
+
     /// What a finished step changed, as layer entries (image-side owners).
     fn changes(&self, finished: &Finished<'_>) -> Result<Vec<TreeEntry>> {
         match finished.pristine {
@@ -198,7 +262,7 @@ fn root_refused(e: &rbuild_runtime::Error) -> bool {
 }
 
 impl Executor for SandboxExecutor<'_> {
-    fn run(&self, req: &ExecRequest, output: OutputSink<'_>, commit: CommitChanges<'_>) -> Result<ExitStatus> {
+    fn run(&self, req: &ExecRequest, output: OutputSink<'_>, commit: CommitChanges<'_>) -> Result<ExecOutcome> {
         let spec = RunSpec {
             rootfs: Rootfs::Dir(PathBuf::new()),
             argv: req.argv.clone(),
@@ -233,6 +297,7 @@ impl Executor for SandboxExecutor<'_> {
             output: OutputMode::Lines(sink),
             pristine: true,
         };
+        let mut notes = Vec::new();
         let outcome = std::thread::scope(|scope| {
             let forwarder = scope.spawn(move || {
                 for (stream, line) in rx {
@@ -241,6 +306,7 @@ impl Executor for SandboxExecutor<'_> {
             });
             let outcome = self.run_sandboxed(run, &mut |finished| {
                 if !finished.outcome.status.success() {
+                    notes = self.failure_notes();
                     return Ok(());
                 }
                 let entries = self.changes(finished)?;
@@ -249,10 +315,11 @@ impl Executor for SandboxExecutor<'_> {
             let _ = forwarder.join();
             outcome
         })?;
-        Ok(match outcome.status {
+        let status = match outcome.status {
             rbuild_runtime::ExitStatus::Exited(c) => ExitStatus::Exited(c),
             rbuild_runtime::ExitStatus::Signaled(s) => ExitStatus::Signaled(s),
-        })
+        };
+        Ok(ExecOutcome { status, notes })
     }
 
     fn describe(&self) -> Option<String> {
@@ -264,10 +331,6 @@ impl Executor for SandboxExecutor<'_> {
                 if self.forced { "RBUILD_SNAPSHOTTER" } else { "overlayfs was refused on this store earlier" }
             )),
         }
-    }
-
-    fn failure_note(&self) -> Option<String> {
-        (self.userns == UsernsMode::Single).then(|| rbuild_runtime::userns::SUBUID_HINT.to_string())
     }
 
     fn take_notes(&self) -> Vec<String> {

@@ -1,8 +1,12 @@
 //! How a run gets its root filesystem from the image's snapshots: overlayfs (the default: no copying, the
-//! upper directory is the step's changes), fuse-overlayfs (the same, in user space, where the kernel refuses
-//! overlayfs), or copies (a merged tree written for the run; slow, but works anywhere).
-//! `RBUILD_SNAPSHOTTER=overlay|fuse-overlayfs|copy` forces one; otherwise overlay is used until it is refused
-//! once, then the next that works, which the store remembers.
+//! upper directory is the step's changes), overlayfs with its upper and work directories in a scratch directory
+//! outside the store (where the store is itself on overlayfs, which the kernel refuses as an upper: the default
+//! inside a CI container; the lowers stay in the store), fuse-overlayfs (the same in user space), or copies (a
+//! merged tree written for the run; slow, but works anywhere).
+//! `RBUILD_SNAPSHOTTER=auto|overlay|overlay-scratch|fuse-overlayfs|copy` forces one; in auto, overlay is used
+//! until it is refused once, then the next that works, which the store remembers. `RBUILD_SCRATCH=DIR` names the
+//! scratch directory (default: the first of `$XDG_RUNTIME_DIR`, /dev/shm, /tmp, /var/tmp that is not on
+//! overlayfs and has 1 GiB free).
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -17,6 +21,8 @@ use crate::store::Store;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Snapshotter {
     Overlay,
+    /// Overlay with the upper and work directories in [`scratch_dir`].
+    OverlayScratch,
     FuseOverlayfs,
     Copy,
 }
@@ -25,20 +31,53 @@ impl Snapshotter {
     pub fn name(self) -> &'static str {
         match self {
             Snapshotter::Overlay => "overlay",
+            Snapshotter::OverlayScratch => "overlay-scratch",
             Snapshotter::FuseOverlayfs => "fuse-overlayfs",
             Snapshotter::Copy => "copy",
         }
     }
 
-    /// What to try when this one is refused: fuse-overlayfs when installed, then copies.
+    fn named(name: &str) -> Option<Snapshotter> {
+        [Snapshotter::Overlay, Snapshotter::OverlayScratch, Snapshotter::FuseOverlayfs, Snapshotter::Copy]
+            .into_iter()
+            .find(|s| s.name() == name)
+    }
+
+    /// What to try when this one is refused: overlay with a scratch upper when there is a scratch directory, then
+    /// fuse-overlayfs when installed, then copies.
     pub fn fallback(self) -> Option<Snapshotter> {
         let fuse = ["/usr/bin/fuse-overlayfs", "/bin/fuse-overlayfs"].iter().any(|p| Path::new(p).is_file());
         match self {
-            Snapshotter::Overlay if fuse => Some(Snapshotter::FuseOverlayfs),
-            Snapshotter::Overlay | Snapshotter::FuseOverlayfs => Some(Snapshotter::Copy),
+            Snapshotter::Overlay if scratch_dir().is_some() => Some(Snapshotter::OverlayScratch),
+            Snapshotter::Overlay | Snapshotter::OverlayScratch if fuse => Some(Snapshotter::FuseOverlayfs),
+            Snapshotter::Overlay | Snapshotter::OverlayScratch | Snapshotter::FuseOverlayfs => Some(Snapshotter::Copy),
             Snapshotter::Copy => None,
         }
     }
+}
+
+/// overlayfs's filesystem magic number (statfs `f_type`).
+const OVERLAYFS_MAGIC: i64 = 0x794c_7630;
+
+/// Where overlay upper directories go when the store cannot hold them: `RBUILD_SCRATCH`, else the first usable
+/// of `$XDG_RUNTIME_DIR`, /dev/shm, /tmp and /var/tmp (not on overlayfs, writable, 1 GiB free).
+pub fn scratch_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("RBUILD_SCRATCH").filter(|d| !d.is_empty()) {
+        return Some(PathBuf::from(dir));
+    }
+    let candidates = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/dev/shm", "/tmp", "/var/tmp"].into_iter().map(PathBuf::from));
+    // statfs's field types differ between architectures: the casts are needed on some.
+    #[allow(clippy::unnecessary_cast)]
+    candidates.into_iter().find(|dir| {
+        let Ok(fs) = rustix::fs::statfs(dir) else { return false };
+        let free = (fs.f_bavail as u64).saturating_mul(fs.f_bsize as u64);
+        fs.f_type as i64 != OVERLAYFS_MAGIC
+            && free >= 1 << 30
+            && rustix::fs::access(dir, rustix::fs::Access::WRITE_OK).is_ok()
+    })
 }
 
 fn remembered(store: &Store) -> PathBuf {
@@ -48,21 +87,20 @@ fn remembered(store: &Store) -> PathBuf {
 /// The snapshotter to use: forced by `RBUILD_SNAPSHOTTER`, else what this store fell back to, else overlay.
 pub fn choose(store: &Store) -> Result<(Snapshotter, bool)> {
     match std::env::var("RBUILD_SNAPSHOTTER").unwrap_or_default().as_str() {
-        "overlay" => Ok((Snapshotter::Overlay, true)),
-        "fuse-overlayfs" => Ok((Snapshotter::FuseOverlayfs, true)),
-        "copy" => Ok((Snapshotter::Copy, true)),
         "" | "auto" => Ok((
-            match fs::read_to_string(remembered(store)).unwrap_or_default().trim() {
-                "copy" => Snapshotter::Copy,
-                "fuse-overlayfs" => Snapshotter::FuseOverlayfs,
-                _ => Snapshotter::Overlay,
-            },
+            Snapshotter::named(fs::read_to_string(remembered(store)).unwrap_or_default().trim())
+                .unwrap_or(Snapshotter::Overlay),
             false,
         )),
-        other => Err(Error::Malformed {
-            what: "RBUILD_SNAPSHOTTER".into(),
-            reason: format!("unknown snapshotter {other:?}; use overlay, fuse-overlayfs or copy"),
-        }),
+        other => match Snapshotter::named(other) {
+            Some(s) => Ok((s, true)),
+            None => Err(Error::Malformed {
+                what: "RBUILD_SNAPSHOTTER".into(),
+                reason: format!(
+                    "unknown snapshotter {other:?}; use auto, overlay, overlay-scratch, fuse-overlayfs or copy"
+                ),
+            }),
+        },
     }
 }
 

@@ -27,6 +27,8 @@ struct ResolvedMounts {
 /// changed files).
 struct Executed {
     status: ExitStatus,
+    /// What the executor saw that may be why a failed step failed.
+    notes: Vec<String>,
     tail: Vec<String>,
     layer: Option<(LayerRef, Digest, PathBuf)>,
 }
@@ -209,13 +211,13 @@ impl StageBuilder<'_> {
         for note in executor.take_notes() {
             self.session.note(&note);
         }
-        let status = status.map_err(|e| match e {
+        let outcome = status.map_err(|e| match e {
             // The sandbox could not start the step (an unknown USER, a bad mount target...): say which.
             Error::Sandbox(e) => self.fail(ins, &e.to_string()),
             e => e,
         })?;
         let tail = tail.into_inner().map(Vec::from).unwrap_or_default();
-        Ok(Executed { status, tail, layer })
+        Ok(Executed { status: outcome.status, notes: outcome.notes, tail, layer })
     }
 
     /// The error of a step that ran and failed: its exit code and last output, and why it may have failed.
@@ -224,15 +226,7 @@ impl StageBuilder<'_> {
         if !executed.tail.is_empty() {
             msg.push_str(&format!("; its last output:\n{}", executed.tail.join("\n")));
         }
-        // A step that filled the disk fails with whatever its program says (often "I/O error"): say why.
-        let free = rustix::fs::statvfs(self.store.root()).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).ok();
-        if free.is_some_and(|f| f < 1 << 20) {
-            msg.push_str(&format!(
-                "\n(note: no space left on the store's filesystem ({}): free some, `rbuild prune`, or use another --root)",
-                self.store.root().display()
-            ));
-        }
-        if let Some(note) = self.session.worker.executor.failure_note() {
+        for note in &executed.notes {
             msg.push_str(&format!("\n(note: {note})"));
         }
         self.fail(ins, &msg)
