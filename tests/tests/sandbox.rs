@@ -330,7 +330,10 @@ fn the_copy_and_fuse_overlayfs_snapshotters_pass_the_same_checks() {
     s.snapshotter = Some("zfs");
     let (code, _, err) = s.run(&["busybox", "true"]);
     assert_ne!(code, 0);
-    assert!(err.contains("unknown snapshotter \"zfs\"; use overlay, fuse-overlayfs or copy"), "{err}");
+    assert!(
+        err.contains("unknown snapshotter \"zfs\"; use auto, overlay, overlay-scratch, fuse-overlayfs or copy"),
+        "{err}"
+    );
 }
 
 #[test]

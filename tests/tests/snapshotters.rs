@@ -112,3 +112,31 @@ fn build_compose_build_and_run_work_on_a_store_on_overlayfs() {
         b.assert_clean();
     }
 }
+
+#[test]
+fn a_step_may_leave_files_the_invoking_user_cannot_read() {
+    // As apt does with its `partial` directories: mode 0700, owned by another of the image's users.
+    let dockerfile = "FROM busybox\n\
+        RUN mkdir -p /var/cache/apt/archives/partial && echo data > /var/cache/apt/archives/partial/f \
+            && chown -R 42:42 /var/cache/apt/archives/partial && chmod 700 /var/cache/apt/archives/partial \
+            && chmod 600 /var/cache/apt/archives/partial/f\n\
+        RUN test \"$(stat -c '%a %u' /var/cache/apt/archives/partial)\" = '700 42'\n";
+    for b in builders() {
+        for snapshotter in ["auto", "copy"] {
+            let ctx = b.context("unreadable", &[("Dockerfile", dockerfile)]);
+            let env = [("RBUILD_SNAPSHOTTER", snapshotter)];
+            let out = b.rb_env(
+                &["build", "-t", "unreadable", "--no-cache", "--progress", "plain", ctx.to_str().unwrap()],
+                &env,
+            );
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success(), "as user={} over {snapshotter}: {err}", b.as_user);
+            let seen = b.run(
+                "unreadable",
+                &["sh", "-c", "stat -c '%a %u:%g' /var/cache/apt/archives/partial /var/cache/apt/archives/partial/f; cat /var/cache/apt/archives/partial/f"],
+            );
+            assert_eq!(seen, "700 42:42\n600 42:42\ndata\n", "as user={} over {snapshotter}", b.as_user);
+            b.assert_clean();
+        }
+    }
+}

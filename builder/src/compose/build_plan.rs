@@ -75,7 +75,9 @@ fn host_platform() -> String {
 }
 
 impl Project {
-    /// The resolved build of `service` (which must have a `build:` section).
+    /// The resolved build of `service` (which must have a `build:` section). Long because it is the key table:
+    /// one short block per key of the Compose `build:` specification, in the specification's order, each applying
+    /// the key or refusing it with its document path.
     pub fn service_build(&self, service: &str) -> Result<ServiceBuild, ComposeError> {
         let spec = self.model.services.get(service).ok_or_else(|| {
             ComposeError::Project(format!(

@@ -67,7 +67,8 @@ fn all_lower(w: &str) -> bool {
 }
 
 /// Run the checks over a parsed Dockerfile (`text` is its source, for keyword casing); skipped rules are left
-/// out. Sorted by line.
+/// out. Sorted by line. Long because it is the rule table: one small block per BuildKit rule, in one pass over the
+/// instructions (declaring rules as values, as BuildKit's linter does, is the planned split).
 pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
     let check = check_directive(df);
     let lines: Vec<&str> = text.lines().collect();

@@ -14,7 +14,7 @@ use super::sharing::{JobSlots, StepLocks};
 use crate::dockerfile::RunMount;
 use crate::error::Result;
 use crate::export::image::LoadedImage;
-use crate::layer::{IdMap, TreeEntry};
+use crate::layer::{IdMap, LayerInfo, LayerOptions, TreeEntry};
 use crate::store::{Store, TreeOps};
 
 /// The network a step sees.
@@ -79,14 +79,27 @@ pub struct ExecRequest {
     /// `RUN --security=insecure`: every capability of the sandbox.
     pub insecure: bool,
     pub platform: Platform,
+    /// How the step's layer is written, should the executor write it ([`Changes::Exported`]).
+    pub layer: LayerOptions,
+}
+
+/// What a step changed, as the executor hands it over.
+#[derive(Debug)]
+pub enum Changes {
+    /// The entries of a layer (image-side owners), whose files this process can read.
+    Entries(Vec<TreeEntry>),
+    /// Already written into the store as a layer blob (with the request's layer options) by the executor, where
+    /// the step's ids are valid: rootless, a step may leave files the invoking user cannot read. None: nothing
+    /// changed.
+    Exported(Option<LayerInfo>),
 }
 
 /// What a successful step changed: a directory holding the changed files as an overlay layer directory (overlay
-/// whiteouts), and its entries as a layer carries them (image-side owners).
+/// whiteouts), and the layer they make.
 #[derive(Debug)]
 pub struct StepChanges<'a> {
     pub dir: &'a Path,
-    pub entries: Vec<TreeEntry>,
+    pub changes: Changes,
     /// Whether `dir` may become the layer's snapshot as it is (renamed into the store). It may not when it holds
     /// more than the changes (a copied root) or files whose owners are not real on disk.
     pub as_snapshot: bool,

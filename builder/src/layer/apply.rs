@@ -214,6 +214,8 @@ impl ApplyState {
         Ok(self.dest.join(rel))
     }
 
+    /// One tar entry, checked and applied. Kept whole on purpose: it is the security-critical path (every check
+    /// on a hostile entry happens here, in order), and reading it in one place is what reviews it.
     fn apply_entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw = entry.path_bytes().into_owned();
         let rel = self.relative(&raw)?;

@@ -46,6 +46,15 @@ impl Compression {
         }
     }
 
+    /// The form [`Compression::parse`] reads back: `gzip:6`, `zstd:3`, `uncompressed`.
+    pub fn spec(self) -> String {
+        match self {
+            Compression::None => "uncompressed".into(),
+            Compression::Gzip { level } => format!("gzip:{level}"),
+            Compression::Zstd { level } => format!("zstd:{level}"),
+        }
+    }
+
     /// The OCI layer media type.
     pub fn oci_media_type(self) -> &'static str {
         match self {

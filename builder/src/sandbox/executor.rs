@@ -12,14 +12,14 @@ use rbuild_runtime::{Mount, NetworkMode, OutputMode, OutputStream, Rootfs, RunOu
 
 use super::idmap::id_map_for;
 use super::snapshotter::{Snapshotter, choose, remember, scratch_dir};
-use super::tree_ops::{merge_snapshots_as_sandbox, tree_ops_for};
+use super::tree_ops::{export_diff_as_sandbox, merge_snapshots_as_sandbox, tree_ops_for};
 use crate::dockerfile::RunMount;
 use crate::engine::ports::{
-    CommitChanges, ExecOutcome, ExecRequest, Executor, ExitStatus, Network, OutputSink, StepChanges,
+    Changes, CommitChanges, ExecOutcome, ExecRequest, Executor, ExitStatus, Network, OutputSink, StepChanges,
 };
 use crate::engine::progress::Stream;
 use crate::error::{Error, Result};
-use crate::layer::{TreeEntry, diff_overlay_upper_mapped, diff_trees_mapped};
+use crate::layer::{EntryKind, LayerOptions, TreeEntry, diff_overlay_upper_mapped, diff_trees_mapped};
 use crate::store::Store;
 
 /// Runs steps in rbuild-runtime's sandbox over a store's snapshots.
@@ -247,13 +247,36 @@ impl<'a> SandboxExecutor<'a> {
         notes
     }
 
-    /// What a finished step changed, as layer entries (image-side owners).
-    fn changes(&self, finished: &Finished<'_>) -> Result<Vec<TreeEntry>> {
-        match finished.pristine {
-            Some(pristine) => diff_trees_mapped(pristine, finished.upper, &id_map_for(self.userns)),
-            None => diff_overlay_upper_mapped(finished.upper, &id_map_for(self.userns)),
+    /// What a finished step changed: its entries, read here (image-side owners). Under subordinate ids a step
+    /// may leave files this process cannot read (apt's 0700 `partial` directories of `_apt`): when the walk is
+    /// refused or an entry is unreadable from here, the layer is exported inside the user namespace instead, where
+    /// the step's ids are valid (one more helper process, so only then).
+    fn changes(&self, finished: &Finished<'_>, layer: &LayerOptions) -> Result<Changes> {
+        let ids = id_map_for(self.userns);
+        let entries = match finished.pristine {
+            Some(pristine) => diff_trees_mapped(pristine, finished.upper, &ids),
+            None => diff_overlay_upper_mapped(finished.upper, &ids),
+        };
+        let subordinate = matches!(self.userns, UsernsMode::Subuid { .. }) && !rustix::process::geteuid().is_root();
+        match entries {
+            Ok(entries) if !subordinate || entries.iter().all(readable_here) => Ok(Changes::Entries(entries)),
+            Err(e) if !subordinate => Err(e),
+            _ => {
+                let (root, upper) = (self.store.root(), finished.upper);
+                let info = export_diff_as_sandbox(&self.runtime, self.userns, root, upper, finished.pristine, layer)?;
+                Ok(Changes::Exported(info))
+            }
         }
     }
+}
+
+/// Whether this process can read a regular file of a step's changes (owners are the image's: 0 is this process's
+/// own user and group under subordinate ids). Other entries were read by the walk already.
+fn readable_here(e: &TreeEntry) -> bool {
+    !matches!(e.kind, EntryKind::File { .. })
+        || e.mode & 0o004 != 0
+        || (e.uid == 0 && e.mode & 0o400 != 0)
+        || (e.gid == 0 && e.mode & 0o040 != 0)
 }
 
 /// Whether a sandbox failed because mounting its root filesystem was refused (the next snapshotter may work).
@@ -309,8 +332,8 @@ impl Executor for SandboxExecutor<'_> {
                     notes = self.failure_notes();
                     return Ok(());
                 }
-                let entries = self.changes(finished)?;
-                commit(StepChanges { dir: finished.upper, entries, as_snapshot: finished.overlay })
+                let changes = self.changes(finished, &req.layer)?;
+                commit(StepChanges { dir: finished.upper, changes, as_snapshot: finished.overlay })
             });
             let _ = forwarder.join();
             outcome

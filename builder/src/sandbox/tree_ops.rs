@@ -6,8 +6,9 @@ use std::path::Path;
 
 use rbuild_runtime::{ExitStatus, Runtime, UsernsMode};
 
+use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::layer::{ApplyMode, ApplyOptions, ApplyReport, apply_tar, decompressed};
+use crate::layer::{ApplyMode, ApplyOptions, ApplyReport, LayerInfo, LayerOptions, apply_tar, decompressed};
 use crate::store::TreeOps;
 
 /// The argument that makes the rbuild binary run one tree operation (see [`tree_op_main`]).
@@ -78,10 +79,84 @@ pub fn merge_snapshots_as_sandbox(
     ops.op(&args)
 }
 
-/// The helper's side: `__tree-op unpack BLOB DEST`, `__tree-op chown PATH UID GID` or `__tree-op merge DEST
-/// SNAPSHOT...`. Returns the exit code.
+/// Export what a step changed as a layer blob of the store at `store_root`, inside the user namespace of
+/// `userns` (a step may leave files the invoking user cannot read: apt's 0700 `partial` directories of `_apt`):
+/// `upper` is an overlay upper directory, or, with `pristine`, a copied root to diff against it. None when nothing
+/// changed.
+pub fn export_diff_as_sandbox(
+    runtime: &Runtime,
+    userns: UsernsMode,
+    store_root: &Path,
+    upper: &Path,
+    pristine: Option<&Path>,
+    opts: &LayerOptions,
+) -> Result<Option<LayerInfo>> {
+    let binary = std::env::current_exe().map_err(Error::io("find", "the rbuild executable"))?;
+    let ops = UsernsTreeOps { runtime: runtime.clone(), binary, userns };
+    let result = upper.with_file_name(format!(
+        "{}.layer",
+        upper.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let (compression, threads) = (opts.compression.spec(), opts.threads.to_string());
+    let epoch = opts.source_date_epoch.map_or("-".to_string(), |e| e.to_string());
+    let mut args: Vec<&Path> = vec![Path::new("export-diff"), store_root, &result];
+    args.extend([Path::new(&compression), Path::new(&threads), Path::new(&epoch), upper]);
+    args.extend(pristine);
+    let outcome = ops.op(&args).and_then(|_| {
+        let text = std::fs::read_to_string(&result).map_err(Error::io("read", &result))?;
+        parse_layer_info(&text, opts.compression)
+    });
+    let _ = std::fs::remove_file(&result);
+    outcome
+}
+
+/// A layer's `digest size diff_id` line (`-` for none), as the `export-diff` helper writes it.
+fn parse_layer_info(text: &str, compression: crate::layer::Compression) -> Result<Option<LayerInfo>> {
+    let bad = || Error::Malformed { what: "layer export result".into(), reason: format!("{text:?}") };
+    match text.split_whitespace().collect::<Vec<_>>().as_slice() {
+        ["-"] => Ok(None),
+        [digest, size, diff_id] => Ok(Some(LayerInfo {
+            digest: Digest::parse(digest)?,
+            size: size.parse().map_err(|_| bad())?,
+            diff_id: Digest::parse(diff_id)?,
+            compression,
+        })),
+        _ => Err(bad()),
+    }
+}
+
+/// The helper's side of `export-diff`: the diff's entries (ids as this namespace sees them, which are the
+/// image's), written as a layer blob into the store; its line goes to `result`.
+fn export_diff(store: &str, result: &str, options: [&str; 3], upper: &str, pristine: Option<&String>) -> Result<()> {
+    let [compression, threads, epoch] = options;
+    let bad = |what: &str| Error::Malformed { what: "tree operation".into(), reason: format!("bad {what}") };
+    let opts = LayerOptions {
+        compression: crate::layer::Compression::parse(compression).ok_or_else(|| bad("compression"))?,
+        threads: threads.parse().map_err(|_| bad("threads"))?,
+        source_date_epoch: if epoch == "-" { None } else { Some(epoch.parse().map_err(|_| bad("epoch"))?) },
+    };
+    let store = crate::store::Store::open(Path::new(store))?;
+    let entries = match pristine {
+        Some(p) => crate::layer::diff_trees(Path::new(p), Path::new(upper))?,
+        None => crate::layer::diff_overlay_upper(Path::new(upper))?,
+    };
+    let line = if entries.is_empty() {
+        "-".to_string()
+    } else {
+        let info = crate::layer::export_layer(&entries, &store, &opts)?;
+        format!("{} {} {}", info.digest, info.size, info.diff_id)
+    };
+    std::fs::write(result, line).map_err(Error::io("write", result))
+}
+
+/// The helper's side: `__tree-op unpack BLOB DEST`, `__tree-op chown PATH UID GID`, `__tree-op merge DEST
+/// SNAPSHOT...` or `__tree-op export-diff STORE RESULT COMPRESSION THREADS EPOCH UPPER [PRISTINE]`. Returns the
+/// exit code.
 pub fn tree_op_main(args: &[String]) -> i32 {
     let result = match args {
+        [op, store, result, c, t, e, upper, pristine @ ..] if op == "export-diff" && pristine.len() <= 1 => {
+            export_diff(store, result, [c, t, e], upper, pristine.first()).map(|_| ApplyReport::default())
+        }
         [op, dest, snapshots @ ..] if op == "merge" => {
             let bottom_first: Vec<std::path::PathBuf> = snapshots.iter().map(std::path::PathBuf::from).collect();
             super::snapshotter::merge_snapshots(&bottom_first, Path::new(dest)).map(|_| ApplyReport::default())

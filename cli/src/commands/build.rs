@@ -205,16 +205,28 @@ pub fn build(
     let result = build(&worker, &opts, progress.as_ref());
     drop(progress);
     drop(context);
-    let result = result?;
-    for o in &outputs {
-        for line in build_output::write(store, &client, &result, o, &tags)? {
+    deliver(store, &client, &result?, &outputs, &args, &tags)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// After the build: every output, `--load`, `--iidfile`, `--metadata-file`, and the summary line.
+fn deliver(
+    store: &Store,
+    client: &std::sync::Arc<rbuild_registry::Client>,
+    result: &rbuild_builder::engine::BuildResult,
+    outputs: &[Output],
+    args: &BuildArgs,
+    tags: &[Reference],
+) -> anyhow::Result<()> {
+    for o in outputs {
+        for line in build_output::write(store, client, result, o, tags)? {
             if !args.quiet {
                 eprintln!("{line}");
             }
         }
     }
     if args.load {
-        let said = build_output::load_into_engine(store, &client, &result, &tags)?;
+        let said = build_output::load_into_engine(store, client, result, tags)?;
         if !args.quiet && !said.is_empty() {
             eprintln!("{said}");
         }
@@ -223,7 +235,7 @@ pub fn build(
         std::fs::write(p, result.manifest_digest.as_str()).with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &args.metadata_file {
-        let v = build_output::metadata(&result, &tags)?;
+        let v = build_output::metadata(result, tags)?;
         std::fs::write(p, serde_json::to_vec_pretty(&v)?).with_context(|| format!("cannot write {}", p.display()))?;
     }
     if args.quiet {
@@ -237,7 +249,7 @@ pub fn build(
             if args.tags.is_empty() { String::new() } else { format!(", tagged {}", args.tags.join(", ")) }
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 /// Only the host platform can be built for now.

@@ -348,7 +348,20 @@ pub fn build(
     if let Some((_, e)) = failures.into_iter().next() {
         return Err(e);
     }
-    for (service, (result, secs)) in &results {
+    summarize(store, &client, project, &planned, &results, &args)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// After the builds: one summary line per service, then `--push` and `--load`.
+fn summarize(
+    store: &Store,
+    client: &std::sync::Arc<rbuild_registry::Client>,
+    project: &Project,
+    planned: &BTreeMap<String, Planned>,
+    results: &BTreeMap<String, (BuildResult, f64)>,
+    args: &ComposeBuildArgs,
+) -> anyhow::Result<()> {
+    for (service, (result, secs)) in results {
         let p = &planned[service];
         let image = &p.build.tags[0];
         if args.quiet {
@@ -366,17 +379,17 @@ pub fn build(
                 eprintln!("warning: service {service} has no image: to push to; not pushed");
             } else {
                 for t in &p.opts.tags {
-                    let line = super::registry_cmds::push_one(store, &client, result.manifest_digest.as_str(), t)?;
+                    let line = super::registry_cmds::push_one(store, client, result.manifest_digest.as_str(), t)?;
                     eprintln!("{service}: {line}");
                 }
             }
         }
         if args.load {
-            let said = super::build_output::load_into_engine(store, &client, result, &p.opts.tags)?;
+            let said = super::build_output::load_into_engine(store, client, result, &p.opts.tags)?;
             if !said.is_empty() && !args.quiet {
                 eprintln!("{service}: {said}");
             }
         }
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

@@ -109,6 +109,33 @@ impl StageBuilder<'_> {
             return Ok(None);
         }
         let info = export_layer(&entries, self.store, &self.req.layers)?;
+        self.keep_layer(dir, info, usable_as_snapshot).map(Some)
+    }
+
+    /// A layer the executor exported itself (None: the step changed nothing); `dir` holds its files.
+    pub(super) fn commit_exported(
+        &self,
+        dir: &Path,
+        info: Option<crate::layer::LayerInfo>,
+        origin: LayerDir,
+    ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
+        match info {
+            Some(info) => self.keep_layer(dir, info, origin == LayerDir::Sandbox).map(Some),
+            None => {
+                self.tree_ops.remove(dir)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// A layer in the store and its files in `dir`: `dir` becomes the layer's snapshot when usable as one (else
+    /// it is removed and the snapshot unpacked from the layer).
+    fn keep_layer(
+        &self,
+        dir: &Path,
+        info: crate::layer::LayerInfo,
+        usable_as_snapshot: bool,
+    ) -> Result<(LayerRef, Digest, PathBuf)> {
         let media_type = match self.req.media_types {
             MediaTypes::Oci => info.compression.oci_media_type(),
             MediaTypes::Docker => info.compression.docker_media_type(),
@@ -119,7 +146,7 @@ impl StageBuilder<'_> {
             self.tree_ops.remove(dir)?;
         }
         let snap = self.store.ensure_snapshot(self.tree_ops, &info.diff_id, &info.digest)?;
-        Ok(Some((layer, info.diff_id, snap)))
+        Ok((layer, info.diff_id, snap))
     }
 
     /// Record a step's result (its layer, or none) in the cache and the stage, and report it done.

@@ -10,7 +10,7 @@ use super::sources::describe;
 use super::*;
 use crate::context::{clean_path, copy};
 use crate::dockerfile::{CommandLine, MountType, RunInstruction, RunMount};
-use crate::engine::ports::{ExecRequest, ExitStatus, Network};
+use crate::engine::ports::{Changes, ExecRequest, ExitStatus, Network};
 
 /// A heredoc script run as a file: where it is mounted in the step, and its content.
 type HeredocScript = (String, String);
@@ -159,6 +159,7 @@ impl StageBuilder<'_> {
                 shm_size: self.req.shm_size,
                 insecure: run.security.as_deref() == Some("insecure"),
                 platform: self.req.platform.clone(),
+                layer: self.req.layers,
             };
             self.execute(ins, &request, step)
         });
@@ -205,7 +206,10 @@ impl StageBuilder<'_> {
         let executor = &self.session.worker.executor;
         let status = executor.run(request, &output, &mut |changes| {
             let origin = if changes.as_snapshot { LayerDir::Sandbox } else { LayerDir::Adjusted };
-            layer = self.commit_dir(changes.dir, changes.entries, origin)?;
+            layer = match changes.changes {
+                Changes::Entries(entries) => self.commit_dir(changes.dir, entries, origin)?,
+                Changes::Exported(info) => self.commit_exported(changes.dir, info, origin)?,
+            };
             Ok(())
         });
         for note in executor.take_notes() {

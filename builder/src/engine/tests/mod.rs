@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime};
 use serde_json::{Value, json};
 
 use super::ports::{
-    CommitChanges, ExecOutcome, ExecRequest, Executor, ExitStatus, Fetcher, ImageSource, OutputSink, Platform,
+    Changes, CommitChanges, ExecOutcome, ExecRequest, Executor, ExitStatus, Fetcher, ImageSource, OutputSink, Platform,
     PullPolicy, StepChanges, Worker,
 };
 use super::progress::{Event, ProgressSink, Stream};
@@ -121,7 +121,7 @@ impl Executor for FakeExecutor<'_> {
         let status = self.interpret(&script, &upper, output)?;
         if status.success() {
             let entries = collect_tree(&upper)?;
-            commit(StepChanges { dir: &upper, entries, as_snapshot: true })?;
+            commit(StepChanges { dir: &upper, changes: Changes::Entries(entries), as_snapshot: true })?;
         }
         let _ = crate::store::remove_path(&upper);
         Ok(ExecOutcome { status, notes: Vec::new() })
