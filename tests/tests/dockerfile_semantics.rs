@@ -305,3 +305,37 @@ fn debian_dpkg_installs_a_local_package() {
         b.assert_clean();
     }
 }
+
+/// On a merged-/usr Debian (`/bin -> usr/bin`, `/lib -> usr/lib`), COPY and WORKDIR through those links land in
+/// /usr and keep the links: a layer with a `bin/` directory of its own would hide every program below it.
+#[test]
+fn debian_merged_usr_links_survive_copy_and_workdir() {
+    if !rbuild_tests::running_as_root() {
+        eprintln!("skipped: the debian test image is made with debootstrap, which needs root");
+        return;
+    }
+    let debian = rbuild_tests::test_image("debian");
+    for as_user in [true, false] {
+        let b = rbuild_tests::build_fixture::Builder::empty(as_user);
+        let loaded = b.rb(&["load", "-i", debian.to_str().unwrap()]);
+        assert!(loaded.status.success(), "{}", String::from_utf8_lossy(&loaded.stderr));
+        let ctx = b.context(
+            "merged-usr",
+            &[
+                ("app", "#!/bin/sh\necho app ran\n"),
+                (
+                    "Dockerfile",
+                    "FROM debian\nCOPY --chmod=755 app /bin/app\nCOPY --chmod=755 app /bin/app2\nCOPY app /lib/\n\
+                     WORKDIR /bin/tools\nRUN app > /ran && test -L /bin && test -L /lib && ls /usr/lib/app && pwd > /cwd\n",
+                ),
+            ],
+        );
+        let (ok, _, err) = b.build(&ctx, "merged", &[]);
+        assert!(ok, "as_user={as_user}: {err}");
+        let out = b.run(
+            "merged",
+            &["sh", "-c", "cat /ran /cwd; readlink /bin /lib; ls /usr/bin/app2 && test -d /usr/bin/tools && echo ok"],
+        );
+        assert_eq!(out, "app ran\n/usr/bin/tools\nusr/bin\nusr/lib\n/usr/bin/app2\nok\n", "as_user={as_user}");
+    }
+}

@@ -60,13 +60,7 @@ impl StageBuilder<'_> {
             return self.copy_inline(ins, c, keyword, step, start);
         }
         let dest = self.expand(ins, &c.dest)?;
-        let dest_abs = self.in_workdir(&dest);
-        // A destination ending in `/` or `/.`, or naming a directory the stage has, receives the sources inside.
-        let into_dir = dest.ends_with('/')
-            || dest == "."
-            || dest.ends_with("/.")
-            || (!c.link && self.path_meta(&clean_path(dest_abs.trim_start_matches('/'))).is_some_and(|m| m.is_dir()));
-        let dest_abs = if into_dir && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
+        let dest_abs = self.copy_destination(&dest, c.link, false);
         let owner = match &c.chown {
             None => None,
             Some(o) => Some(self.resolve_owner(ins, o)?),
@@ -138,6 +132,23 @@ impl StageBuilder<'_> {
         Ok(())
     }
 
+    /// Where a COPY/ADD writes: `dest` made absolute against WORKDIR, with the stage's symlinks on its way
+    /// resolved (not with `--link`, which does not look at the stage). A destination ending in `/` or `/.`,
+    /// naming a directory the stage has (through links too), or `into_dir`, receives the sources inside (it ends
+    /// in `/`).
+    pub(super) fn copy_destination(&self, dest: &str, link: bool, into_dir: bool) -> String {
+        let abs = self.in_workdir(dest);
+        let named_dir = into_dir || dest.ends_with('/') || dest == "." || dest.ends_with("/.");
+        if link {
+            return if named_dir && !abs.ends_with('/') { format!("{abs}/") } else { abs };
+        }
+        let full = self.resolve_in_stage(&abs, true);
+        if named_dir || self.path_meta(full.trim_start_matches('/')).is_some_and(|m| m.is_dir()) {
+            return format!("{}/", full.trim_end_matches('/'));
+        }
+        self.resolve_in_stage(&abs, false)
+    }
+
     /// After a `--link` copy, whose record does not depend on the stage below, the stage's key still chains:
     /// what follows depends on both.
     pub(super) fn chain_linked(&mut self, link: bool, parent_key: &str) {
@@ -192,10 +203,7 @@ impl StageBuilder<'_> {
         start: Instant,
     ) -> Result<()> {
         let dest = self.expand(ins, &c.dest)?;
-        let mut dest_abs = self.in_workdir(&dest);
-        if (names.len() > 1 || dest.ends_with('/') || dest == ".") && !dest_abs.ends_with('/') {
-            dest_abs.push('/');
-        }
+        let dest_abs = self.copy_destination(&dest, c.link, names.len() > 1);
         let owner = match &c.chown {
             Some(o) => Some(self.resolve_owner(ins, o)?),
             None => None,

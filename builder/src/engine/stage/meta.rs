@@ -140,7 +140,8 @@ impl StageBuilder<'_> {
         let joined = if joined.starts_with('/') { joined } else { format!("/{joined}") };
         self.state.config["config"]["WorkingDir"] = Value::String(joined.clone());
         let created_by = format!("WORKDIR {joined}");
-        let rel = joined.trim_start_matches('/').to_string();
+        // Made where the stage's links lead (`WORKDIR /bin/x` on a merged-/usr base is /usr/bin/x).
+        let rel = self.resolve_in_stage(&joined, true).trim_start_matches('/').to_string();
         if rel.is_empty() || self.path_exists(&rel) {
             self.history(created_by, true);
             return Ok(());

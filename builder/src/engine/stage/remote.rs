@@ -68,7 +68,7 @@ impl StageBuilder<'_> {
         start: Instant,
     ) -> Result<()> {
         let dest = self.expand(ins, &c.dest)?;
-        let dest_abs = format!("{}/", self.in_workdir(&dest).trim_end_matches('/'));
+        let dest_abs = self.copy_destination(&dest, c.link, true);
         let owner = match &c.chown {
             Some(o) => Some(self.resolve_owner(ins, o)?),
             None => None,

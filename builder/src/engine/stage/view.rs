@@ -8,6 +8,13 @@ impl StageBuilder<'_> {
     /// What `rel` is in the stage's filesystem (without following a final symlink): the topmost snapshot that
     /// has it (or a whiteout of it, or an opaque parent hiding it) decides.
     pub(super) fn path_meta(&self, rel: &str) -> Option<fs::Metadata> {
+        self.stage_entry(rel).map(|(_, m)| m)
+    }
+
+    /// Where `rel` is in the stage's snapshots (the topmost that has it), with its metadata. A symlink on the way
+    /// is not followed (it would be followed on the host): such a path is not in the view; resolve it first
+    /// ([`Self::resolve_in_stage`]).
+    fn stage_entry(&self, rel: &str) -> Option<(PathBuf, fs::Metadata)> {
         let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
         for snap in self.state.snapshots.iter().rev() {
             let mut p = snap.clone();
@@ -16,7 +23,8 @@ impl StageBuilder<'_> {
                 p.push(comp);
                 match fs::symlink_metadata(&p) {
                     Ok(m) if crate::layer::overlay_whiteout(&p, &m) => return None,
-                    Ok(m) if i + 1 == comps.len() => return Some(m),
+                    Ok(m) if i + 1 == comps.len() => return Some((p, m)),
+                    Ok(m) if m.file_type().is_symlink() => return None,
                     Ok(m) => hidden_below |= m.is_dir() && crate::layer::overlay_opaque(&p),
                     Err(_) if hidden_below => return None,
                     Err(_) => break,
@@ -24,6 +32,44 @@ impl StageBuilder<'_> {
             }
         }
         None
+    }
+
+    /// An absolute path of the stage with the symlinks on its way resolved inside the stage's root (the last
+    /// component too with `follow_last`), as BuildKit resolves a COPY's destination or a WORKDIR: on a merged-/usr
+    /// base (`/bin -> usr/bin`), `/bin/app` is `/usr/bin/app` — a layer with a `bin/` directory would replace the
+    /// link and hide every program. `..` stops at the root; after 40 links the rest is taken as it is.
+    pub(super) fn resolve_in_stage(&self, abs: &str, follow_last: bool) -> String {
+        let mut todo: std::collections::VecDeque<String> =
+            abs.split('/').filter(|c| !c.is_empty() && *c != ".").map(str::to_string).collect();
+        let mut done: Vec<String> = Vec::new();
+        let mut links = 0;
+        while let Some(comp) = todo.pop_front() {
+            if comp == ".." {
+                done.pop();
+                continue;
+            }
+            let last = todo.is_empty();
+            let here = format!("{}/{comp}", done.join("/"));
+            let link = match self.stage_entry(&here) {
+                Some((path, m)) if m.file_type().is_symlink() && (follow_last || !last) && links < 40 => {
+                    fs::read_link(path).ok()
+                }
+                _ => None,
+            };
+            let Some(target) = link else {
+                done.push(comp);
+                continue;
+            };
+            links += 1;
+            let target = target.to_string_lossy().into_owned();
+            if target.starts_with('/') {
+                done.clear();
+            }
+            for c in target.split('/').filter(|c| !c.is_empty() && *c != ".").rev() {
+                todo.push_front(c.to_string());
+            }
+        }
+        format!("/{}", done.join("/"))
     }
 
     pub(super) fn path_exists(&self, rel: &str) -> bool {

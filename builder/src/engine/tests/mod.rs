@@ -206,13 +206,17 @@ impl Fixture {
         fs::write(&p, text).unwrap();
     }
 
-    /// An image of one layer holding `files` (path, content), with `config` merged into its config.
+    /// An image of one layer holding `files` (path, content; a content `-> TARGET` makes a symlink), with
+    /// `config` merged into its config.
     pub(super) fn image(&mut self, name: &str, files: &[(&str, &str)], config: Value) {
         let tree = self.store.tmp().path("image-tree");
         for (rel, text) in files {
             let p = tree.join(rel);
             fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(&p, text).unwrap();
+            match text.strip_prefix("-> ") {
+                Some(target) => std::os::unix::fs::symlink(target, &p).unwrap(),
+                None => fs::write(&p, text).unwrap(),
+            }
         }
         fs::create_dir_all(&tree).unwrap();
         let entries = collect_tree(&tree).unwrap();

@@ -204,3 +204,40 @@ fn the_executor_notes_reach_the_progress() {
     assert_eq!(events.iter().filter(|e| e.as_str() == "note note: steps run over copies").count(), 1);
     assert!(events.iter().any(|e| e == "note note: fell back"));
 }
+
+#[test]
+fn copies_and_workdirs_follow_the_links_of_a_merged_usr_base() {
+    let mut fx = Fixture::new("merged-usr");
+    fx.image(
+        "debian:12",
+        &[("usr/bin/sh", "sh"), ("usr/lib/libc", "c"), ("bin", "-> usr/bin"), ("lib", "-> /usr/lib")],
+        json!({}),
+    );
+    fx.file("app", "app");
+    let df =
+        "FROM debian:12\nCOPY app /bin/app\nCOPY app /bin\nCOPY app /lib/sub/\nWORKDIR /bin/tools\nRUN write made 1\n";
+    let (r, events, scripts) = one_build(&fx, &fx.request(df));
+    let r = r.unwrap_or_else(|e| panic!("{e}\n{events:?}"));
+    assert_eq!(file_in(&r, "usr/bin/app").as_deref(), Some("app"));
+    assert_eq!(file_in(&r, "usr/lib/sub/app").as_deref(), Some("app"));
+    // No layer above the base has a `bin` or `lib` of its own, which would hide the links.
+    for snap in &r.snapshots[1..] {
+        for top in ["bin", "lib"] {
+            assert!(fs::symlink_metadata(snap.join(top)).is_err(), "{top} in {}", snap.display());
+        }
+    }
+    assert_eq!(scripts, ["write made 1"]);
+    let step = fx_last_request_cwd(&fx, df);
+    assert_eq!(step, "/bin/tools", "WORKDIR keeps the path as written");
+    assert!(r.snapshots.iter().any(|s| s.join("usr/bin/tools").is_dir()));
+}
+
+/// The working directory the last step of a build of `df` ran in.
+fn fx_last_request_cwd(fx: &Fixture, df: &str) -> String {
+    let (executor, fetcher) = (FakeExecutor::new(&fx.store), FakeFetcher::default());
+    let worker = fx.worker(&executor, &fetcher);
+    let mut req = fx.request(df);
+    req.no_cache = true;
+    build(&worker, &req).0.unwrap();
+    executor.requests.lock().unwrap().last().unwrap().cwd.clone()
+}
