@@ -574,3 +574,47 @@ fn load_hands_every_service_image_to_docker() {
         assert_eq!(text(&run.stdout), said, "{}", text(&run.stderr));
     }
 }
+
+/// BuildKit returns the same image for a fully cached build, so a service built FROM another service's image finds
+/// its steps cached on a warm rebuild.
+#[test]
+fn a_warm_rebuild_of_a_service_chain_runs_no_step() {
+    for b in builders() {
+        let dir = b.context(
+            "chain-warm",
+            &[
+                ("a.Dockerfile", "FROM busybox\nRUN echo from-a > /a-marker\n"),
+                ("b.Dockerfile", "FROM chain_a\nRUN cat /a-marker > /b-saw\n"),
+                (
+                    "compose.yaml",
+                    "services:\n  a:\n    image: chain_a\n    build:\n      dockerfile: a.Dockerfile\n  \
+                     b:\n    image: chain_b\n    build:\n      dockerfile: b.Dockerfile\n",
+                ),
+            ],
+        );
+        let (ok, _, err) = compose(&b, &dir, &["build", "--progress", "plain"], &[]);
+        assert!(ok, "{err}");
+        let digest = |err: &str, service: &str| -> String {
+            let line = err.lines().find(|l| l.starts_with(&format!("service {service}: built"))).unwrap();
+            line.split_whitespace().find(|w| w.starts_with("sha256:")).unwrap().to_string()
+        };
+        let (a1, b1) = (digest(&err, "a"), digest(&err, "b"));
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (ok, _, err) = compose(&b, &dir, &["build", "--progress", "plain"], &[]);
+        assert!(ok, "{err}");
+        assert!(err.contains("service a: built chain_a") && err.contains("(CACHED)"), "{err}");
+        assert!(!err.contains("steps run"), "a step ran again: {err}");
+        assert_eq!((digest(&err, "a"), digest(&err, "b")), (a1, b1), "the same images again");
+        // And `rbuild build` of a fully cached Dockerfile gives the same digest as the build that filled the cache.
+        let ctx = b.context("same-digest", &[("Dockerfile", "FROM busybox\nRUN echo x > /x\nENV A=1\n")]);
+        let (ok, _, first) = b.build(&ctx, "same", &[]);
+        assert!(ok, "{first}");
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        let (ok, _, second) = b.build(&ctx, "same", &[]);
+        assert!(ok, "{second}");
+        let built = |e: &str| {
+            e.lines().find(|l| l.starts_with("built ")).unwrap().split_whitespace().nth(1).unwrap().to_string()
+        };
+        assert_eq!(built(&first), built(&second));
+    }
+}

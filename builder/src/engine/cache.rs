@@ -19,7 +19,7 @@
 //!   paths, the destination and the same flags;
 //! - files rbuild writes for a step (heredocs, downloaded URLs, git checkouts): their checksum.
 //!
-//! The index: `cache/<key>.json` records what a step produced (its layer, or none). A record is written only
+//! The index: `cache/<key>.json` records what a step produced (its layer, or none) and when it ran. A record is written only
 //! after its layer blob is stored; a record whose blob has gone (pruned) is a miss, and so is one that is empty or
 //! unreadable (records are not synced: after a crash one may be).
 
@@ -155,17 +155,20 @@ pub(crate) fn generated(
     key(&[parent, keyword, kind, checksum, dest, modifiers])
 }
 
-/// A cached result: the layer the step made (None when it changed no file) and its diff_id.
+/// A cached result: the layer the step made (None when it changed no file) and its diff_id, and when the step
+/// ran (RFC 3339; an image made only of cached steps takes its times from them, so it is the same image again).
 #[derive(Debug, Clone)]
 pub(crate) struct Cached {
     pub layer: Option<(LayerRef, Digest)>,
+    pub created: Option<String>,
 }
 
 pub(crate) fn get(store: &Store, key: &str) -> Option<Cached> {
     let bytes = std::fs::read(store.root().join("cache").join(format!("{key}.json"))).ok()?;
     let v: Value = serde_json::from_slice(&bytes).ok()?;
+    let created = v["created"].as_str().map(str::to_string);
     if v["layer"].is_null() {
-        return Some(Cached { layer: None });
+        return Some(Cached { layer: None, created });
     }
     let digest = Digest::parse(v["layer"]["digest"].as_str()?).ok()?;
     if !store.has_blob(&digest) {
@@ -177,7 +180,7 @@ pub(crate) fn get(store: &Store, key: &str) -> Option<Cached> {
         media_type: v["layer"]["mediaType"].as_str()?.to_string(),
     };
     let diff_id = Digest::parse(v["layer"]["diffID"].as_str()?).ok()?;
-    Some(Cached { layer: Some((layer, diff_id)) })
+    Some(Cached { layer: Some((layer, diff_id)), created })
 }
 
 pub(crate) fn put(store: &Store, key: &str, cached: &Cached) -> crate::error::Result<()> {
@@ -187,7 +190,11 @@ pub(crate) fn put(store: &Store, key: &str, cached: &Cached) -> crate::error::Re
         }),
         None => Value::Null,
     };
-    let bytes = serde_json::to_vec(&json!({ "layer": layer }))
+    let mut record = json!({ "layer": layer });
+    if let Some(created) = &cached.created {
+        record["created"] = Value::String(created.clone());
+    }
+    let bytes = serde_json::to_vec(&record)
         .map_err(|source| crate::error::Error::Json { what: "cache record".into(), source })?;
     // The record is written after its blob is synced; the record itself is only a cache (a lost one is a miss).
     crate::store::write_atomically_unsynced(&store.root().join("cache").join(format!("{key}.json")), &bytes)

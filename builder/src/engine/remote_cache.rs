@@ -134,7 +134,11 @@ pub(crate) fn export(
             }
             None => Value::Null,
         };
-        record_json.push(json!({"key": key, "layer": layer}));
+        let mut record = json!({"key": key, "layer": layer});
+        if let Some(created) = &c.created {
+            record["created"] = Value::String(created.clone());
+        }
+        record_json.push(record);
     }
     let mut mount_json = Vec::new();
     for name in mounts {
@@ -186,7 +190,11 @@ pub(crate) fn inline_records(records: &[(String, Cached)], image_layers: &[Diges
         })
         .map(|(k, c)| {
             let layer = c.layer.as_ref().map_or(Value::Null, |(l, d)| layer_json(l, d));
-            json!({"key": k, "layer": layer})
+            let mut record = json!({"key": k, "layer": layer});
+            if let Some(created) = &c.created {
+                record["created"] = Value::String(created.clone());
+            }
+            record
         })
         .collect();
     json!({"version": 1, "records": list})
@@ -317,7 +325,8 @@ pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -
             fetch(&l.digest, Some(l.size))?;
             Some((l, diff_id))
         };
-        cache::put(store, key, &Cached { layer })?;
+        let created = r["created"].as_str().filter(|c| c.len() == 20 && c.ends_with('Z')).map(str::to_string);
+        cache::put(store, key, &Cached { layer, created })?;
         n += 1;
     }
     for m in config["mounts"].as_array().into_iter().flatten() {

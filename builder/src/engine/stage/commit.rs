@@ -74,6 +74,7 @@ impl StageBuilder<'_> {
 
     /// A cache hit: the layer (re-unpacked if its snapshot was pruned).
     pub(super) fn apply_cached(&mut self, hit: cache::Cached, created_by: String) -> Result<Option<Digest>> {
+        self.note_step_time(&hit.created.unwrap_or_else(|| self.created.clone()));
         let layer = match hit.layer {
             Some((l, diff_id)) => {
                 let snap = self.store.ensure_snapshot(self.tree_ops, &diff_id, &l.digest)?;
@@ -158,8 +159,11 @@ impl StageBuilder<'_> {
         step: usize,
         start: Instant,
     ) -> Result<()> {
-        self.cache_put(key, &cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())) })?;
+        let created = Some(self.created.clone());
+        let result = cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())), created };
+        self.cache_put(key, &result)?;
         self.claimed = None;
+        self.note_step_time(&self.created.clone());
         let diff_id = self.push_layer(layer, created_by);
         self.advance(key, diff_id.as_ref());
         self.executed += 1;

@@ -121,6 +121,32 @@ impl StageBuilder<'_> {
         Ok(())
     }
 
+    /// A step of this stage ran (or its result was made) at `time`.
+    pub(super) fn note_step_time(&mut self, time: &str) {
+        if self.newest_step.as_deref().is_none_or(|t| t < time) {
+            self.newest_step = Some(time.to_string());
+        }
+    }
+
+    /// When the stage's image was made, for its config and the history entries it added: the newest time one of
+    /// its steps ran — from the cache records for steps that came from the cache, so a fully cached rebuild is the
+    /// same image, as with BuildKit — or, with no step, its base's; SOURCE_DATE_EPOCH wins over both.
+    pub(super) fn stamp_created(&mut self, history_from: usize) {
+        let base = self.state.config["created"].as_str().map(str::to_string);
+        let created = match (&self.req.layers.source_date_epoch, &self.newest_step, base) {
+            (Some(_), _, _) => self.created.clone(),
+            (None, Some(newest), _) => newest.clone(),
+            (None, None, Some(base)) => base,
+            (None, None, None) => self.created.clone(),
+        };
+        if let Some(entries) = self.state.config["history"].as_array_mut() {
+            for e in entries.iter_mut().skip(history_from) {
+                e["created"] = Value::String(created.clone());
+            }
+        }
+        self.state.config["created"] = Value::String(created);
+    }
+
     pub(super) fn history(&mut self, created_by: String, empty_layer: bool) {
         let mut e = json!({ "created": self.created, "created_by": created_by, "comment": "rbuild" });
         if empty_layer {

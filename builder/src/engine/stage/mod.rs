@@ -89,7 +89,10 @@ pub(crate) struct StageBuilder<'a> {
     meta: Vec<(String, String)>,
     /// A CMD was set in this stage (an ENTRYPOINT then does not reset it).
     cmd_set: bool,
+    /// This build's time (SOURCE_DATE_EPOCH when set): when the steps it runs are made.
     created: String,
+    /// The newest time one of the stage's steps was made (see `stamp_created`).
+    newest_step: Option<String>,
     /// Steps shown so far and in all (FROM, RUN, COPY, ADD, WORKDIR), for `[stage i/n]`.
     shown: usize,
     total: usize,
@@ -127,6 +130,7 @@ impl<'a> StageBuilder<'a> {
             meta: Vec::new(),
             cmd_set: false,
             created: config::created(req.layers.source_date_epoch),
+            newest_step: None,
             shown: 0,
             total,
             no_cache,
@@ -187,6 +191,7 @@ impl<'a> StageBuilder<'a> {
         let start = Instant::now();
         let base = self.node.base.clone();
         self.state = self.resolve_source_image(&base, &base_ins).map_err(|e| self.step_failed(step, e))?;
+        let history_from = self.state.config["history"].as_array().map_or(0, Vec::len);
         self.done(step, start);
         self.meta = meta;
         self.run_onbuild_triggers(&base_ins)?;
@@ -196,7 +201,7 @@ impl<'a> StageBuilder<'a> {
             }
             self.instruction(ins)?;
         }
-        self.state.config["created"] = Value::String(self.created.clone());
+        self.stamp_created(history_from);
         Ok(self.state.clone())
     }
 

@@ -213,3 +213,24 @@ fn a_workdir_that_creates_its_directory_is_keyed_by_its_path() {
     let r = build(&worker, &fx.request(a)).0.unwrap();
     assert_eq!((r.executed, r.cached), (0, 2));
 }
+
+#[test]
+fn a_fully_cached_rebuild_is_the_same_image() {
+    let mut fx = Fixture::new("same-image");
+    fx.image("base:1", &[("etc/base", "b")], json!({}));
+    fx.file("a.txt", "a");
+    let df = "FROM base:1 AS first\nRUN write /x 1\nFROM first\nCOPY a.txt /a\nENV E=1\nRUN write /y 2\nLABEL l=v\n";
+    let (executor, fetcher) = (FakeExecutor::new(&fx.store), FakeFetcher::default());
+    let worker = fx.worker(&executor, &fetcher);
+    let first = build(&worker, &fx.request(df)).0.unwrap();
+    // Times have a resolution of one second: the rebuild happens in a later one.
+    std::thread::sleep(Duration::from_millis(1100));
+    let again = build(&worker, &fx.request(df)).0.unwrap();
+    assert_eq!((again.executed, again.cached), (0, 3));
+    assert_eq!(again.manifest_digest, first.manifest_digest, "{}\n{}", first.image.config, again.image.config);
+    // A step that runs again makes a new image, stamped with this build's time.
+    fx.file("a.txt", "changed");
+    let changed = build(&worker, &fx.request(df)).0.unwrap();
+    assert_ne!(changed.manifest_digest, first.manifest_digest);
+    assert!(changed.image.config["created"].as_str() > first.image.config["created"].as_str());
+}
