@@ -18,8 +18,10 @@ pub mod engine;
 mod error;
 pub mod export;
 mod glob;
+pub mod hosts;
 pub mod layer;
 pub mod sandbox;
+pub mod size;
 pub mod store;
 
 pub use error::{Error, Result};

@@ -351,3 +351,24 @@ fn ssh_agents_layout_contexts_and_quiet_mode() {
     assert!(ok, "{err}");
     b.assert_clean();
 }
+
+/// One size grammar everywhere: `--shm-size 1gb` (Docker's and Compose's spelling) and a tmpfs mount's
+/// `size=2mb` read as Compose's `shm_size: 1gb` does; a bad size names the flag.
+#[test]
+fn sizes_read_the_same_in_every_flag() {
+    for b in builders() {
+        let ctx = b.context(
+            "sizes",
+            &[(
+                "Dockerfile",
+                "FROM busybox\nRUN --mount=type=tmpfs,target=/t,size=2mb df -k /t | tail -1 | awk '{print $2}' > /tmpfs.txt \
+                 && df -k /dev/shm | tail -1 | awk '{print $2}' > /shm.txt\n",
+            )],
+        );
+        let (ok, _, err) = b.build(&ctx, "sizes", &["--shm-size", "1gb"]);
+        assert!(ok, "{err}");
+        assert_eq!(b.run("sizes", &["cat", "/tmpfs.txt", "/shm.txt"]), "2048\n1048576\n");
+        let (ok, _, err) = b.build(&ctx, "sizes", &["--shm-size", "lots"]);
+        assert!(!ok && err.contains("--shm-size \"lots\"") && err.contains("e.g. 64m, 1gb"), "{err}");
+    }
+}

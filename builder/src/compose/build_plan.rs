@@ -56,19 +56,6 @@ fn refuse(project: &Project, path: String, message: String) -> ComposeError {
     ComposeError::Invalid { file: project.files.last().cloned().unwrap_or_default(), path, message }
 }
 
-/// A size like `2gb`, `512m`, `1000000`.
-pub fn parse_size(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').unwrap_or(&t);
-    let (num, mult) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 1u64 << 10),
-        'm' => (&t[..t.len() - 1], 1 << 20),
-        'g' => (&t[..t.len() - 1], 1 << 30),
-        _ => (t, 1),
-    };
-    num.trim().parse::<u64>().ok().and_then(|n| n.checked_mul(mult))
-}
-
 /// The host platform (`linux/amd64`).
 fn host_platform() -> String {
     format!("linux/{}", crate::export::image::host_architecture())
@@ -184,18 +171,15 @@ impl Project {
         };
         let mut extra_hosts = Vec::new();
         let mut add_host = |entry: &str, name: &str, ip: &str| -> Result<(), ComposeError> {
-            let ip = ip.trim().trim_start_matches('[').trim_end_matches(']');
-            if name.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
-                return Err(refuse(self, at("extra_hosts"), format!("{entry:?}: expected HOST=IP (or HOST:IP)")));
-            }
-            extra_hosts.push((name.to_string(), ip.to_string()));
+            let host = crate::hosts::host_with_address(name, ip)
+                .map_err(|_| refuse(self, at("extra_hosts"), format!("{entry:?}: expected HOST=IP (or HOST:IP)")))?;
+            extra_hosts.push(host);
             Ok(())
         };
         match &b.extra_hosts {
             None => {}
             Some(ExtraHosts::List(list)) => {
                 for e in list {
-                    // `=` is the separator; `:` works too (the first one, so IPv6 addresses keep theirs).
                     let (name, ip) = e.split_once('=').or_else(|| e.split_once(':')).unwrap_or((e.as_str(), ""));
                     add_host(e, name, ip)?;
                 }
@@ -210,7 +194,7 @@ impl Project {
         }
         let shm_size = match &b.shm_size {
             None => 0,
-            Some(v) => parse_size(&v.text()).ok_or_else(|| {
+            Some(v) => crate::size::parse_size(&v.text()).map_err(|_| {
                 refuse(self, at("shm_size"), format!("{:?}: expected bytes or a size like 2gb", v.text()))
             })?,
         };
@@ -324,18 +308,5 @@ impl Project {
             entitlements,
             warnings,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("2gb"), Some(2 << 30));
-        assert_eq!(parse_size("512m"), Some(512 << 20));
-        assert_eq!(parse_size("10000000"), Some(10_000_000));
-        assert_eq!(parse_size("lots"), None);
     }
 }

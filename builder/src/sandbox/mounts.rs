@@ -39,19 +39,6 @@ fn bad(spec: &str, reason: impl Into<String>) -> Error {
     Error::Malformed { what: format!("mount {spec}"), reason: reason.into() }
 }
 
-/// Parse `64m`, `1g`, `512k`, `1024` into bytes.
-/// A size like `64m`, `1g`, `4096` (bytes).
-pub fn parse_bytes(s: &str) -> Option<u64> {
-    let t = s.trim().to_ascii_lowercase();
-    let (num, mult) = match t.chars().last()? {
-        'k' => (&t[..t.len() - 1], 1 << 10),
-        'm' => (&t[..t.len() - 1], 1 << 20),
-        'g' => (&t[..t.len() - 1], 1 << 30),
-        _ => (t.as_str(), 1),
-    };
-    num.parse::<u64>().ok().map(|n| n * mult)
-}
-
 fn lock_file(path: &Path) -> Result<File> {
     File::options().create(true).truncate(false).write(true).open(path).map_err(Error::io("open", path))
 }
@@ -161,7 +148,7 @@ pub fn prepare(store: &Store, specs: &[RunMount], scratch: &Path) -> Result<Prep
             MountType::Tmpfs => {
                 let target = m.target.clone().ok_or_else(|| bad(&spec, "no target"))?;
                 let size = match &m.size {
-                    Some(s) => parse_bytes(s).ok_or_else(|| bad(&spec, format!("invalid size {s:?} (e.g. 64m)")))?,
+                    Some(s) => crate::size::parse_size(s).map_err(|e| bad(&spec, e.to_string()))?,
                     None => 0,
                 };
                 out.mounts.push(Mount::Tmpfs { target, size });

@@ -162,17 +162,11 @@ pub fn build(
     opts.extra_hosts = args
         .add_hosts
         .iter()
-        .map(|h| {
-            h.split_once(':')
-                .or_else(|| h.split_once('='))
-                .map(|(n, ip)| (n.to_string(), ip.to_string()))
-                .with_context(|| format!("--add-host {h:?}: expected NAME:IP"))
-        })
+        .map(|h| rbuild_builder::hosts::parse_host_entry(h).with_context(|| format!("--add-host {h:?}")))
         .collect::<anyhow::Result<_>>()?;
     opts.ulimits = args.ulimits.iter().map(|u| super::run::parse_ulimit(u)).collect::<anyhow::Result<_>>()?;
     opts.shm_size = match &args.shm_size {
-        Some(s) => rbuild_builder::sandbox::mounts::parse_bytes(s)
-            .with_context(|| format!("--shm-size {s:?}: expected a size like 64m or 1g"))?,
+        Some(s) => rbuild_builder::size::parse_size(s).with_context(|| format!("--shm-size {s:?}"))?,
         None => 0,
     };
     for a in &args.allow {

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
 use rbuild_builder::sandbox::run_image::{RunImageOptions, run_image};
 use rbuild_builder::store::Store;
@@ -63,13 +64,11 @@ fn stop_sandboxes_on_signals() -> anyhow::Result<()> {
 pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow::Result<ExitCode> {
     stop_sandboxes_on_signals()?;
     let mode = userns::detect_with(userns_choice)?;
-    let mut extra_hosts = Vec::new();
-    for h in &args.add_host {
-        let Some((name, ip)) = h.split_once(':') else {
-            anyhow::bail!("--add-host {h:?}: expected host:ip");
-        };
-        extra_hosts.push((name.to_string(), ip.to_string()));
-    }
+    let extra_hosts = args
+        .add_host
+        .iter()
+        .map(|h| rbuild_builder::hosts::parse_host_entry(h).with_context(|| format!("--add-host {h:?}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let opts = RunImageOptions {
         image: args.image,
         cmd: args.cmd,

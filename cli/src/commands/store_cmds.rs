@@ -196,21 +196,9 @@ pub fn load(store: &Store, args: LoadArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Parse `512MB`, `10GB`, `1g`, `1024` into bytes (powers of 1024, as Docker does).
+/// `--keep-storage SIZE`, in the one size grammar (`rbuild_builder::size`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim().to_ascii_lowercase();
-    let digits = t.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let n: f64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 512MB or 10GB"))?;
-    let mult: f64 = match unit.trim() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        u => return Err(format!("invalid size unit {u:?} in {s:?} (use B, KB, MB, GB or TB)")),
-    };
-    Ok((n * mult) as u64)
+    rbuild_builder::size::parse_size(s).map_err(|e| e.to_string())
 }
 
 pub fn human_size(n: u64) -> String {
