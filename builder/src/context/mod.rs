@@ -9,4 +9,4 @@ pub mod git;
 pub mod ignore;
 
 pub use file_hashes::FileHashes;
-pub use ignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path, find_ignore_file};
+pub use ignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path, find_ignore_file, load_for as load_ignore};

@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use rbuild_registry::Reference;
 
-use crate::context::{IgnoreMatcher, find_ignore_file};
+use crate::context::IgnoreMatcher;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::export::image::{LoadedImage, MediaTypes};
@@ -223,13 +223,7 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
     let store = worker.store;
     let (df, graph) = plan(opts)?;
     let dockerfile_path = opts.dockerfile_path.clone().unwrap_or_else(|| opts.context.join("Dockerfile"));
-    let ignore = match find_ignore_file(&opts.context, &dockerfile_path) {
-        Some(p) => {
-            let text = std::fs::read_to_string(&p).map_err(Error::io("read", &p))?;
-            IgnoreMatcher::parse(&text, &p.display().to_string())?
-        }
-        None => IgnoreMatcher::default(),
-    };
+    let (ignore, _) = crate::context::load_ignore(&opts.context, &dockerfile_path)?;
     let shared = Session {
         worker,
         store,

@@ -8,7 +8,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use rbuild_builder::context::{IgnoreMatcher, find_ignore_file};
 use rbuild_builder::dockerfile;
 use rbuild_builder::store::Store;
 use rbuild_registry::Reference;
@@ -384,12 +383,8 @@ fn check_ignore_file(context: &Path, dockerfile: Option<&Path>) -> anyhow::Resul
         bail!("build context {} is not a directory", context.display());
     }
     let dockerfile = dockerfile.map(Path::to_path_buf).unwrap_or_else(|| context.join("Dockerfile"));
-    let Some(path) = find_ignore_file(context, &dockerfile) else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-    let matcher = IgnoreMatcher::parse(&text, &path.display().to_string())?;
-    Ok(Some((path, matcher.patterns().len())))
+    let (matcher, path) = rbuild_builder::context::load_ignore(context, &dockerfile)?;
+    Ok(path.map(|p| (p, matcher.patterns().len())))
 }
 
 /// `--secret id=ID,src=PATH|source=PATH|env=VAR` (as docker buildx takes them; `type=` is accepted).

@@ -3,7 +3,7 @@
 //! files are read from.
 
 use super::*;
-use crate::context::{copy, find_ignore_file};
+use crate::context::copy;
 use crate::layer::collect_tree;
 use crate::sandbox::snapshotter::merge_snapshots;
 
@@ -113,13 +113,7 @@ impl StageBuilder<'_> {
 
 /// The ignore rules of a named directory context: its own `.dockerignore`, if any.
 pub(super) fn named_context_ignore(dir: &Path) -> Result<IgnoreMatcher> {
-    match find_ignore_file(dir, &dir.join("Dockerfile")) {
-        Some(p) => {
-            let text = fs::read_to_string(&p).map_err(Error::io("read", &p))?;
-            Ok(IgnoreMatcher::parse(&text, &p.display().to_string())?)
-        }
-        None => Ok(IgnoreMatcher::default()),
-    }
+    crate::context::load_ignore(dir, &dir.join("Dockerfile")).map(|(matcher, _)| matcher)
 }
 
 /// Name a source for messages.
