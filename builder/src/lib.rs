@@ -20,6 +20,7 @@ pub mod export;
 mod glob;
 pub mod hosts;
 pub mod layer;
+pub mod platform;
 pub mod sandbox;
 pub mod size;
 pub mod store;

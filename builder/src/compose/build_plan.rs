@@ -56,11 +56,6 @@ fn refuse(project: &Project, path: String, message: String) -> ComposeError {
     ComposeError::Invalid { file: project.files.last().cloned().unwrap_or_default(), path, message }
 }
 
-/// The host platform (`linux/amd64`).
-fn host_platform() -> String {
-    format!("linux/{}", crate::export::image::host_architecture())
-}
-
 impl Project {
     /// The resolved build of `service` (which must have a `build:` section). Long because it is the key table:
     /// one short block per key of the Compose `build:` specification, in the specification's order, each applying
@@ -90,26 +85,13 @@ impl Project {
             (Some(p), None) => DockerfileSource::Path(p.clone()),
             (None, None) => DockerfileSource::Path("Dockerfile".into()),
         };
-        let host = host_platform();
         for (i, p) in b.platforms.iter().enumerate() {
-            if p != &host && !p.starts_with(&format!("{host}/")) {
-                return Err(refuse(
-                    self,
-                    format!("{}[{i}]", at("platforms")),
-                    format!(
-                        "{p}: rbuild builds for the host platform ({host}) only; multi-platform builds are not supported yet"
-                    ),
-                ));
+            if let Err(e) = crate::platform::check(p) {
+                return Err(refuse(self, format!("{}[{i}]", at("platforms")), e.to_string()));
             }
         }
-        if let Some(p) = &spec.platform
-            && p != &host
-        {
-            return Err(refuse(
-                self,
-                format!("services.{service}.platform"),
-                format!("{p}: rbuild builds for the host platform ({host}) only"),
-            ));
+        if let Some(Err(e)) = spec.platform.as_deref().map(crate::platform::check) {
+            return Err(refuse(self, format!("services.{service}.platform"), e.to_string()));
         }
         // Build args: a key without a value takes the environment's (or is left out).
         let mut args = BTreeMap::new();

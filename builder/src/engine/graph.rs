@@ -203,15 +203,8 @@ fn visit(
     }
     if let Some(platform) = &stage.platform {
         let wanted = lexer.process_word(platform, &meta.to_vec()).map_err(|e| fail(stage.span, e.to_string()))?;
-        let host = format!("linux/{}", crate::export::image::host_architecture());
-        if wanted != host && !wanted.starts_with(&format!("{host}/")) {
-            return Err(fail(
-                stage.span,
-                format!(
-                    "FROM --platform={wanted}: rbuild builds for the host platform ({host}) only; multi-platform \
-                     builds are not supported yet"
-                ),
-            ));
+        if let Err(e) = crate::platform::check(&wanted) {
+            return Err(fail(stage.span, format!("FROM --platform={e}")));
         }
     }
     let base = resolve_source(df, &base_name, index, named, true);

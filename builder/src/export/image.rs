@@ -74,11 +74,6 @@ fn field_digest(v: &Value, what: &str) -> Result<Digest> {
     Digest::parse(v["digest"].as_str().ok_or_else(|| malformed(what, "a descriptor has no digest"))?)
 }
 
-/// The host's OCI architecture name.
-pub fn host_architecture() -> String {
-    rbuild_registry::platform::Platform::host().architecture
-}
-
 /// Load the image a manifest (or index) digest names; an index resolves to the host platform's manifest.
 pub fn load_image(store: &Store, digest: &Digest) -> Result<LoadedImage> {
     let bytes = store.read_blob(digest)?;
@@ -90,7 +85,7 @@ pub fn load_image(store: &Store, digest: &Digest) -> Result<LoadedImage> {
             .iter()
             .find(|m| {
                 m["platform"]["os"].as_str() == Some("linux")
-                    && m["platform"]["architecture"].as_str() == Some(host_architecture().as_str())
+                    && m["platform"]["architecture"].as_str() == Some(crate::platform::host_architecture().as_str())
             })
             .or_else(|| manifests.iter().find(|m| m["platform"].is_null()))
             .ok_or_else(|| malformed(&format!("index {digest}"), "no manifest for this platform"))?;

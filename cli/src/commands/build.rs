@@ -245,18 +245,12 @@ fn deliver(
     Ok(())
 }
 
-/// Only the host platform can be built for now.
+/// Only the host platform can be built for now (`rbuild_builder::platform`).
 fn check_platform(platform: Option<&str>) -> anyhow::Result<()> {
-    let Some(p) = platform else { return Ok(()) };
-    let host = format!("linux/{}", rbuild_builder::export::image::host_architecture());
-    let normal = p.trim().to_ascii_lowercase();
-    let wanted = normal.split('/').take(2).collect::<Vec<_>>().join("/");
-    if wanted != host && normal != "local" {
-        bail!(
-            "--platform {p}: rbuild builds for the host platform ({host}) only; multi-platform builds are not supported yet"
-        );
+    match platform.map(rbuild_builder::platform::check) {
+        Some(Err(e)) => bail!("--platform {e}"),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// `--build-arg K=V` or `--build-arg K` (the value from the environment; skipped when unset).

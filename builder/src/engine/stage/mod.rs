@@ -48,7 +48,7 @@ pub struct StageResult {
 impl StageResult {
     fn scratch() -> StageResult {
         let config = json!({
-            "architecture": crate::export::image::host_architecture(),
+            "architecture": crate::platform::host_architecture(),
             "os": "linux",
             "config": {},
             "rootfs": { "type": "layers", "diff_ids": [] },
