@@ -79,7 +79,7 @@ fn main() -> ExitCode {
     use commands::store_cmds as sc;
     let store = || sc::open_store(&cli.root);
     let result = match cli.command {
-        Command::Build(args) if args.check => commands::build::run(*args),
+        Command::Build(args) if args.check => commands::build::check(*args),
         Command::Build(args) => {
             store().and_then(|s| commands::build::build(&s, *args, cli.userns.as_deref(), &cli.registry))
         }

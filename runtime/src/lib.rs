@@ -25,6 +25,17 @@ pub use spec::{ExitStatus, Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
 /// The argument that makes the rbuild binary act as the sandbox init.
 pub const INIT_ARG: &str = "__sandbox-init";
 
+/// The setup stages that mount a run's root filesystem: their failure means the snapshotter was refused here.
+pub(crate) const ROOT_MOUNT_STAGES: [&str; 3] =
+    ["mount overlay root", "mount fuse-overlayfs root", "bind root directory"];
+
+impl Error {
+    /// Whether mounting the run's root filesystem was refused (another way of making it may work).
+    pub fn root_mount_refused(&self) -> bool {
+        matches!(self, Error::Setup { stage, .. } if ROOT_MOUNT_STAGES.contains(&stage.as_str()))
+    }
+}
+
 /// Every failure of the runtime.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -66,7 +66,7 @@ fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
                 options.push_str(",userxattr");
             }
             mount_overlay(root, &options).map_err(|e| Failure {
-                stage: "mount overlay root".into(),
+                stage: crate::ROOT_MOUNT_STAGES[0].into(),
                 message: e.to_string(),
                 hint: Some("overlayfs was refused; set RBUILD_SNAPSHOTTER=copy to use copies instead".into()),
             })
@@ -88,13 +88,13 @@ fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
                 .stderr(std::process::Stdio::piped())
                 .output()
                 .map_err(|e| Failure {
-                    stage: "mount fuse-overlayfs root".into(),
+                    stage: crate::ROOT_MOUNT_STAGES[1].into(),
                     message: e.to_string(),
                     hint: Some("install the fuse-overlayfs package, or set RBUILD_SNAPSHOTTER=copy".into()),
                 })?;
             if !out.status.success() {
                 return Err(Failure {
-                    stage: "mount fuse-overlayfs root".into(),
+                    stage: crate::ROOT_MOUNT_STAGES[1].into(),
                     message: format!(
                         "fuse-overlayfs exited with {}: {}",
                         out.status,
@@ -107,7 +107,7 @@ fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
         }
         Rootfs::Dir(dir) => {
             mount(Some(dir.as_path()), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .map_err(fail("bind root directory"))
+                .map_err(fail(crate::ROOT_MOUNT_STAGES[2]))
         }
     }
 }

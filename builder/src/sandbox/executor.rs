@@ -94,7 +94,7 @@ impl<'a> SandboxExecutor<'a> {
         loop {
             let snapshotter = self.current();
             match self.run_once(&run, snapshotter, after) {
-                Err(Error::Sandbox(e)) if !self.forced && root_refused(&e) => {
+                Err(Error::Sandbox(e)) if !self.forced && e.root_mount_refused() => {
                     let Some(next) = snapshotter.fallback() else { return Err(Error::Sandbox(e)) };
                     let note = format!(
                         "note: the {} snapshotter was refused here ({}); using {} from now on",
@@ -277,11 +277,6 @@ fn readable_here(e: &TreeEntry) -> bool {
         || e.mode & 0o004 != 0
         || (e.uid == 0 && e.mode & 0o400 != 0)
         || (e.gid == 0 && e.mode & 0o040 != 0)
-}
-
-/// Whether a sandbox failed because mounting its root filesystem was refused (the next snapshotter may work).
-fn root_refused(e: &rbuild_runtime::Error) -> bool {
-    matches!(e, rbuild_runtime::Error::Setup { stage, .. } if stage.starts_with("mount") && stage.ends_with("root"))
 }
 
 impl Executor for SandboxExecutor<'_> {

@@ -81,6 +81,14 @@ fn mtime(path: &Path) -> SystemTime {
     fs::symlink_metadata(path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH)
 }
 
+/// What `prune` may remove, oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Prunable {
+    Blob,
+    Snapshot,
+    CacheMount,
+}
+
 impl Store {
     /// Blobs and snapshots that named images reference.
     fn referenced(&self) -> Result<(BTreeSet<Digest>, BTreeSet<Digest>)> {
@@ -101,24 +109,23 @@ impl Store {
     pub fn prune(&self, opts: PruneOptions, ops: &dyn super::TreeOps) -> Result<PruneReport> {
         let _exclusive = self.exclusive()?;
         let (ref_blobs, ref_snapshots) = self.referenced()?;
-        // (mtime, path, kind)
-        let mut candidates: Vec<(SystemTime, PathBuf, u8)> = Vec::new();
+        let mut candidates: Vec<(SystemTime, PathBuf, Prunable)> = Vec::new();
         for d in self.list_blobs()? {
             if !ref_blobs.contains(&d) {
                 let p = self.blob_path(&d);
-                candidates.push((mtime(&p), p, 0));
+                candidates.push((mtime(&p), p, Prunable::Blob));
             }
         }
         for d in self.list_snapshots()? {
             if !ref_snapshots.contains(&d) {
                 let p = self.snapshot_path(&d);
-                candidates.push((mtime(&p), p, 1));
+                candidates.push((mtime(&p), p, Prunable::Snapshot));
             }
         }
         if opts.all {
             let mounts = self.root.join("mounts");
             for e in fs::read_dir(&mounts).map_err(Error::io("read", &mounts))?.flatten() {
-                candidates.push((mtime(&e.path()), e.path(), 2));
+                candidates.push((mtime(&e.path()), e.path(), Prunable::CacheMount));
             }
         }
         candidates.sort();
@@ -132,7 +139,7 @@ impl Store {
                 break;
             }
             let size = tree_size(&path);
-            if kind == 1 {
+            if kind == Prunable::Snapshot {
                 // Snapshots may hold files of subordinate ids: removed where those ids are mapped.
                 ops.remove(&path)?;
             } else {
@@ -140,9 +147,9 @@ impl Store {
             }
             report.bytes += size;
             match kind {
-                0 => report.blobs += 1,
-                1 => report.snapshots += 1,
-                _ => report.mounts += 1,
+                Prunable::Blob => report.blobs += 1,
+                Prunable::Snapshot => report.snapshots += 1,
+                Prunable::CacheMount => report.mounts += 1,
             }
             total = total.map(|t| t.saturating_sub(size));
         }

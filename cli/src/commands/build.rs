@@ -314,7 +314,8 @@ pub fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> 
     Ok(out)
 }
 
-pub fn run(args: BuildArgs) -> anyhow::Result<ExitCode> {
+/// `rbuild build --check`: parse and lint the Dockerfile and check the ignore file, without building.
+pub fn check(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let context = PathBuf::from(&args.context);
     let file = args.file.clone().unwrap_or_else(|| context.join("Dockerfile"));
     let input = dockerfile_input::read(&file)?;
