@@ -154,8 +154,9 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
             Some(Selected { abs, base: parent.to_string(), keep: keep_of(&rel), rel })
         })
         .collect();
-    if found.is_empty() {
-        return Err(Error::SourceNotFound { src: src.to_string(), pattern: has_glob(src) });
+    // As BuildKit's (AllowEmptyWildcard): a wildcard matching nothing copies nothing; a plain source must exist.
+    if found.is_empty() && !has_glob(src) {
+        return Err(Error::SourceNotFound { src: src.to_string(), pattern: false });
     }
     Ok(found)
 }

@@ -69,9 +69,12 @@ impl StageBuilder<'_> {
             InstructionKind::Expose(ports) => {
                 let mut keys = std::collections::BTreeSet::new();
                 for p in ports {
-                    for key in config::port_keys(&self.expand(ins, p)?) {
-                        config::add_to_set(&mut self.state.config, "ExposedPorts", &key);
-                        keys.insert(key);
+                    // A variable may hold several ports (`EXPOSE $PORTS`, PORTS="3000 4000/udp"), as in BuildKit.
+                    for word in self.expand(ins, p)?.split_whitespace() {
+                        for key in config::port_keys(word) {
+                            config::add_to_set(&mut self.state.config, "ExposedPorts", &key);
+                            keys.insert(key);
+                        }
                     }
                 }
                 // BuildKit's wording: the Go map of the ports.
