@@ -35,6 +35,9 @@ use crate::store::{Store, TreeOps};
 
 use commit::LayerDir;
 
+/// The PATH of an image that sets none (BuildKit's and Docker's default for Linux).
+const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// A built stage: its layers (with their snapshots, bottom first), config and cache key.
 #[derive(Debug, Clone)]
 pub struct StageResult {
@@ -46,11 +49,13 @@ pub struct StageResult {
 }
 
 impl StageResult {
+    /// An empty stage (`FROM scratch`), configured as BuildKit's empty image is: the default PATH and
+    /// WorkingDir `/`.
     fn scratch() -> StageResult {
         let config = json!({
             "architecture": crate::platform::host_architecture(),
             "os": "linux",
-            "config": {},
+            "config": { "Env": [DEFAULT_PATH], "WorkingDir": "/" },
             "rootfs": { "type": "layers", "diff_ids": [] },
             "history": [],
         });
