@@ -162,9 +162,12 @@ fn resolve_source(df: &Dockerfile, name: &str, stage: usize, named: &BTreeSet<St
     if name.eq_ignore_ascii_case("scratch") && is_base {
         return Source::Scratch;
     }
+    // A named context replaces a stage of the same name, as it replaces an image (BuildKit).
+    if named.contains(name) {
+        return Source::NamedContext(name.to_string());
+    }
     match find_stage(df, name, stage) {
         Some(i) if !(is_base && i == stage) => Source::Stage(i),
-        _ if named.contains(name) => Source::NamedContext(name.to_string()),
         _ => Source::Image(name.to_string()),
     }
 }
