@@ -61,9 +61,10 @@ pub enum Error {
     #[error("malformed {what}: {reason}")]
     Malformed { what: String, reason: String },
 
-    /// A COPY/ADD source that selects nothing (the caller says where it looked).
-    #[error("{}", if *pattern { format!("no file matches COPY source {src:?}") } else { format!("COPY source {src:?} not found") })]
-    SourceNotFound { src: String, pattern: bool },
+    /// A COPY/ADD source that does not exist (the caller says where it looked). A wildcard matching nothing is
+    /// not an error: it copies nothing, as in BuildKit.
+    #[error("COPY source {src:?} not found")]
+    SourceNotFound { src: String },
 
     /// A registry operation failed.
     #[error(transparent)]

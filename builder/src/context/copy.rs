@@ -156,7 +156,7 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
         .collect();
     // As BuildKit's (AllowEmptyWildcard): a wildcard matching nothing copies nothing; a plain source must exist.
     if found.is_empty() && !has_glob(src) {
-        return Err(Error::SourceNotFound { src: src.to_string(), pattern: false });
+        return Err(Error::SourceNotFound { src: src.to_string() });
     }
     Ok(found)
 }
