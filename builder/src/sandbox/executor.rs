@@ -142,11 +142,7 @@ impl<'a> SandboxExecutor<'a> {
             _ => None,
         };
         let layer_dirs = scratch.as_deref().unwrap_or(run_dir);
-        let (upper, work, state) = (layer_dirs.join("upper"), layer_dirs.join("work"), run_dir.join("state"));
-        for d in [&upper, &work, &state] {
-            fs::create_dir_all(d).map_err(Error::io("create", d))?;
-        }
-        let outcome = self.run_over(run_dir, &upper, &work, &state, run, snapshotter, after);
+        let outcome = self.run_over(run_dir, layer_dirs, run, snapshotter, after);
         if let Some(dir) = &scratch {
             let _ = self.runtime.remove_tree(dir, self.userns);
         }
@@ -171,22 +167,24 @@ impl<'a> SandboxExecutor<'a> {
         Ok(dir)
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// One run with its private files in `run_dir` and the overlay's upper and work directories in `layer_dirs`.
     fn run_over(
         &self,
         run_dir: &Path,
-        upper: &Path,
-        work: &Path,
-        state: &Path,
+        layer_dirs: &Path,
         run: &SandboxRun<'_>,
         snapshotter: Snapshotter,
         after: &mut dyn FnMut(&Finished<'_>) -> Result<()>,
     ) -> Result<RunOutcome> {
-        let (upper, work, state) = (upper.to_path_buf(), work.to_path_buf(), state.to_path_buf());
+        let (upper, work, state) = (layer_dirs.join("upper"), layer_dirs.join("work"), run_dir.join("state"));
+        for d in [&upper, &work, &state] {
+            fs::create_dir_all(d).map_err(Error::io("create", d))?;
+        }
         let mut prepared = super::mounts::prepare(self.store, run.mounts, &run_dir.join("scratch"))?;
-        if self.userns != UsernsMode::Single {
+        if self.userns != UsernsMode::Single && !prepared.owners_to_set.is_empty() {
+            let tree_ops = tree_ops_for(&self.runtime, self.userns);
             for (dir, uid, gid) in &prepared.owners_to_set {
-                tree_ops_for(&self.runtime, self.userns).chown(dir, *uid, *gid)?;
+                tree_ops.chown(dir, *uid, *gid)?;
             }
         }
         let mut mounts = prepared.mounts.clone();
