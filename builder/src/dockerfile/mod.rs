@@ -23,7 +23,7 @@ pub use instructions::{
     InstructionKind, KeyValue, RunInstruction, Stage, parse_go_duration,
 };
 pub use parser::{Ast, Directive, Heredoc, Node, ParseWarning, chomp_heredoc_content};
-pub use run_mount::{CacheSharing, MountType, RunMount, parse_mount};
+pub use run_mount::{CacheSharing, MountType, RunMount, expand_mount, parse_mount};
 
 /// Decode Dockerfile bytes as UTF-8; invalid sequences become U+FFFD (BuildKit does not reject them either).
 pub fn decode(bytes: &[u8]) -> String {

@@ -1,6 +1,7 @@
 //! `RUN --mount=...` specifications: comma-separated `key=value` fields (CSV quoting allowed), validated per mount
-//! type as BuildKit does. Values that contain `$` are kept as written; the engine expands them with the step's
-//! environment and validates the result then.
+//! type as BuildKit does. A specification with a variable in a value (`type=$T`, `target=$P`, `id=$I`) is parsed
+//! twice, as BuildKit does: when the Dockerfile is read only its `from` is taken (for the stage graph), and the
+//! engine expands every value with the step's variables and validates the result with [`expand_mount`].
 
 /// The kind of a RUN mount.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +41,8 @@ pub struct RunMount {
     pub size: Option<String>,
     /// For secrets: expose the secret as this environment variable.
     pub env: Option<String>,
+    /// The specification as written, kept when a value refers to a variable: the engine expands it.
+    pub deferred: Option<String>,
 }
 
 /// Split a CSV record: commas separate fields, double quotes group (and `""` is a quote inside quotes).
@@ -74,9 +77,47 @@ fn parse_bool(key: &str, v: &str) -> Result<bool, String> {
     }
 }
 
-/// Parse one `--mount` value.
+/// Parse one `--mount` value. A value holding a variable defers the parse to [`expand_mount`]; only `from` (which
+/// may not hold one) is read now.
 pub fn parse_mount(spec: &str) -> Result<RunMount, String> {
-    let mut m = RunMount {
+    let fields = csv_fields(spec)?;
+    let has_variable = |f: &String| f.split_once('=').is_some_and(|(_, v)| v.contains('$'));
+    if !fields.iter().any(has_variable) {
+        return parse_fields(spec, fields);
+    }
+    let mut m = empty_mount();
+    for f in &fields {
+        if let Some((k, v)) = f.split_once('=')
+            && k.trim().eq_ignore_ascii_case("from")
+        {
+            if v.contains('$') {
+                return Err("'from' doesn't support variable expansion, define alias stage instead".into());
+            }
+            m.from = Some(v.to_string());
+        }
+    }
+    m.deferred = Some(spec.to_string());
+    Ok(m)
+}
+
+/// The mount a deferred specification makes once `expand` has replaced the variables in each of its values.
+pub fn expand_mount(
+    m: &RunMount,
+    mut expand: impl FnMut(&str) -> Result<String, String>,
+) -> Result<RunMount, String> {
+    let Some(spec) = &m.deferred else { return Ok(m.clone()) };
+    let mut fields = Vec::new();
+    for f in csv_fields(spec)? {
+        fields.push(match f.split_once('=') {
+            Some((k, v)) => format!("{k}={}", expand(v)?),
+            None => f,
+        });
+    }
+    parse_fields(spec, fields)
+}
+
+fn empty_mount() -> RunMount {
+    RunMount {
         kind: MountType::Bind,
         target: None,
         source: None,
@@ -90,8 +131,13 @@ pub fn parse_mount(spec: &str) -> Result<RunMount, String> {
         gid: None,
         size: None,
         env: None,
-    };
-    let fields = csv_fields(spec)?;
+        deferred: None,
+    }
+}
+
+/// Parse and validate the fields of one specification (its variables expanded).
+fn parse_fields(spec: &str, fields: Vec<String>) -> Result<RunMount, String> {
+    let mut m = empty_mount();
     // The type decides which keys are allowed, so read it first.
     for f in &fields {
         if let Some(("type", v)) = f.split_once('=').map(|(k, v)| (k.trim(), v)) {
@@ -117,13 +163,7 @@ pub fn parse_mount(spec: &str) -> Result<RunMount, String> {
             "type" => {}
             "target" | "dst" | "destination" => m.target = Some(need(value)?),
             "source" | "src" => m.source = Some(need(value)?),
-            "from" => {
-                let v = need(value)?;
-                if v.contains('$') {
-                    return Err("'from' doesn't support variable expansion, define alias stage instead".into());
-                }
-                m.from = Some(v);
-            }
+            "from" => m.from = Some(need(value)?),
             "readonly" | "ro" => m.read_only = Some(parse_bool(&key, value.as_deref().unwrap_or(""))?),
             "readwrite" | "rw" => m.read_only = Some(!parse_bool(&key, value.as_deref().unwrap_or(""))?),
             "required" if matches!(m.kind, MountType::Secret | MountType::Ssh) => {
@@ -136,7 +176,6 @@ pub fn parse_mount(spec: &str) -> Result<RunMount, String> {
                     "shared" => CacheSharing::Shared,
                     "private" => CacheSharing::Private,
                     "locked" => CacheSharing::Locked,
-                    _ if v.contains('$') => CacheSharing::Shared,
                     _ => {
                         return Err(format!("unsupported sharing value {v:?} (use shared, private or locked)"));
                     }
@@ -144,14 +183,14 @@ pub fn parse_mount(spec: &str) -> Result<RunMount, String> {
             }
             "mode" if m.kind != MountType::Bind => {
                 let v = need(value)?;
-                if !v.contains('$') && u32::from_str_radix(&v, 8).is_err() {
+                if u32::from_str_radix(&v, 8).is_err() {
                     return Err(format!("invalid mode {v:?}: expected an octal number such as 0644"));
                 }
                 m.mode = Some(v);
             }
             "uid" | "gid" if m.kind != MountType::Bind => {
                 let v = need(value)?;
-                if !v.contains('$') && v.parse::<u32>().is_err() {
+                if v.parse::<u32>().is_err() {
                     return Err(format!("invalid {key} {v:?}: expected a number"));
                 }
                 if key == "uid" { m.uid = Some(v) } else { m.gid = Some(v) }
@@ -199,5 +238,25 @@ mod tests {
         assert!(parse_mount("type=bind,target=/x,size=1").unwrap_err().contains("unexpected key 'size'"));
         assert!(parse_mount("target=/x,from=$STAGE").unwrap_err().contains("variable expansion"));
         assert!(parse_mount("type=cache,target=/x,mode=999").unwrap_err().contains("octal"));
+    }
+
+    #[test]
+    fn variables_are_expanded_before_validation() {
+        let m = parse_mount("type=$T,id=$I,target=$P,from=base").unwrap();
+        assert_eq!((m.from.as_deref(), m.deferred.is_some()), (Some("base"), true));
+        let vars = |v: &str| {
+            Ok(match v {
+                "$T" => "cache".to_string(),
+                "$I" => "mycache".into(),
+                "$P" => "/c".into(),
+                "$M" => "0999".into(),
+                other => other.into(),
+            })
+        };
+        let e = expand_mount(&m, vars).unwrap();
+        assert_eq!((e.kind, e.id.as_deref(), e.target.as_deref()), (MountType::Cache, Some("mycache"), Some("/c")));
+        assert!(e.deferred.is_none());
+        let bad = parse_mount("type=cache,target=/x,mode=$M").unwrap();
+        assert!(expand_mount(&bad, vars).unwrap_err().contains("octal"));
     }
 }

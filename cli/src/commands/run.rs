@@ -85,8 +85,10 @@ pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow:
             .mounts
             .iter()
             .map(|m| {
-                let mut mount =
-                    rbuild_builder::dockerfile::parse_mount(m).map_err(|e| anyhow::anyhow!("--mount {m:?}: {e}"))?;
+                // The shell has expanded variables already: a `$` left in a value is literal.
+                let mut mount = rbuild_builder::dockerfile::parse_mount(m)
+                    .and_then(|parsed| rbuild_builder::dockerfile::expand_mount(&parsed, |v| Ok(v.to_string())))
+                    .map_err(|e| anyhow::anyhow!("--mount {m:?}: {e}"))?;
                 // `rbuild run --mount type=ssh` forwards the caller's own agent.
                 if mount.kind == rbuild_builder::dockerfile::MountType::Ssh && mount.source.is_none() {
                     mount.source = std::env::var("SSH_AUTH_SOCK").ok();

@@ -244,7 +244,7 @@ impl StageBuilder<'_> {
         let mut reads = reads.iter();
         let outcome = (|| -> Result<()> {
             for m in mounts {
-                let mut m = m.clone();
+                let mut m = self.expand_mount(ins, m)?;
                 let from = m.from.as_ref().and_then(|_| reads.next());
                 if m.kind == MountType::Bind {
                     let (root, key, tmp) = self.source_root(ins, from)?;
@@ -296,6 +296,22 @@ impl StageBuilder<'_> {
             return Err(e);
         }
         Ok(out)
+    }
+
+    /// The mount with the variables in its values expanded with the step's (BuildKit's testMountEnvVar, testMountArg).
+    fn expand_mount(&self, ins: &Instruction, m: &RunMount) -> Result<RunMount> {
+        let mut failed = None;
+        let expanded = crate::dockerfile::expand_mount(m, |v| {
+            self.expand(ins, v).map_err(|e| {
+                failed = Some(e);
+                String::new()
+            })
+        });
+        match (expanded, failed) {
+            (Ok(m), _) => Ok(m),
+            (Err(_), Some(e)) => Err(e),
+            (Err(msg), None) => Err(self.fail(ins, &format!("--mount: {msg}"))),
+        }
     }
 
     /// The checksum of the files a bind mount shows from a directory source (all of them: the mount shows the
