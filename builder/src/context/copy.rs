@@ -320,7 +320,8 @@ impl CopySelection {
                 // A directory's contents, not the directory itself.
                 self.copy_dir_contents(s, &dest_path, &attrs, reuse)?;
             } else {
-                let name = s.abs.file_name().map(PathBuf::from).unwrap_or_default();
+                // A symlink source is copied under its own name, holding what it leads to (testCopySymlinks).
+                let name = Path::new(&s.rel).file_name().or(s.abs.file_name()).map(PathBuf::from).unwrap_or_default();
                 let target = if dest_is_dir { dest_path.join(name) } else { dest_path.clone() };
                 copy_walked(&walked[0], &target, &attrs, reuse)?;
             }
