@@ -171,6 +171,8 @@ pub struct CopySelection {
     /// Each source's walk, kept from the checksum for the copy (the context is read once).
     /// Keyed by path and context-relative path (two sources may reach one directory by different paths).
     walks: std::sync::Mutex<std::collections::HashMap<(PathBuf, String), WalkedTree>>,
+    /// See [`CopySelection::keeping_owners`].
+    keep_owners: bool,
 }
 
 /// Resolve the sources of a COPY.
@@ -189,10 +191,23 @@ pub fn select_excluding(
     for s in sources {
         out.extend(resolve(context, ignore, exclude, s)?);
     }
-    Ok(CopySelection { sources: out, ignore: ignore.clone(), exclude: exclude.clone(), walks: Default::default() })
+    Ok(CopySelection {
+        sources: out,
+        ignore: ignore.clone(),
+        exclude: exclude.clone(),
+        walks: Default::default(),
+        keep_owners: false,
+    })
 }
 
 impl CopySelection {
+    /// Copies of these sources keep their owners unless `--chown` names one: files from another stage or an image
+    /// (testCopyChownExistingDir), where context files become root's.
+    pub fn keeping_owners(mut self) -> Self {
+        self.keep_owners = true;
+        self
+    }
+
     /// The selected regular files that are tar archives (plain, gzip, bzip2, xz or zstd; by content), which ADD
     /// unpacks instead of copying. Directories' contents are never unpacked.
     pub fn archives(&self) -> Vec<PathBuf> {
@@ -206,6 +221,7 @@ impl CopySelection {
             ignore: self.ignore.clone(),
             exclude: self.exclude.clone(),
             walks: Default::default(),
+            keep_owners: self.keep_owners,
         }
     }
 
@@ -312,8 +328,8 @@ impl CopySelection {
         let dest_path = dest_in(layer_root, dest);
         let parent =
             if dest_is_dir { dest_path.clone() } else { dest_path.parent().map(Path::to_path_buf).unwrap_or_default() };
-        make_dirs(layer_root, &parent)?;
-        let attrs = Attributes::new(owner, chmod);
+        let attrs = Attributes::new(owner, chmod, self.keep_owners);
+        make_dirs(layer_root, &parent, &attrs)?;
         for s in &self.sources {
             let walked = self.walk(s)?;
             if walked[0].meta.is_dir() {
@@ -340,14 +356,14 @@ impl CopySelection {
         reuse: Option<&Incremental>,
     ) -> Result<()> {
         let dest_path = dest_in(layer_root, dest);
-        let attrs = Attributes::new(owner, chmod);
+        let attrs = Attributes::new(owner, chmod, self.keep_owners);
         for s in &self.sources {
             let target = if s.keep.is_empty() { dest_path.clone() } else { dest_path.join(&s.keep) };
             let parent = target.parent().map(Path::to_path_buf).unwrap_or_else(|| dest_path.clone());
-            make_dirs(layer_root, &parent)?;
+            make_dirs(layer_root, &parent, &attrs)?;
             let walked = self.walk(s)?;
             if walked[0].meta.is_dir() {
-                make_dirs(layer_root, &target)?;
+                make_dirs(layer_root, &target, &attrs)?;
                 self.copy_dir_contents(s, &target, &attrs, reuse)?;
             } else {
                 copy_walked(&walked[0], &target, &attrs, reuse)?;
@@ -406,7 +422,7 @@ impl CopySelection {
             .filter(|(w, _)| !w.meta.is_dir())
             .try_for_each(|(w, target)| copy_walked(w, target, attrs, reuse))?;
         for (w, target) in below.iter().rev().filter(|(w, _)| w.meta.is_dir()) {
-            attrs.apply_to_dir(target, &w.meta)?;
+            attrs.apply_to_dir(target, &w.abs, &w.meta)?;
         }
         Ok(())
     }
@@ -425,10 +441,24 @@ struct Walked {
     content: std::sync::OnceLock<String>,
 }
 
-/// Create the directories from `root` down to `dir` (0755, root-owned in the image).
-fn make_dirs(root: &Path, dir: &Path) -> Result<()> {
-    if dir.starts_with(root) && !dir.exists() {
-        fs::create_dir_all(dir).map_err(Error::io("create", dir))?;
+/// [`make_dirs`] for a destination directory an ADD unpacks archives into.
+pub(crate) fn make_dest_dirs(root: &Path, dir: &Path, owner: Option<(u32, u32)>, chmod: Option<&ModeSpec>) -> Result<()> {
+    make_dirs(root, dir, &Attributes::new(owner, chmod, false))
+}
+
+/// Create the missing directories from `root` down to `dir`, as BuildKit creates a copy's destination path: owned
+/// by the `--chown` owner (root without one), mode 0755 or an octal `--chmod`'s (testCopyChownCreateDest,
+/// testCopyChmod). Directories the layer has already are left as they are.
+fn make_dirs(root: &Path, dir: &Path, attrs: &Attributes) -> Result<()> {
+    let Ok(below) = dir.strip_prefix(root) else { return Ok(()) };
+    let mut path = root.to_path_buf();
+    for part in below.components() {
+        path.push(part);
+        if fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        make_dir(&path)?;
+        attrs.apply_to_created_dir(&path)?;
     }
     Ok(())
 }
@@ -454,13 +484,31 @@ struct Attributes<'a> {
     /// Running as root:root, so a file this copy creates is root-owned already (its directories are root-owned
     /// while it fills them).
     created_as_root: bool,
+    /// Without `--chown`, each entry keeps its source's owner (see [`CopySelection::keeping_owners`]).
+    keep_source_owner: bool,
 }
 
 impl<'a> Attributes<'a> {
-    fn new(owner: Option<(u32, u32)>, chmod: Option<&'a ModeSpec>) -> Self {
+    fn new(owner: Option<(u32, u32)>, chmod: Option<&'a ModeSpec>, keep_owners: bool) -> Self {
         let as_root = rustix::process::geteuid().is_root();
         let created_as_root = as_root && rustix::process::getegid().is_root();
-        Attributes { owner: owner.unwrap_or((0, 0)), chmod, as_root, created_as_root }
+        let keep_source_owner = keep_owners && owner.is_none();
+        Attributes { owner: owner.unwrap_or((0, 0)), chmod, as_root, created_as_root, keep_source_owner }
+    }
+
+    /// The owner the copy of `from` gets: the given one, or the source's own (rootless, as its xattr records it).
+    fn owner_of(&self, from: &Path, meta: &fs::Metadata) -> (u32, u32) {
+        if !self.keep_source_owner {
+            return self.owner;
+        }
+        if self.as_root {
+            return (meta.uid(), meta.gid());
+        }
+        xattr::get(from, crate::layer::tree::ROOTLESS_XATTR)
+            .ok()
+            .flatten()
+            .and_then(|v| crate::layer::rootless_owner::decode(&v))
+            .map_or((0, 0), |(u, g)| (u.unwrap_or(0), g.unwrap_or(0)))
     }
 
     fn mode(&self, meta: &fs::Metadata) -> u32 {
@@ -472,13 +520,13 @@ impl<'a> Attributes<'a> {
 
     /// Whether the owner is only recorded (in an xattr, rootless), not given.
     fn records_owner(&self) -> bool {
-        !self.as_root && self.owner != (0, 0)
+        !self.as_root && (self.owner != (0, 0) || self.keep_source_owner)
     }
 
     /// What a copy of a regular file with `meta` gets on disk, when its owner is real there (as root, or root's
     /// rootless: not one only recorded in an xattr).
     fn fresh_file(&self, meta: &fs::Metadata) -> Option<FreshFile> {
-        if self.records_owner() {
+        if self.records_owner() || self.keep_source_owner {
             return None;
         }
         let (uid, gid) = if self.as_root {
@@ -491,8 +539,8 @@ impl<'a> Attributes<'a> {
 
     /// Owner first (a change of owner clears set-id bits), then the mode (unless the file was created with it:
     /// `mode_set`), then the mtime; on an open file or directory.
-    fn apply_to_file(&self, f: &fs::File, to: &Path, meta: &fs::Metadata, mode_set: bool) -> Result<()> {
-        let (uid, gid) = self.owner;
+    fn apply_to_file(&self, f: &fs::File, to: &Path, from: &Path, meta: &fs::Metadata, mode_set: bool) -> Result<()> {
+        let (uid, gid) = self.owner_of(from, meta);
         if self.created_as_root && (uid, gid) == (0, 0) {
             // Already so.
         } else if self.as_root {
@@ -507,9 +555,26 @@ impl<'a> Attributes<'a> {
         Ok(())
     }
 
-    fn apply_to_dir(&self, to: &Path, meta: &fs::Metadata) -> Result<()> {
+    /// A directory the copy made on the way to its destination: the owner, and the mode an octal `--chmod` gives
+    /// (0755 otherwise).
+    fn apply_to_created_dir(&self, to: &Path) -> Result<()> {
         let dir = fs::File::open(to).map_err(Error::io("open", to))?;
-        self.apply_to_file(&dir, to, meta, false)
+        let (uid, gid) = self.owner;
+        if self.as_root && !(self.created_as_root && (uid, gid) == (0, 0)) {
+            std::os::unix::fs::fchown(&dir, Some(uid), Some(gid)).map_err(Error::io("chown", to))?;
+        } else if !self.as_root && (uid, gid) != (0, 0) {
+            let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
+        }
+        let mode = match self.chmod {
+            Some(ModeSpec::Octal(m)) => *m,
+            _ => 0o755,
+        };
+        dir.set_permissions(fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", to))
+    }
+
+    fn apply_to_dir(&self, to: &Path, from: &Path, meta: &fs::Metadata) -> Result<()> {
+        let dir = fs::File::open(to).map_err(Error::io("open", to))?;
+        self.apply_to_file(&dir, to, from, meta, false)
     }
 }
 
@@ -568,7 +633,7 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
     } else {
         std::io::copy(&mut src, &mut dst).map_err(Error::io("copy", from))?;
     }
-    attrs.apply_to_file(&dst, to, meta, mode_at_create)
+    attrs.apply_to_file(&dst, to, from, meta, mode_at_create)
 }
 
 /// A file's content, `len` bytes as its metadata says: read without the end-of-file probe and the size query

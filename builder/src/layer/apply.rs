@@ -41,12 +41,14 @@ pub struct ApplyOptions {
     pub max_ratio: u64,
     /// Name used in messages (a digest, a file name).
     pub layer_name: String,
+    /// Every entry gets this owner instead of its own (`ADD --chown` of an archive).
+    pub owner: Option<(u32, u32)>,
 }
 
 impl ApplyOptions {
     pub fn new(mode: ApplyMode, layer_name: impl Into<String>) -> Self {
         let max_size = std::env::var("RBUILD_MAX_LAYER_SIZE").ok().and_then(|v| v.parse().ok()).unwrap_or(1 << 40);
-        ApplyOptions { mode, max_size, max_ratio: 1000, layer_name: layer_name.into() }
+        ApplyOptions { mode, max_size, max_ratio: 1000, layer_name: layer_name.into(), owner: None }
     }
 }
 
@@ -254,6 +256,7 @@ impl ApplyState {
         let gid = header.gid().map_err(|e| self.read_error(e))?;
         let mtime = header.mtime().map_err(|e| self.read_error(e))? as i64;
         let (uid, gid) = (u32::try_from(uid).unwrap_or(u32::MAX), u32::try_from(gid).unwrap_or(u32::MAX));
+        let (uid, gid) = self.opts.owner.unwrap_or((uid, gid));
         let xattrs = pax_xattrs(entry).map_err(|e| self.read_error(e))?;
 
         match etype {

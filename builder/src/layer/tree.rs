@@ -321,10 +321,10 @@ pub fn diff_overlay_upper_mapped(upper: &Path, ids: &IdMap) -> Result<Vec<TreeEn
     diff_upper(upper, ids, None)
 }
 
-/// [`diff_overlay_upper`] of the paths `within` only (relative, `/`-separated): each one's ancestors and itself
-/// (whiteouts and opaque markers included) and everything below it. The rest of the tree is not read.
-pub fn diff_overlay_upper_within(upper: &Path, within: &[Vec<u8>]) -> Result<Vec<TreeEntry>> {
-    diff_upper(upper, &IdMap::for_current_user(), Some(within))
+/// [`diff_overlay_upper_mapped`] of the paths `within` only (relative, `/`-separated): each one's ancestors and
+/// itself (whiteouts and opaque markers included) and everything below it. The rest of the tree is not read.
+pub fn diff_overlay_upper_within(upper: &Path, within: &[Vec<u8>], ids: &IdMap) -> Result<Vec<TreeEntry>> {
+    diff_upper(upper, ids, Some(within))
 }
 
 /// Whether `rel` is on the way to `path`, is it, or is below it.

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 use crate::layer::{
-    ApplyMode, ApplyOptions, Compression, LayerOptions, apply_tar, diff_overlay_upper, diff_overlay_upper_within,
-    write_layer,
+    ApplyMode, ApplyOptions, Compression, IdMap, LayerOptions, apply_tar, diff_overlay_upper_mapped,
+    diff_overlay_upper_within, write_layer,
 };
 use crate::store::Store;
 
@@ -112,18 +112,18 @@ pub fn remember(store: &Store, s: Snapshotter) -> Result<()> {
 /// Merge overlay snapshots (bottom layer first) into `dest`: each snapshot's changes, whiteouts included, are
 /// applied in order, as a stream (no layer is held in memory).
 pub fn merge_snapshots(bottom_first: &[PathBuf], dest: &Path) -> Result<()> {
-    merge_snapshots_within(bottom_first, dest, None)
+    merge_snapshots_within(bottom_first, dest, None, &IdMap::for_current_user())
 }
 
 /// Merge into `dest` what COPY needs of snapshots to read `sources` (paths, as a COPY names them): the subtrees
 /// they name, followed through the symlinks on their way, or everything when one has a wildcard or names the
 /// root. A COPY from a large image reads the files it copies, not the whole image.
-pub fn merge_snapshots_for(bottom_first: &[PathBuf], sources: &[String], dest: &Path) -> Result<()> {
+pub fn merge_snapshots_for(bottom_first: &[PathBuf], sources: &[String], dest: &Path, ids: &IdMap) -> Result<()> {
     let mut within: Vec<String> = Vec::new();
     for s in sources {
         let rel = crate::context::clean_path(&format!("/{s}")).trim_start_matches('/').to_string();
         if rel.is_empty() || crate::context::copy::has_glob(&rel) {
-            return merge_snapshots(bottom_first, dest);
+            return merge_snapshots_within(bottom_first, dest, None, ids);
         }
         within.push(rel);
     }
@@ -132,7 +132,7 @@ pub fn merge_snapshots_for(bottom_first: &[PathBuf], sources: &[String], dest: &
     for _ in 0..40 {
         let _ = crate::store::remove_path(dest);
         let as_bytes: Vec<Vec<u8>> = within.iter().map(|p| p.as_bytes().to_vec()).collect();
-        merge_snapshots_within(bottom_first, dest, Some(&as_bytes))?;
+        merge_snapshots_within(bottom_first, dest, Some(&as_bytes), ids)?;
         let known = within.len();
         let followed: Vec<String> =
             within.iter().filter_map(|p| crate::context::copy::first_symlink_followed(dest, p)).collect();
@@ -147,16 +147,21 @@ pub fn merge_snapshots_for(bottom_first: &[PathBuf], sources: &[String], dest: &
     }
     // Links that keep leading somewhere new: everything.
     let _ = crate::store::remove_path(dest);
-    merge_snapshots(bottom_first, dest)
+    merge_snapshots_within(bottom_first, dest, None, ids)
 }
 
-fn merge_snapshots_within(bottom_first: &[PathBuf], dest: &Path, within: Option<&[Vec<u8>]>) -> Result<()> {
+fn merge_snapshots_within(
+    bottom_first: &[PathBuf],
+    dest: &Path,
+    within: Option<&[Vec<u8>]>,
+    ids: &IdMap,
+) -> Result<()> {
     fs::create_dir_all(dest).map_err(Error::io("create", dest))?;
     let opts = LayerOptions { compression: Compression::None, threads: 1, source_date_epoch: None };
     for snap in bottom_first {
         let entries = match within {
-            Some(paths) => diff_overlay_upper_within(snap, paths)?,
-            None => diff_overlay_upper(snap)?,
+            Some(paths) => diff_overlay_upper_within(snap, paths, ids)?,
+            None => diff_overlay_upper_mapped(snap, ids)?,
         };
         let (reader, writer) = std::io::pipe().map_err(Error::io("create pipe", snap))?;
         let name = snap.display().to_string();

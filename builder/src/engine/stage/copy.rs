@@ -92,8 +92,10 @@ impl StageBuilder<'_> {
             let key = cache::copy_from_image(&base_key, keyword, &src.cache_key, &sources, &dest_abs, &modifiers);
             if !self.reuse_cached(&key, step, &created_by)? {
                 let dir = self.store.tmp().path("from");
-                merge_snapshots_for(&src.snapshots, &sources, &dir)?;
+                // With the image's owners (the snapshots hold the executor's host ids): a copy keeps them.
+                merge_snapshots_for(&src.snapshots, &sources, &dir, &self.session.worker.id_map)?;
                 let outcome = copy::select_excluding(&dir, &IgnoreMatcher::default(), &excluded, &sources)
+                    .map(copy::CopySelection::keeping_owners)
                     .map_err(|e| self.fail(ins, &format!("{e} in {}", describe(from))))
                     .and_then(|selection| {
                         self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents, None)
@@ -246,9 +248,10 @@ impl StageBuilder<'_> {
                 rest.copy_into(&layer_dir, dest_abs, owner, chmod, None).map_err(|e| self.fail(ins, &e.to_string()))?;
             }
             let dest = layer_dir.join(clean_path(dest_abs.trim_start_matches('/')));
-            fs::create_dir_all(&dest).map_err(Error::io("create", &dest))?;
+            copy::make_dest_dirs(&layer_dir, &dest, owner, chmod)?;
             for a in archives {
-                let opts = ApplyOptions::new(ApplyMode::Merge, a.display().to_string());
+                // --chown gives every unpacked entry its owner (testDockerfileAddChownArchive).
+                let opts = ApplyOptions { owner, ..ApplyOptions::new(ApplyMode::Merge, a.display().to_string()) };
                 apply_tar(copy::archive_reader(a)?, &dest, &opts)
                     .map_err(|e| self.fail(ins, &format!("cannot unpack {}: {e}", a.display())))?;
             }
@@ -270,8 +273,11 @@ impl StageBuilder<'_> {
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let mut entries = collect_tree(layer_dir)?;
         let dest_rel = dest_abs.trim_matches('/');
-        let origin =
-            self.keep_existing_dirs(layer_dir, &mut entries, None, &|p| dest_rel.starts_with(&format!("{p}/")));
+        // The destination directory too, when the copy goes into it (`/dir/`): an existing one is left as it is.
+        let into_dir = dest_abs.ends_with('/');
+        let origin = self.keep_existing_dirs(layer_dir, &mut entries, None, &|p| {
+            dest_rel.starts_with(&format!("{p}/")) || (into_dir && p == dest_rel)
+        });
         self.commit_dir(layer_dir, entries, origin)
     }
 
