@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Make the `busybox` test image as an OCI layout, offline except for fetching Debian's busybox-static package:
-# the static busybox binary, a symlink for every applet, /etc/passwd and /etc/group (root, a user 1000, nobody),
-# /tmp, /root and the usual empty mount points. Same .deb in, same manifest digest out.
+# Make the `busybox` test image as an OCI layout, offline except for fetching Debian's busybox-static package,
+# laid out as docker.io's busybox is: the static binary in /bin with every applet a hard link to it in /bin,
+# docker.io's users and groups (root, daemon, bin, sys, ..., wheel 10, nobody/nogroup 65534; from busybox-etc/),
+# /etc/shadow, /root 0700, /tmp 1777, /home and /var/{spool/mail,www}, two history entries (the layer and
+# `CMD ["sh"]`). Debian's busybox has no adduser/addgroup applets, so busybox-etc/ has stand-in scripts doing
+# what `adduser -D NAME` and `addgroup` do there. Same .deb in, same manifest digest out.
 #
 # usage: make-busybox.sh OUT_DIR
 # env:   BUSYBOX_DEB      use this busybox-static .deb instead of downloading one (air-gapped hosts)
@@ -20,25 +23,19 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 dpkg-deb -x "$deb" "$work/pkg"
 root="$work/rootfs"
-mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,etc,dev,proc,sys,tmp,root,home/user,var,run}
+mkdir -p "$root"/{bin,etc,dev,proc,sys,tmp,root,home,usr/sbin,var/spool/mail,var/www}
 install -m 0755 "$work/pkg/bin/busybox" "$root/bin/busybox"
-# One symlink per applet, at the path busybox itself reports.
-"$root/bin/busybox" --list-full | while read -r applet; do
-  [ "$applet" = bin/busybox ] && continue
-  mkdir -p "$root/$(dirname "$applet")"
-  ln -sf /bin/busybox "$root/$applet"
+# Every applet a hard link to the binary, in /bin (as `busybox --install /bin` makes them).
+"$root/bin/busybox" --list | while read -r applet; do
+  [ "$applet" = busybox ] || ln "$root/bin/busybox" "$root/bin/$applet"
 done
-cat > "$root/etc/passwd" <<'PASSWD'
-root:x:0:0:root:/root:/bin/sh
-user:x:1000:1000:user:/home/user:/bin/sh
-nobody:x:65534:65534:nobody:/nonexistent:/bin/false
-PASSWD
-cat > "$root/etc/group" <<'GROUP'
-root:x:0:
-user:x:1000:
-nogroup:x:65534:
-GROUP
-chmod 0644 "$root/etc/passwd" "$root/etc/group"
+for f in adduser addgroup; do
+  install -m 0755 "$here/busybox-etc/$f" "$root/bin/$f"
+done
+for f in passwd group; do
+  install -m 0644 "$here/busybox-etc/$f" "$root/etc/$f"
+done
+install -m 0640 "$here/busybox-etc/shadow" "$root/etc/shadow"
 find "$root" -type d -exec chmod 0755 {} +
 chmod 1777 "$root/tmp"
 chmod 0700 "$root/root"

@@ -123,19 +123,42 @@ pub fn test_images_dir() -> PathBuf {
 
 /// The OCI layout of test image `name` (`busybox` or `debian`), built by `vendor-test-images/make-<name>.sh` on
 /// first use and cached; concurrent callers (threads or processes) wait for one builder.
+/// An image made by an older version of its script is made again.
 pub fn test_image(name: &str) -> PathBuf {
     let dir = test_images_dir();
     std::fs::create_dir_all(&dir).expect("create test image dir");
     let out = dir.join(name);
-    if out.join("index.json").is_file() {
+    let made_from = image_script_digest(name);
+    let stamp = dir.join(format!(".{name}.made-from"));
+    let current = || out.join("index.json").is_file() && std::fs::read_to_string(&stamp).ok() == Some(made_from.clone());
+    if current() {
         return out;
     }
     let lock = File::create(dir.join(format!(".{name}.lock"))).expect("create lock file");
     lock.lock().expect("lock test image");
-    if !out.join("index.json").is_file() {
+    if !current() {
         make_test_image(name, &out);
+        std::fs::write(&stamp, &made_from).expect("write test image stamp");
     }
     out
+}
+
+/// A digest of what makes test image `name`: its script, the shared library and the files the scripts install.
+fn image_script_digest(name: &str) -> String {
+    use sha2::Digest;
+    let base = workspace_root().join("vendor-test-images");
+    let mut files = vec![base.join(format!("make-{name}.sh")), base.join("lib/oci-layout.sh")];
+    if let Ok(entries) = std::fs::read_dir(base.join(format!("{name}-etc"))) {
+        let mut extra: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+        extra.sort();
+        files.extend(extra);
+    }
+    let mut h = sha2::Sha256::new();
+    for f in files {
+        h.update(f.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
+        h.update(std::fs::read(&f).unwrap_or_default());
+    }
+    hex::encode(h.finalize())
 }
 
 /// Run `vendor-test-images/make-<name>.sh OUT` and fail the test with its output when it fails.

@@ -105,6 +105,7 @@ fn copy_exclude_link_named_chown_and_symbolic_chmod() {
                 (
                     "Dockerfile",
                     "FROM busybox\n\
+                     RUN adduser -D user\n\
                      COPY --exclude=*.log --exclude=tmp src/ /app/\n\
                      COPY --chown=user:nogroup --chmod=u+x,go-r src/run.sh /bin/run-user.sh\n\
                      COPY --chown=nobody --chmod=0640 src/a.txt /owned-by-nobody\n\

@@ -57,14 +57,20 @@ fn umoci_unpacks_busybox_with_the_expected_files() {
         .expect("run umoci");
     assert!(out.status.success(), "umoci unpack failed: {}", String::from_utf8_lossy(&out.stderr));
     let rootfs = bundle.join("rootfs");
-    assert!(rootfs.join("bin/busybox").is_file());
-    assert_eq!(std::fs::read_link(rootfs.join("bin/sh")).unwrap(), std::path::Path::new("/bin/busybox"));
+    // Laid out as docker.io's busybox: applets are hard links to the binary in /bin, its users and groups.
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let busybox = std::fs::metadata(rootfs.join("bin/busybox")).unwrap();
+    let sh = std::fs::symlink_metadata(rootfs.join("bin/sh")).unwrap();
+    assert!(sh.is_file() && sh.ino() == busybox.ino() && busybox.nlink() > 100, "/bin/sh is a hard link");
+    assert!(rootfs.join("bin/adduser").is_file());
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
     assert!(passwd.starts_with("root:x:0:0:"), "{passwd}");
-    assert!(passwd.contains("user:x:1000:1000:"), "{passwd}");
-    let tmp_mode =
-        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(rootfs.join("tmp")).unwrap().permissions());
-    assert_eq!(tmp_mode & 0o7777, 0o1777);
+    assert!(passwd.contains("\ndaemon:x:1:1:") && passwd.contains("\nnobody:x:65534:65534:"), "{passwd}");
+    assert!(!passwd.contains(":1000:"), "no user 1000 until a Dockerfile adds one: {passwd}");
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap();
+    assert!(group.contains("\nwheel:x:10:root\n") && group.contains("\nnogroup:x:65534:"), "{group}");
+    let mode_of = |p: &str| std::fs::metadata(rootfs.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!((mode_of("tmp"), mode_of("root")), (0o1777, 0o700));
     // The image config names the shell as its command.
     let manifest: serde_json::Value =
         serde_json::from_slice(&layout_blob(&layout, &layout_manifest_digest(&layout))).unwrap();
@@ -72,6 +78,7 @@ fn umoci_unpacks_busybox_with_the_expected_files() {
         serde_json::from_slice(&layout_blob(&layout, manifest["config"]["digest"].as_str().unwrap())).unwrap();
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
     assert_eq!(config["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(1));
+    assert_eq!(config["history"][1], serde_json::json!({"created": "1970-01-01T00:00:00Z", "created_by": "CMD [\"sh\"]", "empty_layer": true}));
 }
 
 #[test]

@@ -5,7 +5,7 @@
 # make_oci_layout ROOTFS OUT_DIR CREATED_BY CMD_JSON [force-root-owner]
 #   ROOTFS      the directory to pack (its contents become the image root)
 #   OUT_DIR     the OCI layout to write; replaced atomically (written beside it, then renamed)
-#   CREATED_BY  the history entry's created_by text
+#   CREATED_BY  the layer's history entry's created_by text (a second entry records the CMD, as docker.io's do)
 #   CMD_JSON    the config's Cmd, as a JSON array, e.g. '["sh"]'
 #   force-root-owner: record every entry as owned by 0:0 (for trees unpacked by a non-root user)
 
@@ -45,8 +45,9 @@ make_oci_layout() {
   mv "$stage/layer.tar.gz" "$stage/blobs/sha256/$layer_digest"
   rm -f "$stage/layer.tar" "$stage/members"
 
-  printf '{"created":"%s","architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"%s","created_by":"%s"}]}' \
-    "$created" "$(oci_arch)" "$cmd_json" "$diff_id" "$created" "$created_by" > "$stage/config.json"
+  printf '{"created":"%s","architecture":"%s","os":"linux","config":{"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],"Cmd":%s},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]},"history":[{"created":"%s","created_by":"%s"},{"created":"%s","created_by":"CMD %s","empty_layer":true}]}' \
+    "$created" "$(oci_arch)" "$cmd_json" "$diff_id" "$created" "$created_by" "$created" "${cmd_json//\"/\\\"}" \
+    > "$stage/config.json"
   local config_digest config_size
   config_digest=$(sha256_of "$stage/config.json")
   config_size=$(size_of "$stage/config.json")

@@ -10,3 +10,11 @@ pub mod ignore;
 
 pub use file_hashes::FileHashes;
 pub use ignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path, find_ignore_file, load_for as load_ignore};
+
+/// The Dockerfile of a context when none is named: `Dockerfile`, or `dockerfile` when only that one exists (as
+/// BuildKit's frontend falls back; testDockerfileLowercase).
+pub fn default_dockerfile(context: &std::path::Path) -> std::path::PathBuf {
+    let upper = context.join("Dockerfile");
+    let lower = context.join("dockerfile");
+    if !upper.exists() && lower.is_file() { lower } else { upper }
+}

@@ -79,6 +79,7 @@ pub fn lower(
     let fail = |span: Span, message: String| -> Error {
         DockerfileError::new(dockerfile_name, dockerfile_text, span, message).into()
     };
+    let target_name = target;
     let target = match target {
         Some(t) => find_stage(df, t, df.stages.len()).ok_or_else(|| {
             let names: Vec<&str> = df.stages.iter().filter_map(|s| s.name.as_deref()).collect();
@@ -92,12 +93,54 @@ pub fn lower(
         })?,
         None => df.stages.len().saturating_sub(1),
     };
-    let meta = global_args(df, build_args, &fail)?;
+    let meta = global_args(df, build_args, target_name, &fail)?;
     let mut nodes = BTreeMap::new();
     let mut order = Vec::new();
     let mut on_path = Vec::new();
     visit(df, target, &meta, build_args, named_contexts, &fail, &mut nodes, &mut on_path, &mut order)?;
+    refuse_later_stages(df, &nodes, &fail)?;
     Ok(Graph { stages: nodes, order, target })
+}
+
+/// As BuildKit (which dispatches stages in file order): `COPY --from` and `RUN --mount from=` may read only a stage
+/// defined before the one they are in (testOutOfOrderStage). Checked after the cycle check, whose error wins.
+fn refuse_later_stages(
+    df: &Dockerfile,
+    nodes: &BTreeMap<usize, StageNode>,
+    fail: &dyn Fn(Span, String) -> Error,
+) -> Result<()> {
+    let name = |i: usize| df.stages[i].name.clone().unwrap_or_else(|| i.to_string());
+    for (index, node) in nodes {
+        for op in &node.ops {
+            let ins = &df.stages[*index].instructions[op.instruction];
+            let Some(later) = op.reads.iter().find_map(|r| matches!(r, Source::Stage(i) if i > index).then_some(r))
+            else {
+                continue;
+            };
+            let Source::Stage(from) = later else { continue };
+            let message = match &ins.kind {
+                InstructionKind::Run(run) => {
+                    let target = run
+                        .mounts
+                        .iter()
+                        .find(|m| m.from.as_deref().is_some_and(|f| find_stage(df, f, *index) == Some(*from)))
+                        .and_then(|m| m.target.clone())
+                        .unwrap_or_default();
+                    format!(
+                        "cannot mount from stage {:?} to {target:?}, stage needs to be defined before current command",
+                        name(*from)
+                    )
+                }
+                _ => format!(
+                    "cannot copy from stage {:?}, it needs to be defined before current stage {:?}",
+                    name(*from),
+                    name(*index)
+                ),
+            };
+            return Err(fail(ins.span, message));
+        }
+    }
+    Ok(())
 }
 
 /// A stage named `name` (case-insensitive) anywhere in the file, or an index below `before`.
@@ -109,9 +152,10 @@ fn find_stage(df: &Dockerfile, name: &str, before: usize) -> Option<usize> {
         .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
 }
 
-/// BuildKit's predefined platform ARGs (this build's and its target's platform: both the host's), in the global
-/// scope; a stage sees one when it redeclares it (`ARG TARGETARCH`).
-pub fn platform_args() -> Vec<(String, String)> {
+/// BuildKit's predefined ARGs in the global scope: the platform's (this build's and its target's: both the
+/// host's) and `TARGETSTAGE` (the `--target`, else the last stage's name, else `default`); a stage sees one when
+/// it redeclares it (`ARG TARGETARCH`).
+pub fn predefined_args(df: &Dockerfile, target: Option<&str>) -> Vec<(String, String)> {
     let p = rbuild_registry::platform::Platform::host();
     let platform = p.to_string();
     let variant = p.variant.clone().unwrap_or_default();
@@ -119,9 +163,15 @@ pub fn platform_args() -> Vec<(String, String)> {
     for side in ["BUILD", "TARGET"] {
         out.push((format!("{side}PLATFORM"), platform.clone()));
         out.push((format!("{side}OS"), p.os.clone()));
+        out.push((format!("{side}OSVERSION"), String::new()));
         out.push((format!("{side}ARCH"), p.architecture.clone()));
         out.push((format!("{side}VARIANT"), variant.clone()));
     }
+    let stage = match target {
+        Some(t) => t.to_string(),
+        None => df.stages.last().and_then(|s| s.name.clone()).unwrap_or_else(|| "default".into()),
+    };
+    out.push(("TARGETSTAGE".into(), stage));
     out
 }
 
@@ -130,14 +180,15 @@ pub fn is_proxy_arg(name: &str) -> bool {
     matches!(name.to_ascii_uppercase().as_str(), "HTTP_PROXY" | "HTTPS_PROXY" | "FTP_PROXY" | "NO_PROXY" | "ALL_PROXY")
 }
 
-/// The ARGs of the global scope: the predefined platform args, then those declared before the first FROM (with
+/// The ARGs of the global scope: the predefined args, then those declared before the first FROM (with
 /// build-arg overrides), in declaration order.
 pub(crate) fn global_args(
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
+    target: Option<&str>,
     fail: &dyn Fn(Span, String) -> Error,
 ) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = platform_args();
+    let mut out: Vec<(String, String)> = predefined_args(df, target);
     for ins in &df.meta_args {
         if let InstructionKind::Arg(decls) = &ins.kind {
             for d in decls {
@@ -189,12 +240,15 @@ fn visit(
     }
     let stage = &df.stages[index];
     if on_path.contains(&index) {
-        let names: Vec<String> = on_path[on_path.iter().position(|i| *i == index).unwrap_or(0)..]
-            .iter()
-            .chain(std::iter::once(&index))
-            .map(|i| df.stages[*i].name.clone().unwrap_or_else(|| i.to_string()))
-            .collect();
-        return Err(fail(stage.span, format!("circular dependency between stages: {}", names.join(" -> "))));
+        let cycle = &on_path[on_path.iter().position(|i| *i == index).unwrap_or(0)..];
+        let name = |i: usize| df.stages[i].name.clone().unwrap_or_else(|| i.to_string());
+        let names: Vec<String> = cycle.iter().chain(std::iter::once(&index)).map(|i| name(*i)).collect();
+        // BuildKit's words, naming the cycle's first stage in the file; then the cycle.
+        let first = cycle.iter().copied().min().unwrap_or(index);
+        return Err(fail(
+            df.stages[first].span,
+            format!("circular dependency detected on stage: {} ({})", name(first), names.join(" -> ")),
+        ));
     }
     let lexer = Lexer::new(df.escape);
     let base_name = lexer.process_word(&stage.base, &meta.to_vec()).map_err(|e| fail(stage.span, e.to_string()))?;
@@ -333,7 +387,8 @@ fn resolve_from(
     }
     let source = resolve_source(df, from, stage, named, false);
     if source == Source::Stage(stage) {
-        return Err(fail(ins.span, format!("--from={from} names the stage it is in")));
+        let name = df.stages[stage].name.clone().unwrap_or_else(|| stage.to_string());
+        return Err(fail(ins.span, format!("circular dependency detected on stage: {name}")));
     }
     Ok(source)
 }
@@ -409,7 +464,15 @@ mod tests {
         let e = graph("FROM busybox AS a\nCOPY --from=b / /\nFROM busybox AS b\nCOPY --from=a / /\n", &[], None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("circular dependency between stages"), "{e}");
+        assert!(e.contains("circular dependency detected on stage: a (a -> b -> a)") && e.contains("Dockerfile:1"), "{e}");
+        let e = graph("FROM busybox AS stage0\nCOPY --from=stage0 f1 /sub/\n", &[], None).unwrap_err().to_string();
+        assert!(e.contains("circular dependency detected on stage: stage0"), "{e}");
+        let text = "FROM busybox AS target\nCOPY --from=build / /out\nFROM busybox AS build\nFROM target\n";
+        let e = graph(text, &[], None).unwrap_err().to_string();
+        assert!(e.contains("cannot copy from stage \"build\", it needs to be defined before current stage \"target\""));
+        let text = "FROM busybox AS a\nRUN --mount=from=b,target=/m true\nFROM busybox AS b\nFROM a\n";
+        let e = graph(text, &[], None).unwrap_err().to_string();
+        assert!(e.contains("cannot mount from stage \"b\" to \"/m\", stage needs to be defined"), "{e}");
         let e = graph("FROM busybox\nCOPY --from=0 / /\n", &[], None).unwrap_err().to_string();
         assert!(e.contains("Dockerfile:2") && e.contains("earlier stage"), "{e}");
     }

@@ -126,7 +126,7 @@ pub fn build(
     let input = match (&args.file, &context.dockerfile_text) {
         (Some(f), _) => dockerfile_input::read(f)?,
         (None, Some(text)) => dockerfile_input::DockerfileInput { name: "-".into(), text: text.clone(), path: None },
-        (None, None) => dockerfile_input::read(&context.dir.join("Dockerfile"))?,
+        (None, None) => dockerfile_input::read(&rbuild_builder::context::default_dockerfile(&context.dir))?,
     };
     report_build_checks(&input.name, &input.text, args.quiet)?;
     let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
@@ -317,7 +317,7 @@ pub fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> 
 /// `rbuild build --check`: parse and lint the Dockerfile and check the ignore file, without building.
 pub fn check(args: BuildArgs) -> anyhow::Result<ExitCode> {
     let context = PathBuf::from(&args.context);
-    let file = args.file.clone().unwrap_or_else(|| context.join("Dockerfile"));
+    let file = args.file.clone().unwrap_or_else(|| rbuild_builder::context::default_dockerfile(&context));
     let input = dockerfile_input::read(&file)?;
     let parsed = dockerfile::load(&input.name, &input.text)?;
     for w in &parsed.warnings {
@@ -377,7 +377,7 @@ fn check_ignore_file(context: &Path, dockerfile: Option<&Path>) -> anyhow::Resul
     if !context.is_dir() {
         bail!("build context {} is not a directory", context.display());
     }
-    let dockerfile = dockerfile.map(Path::to_path_buf).unwrap_or_else(|| context.join("Dockerfile"));
+    let dockerfile = dockerfile.map(Path::to_path_buf).unwrap_or_else(|| rbuild_builder::context::default_dockerfile(context));
     let (matcher, path) = rbuild_builder::context::load_ignore(context, &dockerfile)?;
     Ok(path.map(|p| (p, matcher.patterns().len())))
 }

@@ -135,7 +135,11 @@ fn plan_service(
     let (dockerfile_name, text, path) = match &b.dockerfile {
         DockerfileSource::Inline(text) => ("dockerfile_inline".to_string(), text.clone(), None),
         DockerfileSource::Path(p) => {
-            let path = if Path::new(p).is_absolute() { PathBuf::from(p) } else { context_dir.join(p) };
+            let path = match p.as_str() {
+                "Dockerfile" => rbuild_builder::context::default_dockerfile(&context_dir),
+                _ if Path::new(p).is_absolute() => PathBuf::from(p),
+                _ => context_dir.join(p),
+            };
             let text = std::fs::read_to_string(&path)
                 .with_context(|| format!("service {name}: cannot read its Dockerfile {}", path.display()))?;
             (path.display().to_string(), text, Some(path))
