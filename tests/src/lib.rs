@@ -130,7 +130,8 @@ pub fn test_image(name: &str) -> PathBuf {
     let out = dir.join(name);
     let made_from = image_script_digest(name);
     let stamp = dir.join(format!(".{name}.made-from"));
-    let current = || out.join("index.json").is_file() && std::fs::read_to_string(&stamp).ok() == Some(made_from.clone());
+    let current =
+        || out.join("index.json").is_file() && std::fs::read_to_string(&stamp).ok() == Some(made_from.clone());
     if current() {
         return out;
     }

@@ -78,7 +78,10 @@ fn umoci_unpacks_busybox_with_the_expected_files() {
         serde_json::from_slice(&layout_blob(&layout, manifest["config"]["digest"].as_str().unwrap())).unwrap();
     assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
     assert_eq!(config["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(1));
-    assert_eq!(config["history"][1], serde_json::json!({"created": "1970-01-01T00:00:00Z", "created_by": "CMD [\"sh\"]", "empty_layer": true}));
+    assert_eq!(
+        config["history"][1],
+        serde_json::json!({"created": "1970-01-01T00:00:00Z", "created_by": "CMD [\"sh\"]", "empty_layer": true})
+    );
 }
 
 #[test]

@@ -442,7 +442,12 @@ struct Walked {
 }
 
 /// [`make_dirs`] for a destination directory an ADD unpacks archives into.
-pub(crate) fn make_dest_dirs(root: &Path, dir: &Path, owner: Option<(u32, u32)>, chmod: Option<&ModeSpec>) -> Result<()> {
+pub(crate) fn make_dest_dirs(
+    root: &Path,
+    dir: &Path,
+    owner: Option<(u32, u32)>,
+    chmod: Option<&ModeSpec>,
+) -> Result<()> {
     make_dirs(root, dir, &Attributes::new(owner, chmod, false))
 }
 

@@ -101,10 +101,7 @@ pub fn parse_mount(spec: &str) -> Result<RunMount, String> {
 }
 
 /// The mount a deferred specification makes once `expand` has replaced the variables in each of its values.
-pub fn expand_mount(
-    m: &RunMount,
-    mut expand: impl FnMut(&str) -> Result<String, String>,
-) -> Result<RunMount, String> {
+pub fn expand_mount(m: &RunMount, mut expand: impl FnMut(&str) -> Result<String, String>) -> Result<RunMount, String> {
     let Some(spec) = &m.deferred else { return Ok(m.clone()) };
     let mut fields = Vec::new();
     for f in csv_fields(spec)? {

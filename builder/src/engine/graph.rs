@@ -113,11 +113,12 @@ fn refuse_later_stages(
     for (index, node) in nodes {
         for op in &node.ops {
             let ins = &df.stages[*index].instructions[op.instruction];
-            let Some(later) = op.reads.iter().find_map(|r| matches!(r, Source::Stage(i) if i > index).then_some(r))
-            else {
+            let Some(from) = op.reads.iter().find_map(|r| match r {
+                Source::Stage(i) if i > index => Some(i),
+                _ => None,
+            }) else {
                 continue;
             };
-            let Source::Stage(from) = later else { continue };
             let message = match &ins.kind {
                 InstructionKind::Run(run) => {
                     let target = run
@@ -242,9 +243,11 @@ fn visit(
     if on_path.contains(&index) {
         let cycle = &on_path[on_path.iter().position(|i| *i == index).unwrap_or(0)..];
         let name = |i: usize| df.stages[i].name.clone().unwrap_or_else(|| i.to_string());
-        let names: Vec<String> = cycle.iter().chain(std::iter::once(&index)).map(|i| name(*i)).collect();
-        // BuildKit's words, naming the cycle's first stage in the file; then the cycle.
+        // BuildKit's words, naming the cycle's first stage in the file; then the cycle, from that stage.
         let first = cycle.iter().copied().min().unwrap_or(index);
+        let mut ring = cycle.to_vec();
+        ring.rotate_left(cycle.iter().position(|i| *i == first).unwrap_or(0));
+        let names: Vec<String> = ring.iter().chain(std::iter::once(&first)).map(|i| name(*i)).collect();
         return Err(fail(
             df.stages[first].span,
             format!("circular dependency detected on stage: {} ({})", name(first), names.join(" -> ")),
@@ -464,7 +467,10 @@ mod tests {
         let e = graph("FROM busybox AS a\nCOPY --from=b / /\nFROM busybox AS b\nCOPY --from=a / /\n", &[], None)
             .unwrap_err()
             .to_string();
-        assert!(e.contains("circular dependency detected on stage: a (a -> b -> a)") && e.contains("Dockerfile:1"), "{e}");
+        assert!(
+            e.contains("circular dependency detected on stage: a (a -> b -> a)") && e.contains("Dockerfile:1"),
+            "{e}"
+        );
         let e = graph("FROM busybox AS stage0\nCOPY --from=stage0 f1 /sub/\n", &[], None).unwrap_err().to_string();
         assert!(e.contains("circular dependency detected on stage: stage0"), "{e}");
         let text = "FROM busybox AS target\nCOPY --from=build / /out\nFROM busybox AS build\nFROM target\n";

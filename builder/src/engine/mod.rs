@@ -222,7 +222,8 @@ pub fn plan(opts: &BuildRequest) -> Result<(crate::dockerfile::Dockerfile, Graph
 pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) -> Result<BuildResult> {
     let store = worker.store;
     let (df, graph) = plan(opts)?;
-    let dockerfile_path = opts.dockerfile_path.clone().unwrap_or_else(|| crate::context::default_dockerfile(&opts.context));
+    let dockerfile_path =
+        opts.dockerfile_path.clone().unwrap_or_else(|| crate::context::default_dockerfile(&opts.context));
     let (ignore, _) = crate::context::load_ignore(&opts.context, &dockerfile_path)?;
     let shared = Session {
         worker,

@@ -377,7 +377,8 @@ fn check_ignore_file(context: &Path, dockerfile: Option<&Path>) -> anyhow::Resul
     if !context.is_dir() {
         bail!("build context {} is not a directory", context.display());
     }
-    let dockerfile = dockerfile.map(Path::to_path_buf).unwrap_or_else(|| rbuild_builder::context::default_dockerfile(context));
+    let dockerfile =
+        dockerfile.map(Path::to_path_buf).unwrap_or_else(|| rbuild_builder::context::default_dockerfile(context));
     let (matcher, path) = rbuild_builder::context::load_ignore(context, &dockerfile)?;
     Ok(path.map(|p| (p, matcher.patterns().len())))
 }
