@@ -255,15 +255,8 @@ pub fn from_ast(ast: &Ast) -> Res<Dockerfile> {
     for node in &ast.nodes {
         let ctx = Ctx { node };
         if node.keyword.eq_ignore_ascii_case("from") {
-            let stage = parse_from(&ctx, stages.len())?;
-            if let Some(prev) = stage.name.as_ref().and_then(|n| stages.iter().find(|s| s.name.as_ref() == Some(n))) {
-                return Err(ctx.err(format!(
-                    "duplicate stage name {:?} (first defined on line {})",
-                    stage.name.as_deref().unwrap_or_default(),
-                    prev.span.start_line
-                )));
-            }
-            stages.push(stage);
+            // A repeated stage name is BuildKit's DuplicateStageName warning; the first stage of the name is used.
+            stages.push(parse_from(&ctx, stages.len())?);
             continue;
         }
         let kind = parse_instruction(&ctx)?;
@@ -387,9 +380,13 @@ fn parse_instruction(ctx: &Ctx) -> Res<InstructionKind> {
             no_flags(ctx, "EXPOSE")?;
             ctx.at_least_one("EXPOSE")?;
             for port in args.iter().filter(|p| !p.contains('$')) {
-                validate_port(port).map_err(|m| InstructionError { needle: port.clone(), ..ctx.err(m) })?;
+                super::expose::parse_port_spec(port)
+                    .map_err(|m| InstructionError { needle: port.clone(), ..ctx.err(m) })?;
             }
-            InstructionKind::Expose(args.clone())
+            // BuildKit sorts the words (its history lists the ports in that order).
+            let mut ports = args.clone();
+            ports.sort();
+            InstructionKind::Expose(ports)
         }
         "volume" => {
             no_flags(ctx, "VOLUME")?;
@@ -679,22 +676,6 @@ pub fn parse_go_duration(s: &str) -> Result<i128, String> {
     Ok(if neg { -ns } else { ns })
 }
 
-fn validate_port(spec: &str) -> Result<(), String> {
-    let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
-    if !matches!(proto.to_ascii_lowercase().as_str(), "tcp" | "udp" | "sctp") {
-        return Err(format!("invalid proto {proto:?} in EXPOSE {spec} (use tcp, udp or sctp)"));
-    }
-    let valid = |p: &str| p.parse::<u16>().is_ok();
-    let ok = match ports.split_once('-') {
-        Some((a, b)) => valid(a) && valid(b) && a.parse::<u16>().ok() <= b.parse::<u16>().ok(),
-        None => valid(ports),
-    };
-    if !ok {
-        return Err(format!("invalid port {spec:?} in EXPOSE: expected PORT, PORT/PROTO or START-END[/PROTO]"));
-    }
-    Ok(())
-}
-
 fn validate_chmod(mode: &str) -> Result<(), String> {
     if mode.chars().all(|c| c.is_digit(8)) && !mode.is_empty() && mode.len() <= 4 {
         return Ok(());
@@ -742,11 +723,7 @@ mod tests {
     }
 
     #[test]
-    fn ports_and_modes() {
-        assert!(
-            validate_port("80").is_ok() && validate_port("53/udp").is_ok() && validate_port("8000-8010/tcp").is_ok()
-        );
-        assert!(validate_port("http").is_err() && validate_port("80/icmp").is_err() && validate_port("9-1").is_err());
+    fn modes_and_checksums() {
         assert!(validate_chmod("755").is_ok() && validate_chmod("u+x,g-w").is_ok() && validate_chmod("a=rX").is_ok());
         assert!(validate_chmod("999").is_err() && validate_chmod("u*x").is_err());
         assert!(validate_checksum(&format!("sha256:{}", "a".repeat(64))).is_ok());

@@ -108,10 +108,24 @@ pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
                 warn(
                     "ReservedStageName",
                     stage.span.start_line,
-                    format!("'{}' is reserved and should not be used as a stage name", name.to_ascii_lowercase()),
+                    format!(
+                        "Stage name should not use the same name as reserved stage {:?}",
+                        name.to_ascii_lowercase()
+                    ),
                 );
             }
         }
+        if let Some(name) = &stage.name
+            && df.stages[..stage.index].iter().any(|s| s.name.as_ref() == Some(name))
+        {
+            warn(
+                "DuplicateStageName",
+                stage.span.start_line,
+                format!("Duplicate stage name {name:?}, stage names should be unique"),
+            );
+        }
+        // Only a stage's first WORKDIR is checked, and not when the stage it is built on set one (BuildKit).
+        let mut workdir_set = workdir_set_by(df, stage);
         let mut seen_cmd: Option<usize> = None;
         let mut seen_entrypoint: Option<usize> = None;
         let mut seen_healthcheck: Option<usize> = None;
@@ -169,20 +183,33 @@ pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
                         );
                     }
                 }
-                InstructionKind::Workdir(w) if !w.starts_with('/') && !w.starts_with('$') => warn(
-                    "WorkdirRelativePath",
-                    line,
-                    format!("Relative workdir \"{w}\" can have unexpected results if the base image changes"),
-                ),
+                InstructionKind::Workdir(w) => {
+                    if !std::mem::replace(&mut workdir_set, true) && !w.starts_with('/') && !w.starts_with('$') {
+                        warn(
+                            "WorkdirRelativePath",
+                            line,
+                            format!("Relative workdir \"{w}\" can have unexpected results if the base image changes"),
+                        );
+                    }
+                }
                 InstructionKind::Expose(ports) => {
                     for p in ports {
-                        if let Some((_, proto)) = p.split_once('/')
-                            && proto != proto.to_ascii_lowercase()
-                        {
+                        let Ok(spec) = super::expose::parse_port_spec(p) else { continue };
+                        if spec.proto_not_lowercase {
                             warn(
                                 "ExposeProtoCasing",
                                 line,
                                 format!("Defined protocol '{p}' in EXPOSE instruction should be lowercase"),
+                            );
+                        }
+                        if spec.maps_host {
+                            warn(
+                                "ExposeInvalidFormat",
+                                line,
+                                format!(
+                                    "EXPOSE instruction should not define an IP address or host-port mapping, found \
+                                     '{p}'"
+                                ),
                             );
                         }
                     }
@@ -200,6 +227,24 @@ pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
     }
     out.sort_by_key(|w| w.line);
     out
+}
+
+/// Whether a WORKDIR was set in the stages `stage` is built on (through `FROM <stage>`), as BuildKit's dispatch
+/// state inherits it.
+fn workdir_set_by(df: &Dockerfile, stage: &super::instructions::Stage) -> bool {
+    let mut base = stage.base.to_ascii_lowercase();
+    let mut hops = 0;
+    while let Some(parent) = df.stages[..stage.index].iter().rev().find(|s| s.name.as_deref() == Some(base.as_str())) {
+        if parent.instructions.iter().any(|i| matches!(i.kind, InstructionKind::Workdir(_))) {
+            return true;
+        }
+        base = parent.base.to_ascii_lowercase();
+        hops += 1;
+        if hops > df.stages.len() {
+            break;
+        }
+    }
+    false
 }
 
 /// The lines to print for a build's warnings, as BuildKit's summary words them.

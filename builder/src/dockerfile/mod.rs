@@ -5,6 +5,7 @@
 
 mod diagnostic;
 mod dump;
+pub mod expose;
 mod flags;
 mod go_quote;
 mod instructions;

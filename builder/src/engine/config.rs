@@ -39,25 +39,6 @@ pub(crate) fn add_to_set(config: &mut Value, field: &str, key: &str) {
     config["config"][field][key] = json!({});
 }
 
-/// An EXPOSE value with its protocol (`80` is `80/tcp`).
-pub(crate) fn port_key(p: &str) -> String {
-    if p.contains('/') { p.to_ascii_lowercase() } else { format!("{p}/tcp") }
-}
-
-/// The `ExposedPorts` keys of one EXPOSE argument: a range `8000-8002/tcp` is every port in it (as Docker's
-/// port parsing expands it).
-pub(crate) fn port_keys(p: &str) -> Vec<String> {
-    let key = port_key(p);
-    let (ports, proto) = key.split_once('/').unwrap_or((&key, "tcp"));
-    if let Some((a, b)) = ports.split_once('-')
-        && let (Ok(a), Ok(b)) = (a.parse::<u16>(), b.parse::<u16>())
-        && a <= b
-    {
-        return (a..=b).map(|n| format!("{n}/{proto}")).collect();
-    }
-    vec![key]
-}
-
 /// Seconds since the epoch as RFC 3339 UTC (`1970-01-01T00:00:00Z`).
 pub(crate) fn rfc3339(secs: i64) -> String {
     let days = secs.div_euclid(86_400);

@@ -176,6 +176,18 @@ pub fn predefined_args(df: &Dockerfile, target: Option<&str>) -> Vec<(String, St
     out
 }
 
+/// The proxy variables a RUN step gets from build args, as BuildKit's ProxyEnv: each under both spellings
+/// (`HTTP_PROXY` and `http_proxy`), whichever spelling was given; with both given, the lower-case one wins
+/// (TestProxyEnvFromBuildArgsDeterministicOrder, testBuiltinArgs).
+pub fn proxy_env(build_args: &BTreeMap<String, String>) -> Vec<(String, String)> {
+    let mut chosen: BTreeMap<String, String> = BTreeMap::new();
+    // Sorted keys: upper case before lower case, so the lower-case spelling is applied last.
+    for (k, v) in build_args.iter().filter(|(k, _)| is_proxy_arg(k)) {
+        chosen.insert(k.to_ascii_lowercase(), v.clone());
+    }
+    chosen.into_iter().flat_map(|(k, v)| [(k.to_ascii_uppercase(), v.clone()), (k, v)]).collect()
+}
+
 /// Build args that need no ARG: the proxy variables. RUN steps see them; they stay out of cache keys and history.
 pub fn is_proxy_arg(name: &str) -> bool {
     matches!(name.to_ascii_uppercase().as_str(), "HTTP_PROXY" | "HTTPS_PROXY" | "FTP_PROXY" | "NO_PROXY" | "ALL_PROXY")
@@ -481,6 +493,25 @@ mod tests {
         assert!(e.contains("cannot mount from stage \"b\" to \"/m\", stage needs to be defined"), "{e}");
         let e = graph("FROM busybox\nCOPY --from=0 / /\n", &[], None).unwrap_err().to_string();
         assert!(e.contains("Dockerfile:2") && e.contains("earlier stage"), "{e}");
+    }
+
+    #[test]
+    fn proxy_args_get_both_spellings_and_lower_case_wins() {
+        let args: BTreeMap<String, String> = [
+            ("ALL_PROXY", "all-upper"),
+            ("all_proxy", "all-lower"),
+            ("http_proxy", "hp"),
+            ("NO_PROXY", "np"),
+            ("FOO", "x"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let env = proxy_env(&args);
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!((get("ALL_PROXY"), get("all_proxy")), (Some("all-lower"), Some("all-lower")));
+        assert_eq!((get("HTTP_PROXY"), get("http_proxy"), get("no_proxy")), (Some("hp"), Some("hp"), Some("np")));
+        assert_eq!(get("FOO"), None);
     }
 
     #[test]

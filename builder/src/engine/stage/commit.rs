@@ -129,6 +129,14 @@ impl StageBuilder<'_> {
         }
     }
 
+    /// The empty layer (a tar with no entries) and its snapshot, an empty directory.
+    pub(super) fn empty_layer(&self) -> Result<(LayerRef, Digest, PathBuf)> {
+        let info = export_layer(&[], self.store, &self.req.layers)?;
+        let dir = self.store.tmp().path("empty");
+        fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        self.keep_layer(&dir, info, true)
+    }
+
     /// A layer in the store and its files in `dir`: `dir` becomes the layer's snapshot when usable as one (else
     /// it is removed and the snapshot unpacked from the layer).
     fn keep_layer(

@@ -67,19 +67,19 @@ impl StageBuilder<'_> {
                 }
             }
             InstructionKind::Expose(ports) => {
-                let mut keys = std::collections::BTreeSet::new();
+                let mut keys = Vec::new();
                 for p in ports {
                     // A variable may hold several ports (`EXPOSE $PORTS`, PORTS="3000 4000/udp"), as in BuildKit.
                     for word in self.expand(ins, p)?.split_whitespace() {
-                        for key in config::port_keys(word) {
+                        let spec = crate::dockerfile::expose::parse_port_spec(word).map_err(|e| self.fail(ins, &e))?;
+                        for key in spec.ports {
                             config::add_to_set(&mut self.state.config, "ExposedPorts", &key);
-                            keys.insert(key);
+                            keys.push(key);
                         }
                     }
                 }
-                // BuildKit's wording: the Go map of the ports.
-                let shown: Vec<String> = keys.iter().map(|k| format!("{k}:{{}}")).collect();
-                created_by = Some(format!("EXPOSE map[{}]", shown.join(" ")));
+                // BuildKit's wording: the list of the ports, in the order of the (sorted) words.
+                created_by = Some(format!("EXPOSE [{}]", keys.join(" ")));
             }
             InstructionKind::Volume(vols) => {
                 let mut all = Vec::new();

@@ -124,7 +124,7 @@ impl StageBuilder<'_> {
             script: script.as_ref().map_or("", |(_, content)| content.as_str()),
         });
         // Proxy build args reach the step without an ARG, and stay out of its cache key.
-        for (k, v) in self.req.build_args.iter().filter(|(k, _)| crate::engine::graph::is_proxy_arg(k)) {
+        for (k, v) in crate::engine::graph::proxy_env(&self.req.build_args) {
             if !env.iter().any(|e| e.split('=').next() == Some(k.as_str())) {
                 env.push(format!("{k}={v}"));
             }
@@ -221,6 +221,10 @@ impl StageBuilder<'_> {
             e => e,
         })?;
         let tail = tail.into_inner().map(Vec::from).unwrap_or_default();
+        // As BuildKit: a RUN that changes nothing still adds a layer, an empty one (testExportedHistory).
+        if layer.is_none() && outcome.status.success() {
+            layer = Some(self.empty_layer()?);
+        }
         Ok(Executed { status: outcome.status, notes: outcome.notes, tail, layer })
     }
 
