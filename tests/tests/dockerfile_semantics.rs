@@ -340,3 +340,28 @@ fn debian_merged_usr_links_survive_copy_and_workdir() {
         assert_eq!(out, "app ran\n/usr/bin/tools\nusr/bin\nusr/lib\n/usr/bin/app2\nok\n", "as_user={as_user}");
     }
 }
+
+/// BuildKit's testCacheMountModeNoCache: with `--no-cache` a cache mount starts empty and what the step leaves in it
+/// is dropped; the next cached build finds the mount as the first build left it.
+#[test]
+fn no_cache_builds_get_empty_throwaway_cache_mounts() {
+    for b in builders() {
+        let ctx = b.context(
+            "nocache-mount",
+            &[(
+                "Dockerfile",
+                "FROM busybox\nARG FOO=abc\n\
+                 RUN --mount=type=cache,target=/cache,mode=0773 touch /cache/$FOO && ls /cache | wc -l > /out\n",
+            )],
+        );
+        let count = |extra: &[&str]| {
+            let (ok, _, err) = b.build(&ctx, "nocache-mount", extra);
+            assert!(ok, "{err}");
+            b.run("nocache-mount", &["cat", "/out"]).trim().to_string()
+        };
+        assert_eq!(count(&[]), "1", "as_user={}", b.as_user);
+        assert_eq!(count(&["--no-cache", "--build-arg", "FOO=def"]), "1", "as_user={}", b.as_user);
+        assert_eq!(count(&["--build-arg", "FOO=ghi"]), "2", "abc and ghi, not def; as_user={}", b.as_user);
+        b.assert_clean();
+    }
+}

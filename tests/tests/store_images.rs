@@ -200,7 +200,7 @@ fn store_commands() {
         Some("application/vnd.docker.image.rootfs.diff.tar.gzip")
     );
     assert_eq!(v["Config"]["config"]["Cmd"], serde_json::json!(["cat", "/hello.txt"]));
-    assert_eq!(v["Config"]["history"][1]["created_by"].as_str(), Some("COPY hello.txt / # rbuild"));
+    assert_eq!(v["Config"]["history"][2]["created_by"].as_str(), Some("COPY hello.txt / # rbuild"));
     let by_digest: Value = serde_json::from_str(&rb_ok(&root, &["inspect", &digest.hex()[..12]])).unwrap();
     assert_eq!(by_digest["Digest"], v["Digest"]);
     let layout = test_image("busybox");

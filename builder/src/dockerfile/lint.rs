@@ -183,14 +183,14 @@ pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
                         );
                     }
                 }
-                InstructionKind::Workdir(w) => {
-                    if !std::mem::replace(&mut workdir_set, true) && !w.starts_with('/') && !w.starts_with('$') {
-                        warn(
-                            "WorkdirRelativePath",
-                            line,
-                            format!("Relative workdir \"{w}\" can have unexpected results if the base image changes"),
-                        );
-                    }
+                InstructionKind::Workdir(w)
+                    if !std::mem::replace(&mut workdir_set, true) && !w.starts_with('/') && !w.starts_with('$') =>
+                {
+                    warn(
+                        "WorkdirRelativePath",
+                        line,
+                        format!("Relative workdir \"{w}\" can have unexpected results if the base image changes"),
+                    );
                 }
                 InstructionKind::Expose(ports) => {
                     for p in ports {

@@ -185,6 +185,43 @@ pub(crate) struct Session<'a> {
     pub used: std::sync::Mutex<Vec<(usize, String, cache::Cached)>>,
     /// Cache mount directories this build's steps used (names under `mounts/`).
     pub mounts_used: std::sync::Mutex<BTreeSet<String>>,
+    /// With `--no-cache`, cache mounts start empty and what steps leave in them is dropped after the build (as
+    /// BuildKit; testCacheMountModeNoCache): their ids get this build's token, their directories are removed.
+    pub throwaway_mounts: Option<ThrowawayMounts>,
+}
+
+/// The cache mount directories made for this build only (see [`Session::throwaway_mounts`]).
+#[derive(Debug)]
+pub struct ThrowawayMounts {
+    /// Unique to this build: added to each cache mount's id.
+    pub token: String,
+    /// The directory names (under the store's `mounts/`) made with it.
+    pub names: std::sync::Mutex<BTreeSet<String>>,
+}
+
+impl ThrowawayMounts {
+    fn new() -> Self {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        ThrowawayMounts { token: format!("no-cache {} {nanos}", std::process::id()), names: Default::default() }
+    }
+
+    /// Remove the directories (and their lock files; private copies `NAME-N` too).
+    fn remove(&self, store: &Store, tree_ops: &dyn crate::store::TreeOps) {
+        let names = self.names.lock().map(|n| n.clone()).unwrap_or_default();
+        let dir = store.root().join("mounts");
+        let Ok(entries) = std::fs::read_dir(&dir) else { return };
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let ours = names.iter().any(|n| {
+                file.strip_prefix(n.as_str()).is_some_and(|rest| {
+                    rest.is_empty() || rest == ".lock" || rest.strip_prefix('-').is_some_and(|r| !r.is_empty())
+                })
+            });
+            if ours {
+                let _ = tree_ops.remove(&entry.path());
+            }
+        }
+    }
 }
 
 impl Session<'_> {
@@ -238,6 +275,7 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
         files_linked: AtomicUsize::new(0),
         used: Default::default(),
         mounts_used: Default::default(),
+        throwaway_mounts: opts.no_cache.then(ThrowawayMounts::new),
     };
     // BuildKit's frontend options passed as build args: only BUILDKIT_INLINE_CACHE means something here.
     for name in opts.build_args.keys().filter(|k| k.starts_with("BUILDKIT_") && *k != "BUILDKIT_INLINE_CACHE") {
@@ -257,6 +295,9 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
     }
     let solved = solve::solve(&shared, &graph, &worker.slots);
     let _ = shared.file_hashes.save();
+    if let Some(t) = &shared.throwaway_mounts {
+        t.remove(store, worker.tree_ops.as_ref());
+    }
     let (mut results, executed, cached) = solved?;
     let (hashed, reused) =
         (shared.file_hashes.hashed.load(Ordering::Relaxed), shared.file_hashes.reused.load(Ordering::Relaxed));

@@ -140,7 +140,11 @@ impl StageBuilder<'_> {
             return Ok(());
         }
         let executed = self.with_agent_sources(ins, &resolved.mounts, &secrets_dir).and_then(|mounts| {
+            let throwaway = self.session.throwaway_mounts.as_ref().map(|t| t.token.as_str());
             for m in mounts.iter().filter(|m| m.kind == MountType::Cache) {
+                if throwaway.is_some_and(|t| m.id.as_deref().is_some_and(|id| id.ends_with(t))) {
+                    continue;
+                }
                 if let Ok(mut used) = self.session.mounts_used.lock() {
                     used.insert(crate::sandbox::mounts::cache_dir_name(m));
                 }
@@ -288,6 +292,15 @@ impl StageBuilder<'_> {
                         m.from = None;
                     }
                     out.key_parts.push(cache::mount_part(&m));
+                    if m.kind == MountType::Cache
+                        && let Some(throwaway) = &self.session.throwaway_mounts
+                    {
+                        let id = m.id.clone().or_else(|| m.target.clone()).unwrap_or_default();
+                        m.id = Some(format!("{id} {}", throwaway.token));
+                        if let Ok(mut names) = throwaway.names.lock() {
+                            names.insert(crate::sandbox::mounts::cache_dir_name(&m));
+                        }
+                    }
                 }
                 out.mounts.push(m);
             }

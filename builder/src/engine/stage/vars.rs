@@ -36,19 +36,27 @@ impl StageBuilder<'_> {
         self.expand_with(ins, word, &self.vars())
     }
 
-    /// Expand variables in a heredoc's text (its lines, as the shell would in an unquoted heredoc).
+    /// Expand variables in a heredoc's text as BuildKit does for an unquoted COPY heredoc: escapes work (`\$` is a
+    /// dollar, `\\` a backslash, a backslash before a newline leaves the newline), quotes are text
+    /// (testCopyHeredocSpecialSymbols).
     pub(super) fn expand_text(&self, ins: &Instruction, text: &str) -> Result<String> {
-        let mut out = String::new();
-        for line in text.split_inclusive('\n') {
-            let (body, nl) = line.strip_suffix('\n').map_or((line, ""), |b| (b, "\n"));
-            // Quotes are text in a heredoc, not shell quoting: escape them so the word expansion keeps them.
-            let e = self.df.escape;
-            let body =
-                body.replace(e, &format!("{e}{e}")).replace('"', &format!("{e}\"")).replace('\'', &format!("{e}'"));
-            let body = body.replace(&format!("{e}{e}$"), &format!("{e}$"));
-            out.push_str(&self.expand(ins, &body)?);
-            out.push_str(nl);
+        let e = self.df.escape;
+        let mut word = String::with_capacity(text.len());
+        let mut chars = text.chars();
+        while let Some(c) = chars.next() {
+            if c == e {
+                // An escape and what it escapes go to the lexer as they are.
+                word.push(c);
+                if let Some(next) = chars.next() {
+                    word.push(next);
+                }
+            } else if c == '"' || c == '\'' {
+                word.push(e);
+                word.push(c);
+            } else {
+                word.push(c);
+            }
         }
-        Ok(out)
+        self.expand(ins, &word)
     }
 }
