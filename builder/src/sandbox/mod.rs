@@ -9,6 +9,7 @@ pub mod idmap;
 pub mod mounts;
 pub mod run_image;
 pub mod snapshotter;
+pub mod ssh_proxy;
 pub mod tree_ops;
 
 pub use executor::SandboxExecutor;

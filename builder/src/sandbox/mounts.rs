@@ -23,6 +23,8 @@ pub struct PreparedMounts {
     pub env: Vec<String>,
     /// Cache-mount locks held until the run ends.
     locks: Vec<File>,
+    /// SSH agent sockets forwarding to `--ssh` agents, until the run ends.
+    ssh_proxies: Vec<super::ssh_proxy::SshProxy>,
     /// New cache directories and secret copies whose `uid`/`gid` this process could not set (it is not root): the
     /// caller sets them inside the sandbox's user namespace.
     pub owners_to_set: Vec<(PathBuf, u32, u32)>,
@@ -32,6 +34,7 @@ impl PreparedMounts {
     /// Release the cache locks (also done on drop).
     pub fn release(&mut self) {
         self.locks.clear();
+        self.ssh_proxies.clear();
     }
 }
 
@@ -189,7 +192,12 @@ pub fn prepare(store: &Store, specs: &[RunMount], scratch: &Path) -> Result<Prep
                 };
                 let target = m.target.clone().unwrap_or_else(|| format!("/run/buildkit/ssh_agent.{i}"));
                 out.env.push(format!("SSH_AUTH_SOCK={target}"));
-                out.mounts.push(Mount::Bind { source: sock, target, read_only: false });
+                // A socket of the run's own, with the mount's mode and owner, forwarding to the agent.
+                fs::create_dir_all(scratch).map_err(Error::io("create", scratch))?;
+                let proxy = super::ssh_proxy::SshProxy::start(&scratch.join(format!("ssh-{i}.sock")), &sock)?;
+                set_attributes(proxy.path(), m, 0o600, &mut out)?;
+                out.mounts.push(Mount::Bind { source: proxy.path().to_path_buf(), target, read_only: false });
+                out.ssh_proxies.push(proxy);
             }
         }
     }
