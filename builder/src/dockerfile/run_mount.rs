@@ -43,6 +43,8 @@ pub struct RunMount {
     pub env: Option<String>,
     /// The specification as written, kept when a value refers to a variable: the engine expands it.
     pub deferred: Option<String>,
+    /// For a cache seeded `from=` a stage or image: the host directory of its files, set by the engine.
+    pub seed: Option<String>,
 }
 
 /// Split a CSV record: commas separate fields, double quotes group (and `""` is a quote inside quotes).
@@ -129,6 +131,7 @@ fn empty_mount() -> RunMount {
         size: None,
         env: None,
         deferred: None,
+        seed: None,
     }
 }
 

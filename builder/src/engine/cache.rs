@@ -109,7 +109,7 @@ pub(crate) fn bind_mount_part(source: &str, content_key: &str, target: &str, rea
 
 /// Any other mount's part of a RUN key: what it is and where, never its content (caches, tmpfs, secrets, SSH).
 pub(crate) fn mount_part(m: &crate::dockerfile::RunMount) -> String {
-    format!("{:?} {:?} {:?} {:?}", m.kind, m.target, m.id, m.read_only)
+    format!("{:?} {:?} {:?} {:?} {:?}", m.kind, m.target, m.id, m.read_only, m.source)
 }
 
 /// COPY/ADD `--from` a stage or image: its files stand for themselves through `source_key`.

@@ -198,6 +198,10 @@ impl<'a> SandboxExecutor<'a> {
         }
         let mut topmost_first = run.lowers.to_vec();
         topmost_first.reverse();
+        // A snapshot twice in the stack (the empty layer of two RUNs that changed nothing) is one lower directory:
+        // overlayfs refuses repeated lowers (ELOOP). Its topmost place shadows the lower ones entirely.
+        let mut seen = std::collections::HashSet::new();
+        topmost_first.retain(|l| seen.insert(l.clone()));
         let pristine = run_dir.join("pristine");
         let rootfs = match snapshotter {
             _ if topmost_first.is_empty() => Rootfs::Dir(upper.clone()),

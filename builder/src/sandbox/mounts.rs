@@ -96,14 +96,45 @@ fn cache_dir(store: &Store, m: &RunMount, out: &mut PreparedMounts) -> Result<Pa
     if !dir.is_dir() {
         fs::create_dir_all(&dir).map_err(Error::io("create cache mount", &dir))?;
         set_attributes(&dir, m, 0o755, out)?;
-        // `from=`: the builder resolved the seed's directory into `source`.
-        if let Some(seed) = &m.source {
+        // `from=`: the builder resolved the seed's directory.
+        if let Some(seed) = &m.seed {
             copy_tree(Path::new(seed), &dir)?;
         }
     }
     // Used now: prune's least-recently-used order sees it.
     let _ = File::open(&dir).and_then(|f| f.set_modified(std::time::SystemTime::now()));
-    Ok(dir)
+    match m.source.as_deref().map(crate::context::clean_path) {
+        Some(sub) if sub != "." && sub != "/" => cache_subdir(&dir, &sub),
+        _ => Ok(dir),
+    }
+}
+
+/// `source=` of a cache mount: a directory inside the cache, made when missing. Followed through symlinks, it must
+/// stay inside the cache: a link leading out (`sel -> /etc`) fails the step (BuildKit's testCacheMountSourceEscape)
+/// rather than mount the host's files.
+fn cache_subdir(cache: &Path, sub: &str) -> Result<PathBuf> {
+    let root = fs::canonicalize(cache).map_err(Error::io("resolve", cache))?;
+    let escapes = |p: &Path| -> Result<bool> {
+        Ok(!fs::canonicalize(p).map_err(Error::io("resolve cache mount source", p))?.starts_with(&root))
+    };
+    let wanted = root.join(sub.trim_start_matches('/'));
+    // The nearest existing part of the path must be inside before anything is created below it.
+    let mut existing = wanted.as_path();
+    while fs::symlink_metadata(existing).is_err() {
+        existing = existing.parent().unwrap_or(&root);
+    }
+    let refuse = || Error::Malformed {
+        what: format!("cache mount source {sub:?}"),
+        reason: "it leads outside the cache through a symbolic link".into(),
+    };
+    if escapes(existing)? {
+        return Err(refuse());
+    }
+    fs::create_dir_all(&wanted).map_err(Error::io("create cache mount source", &wanted))?;
+    if escapes(&wanted)? {
+        return Err(refuse());
+    }
+    fs::canonicalize(&wanted).map_err(Error::io("resolve", &wanted))
 }
 
 /// Copy the contents of `from` into the directory `to` (files, directories, symlinks; modes kept).

@@ -222,6 +222,8 @@ impl StageBuilder<'_> {
         let outcome = status.map_err(|e| match e {
             // The sandbox could not start the step (an unknown USER, a bad mount target...): say which.
             Error::Sandbox(e) => self.fail(ins, &e.to_string()),
+            // A mount the step cannot have (a cache source leading out of its cache...): say which step.
+            e @ Error::Malformed { .. } => self.fail(ins, &e.to_string()),
             e => e,
         })?;
         let tail = tail.into_inner().map(Vec::from).unwrap_or_default();
@@ -288,7 +290,8 @@ impl StageBuilder<'_> {
                         }
                         let id = m.id.clone().or_else(|| m.target.clone()).unwrap_or_default();
                         m.id = Some(format!("{id} from {key} {source}"));
-                        m.source = Some(path.display().to_string());
+                        m.seed = Some(path.display().to_string());
+                        m.source = None;
                         m.from = None;
                     }
                     out.key_parts.push(cache::mount_part(&m));
