@@ -331,6 +331,16 @@ fn check_runs(builder: &Builder, tag: &str, runs: &[RunExpect]) -> Result<(), St
     Ok(())
 }
 
+/// The BuildKit tests a description cites (`testCopySymlinks` -> `CopySymlinks`).
+fn cited_buildkit_tests(description: &str) -> Vec<String> {
+    description
+        .split(|c: char| !c.is_ascii_alphanumeric())
+        .filter_map(|w| w.strip_prefix("test").or_else(|| w.strip_prefix("Test")))
+        .filter(|rest| rest.starts_with(|c: char| c.is_ascii_uppercase()))
+        .map(str::to_string)
+        .collect()
+}
+
 #[test]
 fn dockerfile_cases() {
     let filter = std::env::var("RBUILD_CASES").unwrap_or_default();
@@ -342,6 +352,17 @@ fn dockerfile_cases() {
         let unlisted: Vec<&String> =
             cases.iter().map(|(id, _, _)| id).filter(|id| !doc.contains(&format!("`{id}`"))).collect();
         assert!(unlisted.is_empty(), "docs/dockerfile-support.md does not list these cases: {unlisted:?}");
+        // A case citing a BuildKit test names one docs/buildkit-tests.toml lists (the port's ledger).
+        let ledger = std::fs::read_to_string(workspace_root().join("docs/buildkit-tests.toml")).unwrap();
+        let unknown: Vec<String> = cases
+            .iter()
+            .flat_map(|(id, _, c)| cited_buildkit_tests(&c.description).into_iter().map(move |t| format!("{id}: {t}")))
+            .filter(|cite| {
+                let name = cite.rsplit(' ').next().unwrap_or_default();
+                !ledger.contains(&format!("\n{name} = ")) && !ledger.contains(&format!("\nTest{name} = "))
+            })
+            .collect();
+        assert!(unknown.is_empty(), "cases cite BuildKit tests docs/buildkit-tests.toml does not list: {unknown:?}");
         assert!(total >= 100, "the suite has {total} cases; it needs at least 100");
         assert!(as_root * 3 >= total, "{as_root} of {total} cases run as root; at least a third must");
     }

@@ -365,3 +365,43 @@ fn no_cache_builds_get_empty_throwaway_cache_mounts() {
         b.assert_clean();
     }
 }
+
+/// BuildKit's testOnBuildNamedContext and testOnBuildNewDeps: ONBUILD triggers of a base image (by name, or
+/// through a named context) may read a stage of the child's Dockerfile, which is then built first.
+#[test]
+fn onbuild_triggers_of_an_image_may_read_the_childs_stages() {
+    for b in builders() {
+        let base = b.context(
+            "onbuild-img-base",
+            &[("Dockerfile", "FROM busybox\nONBUILD COPY --from=otherstage /testfile /out/foo\n")],
+        );
+        let (ok, _, err) = b.build(&base, "onbuild-img-base", &[]);
+        assert!(ok, "{err}");
+        let child = b.context(
+            "onbuild-img-child",
+            &[(
+                "Dockerfile",
+                "FROM busybox AS otherstage\nRUN echo -n hello > /testfile\n\
+                 FROM onbuild-img-base AS inputstage\n\
+                 FROM busybox\nCOPY --from=inputstage /out/foo /bar\n",
+            )],
+        );
+        let (ok, _, err) = b.build(&child, "onbuild-img-child", &[]);
+        assert!(ok, "as_user={}: {err}", b.as_user);
+        assert_eq!(b.run("onbuild-img-child", &["cat", "/bar"]), "hello");
+        let named = b.context(
+            "onbuild-img-named",
+            &[(
+                "Dockerfile",
+                "FROM busybox AS otherstage\nRUN echo -n named > /testfile\n\
+                 FROM base AS inputstage\n\
+                 FROM busybox\nCOPY --from=inputstage /out/foo /bar\n",
+            )],
+        );
+        let (ok, _, err) =
+            b.build(&named, "onbuild-img-named", &["--build-context", "base=docker-image://onbuild-img-base"]);
+        assert!(ok, "as_user={}: {err}", b.as_user);
+        assert_eq!(b.run("onbuild-img-named", &["cat", "/bar"]), "named");
+        b.assert_clean();
+    }
+}

@@ -613,12 +613,18 @@ pub(super) fn replacing<T>(to: &Path, create: impl Fn() -> std::io::Result<T>) -
 const SMALL_FILE: u64 = 256 * 1024;
 
 /// Copy a file or symlink whose metadata is known; what is in its place already (an earlier source's) is
-/// replaced. Devices, fifos and sockets in a context are not copied.
+/// replaced. A socket becomes an empty file; devices and fifos in a context are not copied.
 fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attributes) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     if meta.file_type().is_symlink() {
         let target = fs::read_link(from).map_err(Error::io("read link", from))?;
         return replacing(to, || symlink(&target, to)).map_err(Error::io("symlink", to));
+    }
+    if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
+        // A socket becomes an empty regular file with its mode, as BuildKit's context transfer makes it.
+        let dst = replacing(to, || fs::OpenOptions::new().write(true).create_new(true).open(to))
+            .map_err(Error::io("create", to))?;
+        return attrs.apply_to_file(&dst, to, from, meta, false);
     }
     if !meta.is_file() {
         return Ok(());

@@ -46,7 +46,7 @@ impl GitSource {
 
     /// Check the source out into the empty directory `dir` (submodules too); `.git` is removed unless
     /// `keep_git_dir`. Returns the directory to use: `dir` or its SUBDIR.
-    pub fn checkout(&self, dir: &Path, keep_git_dir: bool) -> Result<PathBuf, GitError> {
+    pub fn checkout(&self, dir: &Path, keep_git_dir: bool) -> Result<GitCheckout, GitError> {
         let fail = |message: String| GitError { repo: self.repo.clone(), message };
         let git = |args: &[&str]| -> Result<(), GitError> {
             let out = Command::new("git")
@@ -71,6 +71,15 @@ impl GitSource {
             .or_else(|_| git(&["fetch", "-q", "origin", want]))
             .map_err(|e| fail(format!("cannot fetch {want:?}: {}", e.message)))?;
         git(&["checkout", "-q", "FETCH_HEAD"])?;
+        let commit = Command::new("git")
+            .arg("-C")
+            .arg(dir)
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .ok_or_else(|| fail("cannot read the commit checked out".into()))?;
         git(&["submodule", "update", "-q", "--init", "--recursive", "--depth", "1"])?;
         if keep_git_dir {
             // Like BuildKit: the checkout's branch is named after the ref asked for.
@@ -82,7 +91,7 @@ impl GitSource {
             std::fs::remove_dir_all(&git_dir).map_err(|e| fail(format!("cannot remove {}: {e}", git_dir.display())))?;
         }
         if self.subdir.is_empty() {
-            return Ok(dir.to_path_buf());
+            return Ok(GitCheckout { root: dir.to_path_buf(), commit });
         }
         let clean = clean_path(&self.subdir);
         if clean.starts_with("..") {
@@ -92,8 +101,17 @@ impl GitSource {
         if !sub.is_dir() {
             return Err(fail(format!("there is no directory {:?} at {want}", self.subdir)));
         }
-        Ok(sub)
+        Ok(GitCheckout { root: sub, commit })
     }
+}
+
+/// A checked-out git source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitCheckout {
+    /// The directory whose files are the source's (the subdirectory asked for, if any).
+    pub root: PathBuf,
+    /// The commit checked out (full hex, SHA-1 or SHA-256 as the repository has them).
+    pub commit: String,
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The engine's [`Fetcher`] over the network: ADD URLs downloaded with the registry client's HTTP transport
 //! (its proxy, CA and offline settings), git sources checked out with the `git` program (as BuildKit does).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -33,7 +33,7 @@ impl Fetcher for NetworkFetcher {
         Ok(modified.as_deref().and_then(parse_http_date))
     }
 
-    fn git(&self, url: &str, dest: &Path, keep_git_dir: bool) -> Result<PathBuf> {
+    fn git(&self, url: &str, dest: &Path, keep_git_dir: bool) -> Result<crate::context::git::GitCheckout> {
         if self.client.as_ref().is_some_and(|c| c.settings().offline) {
             return Err(Error::Fetch {
                 message: format!("ADD {url}: rbuild is offline (--offline or RBUILD_OFFLINE)"),

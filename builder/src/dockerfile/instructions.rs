@@ -693,17 +693,22 @@ fn validate_chmod(mode: &str) -> Result<(), String> {
     Err(format!("invalid --chmod {mode:?}: use an octal mode such as 0755 or a symbolic one such as u+x,g-w"))
 }
 
+/// An ADD `--checksum`: a digest (for URLs) or a commit's hex (for git sources).
 fn validate_checksum(c: &str) -> Result<(), String> {
+    let hex = |h: &str| !h.is_empty() && h.chars().all(|x| x.is_ascii_hexdigit());
     let ok = match c.split_once(':') {
-        Some(("sha256", h)) => h.len() == 64,
-        Some(("sha384", h)) => h.len() == 96,
-        Some(("sha512", h)) => h.len() == 128,
-        _ => false,
-    } && c.split_once(':').is_some_and(|(_, h)| h.chars().all(|x| x.is_ascii_hexdigit()));
+        Some(("sha256", h)) => h.len() == 64 && hex(h),
+        Some(("sha384", h)) => h.len() == 96 && hex(h),
+        Some(("sha512", h)) => h.len() == 128 && hex(h),
+        Some(_) => false,
+        None => matches!(c.len(), 40 | 64) && hex(c),
+    };
     if ok {
         Ok(())
     } else {
-        Err(format!("invalid --checksum {c:?}: expected sha256:<64 hex digits> (or sha384/sha512)"))
+        Err(format!(
+            "invalid checksum {c:?}: expected sha256:<64 hex digits> (or sha384/sha512) for a URL, a commit for git"
+        ))
     }
 }
 
@@ -727,6 +732,7 @@ mod tests {
         assert!(validate_chmod("755").is_ok() && validate_chmod("u+x,g-w").is_ok() && validate_chmod("a=rX").is_ok());
         assert!(validate_chmod("999").is_err() && validate_chmod("u*x").is_err());
         assert!(validate_checksum(&format!("sha256:{}", "a".repeat(64))).is_ok());
-        assert!(validate_checksum("md5:abc").is_err());
+        assert!(validate_checksum("md5:abc").is_err() && validate_checksum("foobar").is_err());
+        assert!(validate_checksum(&"a".repeat(40)).is_ok());
     }
 }

@@ -75,6 +75,7 @@ pub fn lower(
     build_args: &BTreeMap<String, String>,
     named_contexts: &BTreeSet<String>,
     target: Option<&str>,
+    image_triggers: &ImageTriggers,
 ) -> Result<Graph> {
     let fail = |span: Span, message: String| -> Error {
         DockerfileError::new(dockerfile_name, dockerfile_text, span, message).into()
@@ -97,7 +98,8 @@ pub fn lower(
     let mut nodes = BTreeMap::new();
     let mut order = Vec::new();
     let mut on_path = Vec::new();
-    visit(df, target, &meta, build_args, named_contexts, &fail, &mut nodes, &mut on_path, &mut order)?;
+    let scope = Scope { meta: &meta, build_args, named: named_contexts, image_triggers, fail: &fail };
+    visit(df, target, &scope, &mut nodes, &mut on_path, &mut order)?;
     refuse_later_stages(df, &nodes, &fail)?;
     Ok(Graph { stages: nodes, order, target })
 }
@@ -236,18 +238,29 @@ fn resolve_source(df: &Dockerfile, name: &str, stage: usize, named: &BTreeSet<St
     }
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The ONBUILD triggers of base images (by the reference a stage names: an image or a named context), read from
+/// their configs before lowering, so that what a trigger reads from a stage of this Dockerfile is built first
+/// (BuildKit's testOnBuildNewDeps, testOnBuildNamedContext).
+pub type ImageTriggers = BTreeMap<String, Vec<Instruction>>;
+
+/// What every stage's lowering sees.
+struct Scope<'a> {
+    meta: &'a [(String, String)],
+    build_args: &'a BTreeMap<String, String>,
+    named: &'a BTreeSet<String>,
+    image_triggers: &'a ImageTriggers,
+    fail: &'a dyn Fn(Span, String) -> Error,
+}
+
 fn visit(
     df: &Dockerfile,
     index: usize,
-    meta: &[(String, String)],
-    build_args: &BTreeMap<String, String>,
-    named: &BTreeSet<String>,
-    fail: &dyn Fn(Span, String) -> Error,
+    scope_of_build: &Scope<'_>,
     nodes: &mut BTreeMap<usize, StageNode>,
     on_path: &mut Vec<usize>,
     order: &mut Vec<usize>,
 ) -> Result<()> {
+    let Scope { meta, build_args, named, image_triggers, fail } = *scope_of_build;
     if nodes.contains_key(&index) {
         return Ok(());
     }
@@ -311,14 +324,16 @@ fn visit(
         ops.push(Op { kind, instruction: n, reads });
     }
     // A base stage's ONBUILD triggers run in this stage: what they read is needed too.
-    let trigger_reads = match base {
-        Source::Stage(parent) => onbuild_triggers(df, parent)
-            .map_err(|e| fail(stage.span, format!("the ONBUILD triggers of the base stage do not parse: {e}")))?
-            .iter()
-            .map(|t| reads_of(df, t, index, named, fail).map_err(|e| fail(stage.span, e.to_string())))
-            .collect::<Result<Vec<_>>>()?,
-        _ => Vec::new(),
+    let triggers = match &base {
+        Source::Stage(parent) => onbuild_triggers(df, *parent)
+            .map_err(|e| fail(stage.span, format!("the ONBUILD triggers of the base stage do not parse: {e}")))?,
+        Source::Image(r) | Source::NamedContext(r) => image_triggers.get(r).cloned().unwrap_or_default(),
+        Source::Scratch => Vec::new(),
     };
+    let trigger_reads = triggers
+        .iter()
+        .map(|t| reads_of(df, t, index, named, fail).map_err(|e| fail(stage.span, e.to_string())))
+        .collect::<Result<Vec<_>>>()?;
     let deps: BTreeSet<usize> = std::iter::once(&base)
         .chain(ops.iter().flat_map(|o| o.reads.iter()))
         .chain(trigger_reads.iter().flatten())
@@ -326,7 +341,7 @@ fn visit(
         .collect();
     on_path.push(index);
     for d in &deps {
-        visit(df, *d, meta, build_args, named, fail, nodes, on_path, order)?;
+        visit(df, *d, scope_of_build, nodes, on_path, order)?;
     }
     on_path.pop();
     nodes.insert(index, StageNode { index, name: stage.name.clone(), base, deps, ops, trigger_reads });
@@ -458,7 +473,7 @@ mod tests {
     fn graph(text: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<(Dockerfile, Graph)> {
         let df = crate::dockerfile::load("Dockerfile", text)?;
         let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let g = lower(&df, "Dockerfile", text, &args, &BTreeSet::new(), target)?;
+        let g = lower(&df, "Dockerfile", text, &args, &BTreeSet::new(), target, &ImageTriggers::new())?;
         Ok((df, g))
     }
 

@@ -243,22 +243,75 @@ impl Session<'_> {
 /// Lower the Dockerfile for `opts` without building (for `rbuild debug graph`).
 pub fn plan(opts: &BuildRequest) -> Result<(crate::dockerfile::Dockerfile, Graph)> {
     let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
+    let graph = lower_with(&df, opts, &graph::ImageTriggers::new())?;
+    Ok((df, graph))
+}
+
+fn lower_with(
+    df: &crate::dockerfile::Dockerfile,
+    opts: &BuildRequest,
+    triggers: &graph::ImageTriggers,
+) -> Result<Graph> {
     let named: BTreeSet<String> = opts.named_contexts.keys().cloned().collect();
-    let graph = graph::lower(
-        &df,
+    graph::lower(
+        df,
         &opts.dockerfile_name,
         &opts.dockerfile_text,
         &opts.build_args,
         &named,
         opts.target.as_deref(),
-    )?;
-    Ok((df, graph))
+        triggers,
+    )
+}
+
+/// Lower again with the ONBUILD triggers of the base images the store (or a named layout) already has, until no
+/// new stage comes in: a trigger copying from a stage of this Dockerfile makes that stage a dependency. An image
+/// that must be pulled is not looked at here (its triggers may still read images and contexts).
+fn plan_with_image_triggers(
+    worker: &Worker<'_>,
+    df: &crate::dockerfile::Dockerfile,
+    opts: &BuildRequest,
+    mut graph: Graph,
+) -> Result<Graph> {
+    let mut triggers = graph::ImageTriggers::new();
+    loop {
+        let mut added = false;
+        for node in graph.stages.values() {
+            let (name, reference) = match &node.base {
+                Source::Image(r) => (r.clone(), r.clone()),
+                Source::NamedContext(n) => match opts.named_contexts.get(n) {
+                    Some(NamedContext::Image(r)) => (n.clone(), r.clone()),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            if triggers.contains_key(&name) {
+                continue;
+            }
+            let texts: Vec<String> = worker
+                .images
+                .resolve(&reference, &opts.platform, PullPolicy::Never)
+                .ok()
+                .and_then(|image| image.config["config"]["OnBuild"].as_array().cloned())
+                .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
+                .unwrap_or_default();
+            let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let parsed = graph::parse_triggers(&texts).unwrap_or_default();
+            added |= !parsed.is_empty();
+            triggers.insert(name, parsed);
+        }
+        if !added {
+            return Ok(graph);
+        }
+        graph = lower_with(df, opts, &triggers)?;
+    }
 }
 
 /// Build the Dockerfile; returns the image written (and tagged with `opts.tags`).
 pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) -> Result<BuildResult> {
     let store = worker.store;
     let (df, graph) = plan(opts)?;
+    let graph = plan_with_image_triggers(worker, &df, opts, graph)?;
     let dockerfile_path =
         opts.dockerfile_path.clone().unwrap_or_else(|| crate::context::default_dockerfile(&opts.context));
     let (ignore, _) = crate::context::load_ignore(&opts.context, &dockerfile_path)?;
@@ -277,8 +330,10 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
         mounts_used: Default::default(),
         throwaway_mounts: opts.no_cache.then(ThrowawayMounts::new),
     };
-    // BuildKit's frontend options passed as build args: only BUILDKIT_INLINE_CACHE means something here.
-    for name in opts.build_args.keys().filter(|k| k.starts_with("BUILDKIT_") && *k != "BUILDKIT_INLINE_CACHE") {
+    // BuildKit's frontend options passed as build args: BUILDKIT_INLINE_CACHE and BUILDKIT_SANDBOX_HOSTNAME mean
+    // something here.
+    let understood = ["BUILDKIT_INLINE_CACHE", "BUILDKIT_SANDBOX_HOSTNAME"];
+    for name in opts.build_args.keys().filter(|k| k.starts_with("BUILDKIT_") && !understood.contains(&k.as_str())) {
         progress.event(&Event::Note {
             text: &format!("note: --build-arg {name} is a BuildKit frontend option; rbuild ignores it"),
         });

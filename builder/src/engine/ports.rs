@@ -78,6 +78,9 @@ pub struct ExecRequest {
     pub shm_size: u64,
     /// `RUN --security=insecure`: every capability of the sandbox.
     pub insecure: bool,
+    /// The step's host name (BuildKit's `buildkitsandbox`, or the `BUILDKIT_SANDBOX_HOSTNAME` build arg); also its
+    /// `HOSTNAME` unless the image or the step sets one.
+    pub hostname: String,
     pub platform: Platform,
     /// How the step's layer is written, should the executor write it ([`Changes::Exported`]).
     pub layer: LayerOptions,
@@ -191,8 +194,8 @@ pub trait Fetcher: Send + Sync {
     fn url(&self, url: &str, dest: &Path) -> Result<Option<SystemTime>>;
 
     /// Check out a git source (`URL#REF:SUBDIR`) under the new directory `dest`; returns the directory whose
-    /// files are the source's (`.git` kept only with `keep_git_dir`).
-    fn git(&self, url: &str, dest: &Path, keep_git_dir: bool) -> Result<PathBuf>;
+    /// files are the source's (`.git` kept only with `keep_git_dir`) and the commit.
+    fn git(&self, url: &str, dest: &Path, keep_git_dir: bool) -> Result<crate::context::git::GitCheckout>;
 }
 
 /// What every build on one store shares: the store, the ports, how the executor's files show on disk, the

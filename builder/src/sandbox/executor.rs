@@ -281,15 +281,24 @@ fn readable_here(e: &TreeEntry) -> bool {
         || (e.gid == 0 && e.mode & 0o040 != 0)
 }
 
+/// The step's environment with `HOSTNAME` set, as BuildKit sets it, unless the environment has one.
+fn with_hostname(env: &[String], hostname: &str) -> Vec<String> {
+    let mut env = env.to_vec();
+    if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
+        env.push(format!("HOSTNAME={hostname}"));
+    }
+    env
+}
+
 impl Executor for SandboxExecutor<'_> {
     fn run(&self, req: &ExecRequest, output: OutputSink<'_>, commit: CommitChanges<'_>) -> Result<ExecOutcome> {
         let spec = RunSpec {
             rootfs: Rootfs::Dir(PathBuf::new()),
             argv: req.argv.clone(),
-            env: req.env.clone(),
+            env: with_hostname(&req.env, &req.hostname),
             cwd: req.cwd.clone(),
             user: req.user.clone(),
-            hostname: "rbuild".into(),
+            hostname: req.hostname.clone(),
             network: match req.network {
                 Network::Host => NetworkMode::Host,
                 Network::None => NetworkMode::None,

@@ -113,7 +113,7 @@ fn unpack_archive(bytes: &[u8], dir: &Path) -> anyhow::Result<()> {
 fn from_git(store: &Store, url: &str) -> anyhow::Result<ResolvedContext> {
     let dir = temporary_dir(store, "git-context")?;
     let mut resolved = ResolvedContext { dir: dir.clone(), temporary: Some(dir.clone()), dockerfile_text: None };
-    resolved.dir = rbuild_builder::context::git::GitSource::parse(url).checkout(&dir, false)?;
+    resolved.dir = rbuild_builder::context::git::GitSource::parse(url).checkout(&dir, false)?.root;
     Ok(resolved)
 }
 

@@ -22,10 +22,11 @@ impl StageBuilder<'_> {
         let outcome = (|| -> Result<()> {
             let mut names = Vec::new();
             for url in urls {
+                // The URL path's last name; BuildKit's `__unnamed__` when it has none (`http://host/`).
                 let name =
                     url.split(['?', '#']).next().unwrap_or(url).trim_end_matches('/').rsplit('/').next().unwrap_or("");
                 let name =
-                    if name.is_empty() || name.contains(':') { "index.html".to_string() } else { name.to_string() };
+                    if name.is_empty() || name.contains(':') { "__unnamed__".to_string() } else { name.to_string() };
                 let file = dir.join(&name);
                 let modified = self.session.worker.fetcher.url(url, &file).map_err(|e| match e {
                     Error::Fetch { message } => self.fail(ins, &message),
@@ -33,6 +34,10 @@ impl StageBuilder<'_> {
                 })?;
                 if let Some(want) = &c.checksum {
                     let want = self.expand(ins, want)?;
+                    if !want.contains(':') {
+                        return Err(self
+                            .fail(ins, &format!("invalid checksum digest format {want:?}: a URL takes sha256:<hex>")));
+                    }
                     let got = Digest::of(&fs::read(&file).map_err(Error::io("read", &file))?);
                     if got.as_str() != want {
                         return Err(self.fail(ins, &format!("{url}: checksum {got} does not match --checksum={want}")));
@@ -103,17 +108,24 @@ impl StageBuilder<'_> {
         step: usize,
         start: Instant,
     ) -> Result<()> {
-        if c.checksum.is_some() {
-            return Err(self.fail(ins, "ADD --checksum of a git repository is not supported (pin a commit in #REF)"));
-        }
         let dir = self.store.tmp().path("add-git");
         let outcome = (|| -> Result<()> {
-            let root = self
+            let checkout = self
                 .session
                 .worker
                 .fetcher
                 .git(url, &dir, c.keep_git_dir)
                 .map_err(|e| self.fail(ins, &e.to_string()))?;
+            // --checksum pins the commit (BuildKit's testAddGit): the ref must resolve to it.
+            if let Some(want) = &c.checksum {
+                let want = self.expand(ins, want)?;
+                if !checkout.commit.eq_ignore_ascii_case(&want) {
+                    return Err(
+                        self.fail(ins, &format!("{url}: expected checksum to match {want}, got {}", checkout.commit))
+                    );
+                }
+            }
+            let root = checkout.root;
             let shown = [if c.keep_git_dir { format!("--keep-git-dir=true {url}") } else { url.to_string() }];
             self.copy_generated(ins, c, "ADD", "git", &root, &[".".to_string()], &shown, step, start)
         })();

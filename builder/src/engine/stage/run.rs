@@ -162,6 +162,12 @@ impl StageBuilder<'_> {
                 ulimits: self.req.ulimits.clone(),
                 shm_size: self.req.shm_size,
                 insecure: run.security.as_deref() == Some("insecure"),
+                hostname: self
+                    .req
+                    .build_args
+                    .get("BUILDKIT_SANDBOX_HOSTNAME")
+                    .cloned()
+                    .unwrap_or_else(|| "buildkitsandbox".into()),
                 platform: self.req.platform.clone(),
                 layer: self.req.layers,
             };

@@ -159,7 +159,7 @@ impl Fetcher for FakeFetcher {
         Ok(Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)))
     }
 
-    fn git(&self, url: &str, _dest: &Path, _keep_git_dir: bool) -> Result<PathBuf> {
+    fn git(&self, url: &str, _dest: &Path, _keep_git_dir: bool) -> Result<crate::context::git::GitCheckout> {
         Err(Error::Fetch { message: format!("no git in tests: {url}") })
     }
 }
@@ -259,7 +259,7 @@ impl<T: Fetcher> Fetcher for Shared<'_, T> {
         self.0.url(url, dest)
     }
 
-    fn git(&self, url: &str, dest: &Path, keep_git_dir: bool) -> Result<PathBuf> {
+    fn git(&self, url: &str, dest: &Path, keep_git_dir: bool) -> Result<crate::context::git::GitCheckout> {
         self.0.git(url, dest, keep_git_dir)
     }
 }
