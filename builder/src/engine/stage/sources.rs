@@ -18,6 +18,8 @@ impl StageBuilder<'_> {
             }
             Source::Image(r) => self.resolve_image(r, ins),
             Source::NamedContext(n) => match self.req.named_contexts.get(n) {
+                // `docker-image://scratch` is the empty image, as in BuildKit (testNamedImageContextScratch).
+                Some(NamedContext::Image(r)) if r.eq_ignore_ascii_case("scratch") => Ok(StageResult::scratch()),
                 Some(NamedContext::Image(r)) => self.resolve_image(r, ins),
                 Some(NamedContext::Dir(dir)) => {
                     let mut state = StageResult::scratch();
