@@ -240,6 +240,31 @@ impl Session<'_> {
     }
 }
 
+/// A global `ARG SOURCE_DATE_EPOCH=<seconds>` is the build's epoch when neither `--build-arg` nor the environment
+/// gave one (dockerfile 1.23; testSourceDateEpochDockerfileDefault); a value that is not seconds fails the build.
+fn dockerfile_source_date_epoch(df: &crate::dockerfile::Dockerfile, opts: &BuildRequest) -> Result<Option<i64>> {
+    if opts.layers.source_date_epoch.is_some() || opts.build_args.contains_key("SOURCE_DATE_EPOCH") {
+        return Ok(None);
+    }
+    for ins in &df.meta_args {
+        let crate::dockerfile::InstructionKind::Arg(decls) = &ins.kind else { continue };
+        for d in decls.iter().filter(|d| d.name == "SOURCE_DATE_EPOCH") {
+            let Some(value) = d.default.as_deref().filter(|v| !v.is_empty()) else { continue };
+            return match value.trim().parse::<i64>() {
+                Ok(secs) if secs >= 0 => Ok(Some(secs)),
+                _ => Err(crate::dockerfile::DockerfileError::new(
+                    &opts.dockerfile_name,
+                    &opts.dockerfile_text,
+                    ins.span,
+                    format!("invalid SOURCE_DATE_EPOCH: {value} (expected seconds since 1970)"),
+                )
+                .into()),
+            };
+        }
+    }
+    Ok(None)
+}
+
 /// Lower the Dockerfile for `opts` without building (for `rbuild debug graph`).
 pub fn plan(opts: &BuildRequest) -> Result<(crate::dockerfile::Dockerfile, Graph)> {
     let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
@@ -311,6 +336,17 @@ fn plan_with_image_triggers(
 pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) -> Result<BuildResult> {
     let store = worker.store;
     let (df, graph) = plan(opts)?;
+    let with_epoch;
+    let opts = match dockerfile_source_date_epoch(&df, opts)? {
+        Some(epoch) => {
+            with_epoch = BuildRequest {
+                layers: LayerOptions { source_date_epoch: Some(epoch), ..opts.layers.clone() },
+                ..opts.clone()
+            };
+            &with_epoch
+        }
+        None => opts,
+    };
     let graph = plan_with_image_triggers(worker, &df, opts, graph)?;
     let dockerfile_path =
         opts.dockerfile_path.clone().unwrap_or_else(|| crate::context::default_dockerfile(&opts.context));
