@@ -365,6 +365,29 @@ fn config_matches_the_golden_model() {
     assert!(ok && out.contains("tools"), "{out}");
 }
 
+/// `compose config` output read back as a compose file gives the same project: `$$` stays `$$`, and a build arg
+/// without a value shows the environment's value (as `docker compose config`).
+#[test]
+fn config_output_round_trips() {
+    let b = Builder::empty(false);
+    let dir = config_project(&b);
+    std::fs::write(
+        dir.join("compose.override.yaml"),
+        "services:\n  web:\n    build:\n      args:\n        EXTRA: \"on\"\n        PRICE: \"$$5\"\n        FROM_ENV:\n      \
+         labels:\n        cost: \"$${HOME}\"\n    command: echo $$HOME\n",
+    )
+    .unwrap();
+    let env = [("FROM_ENV", "from the environment")];
+    let (ok, first, err) = compose(&b, &dir, &["config"], &env);
+    assert!(ok, "{err}");
+    assert!(first.contains("PRICE: $$5") && first.contains("cost: $${HOME}"), "{first}");
+    assert!(first.contains("command: echo $$HOME") && first.contains("FROM_ENV: from the environment"), "{first}");
+    std::fs::write(dir.join("resolved.yaml"), &first).unwrap();
+    let (ok, second, err) = compose(&b, &dir, &["-f", "resolved.yaml", "config"], &env);
+    assert!(ok, "{err}");
+    assert_eq!(first, second, "the config of the config is the config");
+}
+
 #[test]
 fn files_names_and_variables_are_found_like_compose() {
     let b = Builder::empty(false);

@@ -483,8 +483,34 @@ impl Project {
             .unwrap_or_else(|| format!("{}-{service}", self.name))
     }
 
-    /// `compose config`: the resolved document as YAML.
+    /// `compose config`: the resolved document as YAML, which read back as a compose file gives the same project (as
+    /// `docker compose config`'s): a literal `$` is written `$$` again, and a build arg without a value shows the
+    /// value it takes from the environment.
     pub fn config_yaml(&self) -> Result<String, ComposeError> {
-        yaml::render(&self.document).map_err(ComposeError::Project)
+        let mut doc = self.document.clone();
+        if let Some(services) = doc.get_mut("services").and_then(Value::as_object_mut) {
+            for service in services.values_mut() {
+                let Some(args) = service.pointer_mut("/build/args").and_then(Value::as_object_mut) else { continue };
+                for (name, value) in args.iter_mut() {
+                    if value.is_null()
+                        && let Some(v) = self.vars.get(name)
+                    {
+                        *value = Value::String(v.clone());
+                    }
+                }
+            }
+        }
+        escape_dollars(&mut doc);
+        yaml::render(&doc).map_err(ComposeError::Project)
+    }
+}
+
+/// Write every `$` of the document's strings as `$$`: after interpolation they are all literal.
+fn escape_dollars(value: &mut Value) {
+    match value {
+        Value::String(s) if s.contains('$') => *s = s.replace('$', "$$"),
+        Value::Array(items) => items.iter_mut().for_each(escape_dollars),
+        Value::Object(map) => map.values_mut().for_each(escape_dollars),
+        _ => {}
     }
 }

@@ -339,10 +339,8 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
     let with_epoch;
     let opts = match dockerfile_source_date_epoch(&df, opts)? {
         Some(epoch) => {
-            with_epoch = BuildRequest {
-                layers: LayerOptions { source_date_epoch: Some(epoch), ..opts.layers },
-                ..opts.clone()
-            };
+            with_epoch =
+                BuildRequest { layers: LayerOptions { source_date_epoch: Some(epoch), ..opts.layers }, ..opts.clone() };
             &with_epoch
         }
         None => opts,
