@@ -90,6 +90,22 @@ pub(crate) fn first_symlink_followed(root: &Path, rel: &str) -> Option<String> {
     None
 }
 
+/// Everything below `dir` (whose context-relative path is `rel`), parents before children, by name; symlinked
+/// directories are not entered.
+fn descendants(dir: &Path, rel: &str, out: &mut Vec<(PathBuf, String)>) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    let mut names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    names.sort();
+    for n in names {
+        let (abs, child) = (dir.join(&n), if rel.is_empty() { n.clone() } else { format!("{rel}/{n}") });
+        let is_dir = fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir());
+        out.push((abs.clone(), child.clone()));
+        if is_dir {
+            descendants(&abs, &child, out);
+        }
+    }
+}
+
 /// Resolve one source pattern to context paths.
 fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src: &str) -> Result<Vec<Selected>> {
     let cleaned = clean_path(src.trim_start_matches('/'));
@@ -99,20 +115,15 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
             reason: "it is outside the build context; only files in the context can be copied".into(),
         });
     }
-    // `--parents` keeps the path below a `/./` in the pattern (or the whole path).
-    let pivot = src
+    // `--parents` keeps the path below the first `/./` of the pattern (or the whole path): the components before
+    // it are dropped, whatever wildcards matched them (BuildKit's testCopyRelativeParents).
+    let pivot_depth = src
         .trim_start_matches('/')
-        .rsplit_once("/./")
+        .split_once("/./")
         .map(|(before, _)| clean_path(before))
         .filter(|p| p != ".")
-        .unwrap_or_default();
-    let keep_of = |rel: &str| -> String {
-        if pivot.is_empty() {
-            rel.to_string()
-        } else {
-            rel.strip_prefix(&pivot).map(|r| r.trim_start_matches('/').to_string()).unwrap_or_else(|| rel.to_string())
-        }
-    };
+        .map_or(0, |p| p.split('/').count());
+    let keep_of = |rel: &str| -> String { rel.split('/').skip(pivot_depth).collect::<Vec<_>>().join("/") };
     let mut current: Vec<(PathBuf, String)> = vec![(context.to_path_buf(), String::new())];
     if cleaned != "." {
         for part in cleaned.split('/') {
@@ -122,7 +133,11 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
                 let Some(dir) = resolve_scoped(context, rel) else { continue };
                 let dir = &dir;
                 let join = |n: &str| if rel.is_empty() { n.to_string() } else { format!("{rel}/{n}") };
-                if has_glob(part) {
+                if part == "**" {
+                    // Any depth, none included.
+                    next.push((dir.clone(), rel.clone()));
+                    descendants(dir, rel, &mut next);
+                } else if has_glob(part) {
                     let pat = ShellPattern::parse(part);
                     let Ok(entries) = fs::read_dir(dir) else { continue };
                     let mut names: Vec<String> =
@@ -357,6 +372,8 @@ impl CopySelection {
     ) -> Result<()> {
         let dest_path = dest_in(layer_root, dest);
         let attrs = Attributes::new(owner, chmod, self.keep_owners);
+        // The destination directory is made even when a wildcard matched nothing (testCopyParentsMissingDirectory).
+        make_dirs(layer_root, &dest_path, &attrs)?;
         for s in &self.sources {
             let target = if s.keep.is_empty() { dest_path.clone() } else { dest_path.join(&s.keep) };
             let parent = target.parent().map(Path::to_path_buf).unwrap_or_else(|| dest_path.clone());
