@@ -141,7 +141,7 @@ fn unused_stages_are_not_built_and_target_picks_a_stage() {
         assert!(ok, "{err}");
         assert_eq!(b.run("t", &["sh", "-c", "cat /g; test -e /f || echo no-f"]), "good\nno-f\n");
         let (ok, _, err) = b.build(&ctx, "u", &["--target", "broken"]);
-        assert!(!ok && err.contains("RUN failed with exit code 1"), "{err}");
+        assert!(!ok && err.contains("did not complete successfully: exit code: 1"), "{err}");
         let (ok, _, err) = b.build(&ctx, "v", &["--target", "nope"]);
         assert!(!ok && err.contains("target stage \"nope\" could not be found"), "{err}");
         b.assert_clean();
@@ -187,7 +187,7 @@ fn failures_name_the_line_and_leave_the_store_clean() {
             b.context("fail", &[("Dockerfile", "FROM busybox\nRUN echo about to fail; echo on stderr >&2; exit 3\n")]);
         let (ok, _, err) = b.build(&ctx, "f", &[]);
         assert!(!ok);
-        assert!(err.contains("Dockerfile:2") && err.contains("RUN failed with exit code 3"), "{err}");
+        assert!(err.contains("Dockerfile:2") && err.contains("did not complete successfully: exit code: 3"), "{err}");
         assert!(err.contains("about to fail") && err.contains("on stderr"), "the step's last output is shown: {err}");
         let ctx = b.context("missing", &[("Dockerfile", "FROM busybox\n\nCOPY nothere.txt /\n")]);
         let (ok, _, err) = b.build(&ctx, "m", &[]);

@@ -91,7 +91,7 @@ fn onbuild_triggers_run_in_the_child_and_are_not_inherited() {
         assert!(b.build(&bad, "badparent:1", &[]).0);
         let ctx = b.context("onbuild-bad", &[("Dockerfile", "# a comment\nFROM badparent:1\n")]);
         let (ok, _, err) = b.build(&ctx, "x", &[]);
-        assert!(!ok && err.contains("Dockerfile:2") && err.contains("exit code 7"), "{err}");
+        assert!(!ok && err.contains("Dockerfile:2") && err.contains("exit code: 7"), "{err}");
         b.assert_clean();
     }
 }

@@ -176,6 +176,10 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
     Ok(found)
 }
 
+/// Modes a copy's layer entries take that their files on disk do not have: directories whose mode would shut the
+/// copying process (not root) out, by path.
+pub type EntryModes = Vec<(PathBuf, u32)>;
+
 /// What a COPY selected, resolved: ready to checksum and to copy.
 #[derive(Debug)]
 pub struct CopySelection {
@@ -330,7 +334,9 @@ impl CopySelection {
     }
 
     /// Copy into `layer_root` at `dest` (absolute in the image, already resolved against WORKDIR), with an
-    /// optional owner and mode; with `reuse`, unchanged files are linked from the copy's previous run.
+    /// optional owner and mode; with `reuse`, unchanged files are linked from the copy's previous run. Returns the
+    /// modes the layer's entries must take that their files on disk do not have (directories this process would
+    /// be shut out of).
     pub fn copy_into(
         &self,
         layer_root: &Path,
@@ -338,7 +344,7 @@ impl CopySelection {
         owner: Option<(u32, u32)>,
         chmod: Option<&ModeSpec>,
         reuse: Option<&Incremental>,
-    ) -> Result<()> {
+    ) -> Result<EntryModes> {
         let dest_is_dir = dest.ends_with('/') || self.sources.len() > 1 || self.sources.iter().any(|s| s.abs.is_dir());
         let dest_path = dest_in(layer_root, dest);
         let parent =
@@ -357,7 +363,7 @@ impl CopySelection {
                 copy_walked(&walked[0], &target, &attrs, reuse)?;
             }
         }
-        Ok(())
+        Ok(attrs.finish())
     }
 
     /// `COPY --parents`: each source lands under the destination directory at its path (below the pattern's `/./`
@@ -369,7 +375,7 @@ impl CopySelection {
         owner: Option<(u32, u32)>,
         chmod: Option<&ModeSpec>,
         reuse: Option<&Incremental>,
-    ) -> Result<()> {
+    ) -> Result<EntryModes> {
         let dest_path = dest_in(layer_root, dest);
         let attrs = Attributes::new(owner, chmod, self.keep_owners);
         // The destination directory is made even when a wildcard matched nothing (testCopyParentsMissingDirectory).
@@ -386,7 +392,7 @@ impl CopySelection {
                 copy_walked(&walked[0], &target, &attrs, reuse)?;
             }
         }
-        Ok(())
+        Ok(attrs.finish())
     }
 
     /// The children of `dir` that .dockerignore leaves visible, sorted by name, with their context-relative
@@ -464,8 +470,10 @@ pub(crate) fn make_dest_dirs(
     dir: &Path,
     owner: Option<(u32, u32)>,
     chmod: Option<&ModeSpec>,
-) -> Result<()> {
-    make_dirs(root, dir, &Attributes::new(owner, chmod, false))
+) -> Result<EntryModes> {
+    let attrs = Attributes::new(owner, chmod, false);
+    make_dirs(root, dir, &attrs)?;
+    Ok(attrs.finish())
 }
 
 /// Create the missing directories from `root` down to `dir`, as BuildKit creates a copy's destination path: owned
@@ -508,6 +516,9 @@ struct Attributes<'a> {
     created_as_root: bool,
     /// Without `--chown`, each entry keeps its source's owner (see [`CopySelection::keeping_owners`]).
     keep_source_owner: bool,
+    /// Directories whose mode would keep this process (not root) out of them (`--chmod=0644` on a directory): on
+    /// disk they stay open to it, and the layer's entries take these modes instead.
+    entry_modes: std::sync::Mutex<Vec<(PathBuf, u32)>>,
 }
 
 impl<'a> Attributes<'a> {
@@ -515,7 +526,14 @@ impl<'a> Attributes<'a> {
         let as_root = rustix::process::geteuid().is_root();
         let created_as_root = as_root && rustix::process::getegid().is_root();
         let keep_source_owner = keep_owners && owner.is_none();
-        Attributes { owner: owner.unwrap_or((0, 0)), chmod, as_root, created_as_root, keep_source_owner }
+        Attributes {
+            owner: owner.unwrap_or((0, 0)),
+            chmod,
+            as_root,
+            created_as_root,
+            keep_source_owner,
+            entry_modes: Default::default(),
+        }
     }
 
     /// The owner the copy of `from` gets: the given one, or the source's own (rootless, as its xattr records it).
@@ -591,12 +609,34 @@ impl<'a> Attributes<'a> {
             Some(ModeSpec::Octal(m)) => *m,
             _ => 0o755,
         };
-        dir.set_permissions(fs::Permissions::from_mode(mode)).map_err(Error::io("chmod", to))
+        self.set_dir_mode(&dir, to, mode)
+    }
+
+    /// A directory's mode; one that would shut this process out (not root) is kept for the layer's entry instead.
+    fn set_dir_mode(&self, dir: &fs::File, to: &Path, mode: u32) -> Result<()> {
+        let on_disk = if self.as_root || mode & 0o700 == 0o700 {
+            mode
+        } else {
+            if let Ok(mut modes) = self.entry_modes.lock() {
+                modes.push((to.to_path_buf(), mode));
+            }
+            mode | 0o700
+        };
+        dir.set_permissions(fs::Permissions::from_mode(on_disk)).map_err(Error::io("chmod", to))
+    }
+
+    /// The modes the layer's entries take that their files on disk do not have (see `entry_modes`).
+    fn finish(self) -> EntryModes {
+        self.entry_modes.into_inner().unwrap_or_default()
     }
 
     fn apply_to_dir(&self, to: &Path, from: &Path, meta: &fs::Metadata) -> Result<()> {
         let dir = fs::File::open(to).map_err(Error::io("open", to))?;
-        self.apply_to_file(&dir, to, from, meta, false)
+        self.apply_to_file(&dir, to, from, meta, true)?;
+        self.set_dir_mode(&dir, to, self.mode(meta))?;
+        // The mode change must not move the mtime the copy gave it.
+        let _ = dir.set_modified(filetime_of(meta));
+        Ok(())
     }
 }
 

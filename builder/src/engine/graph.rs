@@ -84,10 +84,14 @@ pub fn lower(
     let target = match target {
         Some(t) => find_stage(df, t, df.stages.len()).ok_or_else(|| {
             let names: Vec<&str> = df.stages.iter().filter_map(|s| s.name.as_deref()).collect();
+            // BuildKit's words and suggestion (testTargetMistype), then the stages there are.
+            let suggestion = crate::dockerfile::suggest::closest(&t.to_ascii_lowercase(), names.iter().copied())
+                .map(|s| format!(" (did you mean {s}?)"))
+                .unwrap_or_default();
             Error::Malformed {
                 what: "--target".into(),
                 reason: format!(
-                    "target stage {t:?} could not be found in {dockerfile_name} (stages: {})",
+                    "target stage {t:?} could not be found{suggestion}; the stages of {dockerfile_name}: {}",
                     if names.is_empty() { "none are named".to_string() } else { names.join(", ") }
                 ),
             }

@@ -3,6 +3,8 @@
 //! `--link`; ADD's unpacking of local archives; incremental COPY (files unchanged since the same COPY's previous
 //! run are linked from its snapshot). URLs and git sources go to [`super::remote`].
 
+use std::os::unix::ffi::OsStrExt;
+
 use super::sources::describe;
 use super::*;
 use crate::context::clean_path;
@@ -245,42 +247,56 @@ impl StageBuilder<'_> {
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let layer_dir = self.store.tmp().path("add");
         fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
-        let outcome = (|| -> Result<()> {
+        let outcome = (|| -> Result<copy::EntryModes> {
             let rest = selection.without(archives);
+            let mut modes = Vec::new();
             if !rest.is_empty() {
-                rest.copy_into(&layer_dir, dest_abs, owner, chmod, None).map_err(|e| self.fail(ins, &e.to_string()))?;
+                modes = rest
+                    .copy_into(&layer_dir, dest_abs, owner, chmod, None)
+                    .map_err(|e| self.fail(ins, &e.to_string()))?;
             }
             let dest = layer_dir.join(clean_path(dest_abs.trim_start_matches('/')));
-            copy::make_dest_dirs(&layer_dir, &dest, owner, chmod)?;
+            modes.extend(copy::make_dest_dirs(&layer_dir, &dest, owner, chmod)?);
             for a in archives {
                 // --chown gives every unpacked entry its owner (testDockerfileAddChownArchive).
                 let opts = ApplyOptions { owner, ..ApplyOptions::new(ApplyMode::Merge, a.display().to_string()) };
                 apply_tar(copy::archive_reader(a)?, &dest, &opts)
                     .map_err(|e| self.fail(ins, &format!("cannot unpack {}: {e}", a.display())))?;
             }
-            Ok(())
+            Ok(modes)
         })();
-        if let Err(e) = outcome {
-            let _ = crate::store::remove_path(&layer_dir);
-            return Err(e);
+        match outcome {
+            Ok(modes) => self.commit_copied(&layer_dir, dest_abs, &modes),
+            Err(e) => {
+                let _ = crate::store::remove_path(&layer_dir);
+                Err(e)
+            }
         }
-        self.commit_copied(&layer_dir, dest_abs)
     }
 
     /// Commit a directory a COPY/ADD filled for `dest_abs`. The destination's parents that the stage already has
-    /// keep their attributes; what the copy itself brings keeps its own.
+    /// keep their attributes; what the copy itself brings keeps its own; `modes` are the entries' modes the files
+    /// on disk could not have (the layer's snapshot is then unpacked from it).
     pub(super) fn commit_copied(
         &self,
         layer_dir: &Path,
         dest_abs: &str,
+        modes: &copy::EntryModes,
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let mut entries = collect_tree(layer_dir)?;
+        for e in entries.iter_mut() {
+            let path = layer_dir.join(std::ffi::OsStr::from_bytes(&e.path));
+            if let Some((_, mode)) = modes.iter().find(|(p, _)| *p == path) {
+                e.mode = *mode;
+            }
+        }
         let dest_rel = dest_abs.trim_matches('/');
         // The destination directory too, when the copy goes into it (`/dir/`): an existing one is left as it is.
         let into_dir = dest_abs.ends_with('/');
         let origin = self.keep_existing_dirs(layer_dir, &mut entries, None, &|p| {
             dest_rel.starts_with(&format!("{p}/")) || (into_dir && p == dest_rel)
         });
+        let origin = if modes.is_empty() { origin } else { LayerDir::Adjusted };
         self.commit_dir(layer_dir, entries, origin)
     }
 
@@ -304,16 +320,19 @@ impl StageBuilder<'_> {
             snap.is_dir().then_some(snap)
         };
         let reuse = record.map(|r| Incremental::new(&layer_dir, PriorCopy::load(r, &snapshot_of)));
-        let copied = if parents {
+        let modes = if parents {
             selection.copy_into_with_parents(&layer_dir, dest_abs, owner, chmod, reuse.as_ref())
         } else {
             selection.copy_into(&layer_dir, dest_abs, owner, chmod, reuse.as_ref())
         };
-        if let Err(e) = copied {
-            let _ = crate::store::remove_path(&layer_dir);
-            return Err(self.fail(ins, &e.to_string()));
-        }
-        let layer = self.commit_copied(&layer_dir, dest_abs)?;
+        let modes = match modes {
+            Ok(modes) => modes,
+            Err(e) => {
+                let _ = crate::store::remove_path(&layer_dir);
+                return Err(self.fail(ins, &e.to_string()));
+            }
+        };
+        let layer = self.commit_copied(&layer_dir, dest_abs, &modes)?;
         if let (Some(reuse), Some(record), Some((_, diff_id, _))) = (&reuse, record, &layer) {
             self.session.files_linked.fetch_add(reuse.linked(), Ordering::Relaxed);
             // Only a hint for the next run: one that cannot be written costs that run copies, not this build.

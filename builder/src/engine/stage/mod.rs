@@ -113,7 +113,8 @@ impl<'a> StageBuilder<'a> {
     pub(crate) fn new(session: &'a Session<'a>, node: &'a StageNode, inputs: BTreeMap<usize, StageResult>) -> Self {
         let req = session.req;
         let stage = &session.df.stages[node.index];
-        let total = 1
+        // FROM is a step unless it is scratch (nothing to resolve), as BuildKit numbers them (testStepNames).
+        let total = usize::from(node.base != Source::Scratch)
             + node.ops.iter().filter(|o| o.kind != OpKind::Config).count()
             + stage.instructions.iter().filter(|i| matches!(i.kind, InstructionKind::Workdir(_))).count();
         let no_cache = req.no_cache
@@ -192,12 +193,16 @@ impl<'a> StageBuilder<'a> {
             Source::Stage(i) => self.df.stages[*i].name.clone().unwrap_or_else(|| i.to_string()),
             Source::NamedContext(n) | Source::Image(n) => n.clone(),
         };
-        let step = self.start(&format!("FROM {base_text}"));
-        let start = Instant::now();
         let base = self.node.base.clone();
-        self.state = self.resolve_source_image(&base, &base_ins).map_err(|e| self.step_failed(step, e))?;
+        if base == Source::Scratch {
+            self.state = StageResult::scratch();
+        } else {
+            let step = self.start(&format!("FROM {base_text}"));
+            let start = Instant::now();
+            self.state = self.resolve_source_image(&base, &base_ins).map_err(|e| self.step_failed(step, e))?;
+            self.done(step, start);
+        }
         let history_from = self.state.config["history"].as_array().map_or(0, Vec::len);
-        self.done(step, start);
         self.meta = meta;
         self.run_onbuild_triggers(&base_ins)?;
         for ins in &stage.instructions {

@@ -139,6 +139,7 @@ impl StageBuilder<'_> {
             cleanup(&resolved.scratch_dirs);
             return Ok(());
         }
+        let process = argv.join(" ");
         let executed = self.with_agent_sources(ins, &resolved.mounts, &secrets_dir).and_then(|mounts| {
             let throwaway = self.session.throwaway_mounts.as_ref().map(|t| t.token.as_str());
             for m in mounts.iter().filter(|m| m.kind == MountType::Cache) {
@@ -176,7 +177,7 @@ impl StageBuilder<'_> {
         cleanup(&resolved.scratch_dirs);
         let executed = executed?;
         if !executed.status.success() {
-            return Err(self.run_failed(ins, &executed));
+            return Err(self.run_failed(ins, &process, &executed));
         }
         self.finish_step(&key, executed.layer, created_by, step, start)
     }
@@ -240,9 +241,11 @@ impl StageBuilder<'_> {
         Ok(Executed { status: outcome.status, notes: outcome.notes, tail, layer })
     }
 
-    /// The error of a step that ran and failed: its exit code and last output, and why it may have failed.
-    fn run_failed(&self, ins: &Instruction, executed: &Executed) -> Error {
-        let mut msg = format!("RUN failed with exit code {}", executed.status.code());
+    /// The error of a step that ran and failed, in BuildKit's words (`process "/bin/sh -c ..." did not complete
+    /// successfully: exit code: N`), then its last output and why it may have failed.
+    fn run_failed(&self, ins: &Instruction, process: &str, executed: &Executed) -> Error {
+        let mut msg =
+            format!("process {process:?} did not complete successfully: exit code: {}", executed.status.code());
         if !executed.tail.is_empty() {
             msg.push_str(&format!("; its last output:\n{}", executed.tail.join("\n")));
         }
