@@ -105,8 +105,14 @@ fn contexts_from_stdin_git_and_tarball_urls() {
     assert!(ok, "{err}");
     assert_eq!(b.run("stdin-df", &["cat", "/x"]), "from-stdin\n");
     // A tar context on stdin (with its Dockerfile inside), gzip-compressed.
-    let ctx =
-        b.context("tarctx", &[("Dockerfile", "FROM busybox\nCOPY data.txt /data.txt\n"), ("data.txt", "tarred\n")]);
+    let ctx = b.context(
+        "tarctx",
+        &[
+            ("Dockerfile", "FROM busybox\nCOPY data.txt /data.txt\n"),
+            ("data.txt", "tarred\n"),
+            ("mydockerfile", "FROM scratch\nCOPY data.txt /bar\n"),
+        ],
+    );
     let tgz = Command::new("tar").arg("-C").arg(&ctx).args(["-czf", "-", "."]).output().unwrap().stdout;
     let (ok, _, err) = rb_stdin(&b, &["build", "--progress", "plain", "-t", "stdin-tar", "-"], &tgz);
     assert!(ok, "{err}");
@@ -138,6 +144,12 @@ fn contexts_from_stdin_git_and_tarball_urls() {
     let (ok, _, err) = b.build_str(&url, "from-url", &[]);
     assert!(ok, "{err}");
     assert_eq!(b.run("from-url", &["cat", "/data.txt"]), "tarred\n");
+    // -f with a URL context names a file of that context (BuildKit's testDockerfileFromHTTP).
+    let out = b.work.join("from-http-f");
+    let (ok, _, err) =
+        b.build_str(&url, "from-url-f", &["-f", "mydockerfile", "-o", &format!("type=local,dest={}", out.display())]);
+    assert!(ok, "{err}");
+    assert_eq!(fs::read_to_string(out.join("bar")).unwrap(), "tarred\n");
     b.assert_clean();
 }
 
@@ -370,5 +382,33 @@ fn sizes_read_the_same_in_every_flag() {
         assert_eq!(b.run("sizes", &["cat", "/tmpfs.txt", "/shm.txt"]), "2048\n1048576\n");
         let (ok, _, err) = b.build(&ctx, "sizes", &["--shm-size", "lots"]);
         assert!(!ok && err.contains("--shm-size \"lots\"") && err.contains("e.g. 64m, 1gb"), "{err}");
+    }
+}
+
+/// `-o type=tar` records every entry with its owner in the image, also when an unprivileged user builds (the files
+/// on disk are then the user's or subordinate ids'); BuildKit's testDockerfileAddChownArchive reads owners from it.
+#[test]
+fn the_filesystem_tar_keeps_image_owners() {
+    for b in rbuild_tests::build_fixture::builders() {
+        let ctx = b.context(
+            "tar-owners",
+            &[("Dockerfile", "FROM busybox\nRUN mkdir /o && echo x > /o/f && chown 1000:1001 /o/f && chown 7:8 /o\n")],
+        );
+        let tar_path = b.work.join("owners.tar");
+        let (ok, _, err) = b.build(&ctx, "tar-owners", &["-o", &format!("type=tar,dest={}", tar_path.display())]);
+        assert!(ok, "{err}");
+        let mut owners = std::collections::BTreeMap::new();
+        let mut archive = tar::Archive::new(fs::File::open(&tar_path).unwrap());
+        for entry in archive.entries().unwrap() {
+            let entry = entry.unwrap();
+            let path =
+                entry.path().unwrap().to_string_lossy().trim_start_matches("./").trim_end_matches('/').to_string();
+            owners.insert(path, (entry.header().uid().unwrap(), entry.header().gid().unwrap()));
+        }
+        let who = if b.as_user { "user" } else { "root" };
+        assert_eq!(owners.get("o/f"), Some(&(1000, 1001)), "{who}");
+        assert_eq!(owners.get("o"), Some(&(7, 8)), "{who}");
+        assert_eq!(owners.get("etc/passwd"), Some(&(0, 0)), "{who}");
+        b.assert_clean();
     }
 }

@@ -193,7 +193,7 @@ fn every_build_key_is_applied() {
                     "FROM busybox AS base\nRUN echo base > /base\n\
                      FROM base AS final\n\
                      RUN --network=none sh -c 'tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d \" \"' > /net\n\
-                     RUN grep -E 'db|v6' /etc/hosts | tr -s ' \\t' ' ' > /hosts\n\
+                     RUN grep -wE 'db|db2|v6' /etc/hosts | tr -s ' \\t' ' ' > /hosts\n\
                      RUN df -k /dev/shm | tail -1 | awk '{print $2}' > /shm && ulimit -n > /nofile\n\
                      RUN --mount=type=secret,id=token --mount=type=secret,id=api_key sh -c 'cat /run/secrets/token; echo; cat /run/secrets/api_key; echo' > /secrets-seen-ok\n\
                      RUN --mount=type=ssh sh -c 'test -S $SSH_AUTH_SOCK && echo agent' > /ssh\n\

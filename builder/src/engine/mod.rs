@@ -158,6 +158,8 @@ pub struct BuildResult {
     pub image: LoadedImage,
     /// The image's layer snapshots, bottom first (for filesystem outputs).
     pub snapshots: Vec<PathBuf>,
+    /// How the owners of the snapshots' files on disk map to the image's (the executor's id map).
+    pub ids: crate::layer::IdMap,
     pub manifest_digest: Digest,
     pub config_digest: Digest,
     /// Steps that ran, and steps whose results came from the cache.
@@ -443,6 +445,7 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
         config_digest: image.config_digest.clone(),
         image,
         snapshots: final_stage.snapshots,
+        ids: worker.id_map.clone(),
         executed,
         cached,
     })

@@ -24,6 +24,20 @@ pub enum ArchiveFormat {
     Docker,
 }
 
+/// The image's files as one tar (`--output type=tar`): its snapshots merged, every entry with the owner it has
+/// in the image (not the owner its file has on disk, which rootless is the invoking user or a subordinate id).
+pub fn filesystem_tar(store: &Store, snapshots: &[PathBuf], ids: &crate::layer::IdMap, out: impl Write) -> Result<()> {
+    let dir = store.tmp().path("output");
+    let written = (|| {
+        crate::sandbox::snapshotter::merge_snapshots_for(snapshots, &["/".to_string()], &dir, ids)?;
+        let entries = collect_tree(&dir)?;
+        let mut out = crate::layer::tar_writer::write_tar(&entries, out, None)?;
+        out.flush().map_err(Error::io("write", &dir))
+    })();
+    let _ = crate::store::remove_path(&dir);
+    written
+}
+
 /// Write a directory as a deterministic tar (owners 0:0, mtime 0) to `out`.
 fn tar_directory(dir: &Path, out: impl Write) -> Result<()> {
     let entries: Vec<TreeEntry> = collect_tree(dir)?

@@ -124,6 +124,11 @@ pub fn build(
     let client = super::registry_cmds::client(registry)?;
     let context = build_context::resolve(store, &args.context)?;
     let input = match (&args.file, &context.dockerfile_text) {
+        // With a fetched context (a URL, git, a tar on stdin), a relative -f names a file of that context, as
+        // docker build reads it (BuildKit's testDockerfileFromHTTP).
+        (Some(f), _) if context.temporary.is_some() && f.is_relative() && f != Path::new("-") => {
+            dockerfile_input::read(&context.dir.join(f))?
+        }
         (Some(f), _) => dockerfile_input::read(f)?,
         (None, Some(text)) => dockerfile_input::DockerfileInput { name: "-".into(), text: text.clone(), path: None },
         (None, None) => dockerfile_input::read(&rbuild_builder::context::default_dockerfile(&context.dir))?,

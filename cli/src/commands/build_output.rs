@@ -101,10 +101,13 @@ pub fn write(
             rbuild_builder::export::archive::save(store, &named, *format, dest)?;
         }
         Output::Tar { dest } => {
-            let dir = merged_files(store, result)?;
-            let written = write_tar(&dir, dest);
-            let _ = rbuild_builder::store::remove_path(&dir);
-            written?;
+            let out: Box<dyn std::io::Write> = if dest == Path::new("-") {
+                Box::new(std::io::stdout().lock())
+            } else {
+                Box::new(std::fs::File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?)
+            };
+            rbuild_builder::export::archive::filesystem_tar(store, &result.snapshots, &result.ids, out)
+                .context("cannot write the output tar")?;
         }
         Output::Local { dest } => {
             std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
@@ -112,25 +115,6 @@ pub fn write(
         }
     }
     Ok(report)
-}
-
-fn merged_files(store: &Store, result: &BuildResult) -> anyhow::Result<PathBuf> {
-    let dir = store.tmp().path("output");
-    rbuild_builder::sandbox::snapshotter::merge_snapshots(&result.snapshots, &dir)?;
-    Ok(dir)
-}
-
-fn write_tar(dir: &Path, dest: &Path) -> anyhow::Result<()> {
-    let out: Box<dyn std::io::Write> = if dest == Path::new("-") {
-        Box::new(std::io::stdout().lock())
-    } else {
-        Box::new(std::fs::File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?)
-    };
-    let mut builder = tar::Builder::new(out);
-    builder.follow_symlinks(false);
-    builder.append_dir_all(".", dir).context("cannot write the output tar")?;
-    builder.into_inner().context("cannot finish the output tar")?.flush()?;
-    Ok(())
 }
 
 /// `--load`: a Docker archive into `docker load`, or `podman load`.
@@ -175,5 +159,3 @@ pub fn metadata(result: &BuildResult, tags: &[Reference]) -> anyhow::Result<serd
     }
     Ok(v)
 }
-
-use std::io::Write as _;

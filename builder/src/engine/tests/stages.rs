@@ -57,7 +57,7 @@ fn a_failed_step_cancels_the_other_stages_and_reports_its_output() {
     let (r, events, scripts) = one_build(&fx, &fx.request(df));
     let message = r.unwrap_err().to_string();
     assert!(message.contains("Dockerfile:2"), "{message}");
-    assert!(message.contains("exit code 3") && message.contains("something went wrong"), "{message}");
+    assert!(message.contains("exit code: 3") && message.contains("something went wrong"), "{message}");
     assert!(!scripts.iter().any(|s| s.contains("never")), "the other stage went on: {scripts:?}");
     assert!(events.iter().any(|e| e.starts_with("failed ")), "{events:?}");
 }
@@ -183,7 +183,7 @@ fn heredoc_runs_keep_their_script_and_failures_name_the_line() {
     let (r, _, scripts) = one_build(&fx, &fx.request(df));
     assert_eq!(scripts[0], "write /h 1\n");
     let message = r.unwrap_err().to_string();
-    assert!(message.contains("Dockerfile:5") && message.contains("exit code 2"), "{message}");
+    assert!(message.contains("Dockerfile:5") && message.contains("exit code: 2"), "{message}");
 }
 
 #[test]
