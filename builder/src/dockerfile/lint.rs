@@ -70,7 +70,20 @@ fn all_lower(w: &str) -> bool {
 /// out. Sorted by line. Long because it is the rule table: one small block per BuildKit rule, in one pass over the
 /// instructions (declaring rules as values, as BuildKit's linter does, is the planned split).
 pub fn lint(df: &Dockerfile, text: &str) -> Vec<LintWarning> {
-    let check = check_directive(df);
+    lint_with(df, text, &check_directive(df))
+}
+
+/// The checks a build makes: the `BUILDKIT_DOCKERFILE_CHECK` build arg, when given, replaces the Dockerfile's
+/// `# check=` directive (BuildKit's testRuleCheckOption).
+pub fn build_check(df: &Dockerfile, build_args: &std::collections::BTreeMap<String, String>) -> CheckDirective {
+    match build_args.get("BUILDKIT_DOCKERFILE_CHECK") {
+        Some(v) => CheckDirective::parse(v),
+        None => check_directive(df),
+    }
+}
+
+/// [`lint`] with the checks given.
+pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<LintWarning> {
     let lines: Vec<&str> = text.lines().collect();
     let line_text = |n: usize| lines.get(n.saturating_sub(1)).copied().unwrap_or("").trim();
     let mut out = Vec::new();

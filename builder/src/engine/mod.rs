@@ -368,7 +368,7 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
     };
     // BuildKit's frontend options passed as build args: BUILDKIT_INLINE_CACHE and BUILDKIT_SANDBOX_HOSTNAME mean
     // something here.
-    let understood = ["BUILDKIT_INLINE_CACHE", "BUILDKIT_SANDBOX_HOSTNAME"];
+    let understood = ["BUILDKIT_INLINE_CACHE", "BUILDKIT_SANDBOX_HOSTNAME", "BUILDKIT_DOCKERFILE_CHECK"];
     for name in opts.build_args.keys().filter(|k| k.starts_with("BUILDKIT_") && !understood.contains(&k.as_str())) {
         progress.event(&Event::Note {
             text: &format!("note: --build-arg {name} is a BuildKit frontend option; rbuild ignores it"),

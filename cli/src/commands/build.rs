@@ -133,7 +133,7 @@ pub fn build(
         (None, Some(text)) => dockerfile_input::DockerfileInput { name: "-".into(), text: text.clone(), path: None },
         (None, None) => dockerfile_input::read(&rbuild_builder::context::default_dockerfile(&context.dir))?,
     };
-    report_build_checks(&input.name, &input.text, args.quiet)?;
+    report_build_checks(&input.name, &input.text, &parse_build_args(&args.build_args), args.quiet)?;
     let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let compression = rbuild_builder::layer::Compression::parse(&args.compression).with_context(|| {
         format!("unknown --compression {:?} (gzip[:1-9], zstd[:1-22], uncompressed)", args.compression)
@@ -328,7 +328,7 @@ pub fn check(args: BuildArgs) -> anyhow::Result<ExitCode> {
     for w in &parsed.warnings {
         eprintln!("warning: {}:{}: {}", input.name, w.line, w.message);
     }
-    report_build_checks(&input.name, &input.text, false)?;
+    report_build_checks(&input.name, &input.text, &parse_build_args(&args.build_args), false)?;
     if let Some(target) = &args.target {
         let lower = target.to_ascii_lowercase();
         if !parsed.stages.iter().any(|s| s.name.as_deref() == Some(lower.as_str())) {
@@ -356,18 +356,24 @@ pub fn check(args: BuildArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Run the build checks (`# check=` decides which, and whether they fail the build) and print what they find.
-fn report_build_checks(name: &str, text: &str, quiet: bool) -> anyhow::Result<()> {
+fn report_build_checks(
+    name: &str,
+    text: &str,
+    build_args: &BTreeMap<String, String>,
+    quiet: bool,
+) -> anyhow::Result<()> {
     let Ok(parsed) = dockerfile::load(name, text) else {
         // The build itself reports parse errors, with their line.
         return Ok(());
     };
-    let warnings = dockerfile::lint::lint(&parsed, text);
+    let check = dockerfile::lint::build_check(&parsed, build_args);
+    let warnings = dockerfile::lint::lint_with(&parsed, text, &check);
     if !quiet {
         for line in dockerfile::lint::render(&warnings, name) {
             eprintln!("{line}");
         }
     }
-    if dockerfile::lint::check_directive(&parsed).error && !warnings.is_empty() {
+    if check.error && !warnings.is_empty() {
         let rules: std::collections::BTreeSet<&str> = warnings.iter().map(|w| w.rule).collect();
         bail!(
             "{name}: lint violation found for rules: {} (# check=error=true makes build checks fail the build)",
