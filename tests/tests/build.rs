@@ -296,7 +296,7 @@ fn build_secrets_reach_run_steps_but_no_blob_and_labels_reach_the_image() {
         &[("Dockerfile", "FROM busybox\nRUN --mount=type=secret,id=absent,required true\n")],
     );
     let (ok, _, err) = b.build(&ctx, "x", &[]);
-    assert!(!ok && err.contains("secret \"absent\" is required: pass --secret id=absent"), "{err}");
+    assert!(!ok && err.contains("secret absent: not found (the mount requires it: pass --secret id=absent"), "{err}");
 }
 
 #[test]

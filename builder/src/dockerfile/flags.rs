@@ -80,7 +80,7 @@ impl Flags {
             format!("valid flags: {}", valid.join(", "))
         };
         let suggestion = super::suggest::closest(name, self.spec.iter().map(|(n, _)| *n))
-            .map(|s| format!("did you mean --{s}? "))
+            .map(|s| format!("did you mean {s}? "))
             .unwrap_or_default();
         format!("unknown flag: --{name} for {} ({suggestion}{list})", self.instruction)
     }
@@ -121,7 +121,7 @@ mod tests {
         let e = spec().parse(&["--form=a".to_string()]).unwrap_err();
         assert_eq!(
             e.message,
-            "unknown flag: --form for COPY (did you mean --from? valid flags: --exclude, --from, --link)"
+            "unknown flag: --form for COPY (did you mean from? valid flags: --exclude, --from, --link)"
         );
         assert!(spec().parse(&["--from".into()]).unwrap_err().message.contains("missing a value"));
         assert!(spec().parse(&["--link=maybe".into()]).unwrap_err().message.contains("expecting boolean"));

@@ -690,7 +690,16 @@ fn validate_chmod(mode: &str) -> Result<(), String> {
     if symbolic {
         return Ok(());
     }
-    Err(format!("invalid --chmod {mode:?}: use an octal mode such as 0755 or a symbolic one such as u+x,g-w"))
+    Err(invalid_chmod(mode))
+}
+
+/// The error for a `--chmod` that is no mode: BuildKit's words first (testCopyInvalidChmod), then what rbuild also
+/// takes.
+pub fn invalid_chmod(mode: &str) -> String {
+    format!(
+        "invalid chmod parameter: '{mode}'. it should be octal string and between 0 and 07777 (or symbolic, such as \
+         u+x,g-w)"
+    )
 }
 
 /// An ADD `--checksum`: a digest (for URLs) or a commit's hex (for git sources).

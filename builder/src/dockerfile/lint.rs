@@ -163,23 +163,28 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
                         );
                     }
                     let seen = if name == "CMD" { &mut seen_cmd } else { &mut seen_entrypoint };
-                    if seen.replace(line).is_some() {
+                    // Reported on the instruction that is overridden, as BuildKit does.
+                    if let Some(overridden) = seen.replace(line) {
                         warn(
                             "MultipleInstructionsDisallowed",
-                            line,
+                            overridden,
                             format!(
                                 "Multiple {name} instructions should not be used in the same stage because only the last one will be used"
                             ),
                         );
                     }
                 }
-                InstructionKind::Healthcheck(_) if seen_healthcheck.replace(line).is_some() => warn(
-                    "MultipleInstructionsDisallowed",
-                    line,
-                    "Multiple HEALTHCHECK instructions should not be used in the same stage because only the last \
-                     one will be used"
-                        .into(),
-                ),
+                InstructionKind::Healthcheck(_) => {
+                    if let Some(overridden) = seen_healthcheck.replace(line) {
+                        warn(
+                            "MultipleInstructionsDisallowed",
+                            overridden,
+                            "Multiple HEALTHCHECK instructions should not be used in the same stage because only the \
+                             last one will be used"
+                                .into(),
+                        );
+                    }
+                }
                 InstructionKind::Maintainer(_) => warn(
                     "MaintainerDeprecated",
                     line,
@@ -291,7 +296,7 @@ mod tests {
                 ("MaintainerDeprecated", 2),
                 ("LegacyKeyValueFormat", 3),
                 ("JSONArgsRecommended", 4),
-                ("MultipleInstructionsDisallowed", 5),
+                ("MultipleInstructionsDisallowed", 4),
                 ("WorkdirRelativePath", 6),
                 ("ExposeProtoCasing", 7),
             ]

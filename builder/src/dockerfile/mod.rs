@@ -21,7 +21,7 @@ pub use dump::dump;
 pub use go_quote::quote as go_quote;
 pub use instructions::{
     ArgDecl, CommandLine, CopySpec, Dockerfile, HealthcheckSpec, INSTRUCTIONS, InlineSource, Instruction,
-    InstructionKind, KeyValue, RunInstruction, Stage, parse_go_duration,
+    InstructionKind, KeyValue, RunInstruction, Stage, invalid_chmod, parse_go_duration,
 };
 pub use parser::{Ast, Directive, Heredoc, Node, ParseWarning, chomp_heredoc_content};
 pub use run_mount::{CacheSharing, MountType, RunMount, expand_mount, parse_mount};

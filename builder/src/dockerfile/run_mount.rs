@@ -148,7 +148,13 @@ fn parse_fields(spec: &str, fields: Vec<String>) -> Result<RunMount, String> {
                 "secret" => MountType::Secret,
                 "ssh" => MountType::Ssh,
                 other => {
-                    return Err(format!("unsupported mount type {other:?} (use bind, cache, tmpfs, secret or ssh)"));
+                    let types = ["bind", "cache", "tmpfs", "secret", "ssh"];
+                    let hint = super::suggest::closest(other, types)
+                        .map(|s| format!("did you mean {s}? "))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "unsupported mount type {other:?} ({hint}use bind, cache, tmpfs, secret or ssh)"
+                    ));
                 }
             };
         }
@@ -198,7 +204,28 @@ fn parse_fields(spec: &str, fields: Vec<String>) -> Result<RunMount, String> {
             "size" if m.kind == MountType::Tmpfs => m.size = Some(need(value)?),
             "env" if m.kind == MountType::Secret => m.env = Some(need(value)?),
             _ => {
-                return Err(format!("unexpected key '{key}' in '{field}' for a {:?} mount", m.kind).to_lowercase());
+                let keys = [
+                    "type",
+                    "target",
+                    "source",
+                    "from",
+                    "readonly",
+                    "readwrite",
+                    "required",
+                    "id",
+                    "sharing",
+                    "mode",
+                    "uid",
+                    "gid",
+                    "size",
+                    "env",
+                ];
+                let hint =
+                    super::suggest::closest(&key, keys).map(|s| format!(" (did you mean {s}?)")).unwrap_or_default();
+                return Err(format!(
+                    "unexpected key '{key}' in '{field}' for a {} mount{hint}",
+                    format!("{:?}", m.kind).to_lowercase()
+                ));
             }
         }
     }

@@ -1,12 +1,17 @@
 //! "Did you mean ...?" suggestions: the closest known word by edit distance, when it is close enough.
 
-/// The candidate closest to `word` (case-insensitive), if within a third of the word's length (at least 1).
+/// The candidate closest to `word` (case-insensitive), if within a third of the word's length (at least 1), or
+/// one that `word` (three letters or more) begins (`tmp` for `tmpfs`, as BuildKit suggests it).
 pub(crate) fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let w = word.to_ascii_lowercase();
     let limit = (w.chars().count() / 3).max(1);
     candidates
         .into_iter()
-        .map(|c| (edit_distance(&w, &c.to_ascii_lowercase()), c))
+        .map(|c| {
+            let lower = c.to_ascii_lowercase();
+            let d = edit_distance(&w, &lower);
+            (if w.chars().count() >= 3 && lower.starts_with(&w) { d.min(limit) } else { d }, c)
+        })
         .filter(|(d, _)| *d <= limit)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)

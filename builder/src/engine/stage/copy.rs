@@ -74,9 +74,7 @@ impl StageBuilder<'_> {
             None => None,
             Some(m) => {
                 let m = self.expand(ins, m)?;
-                Some(copy::ModeSpec::parse(&m).ok_or_else(|| {
-                    self.fail(ins, &format!("--chmod={m}: expected an octal mode (0755) or a symbolic one (u+x,go-w)"))
-                })?)
+                Some(copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &crate::dockerfile::invalid_chmod(&m)))?)
             }
         };
         let created_by = format!("{keyword} {} {dest} # rbuild", sources.join(" "));
@@ -218,7 +216,7 @@ impl StageBuilder<'_> {
         let chmod = match &c.chmod {
             Some(m) => {
                 let m = self.expand(ins, m)?;
-                Some(copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &format!("--chmod={m}: not a mode")))?)
+                Some(copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &crate::dockerfile::invalid_chmod(&m)))?)
             }
             None => None,
         };

@@ -24,8 +24,12 @@ impl StageBuilder<'_> {
                         (None, Some(def)) => Some(self.expand(ins, def)?),
                         (None, None) => self.meta.iter().rev().find(|(k, _)| *k == d.name).map(|(_, v)| v.clone()),
                     };
-                    self.args.retain(|(k, _)| *k != d.name);
-                    self.args.push((d.name.clone(), value));
+                    // A redeclared ARG keeps its place (BuildKit's `RUN |2 foo=bar2 bar=123` order;
+                    // testExportedHistoryFlattenArgs).
+                    match self.args.iter_mut().find(|(k, _)| *k == d.name) {
+                        Some(slot) => slot.1 = value,
+                        None => self.args.push((d.name.clone(), value)),
+                    }
                 }
             }
             InstructionKind::Env(kvs) => {

@@ -88,9 +88,10 @@ impl StageBuilder<'_> {
             return Ok(());
         }
         let chmod = match &c.chmod {
-            Some(m) => Some(
-                copy::ModeSpec::parse(&self.expand(ins, m)?).ok_or_else(|| self.fail(ins, "--chmod: not a mode"))?,
-            ),
+            Some(m) => Some({
+                let m = self.expand(ins, m)?;
+                copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &crate::dockerfile::invalid_chmod(&m)))?
+            }),
             None => None,
         };
         let layer = self.commit_add_archives(ins, &selection, &archives, &dest_abs, owner, chmod.as_ref())?;

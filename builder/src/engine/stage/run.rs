@@ -386,7 +386,10 @@ impl StageBuilder<'_> {
                     if m.required == Some(true) {
                         return Err(self.fail(
                             ins,
-                            &format!("secret {:?} is required: pass --secret id={0},src=FILE", id.unwrap_or_default()),
+                            &format!(
+                                "secret {0}: not found (the mount requires it: pass --secret id={0},src=FILE)",
+                                id.unwrap_or_default()
+                            ),
                         ));
                     }
                     out.push(m);
