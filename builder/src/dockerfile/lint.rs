@@ -85,6 +85,7 @@ pub fn build_check(df: &Dockerfile, build_args: &std::collections::BTreeMap<Stri
 /// [`lint`] with the checks given.
 pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<LintWarning> {
     let lines: Vec<&str> = text.lines().collect();
+    let directive_lines: BTreeSet<usize> = df.directives.iter().map(|d| d.line).collect();
     let line_text = |n: usize| lines.get(n.saturating_sub(1)).copied().unwrap_or("").trim();
     let mut out = Vec::new();
     let mut warn = |rule: &'static str, line: usize, message: String| {
@@ -185,12 +186,22 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
                         );
                     }
                 }
+                InstructionKind::Arg(decls) => {
+                    for d in decls.iter().filter(|d| looks_secret(&d.name)) {
+                        warn("SecretsUsedInArgOrEnv", line, secrets_message("ARG", &d.name));
+                    }
+                }
                 InstructionKind::Maintainer(_) => warn(
                     "MaintainerDeprecated",
                     line,
                     "Maintainer instruction is deprecated in favor of using label".into(),
                 ),
                 InstructionKind::Env(_) | InstructionKind::Label(_) => {
+                    if let InstructionKind::Env(kvs) = &ins.kind {
+                        for kv in kvs.iter().filter(|kv| looks_secret(&kv.key)) {
+                            warn("SecretsUsedInArgOrEnv", line, secrets_message("ENV", &kv.key));
+                        }
+                    }
                     let first = ins.original.split_whitespace().nth(1).unwrap_or("");
                     if !first.contains('=') {
                         let k = keyword.to_ascii_uppercase();
@@ -243,7 +254,46 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
             }
         }
     }
+    // A `# check=` comment right above an instruction applies to it alone (BuildKit's testSecretsUsedInArgOrEnv).
+    out.retain(|w| {
+        let local = local_check(&lines, w.line, &directive_lines);
+        !local.skip_all && !local.skip.contains(w.rule)
+    });
     out.sort_by_key(|w| w.line);
+    out
+}
+
+/// BuildKit's SecretsUsedInArgOrEnv test of a name: a word of it (`_`-separated) is a secret's (`password`,
+/// `token`, ...) and none says it is not (`public`, `file`, `version`).
+fn looks_secret(name: &str) -> bool {
+    const SECRET: [&str; 10] =
+        ["apikey", "auth", "credential", "credentials", "key", "password", "pword", "passwd", "secret", "token"];
+    const ALLOWED: [&str; 3] = ["public", "file", "version"];
+    let words: Vec<String> = name.split('_').map(str::to_ascii_lowercase).collect();
+    let any_word = |list: &[&str]| words.iter().any(|w| list.contains(&w.as_str()));
+    any_word(&SECRET) && !any_word(&ALLOWED)
+}
+
+fn secrets_message(instruction: &str, key: &str) -> String {
+    format!("Do not use ARG or ENV instructions for sensitive data ({instruction} {key:?})")
+}
+
+/// The `# check=` directive of the comments right above line `line` (1-based), for that instruction only; the
+/// file's own directives (`directive_lines`) are not such comments.
+fn local_check(lines: &[&str], line: usize, directive_lines: &BTreeSet<usize>) -> CheckDirective {
+    let mut out = CheckDirective::default();
+    let mut n = line.saturating_sub(1);
+    while n >= 1 && !directive_lines.contains(&n) {
+        let text = lines.get(n - 1).map_or("", |l| l.trim());
+        let Some(comment) = text.strip_prefix('#') else { break };
+        if let Some(value) = comment.trim().strip_prefix("check=") {
+            let value = value.split_whitespace().next().unwrap_or("");
+            let parsed = CheckDirective::parse(value);
+            out.skip_all |= parsed.skip_all;
+            out.skip.extend(parsed.skip);
+        }
+        n -= 1;
+    }
     out
 }
 
