@@ -102,6 +102,10 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
             format!("# syntax={} names another frontend; rbuild uses its own Dockerfile frontend", d.value.trim()),
         );
     }
+    // The parser's empty continuation lines (BuildKit's NoEmptyContinuation).
+    for w in df.warnings.iter().filter(|w| w.message.starts_with("Empty continuation line")) {
+        warn("NoEmptyContinuation", w.line, "Empty continuation line".into());
+    }
     for stage in &df.stages {
         let from = line_text(stage.span.start_line);
         let words: Vec<&str> = from.split_whitespace().collect();
