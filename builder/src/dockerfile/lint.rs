@@ -133,6 +133,29 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
                 );
             }
         }
+        if let Some(platform) = &stage.platform {
+            if platform == "$TARGETPLATFORM" || platform == "${TARGETPLATFORM}" {
+                warn(
+                    "RedundantTargetPlatform",
+                    stage.span.start_line,
+                    format!(
+                        "Setting platform to predefined {platform} in FROM is redundant as this is the default behavior"
+                    ),
+                );
+            } else if !platform.contains('$') {
+                // A constant platform, unless the stage's name says which (`AS build_amd64`), as BuildKit has it.
+                let mut parts = platform.split('/');
+                let (os, arch) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let name = stage.name.as_deref().unwrap_or("");
+                if !os.is_empty() && !arch.is_empty() && !name.contains(os) && !name.contains(arch) {
+                    warn(
+                        "FromPlatformFlagConstDisallowed",
+                        stage.span.start_line,
+                        format!("FROM --platform flag should not use constant value {platform:?}"),
+                    );
+                }
+            }
+        }
         if let Some(name) = &stage.name
             && df.stages[..stage.index].iter().any(|s| s.name.as_ref() == Some(name))
         {
