@@ -133,6 +133,30 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
                 );
             }
         }
+        // Variables in FROM must be global ARGs or predefined ones (BuildKit's UndefinedArgInFrom).
+        let declared: BTreeSet<String> = df
+            .meta_args
+            .iter()
+            .flat_map(|i| match &i.kind {
+                InstructionKind::Arg(decls) => decls.iter().map(|d| d.name.clone()).collect::<Vec<_>>(),
+                _ => Vec::new(),
+            })
+            .chain(PREDEFINED_ARGS.iter().map(|a| a.to_string()))
+            .collect();
+        for var in
+            variables_in(&stage.base).into_iter().chain(stage.platform.as_deref().map(variables_in).unwrap_or_default())
+        {
+            if !declared.contains(&var) {
+                let hint = super::suggest::closest(&var, declared.iter().map(String::as_str))
+                    .map(|s| format!(" (did you mean {s}?)"))
+                    .unwrap_or_default();
+                warn(
+                    "UndefinedArgInFrom",
+                    stage.span.start_line,
+                    format!("FROM argument '{var}' is not declared{hint}"),
+                );
+            }
+        }
         if let Some(platform) = &stage.platform {
             if platform == "$TARGETPLATFORM" || platform == "${TARGETPLATFORM}" {
                 warn(
@@ -287,6 +311,53 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
         !local.skip_all && !local.skip.contains(w.rule)
     });
     out.sort_by_key(|w| w.line);
+    out
+}
+
+/// The ARGs every build has.
+const PREDEFINED_ARGS: [&str; 11] = [
+    "BUILDPLATFORM",
+    "BUILDOS",
+    "BUILDOSVERSION",
+    "BUILDARCH",
+    "BUILDVARIANT",
+    "TARGETPLATFORM",
+    "TARGETOS",
+    "TARGETOSVERSION",
+    "TARGETARCH",
+    "TARGETVARIANT",
+    "TARGETSTAGE",
+];
+
+/// The names of the variables a word refers to (`$NAME`, `${NAME...}`), in order.
+fn variables_in(word: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut chars = word.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                chars.next();
+            }
+            '$' => {
+                if chars.peek() == Some(&'{') {
+                    chars.next();
+                }
+                let mut name = String::new();
+                while let Some(&n) = chars.peek() {
+                    if n.is_ascii_alphanumeric() || n == '_' {
+                        name.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                if !name.is_empty() && !name.starts_with(|c: char| c.is_ascii_digit()) {
+                    out.push(name);
+                }
+            }
+            _ => {}
+        }
+    }
     out
 }
 
