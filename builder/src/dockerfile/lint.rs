@@ -106,6 +106,18 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
     for w in df.warnings.iter().filter(|w| w.message.starts_with("Empty continuation line")) {
         warn("NoEmptyContinuation", w.line, "Empty continuation line".into());
     }
+    // The global ARGs with their defaults only (no build args), for InvalidDefaultArgInFrom.
+    let mut default_args: Vec<(String, String)> = Vec::new();
+    for ins in &df.meta_args {
+        if let InstructionKind::Arg(decls) = &ins.kind {
+            for d in decls {
+                let lexer = super::shell::Lexer::new(df.escape);
+                let value = d.default.as_deref().and_then(|v| lexer.process_word(v, &default_args).ok());
+                default_args.retain(|(k, _)| *k != d.name);
+                default_args.push((d.name.clone(), value.unwrap_or_default()));
+            }
+        }
+    }
     for stage in &df.stages {
         let from = line_text(stage.span.start_line);
         let words: Vec<&str> = from.split_whitespace().collect();
@@ -154,6 +166,23 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
                     "UndefinedArgInFrom",
                     stage.span.start_line,
                     format!("FROM argument '{var}' is not declared{hint}"),
+                );
+            }
+        }
+        // With the global ARGs' defaults alone, the base must name something (BuildKit's InvalidDefaultArgInFrom).
+        if stage.base.contains('$') && !variables_in(&stage.base).iter().any(|v| PREDEFINED_ARGS.contains(&v.as_str()))
+        {
+            let lexer = super::shell::Lexer::new(df.escape);
+            if let Ok(base) = lexer.process_word(&stage.base, &default_args)
+                && (base.is_empty()
+                    || !(base.eq_ignore_ascii_case("scratch")
+                        || df.stages.iter().any(|s| s.name.as_deref() == Some(base.to_ascii_lowercase().as_str()))
+                        || rbuild_registry::Reference::parse(&base).is_ok()))
+            {
+                warn(
+                    "InvalidDefaultArgInFrom",
+                    stage.span.start_line,
+                    format!("Default value for ARG {} results in empty or invalid base image name", stage.base),
                 );
             }
         }
