@@ -580,14 +580,7 @@ impl<'a> Attributes<'a> {
     /// Owner first (a change of owner clears set-id bits), then the mode (unless the file was created with it:
     /// `mode_set`), then the mtime; on an open file or directory.
     fn apply_to_file(&self, f: &fs::File, to: &Path, from: &Path, meta: &fs::Metadata, mode_set: bool) -> Result<()> {
-        let (uid, gid) = self.owner_of(from, meta);
-        if self.created_as_root && (uid, gid) == (0, 0) {
-            // Already so.
-        } else if self.as_root {
-            std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(Error::io("chown", to))?;
-        } else if (uid, gid) != (0, 0) {
-            let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
-        }
+        self.give_owner(f, to, self.owner_of(from, meta))?;
         if !mode_set {
             f.set_permissions(fs::Permissions::from_mode(self.mode(meta))).map_err(Error::io("chmod", to))?;
         }
@@ -595,16 +588,24 @@ impl<'a> Attributes<'a> {
         Ok(())
     }
 
+    /// Give an entry this process made its owner: as root for real (nothing to do for root's own), rootless in the
+    /// xattr that records it (root's is the invoking user's, needing none).
+    fn give_owner(&self, f: &fs::File, to: &Path, (uid, gid): (u32, u32)) -> Result<()> {
+        if self.created_as_root && (uid, gid) == (0, 0) {
+            // Already so.
+        } else if self.as_root {
+            std::os::unix::fs::fchown(f, Some(uid), Some(gid)).map_err(Error::io("chown", to))?;
+        } else if (uid, gid) != (0, 0) {
+            let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
+        }
+        Ok(())
+    }
+
     /// A directory the copy made on the way to its destination: the owner, and the mode an octal `--chmod` gives
     /// (0755 otherwise).
     fn apply_to_created_dir(&self, to: &Path) -> Result<()> {
         let dir = fs::File::open(to).map_err(Error::io("open", to))?;
-        let (uid, gid) = self.owner;
-        if self.as_root && !(self.created_as_root && (uid, gid) == (0, 0)) {
-            std::os::unix::fs::fchown(&dir, Some(uid), Some(gid)).map_err(Error::io("chown", to))?;
-        } else if !self.as_root && (uid, gid) != (0, 0) {
-            let _ = xattr::set(to, crate::layer::tree::ROOTLESS_XATTR, &crate::layer::rootless_owner::encode(uid, gid));
-        }
+        self.give_owner(&dir, to, self.owner)?;
         let mode = match self.chmod {
             Some(ModeSpec::Octal(m)) => *m,
             _ => 0o755,
