@@ -189,12 +189,18 @@ impl StageBuilder<'_> {
             Some("none") => Network::None,
             Some("host") if self.req.allow.contains("network.host") => Network::Host,
             Some("host") => {
-                return Err(self.fail(ins, "entitlement network.host is not allowed: RUN --network=host needs --allow network.host"));
+                return Err(self.fail(
+                    ins,
+                    "entitlement network.host is not allowed: RUN --network=host needs --allow network.host",
+                ));
             }
             Some(other) => return Err(self.fail(ins, &format!("RUN --network={other}: use default, none or host"))),
         };
         if run.security.as_deref() == Some("insecure") && !self.req.allow.contains("security.insecure") {
-            return Err(self.fail(ins, "entitlement security.insecure is not allowed: RUN --security=insecure needs --allow security.insecure"));
+            return Err(self.fail(
+                ins,
+                "entitlement security.insecure is not allowed: RUN --security=insecure needs --allow security.insecure",
+            ));
         }
         Ok(network)
     }
