@@ -242,10 +242,20 @@ impl Session<'_> {
     }
 }
 
-/// A global `ARG SOURCE_DATE_EPOCH=<seconds>` is the build's epoch when neither `--build-arg` nor the environment
-/// gave one (dockerfile 1.23; testSourceDateEpochDockerfileDefault); a value that is not seconds fails the build.
+/// The build's SOURCE_DATE_EPOCH when the request does not carry it already (from the environment): as in
+/// BuildKit, `--build-arg SOURCE_DATE_EPOCH=N` first, then a global `ARG SOURCE_DATE_EPOCH=<seconds>` default
+/// (dockerfile 1.23; testSourceDateEpochDockerfileDefault). A value that is not seconds fails the build.
 fn dockerfile_source_date_epoch(df: &crate::dockerfile::Dockerfile, opts: &BuildRequest) -> Result<Option<i64>> {
-    if opts.layers.source_date_epoch.is_some() || opts.build_args.contains_key("SOURCE_DATE_EPOCH") {
+    if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
+        return match v.trim().parse::<i64>() {
+            Ok(secs) if secs >= 0 => Ok(Some(secs)),
+            _ => Err(Error::Malformed {
+                what: format!("--build-arg SOURCE_DATE_EPOCH={v}"),
+                reason: "expected seconds since 1970".into(),
+            }),
+        };
+    }
+    if opts.layers.source_date_epoch.is_some() {
         return Ok(None);
     }
     for ins in &df.meta_args {

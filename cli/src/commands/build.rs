@@ -159,7 +159,6 @@ pub fn build(
         rbuild_builder::export::image::MediaTypes::Docker
     };
     opts.layers = rbuild_builder::layer::LayerOptions { compression, ..Default::default() };
-    apply_source_date_epoch(&mut opts)?;
     opts.secrets = parse_secrets(&args.secrets)?;
     opts.ssh = parse_ssh(&args.ssh)?;
     opts.labels = key_values(&args.labels, "--label")?;
@@ -256,17 +255,6 @@ fn check_platform(platform: Option<&str>) -> anyhow::Result<()> {
         Some(Err(e)) => bail!("--platform {e}"),
         _ => Ok(()),
     }
-}
-
-/// `--build-arg K=V` or `--build-arg K` (the value from the environment; skipped when unset).
-/// As in BuildKit, `--build-arg SOURCE_DATE_EPOCH=N` works like the environment variable (and wins over it).
-pub fn apply_source_date_epoch(opts: &mut rbuild_builder::engine::BuildRequest) -> anyhow::Result<()> {
-    if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
-        let secs = v.trim().parse::<i64>().ok().filter(|s| *s >= 0);
-        opts.layers.source_date_epoch =
-            Some(secs.with_context(|| format!("--build-arg SOURCE_DATE_EPOCH={v}: expected seconds since 1970"))?);
-    }
-    Ok(())
 }
 
 /// `--build-arg KEY=VALUE`, or `KEY` alone for the environment's value (left out when unset).

@@ -150,7 +150,6 @@ fn plan_service(
     opts.tags = b.tags.iter().map(|t| Reference::parse(t)).collect::<Result<_, _>>()?;
     opts.build_args = b.args.clone();
     opts.build_args.extend(super::build::parse_build_args(&args.build_args));
-    super::build::apply_source_date_epoch(&mut opts).with_context(|| format!("service {name}"))?;
     opts.target = b.target.clone();
     opts.no_cache = b.no_cache || args.no_cache;
     opts.no_cache_filter = b.no_cache_filter.clone();
