@@ -1,7 +1,7 @@
 //! The sandbox's filesystem, set up by pid 1 inside the new mount namespace: the root (overlayfs over the lower
 //! snapshots, `userxattr` in a user namespace, or a plain directory), `/proc`, a minimal `/dev` (null, zero,
 //! full, random, urandom, tty bound from the host; devpts with its own ptmx; shm), `/sys` read-only, and
-//! generated `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`; then `pivot_root` into it. Mount points the
+//! generated `/etc/hosts` and `/etc/resolv.conf`; then `pivot_root` into it. Mount points the
 //! image lacks are created and reported, so rbuild can take them out of the layer afterwards.
 
 use std::fs;
@@ -333,7 +333,8 @@ fn write_etc_files(spec: &RunSpec, root: &Path, created: &mut Vec<String>) -> Re
         NetworkMode::Host => fs::read_to_string("/etc/resolv.conf").unwrap_or_default(),
         NetworkMode::None => String::new(),
     };
-    let files = [("hosts", hosts), ("hostname", format!("{}\n", spec.hostname)), ("resolv.conf", resolv)];
+    // /etc/hostname is the image's own (BuildKit mounts only these two): a step may write or remove it.
+    let files = [("hosts", hosts), ("resolv.conf", resolv)];
     for (name, content) in files {
         let source = spec.state_dir.join(name);
         fs::write(&source, content).map_err(io_fail("write /etc file"))?;

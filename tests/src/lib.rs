@@ -5,6 +5,7 @@
 pub mod build_fixture;
 pub mod hostile_registry;
 pub mod image_files;
+pub mod image_tree;
 pub mod raw_tar;
 pub mod registry_fixture;
 
@@ -233,11 +234,16 @@ pub struct PrivateDockerd {
 impl PrivateDockerd {
     /// Start the engine and wait until it answers (up to 60 s).
     pub fn start() -> PrivateDockerd {
+        PrivateDockerd::try_start().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Start the engine, or say why it did not answer within 60 s (its log's tail).
+    pub fn try_start() -> Result<PrivateDockerd, String> {
         let dockerd = require_tool("dockerd");
         let dir = TempDir::new("dockerd");
         let p = dir.path().to_path_buf();
         let p = p.as_path();
-        let log = File::create(p.join("dockerd.log")).expect("create log");
+        let log = File::create(p.join("dockerd.log")).map_err(|e| format!("create dockerd log: {e}"))?;
         let child = Command::new(dockerd)
             .arg("--data-root")
             .arg(p.join("data"))
@@ -251,15 +257,20 @@ impl PrivateDockerd {
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("start dockerd");
-        let engine = PrivateDockerd { dir, child };
+            .map_err(|e| format!("start dockerd: {e}"))?;
+        let mut engine = PrivateDockerd { dir, child };
         for _ in 0..120 {
             if engine.docker(&["version"]).status.success() {
-                return engine;
+                return Ok(engine);
+            }
+            if let Ok(Some(status)) = engine.child.try_wait() {
+                let log = std::fs::read_to_string(p.join("dockerd.log")).unwrap_or_default();
+                return Err(format!("dockerd exited ({status}): {}", tail_lines(&log, 15)));
             }
             std::thread::sleep(std::time::Duration::from_millis(500));
         }
-        panic!("dockerd did not start: {}", std::fs::read_to_string(p.join("dockerd.log")).unwrap_or_default());
+        let log = std::fs::read_to_string(p.join("dockerd.log")).unwrap_or_default();
+        Err(format!("dockerd did not answer in 60 s: {}", tail_lines(&log, 15)))
     }
 
     /// The engine's address for DOCKER_HOST.
@@ -285,6 +296,45 @@ impl Drop for PrivateDockerd {
             .arg(format!("grep -o ' {}[^ ]*' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l", data.display()))
             .status();
     }
+}
+
+/// The last `n` lines of `text`.
+fn tail_lines(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// A flat apt repository (`vendor-test-images/make-apt-repo.sh`) holding `packages` and what they depend on, made
+/// on first use and cached under `target/test-images/apt-repo` until the script or the package list changes.
+pub fn test_apt_repo(packages: &[&str]) -> PathBuf {
+    use sha2::Digest;
+    let dir = test_images_dir();
+    std::fs::create_dir_all(&dir).expect("create test image dir");
+    let out = dir.join("apt-repo");
+    let script = workspace_root().join("vendor-test-images/make-apt-repo.sh");
+    let mut h = sha2::Sha256::new();
+    h.update(std::fs::read(&script).expect("read make-apt-repo.sh"));
+    h.update(packages.join(" "));
+    let made_from = hex::encode(h.finalize());
+    let stamp = dir.join(".apt-repo.made-from");
+    let current = || out.join("Packages").is_file() && std::fs::read_to_string(&stamp).ok() == Some(made_from.clone());
+    if current() {
+        return out;
+    }
+    let lock = File::create(dir.join(".apt-repo.lock")).expect("create lock file");
+    lock.lock().expect("lock apt repo");
+    if !current() {
+        let output = Command::new("bash").arg(&script).arg(&out).args(packages).output().expect("run make-apt-repo.sh");
+        assert!(
+            output.status.success(),
+            "{} failed:\n{}{}",
+            script.display(),
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        std::fs::write(&stamp, &made_from).expect("write apt repo stamp");
+    }
+    out
 }
 
 /// A static file server on 127.0.0.1 (python's http.server), stopped on drop.

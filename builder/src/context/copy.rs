@@ -178,7 +178,16 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
 
 /// Modes a copy's layer entries take that their files on disk do not have: directories whose mode would shut the
 /// copying process (not root) out, by path.
-pub type EntryModes = Vec<(PathBuf, u32)>;
+pub type EntryModes = Vec<(PathBuf, EntryAttr)>;
+
+/// An attribute a layer entry takes that its file on disk does not have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryAttr {
+    /// A mode that would shut this (rootless) process out of a directory.
+    Mode(u32),
+    /// The owner of a symlink made rootless, which cannot carry the xattr that records owners.
+    Owner(u32, u32),
+}
 
 /// What a COPY selected, resolved: ready to checksum and to copy.
 #[derive(Debug)]
@@ -496,13 +505,41 @@ fn make_dirs(root: &Path, dir: &Path, attrs: &Attributes) -> Result<()> {
 /// Copy a walked file or symlink; a regular file whose content the checksum hashed is linked from the copy's
 /// previous run instead when it is unchanged there, and noted for the next run.
 fn copy_walked(w: &Walked, target: &Path, attrs: &Attributes, reuse: Option<&Incremental>) -> Result<()> {
-    let Some((reuse, hash)) = reuse.zip(w.content.get()).filter(|_| w.meta.is_file()) else {
-        return copy_entry_with(&w.abs, &w.meta, target, attrs);
+    // Hard links among the copied files stay hard links (as BuildKit copies them): the second name of a file is
+    // linked to the first's copy.
+    let link_key = (w.meta.is_file() && w.meta.nlink() > 1).then(|| (w.meta.dev(), w.meta.ino()));
+    // Held while the first name is copied, so that a name copied meanwhile (directories are copied in
+    // parallel) waits for it and links to it.
+    let mut links = match link_key {
+        Some(_) => Some(
+            attrs
+                .hard_links
+                .lock()
+                .map_err(|_| Error::Malformed { what: "copy".into(), reason: "a copying thread panicked".into() })?,
+        ),
+        None => None,
     };
-    if !attrs.fresh_file(&w.meta).is_some_and(|fresh| reuse.try_link(target, hash, &fresh)) {
-        copy_entry_with(&w.abs, &w.meta, target, attrs)?;
+    if let (Some(key), Some(map)) = (link_key, links.as_ref())
+        && let Some(first) = map.get(&key)
+    {
+        replacing(target, || fs::hard_link(first, target)).map_err(Error::io("link", target))?;
+        if let Some((reuse, hash)) = reuse.zip(w.content.get()) {
+            reuse.record(target, hash);
+        }
+        return Ok(());
     }
-    reuse.record(target, hash);
+    match reuse.zip(w.content.get()).filter(|_| w.meta.is_file()) {
+        None => copy_entry_with(&w.abs, &w.meta, target, attrs)?,
+        Some((reuse, hash)) => {
+            if !attrs.fresh_file(&w.meta).is_some_and(|fresh| reuse.try_link(target, hash, &fresh)) {
+                copy_entry_with(&w.abs, &w.meta, target, attrs)?;
+            }
+            reuse.record(target, hash);
+        }
+    }
+    if let (Some(key), Some(map)) = (link_key, links.as_mut()) {
+        map.insert(key, target.to_path_buf());
+    }
     Ok(())
 }
 
@@ -518,7 +555,9 @@ struct Attributes<'a> {
     keep_source_owner: bool,
     /// Directories whose mode would keep this process (not root) out of them (`--chmod=0644` on a directory): on
     /// disk they stay open to it, and the layer's entries take these modes instead.
-    entry_modes: std::sync::Mutex<Vec<(PathBuf, u32)>>,
+    entry_modes: std::sync::Mutex<EntryModes>,
+    /// The copy of each source file with other names, by (device, inode): its other names are linked to it.
+    hard_links: std::sync::Mutex<std::collections::HashMap<(u64, u64), PathBuf>>,
 }
 
 impl<'a> Attributes<'a> {
@@ -533,6 +572,7 @@ impl<'a> Attributes<'a> {
             created_as_root,
             keep_source_owner,
             entry_modes: Default::default(),
+            hard_links: Default::default(),
         }
     }
 
@@ -601,6 +641,22 @@ impl<'a> Attributes<'a> {
         Ok(())
     }
 
+    /// Give a symlink this process made its owner: as root for real, rootless as the layer entry's.
+    fn give_link_owner(&self, to: &Path, (uid, gid): (u32, u32)) -> Result<()> {
+        if self.created_as_root && (uid, gid) == (0, 0) {
+            Ok(())
+        } else if self.as_root {
+            std::os::unix::fs::lchown(to, Some(uid), Some(gid)).map_err(Error::io("chown", to))
+        } else {
+            if (uid, gid) != (0, 0)
+                && let Ok(mut fixes) = self.entry_modes.lock()
+            {
+                fixes.push((to.to_path_buf(), EntryAttr::Owner(uid, gid)));
+            }
+            Ok(())
+        }
+    }
+
     /// A directory the copy made on the way to its destination: the owner, and the mode an octal `--chmod` gives
     /// (0755 otherwise).
     fn apply_to_created_dir(&self, to: &Path) -> Result<()> {
@@ -619,7 +675,7 @@ impl<'a> Attributes<'a> {
             mode
         } else {
             if let Ok(mut modes) = self.entry_modes.lock() {
-                modes.push((to.to_path_buf(), mode));
+                modes.push((to.to_path_buf(), EntryAttr::Mode(mode)));
             }
             mode | 0o700
         };
@@ -676,7 +732,9 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
     use std::os::unix::fs::OpenOptionsExt;
     if meta.file_type().is_symlink() {
         let target = fs::read_link(from).map_err(Error::io("read link", from))?;
-        return replacing(to, || symlink(&target, to)).map_err(Error::io("symlink", to));
+        replacing(to, || symlink(&target, to)).map_err(Error::io("symlink", to))?;
+        // `--chown` owns links too (BuildKit lchowns them).
+        return attrs.give_link_owner(to, attrs.owner_of(from, meta));
     }
     if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
         // A socket becomes an empty regular file with its mode, as BuildKit's context transfer makes it.
@@ -702,7 +760,13 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
     } else {
         std::io::copy(&mut src, &mut dst).map_err(Error::io("copy", from))?;
     }
-    attrs.apply_to_file(&dst, to, from, meta, mode_at_create)
+    attrs.apply_to_file(&dst, to, from, meta, mode_at_create)?;
+    // File capabilities come along (the one xattr BuildKit's layers carry), set after the owner, which clears
+    // them. Rootless they cannot be set on the host; they are dropped there.
+    if let Ok(Some(caps)) = xattr::get(from, "security.capability") {
+        let _ = xattr::set(to, "security.capability", &caps);
+    }
+    Ok(())
 }
 
 /// A file's content, `len` bytes as its metadata says: read without the end-of-file probe and the size query
@@ -817,17 +881,27 @@ fn dest_in(layer_root: &Path, dest: &str) -> PathBuf {
     if dest_rel == "." { layer_root.to_path_buf() } else { layer_root.join(&dest_rel) }
 }
 
-/// Whether a file is a tar archive, compressed or not (read from its first bytes, as Docker does for ADD).
+/// Whether a file is a tar archive, compressed or not, as Docker and BuildKit decide for ADD: its (decompressed)
+/// first block is a tar header with a valid checksum. A compressed file that is not a tar (`notes.txt.gz`) is
+/// copied as it is.
 pub fn is_archive(path: &Path) -> bool {
     use std::io::Read;
-    let Ok(f) = fs::File::open(path) else { return false };
-    let mut head = Vec::new();
-    let _ = f.take(512).read_to_end(&mut head);
-    let compressed = head.starts_with(&[0x1f, 0x8b])
-        || head.starts_with(b"BZh")
-        || head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0])
-        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
-    compressed || (head.len() >= 262 && &head[257..262] == b"ustar")
+    let Ok(reader) = archive_reader(path) else { return false };
+    let mut head = Vec::with_capacity(512);
+    if reader.take(512).read_to_end(&mut head).is_err() || head.len() < 512 {
+        return false;
+    }
+    tar_header_checksum_ok(&head)
+}
+
+/// A tar header's checksum field (octal, bytes 148..156) equals the sum of its bytes with that field as spaces.
+fn tar_header_checksum_ok(header: &[u8]) -> bool {
+    let field = String::from_utf8_lossy(&header[148..156]);
+    let Ok(recorded) = u32::from_str_radix(field.trim_matches(|c: char| c == ' ' || c == '\0'), 8) else {
+        return false;
+    };
+    let sum: u32 = header.iter().enumerate().map(|(i, b)| if (148..156).contains(&i) { 32 } else { *b as u32 }).sum();
+    sum == recorded
 }
 
 /// A reader of an archive's tar stream: gzip and zstd decoded here, bzip2 and xz by the system's `bzip2`/`xz`.

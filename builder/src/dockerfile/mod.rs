@@ -7,7 +7,7 @@ mod diagnostic;
 mod dump;
 pub mod expose;
 mod flags;
-mod go_quote;
+pub(crate) mod go_quote;
 mod instructions;
 mod line_args;
 pub mod lint;

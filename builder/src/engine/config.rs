@@ -6,12 +6,14 @@ use serde_json::{Map, Value, json};
 
 /// Set `KEY=value` in the config's Env (replacing an existing KEY).
 pub(crate) fn set_env(config: &mut Value, key: &str, value: &str) {
-    let env = config["config"]["Env"].as_array().cloned().unwrap_or_default();
-    let mut env: Vec<Value> = env
-        .into_iter()
-        .filter(|e| e.as_str().is_some_and(|s| s.split_once('=').map(|(k, _)| k) != Some(key)))
-        .collect();
-    env.push(Value::String(format!("{key}={value}")));
+    let mut env = config["config"]["Env"].as_array().cloned().unwrap_or_default();
+    let entry = Value::String(format!("{key}={value}"));
+    // A variable already set keeps its place (BuildKit replaces it in place: `ENV A=1 PATH=/x:$PATH` leaves PATH
+    // first); a new one goes last.
+    match env.iter().position(|e| e.as_str().is_some_and(|s| s.split_once('=').map(|(k, _)| k) == Some(key))) {
+        Some(i) => env[i] = entry,
+        None => env.push(entry),
+    }
     config["config"]["Env"] = Value::Array(env);
 }
 

@@ -62,6 +62,8 @@ pub struct ApplyReport {
     pub skipped_devices: u64,
     /// Extended attributes that could not be set (e.g. `trusted.*` rootless).
     pub skipped_xattrs: u64,
+    /// Symlinks whose owner could not be given or recorded (rootless: a link carries no xattr): path, uid, gid.
+    pub link_owners: Vec<(PathBuf, u32, u32)>,
 }
 
 /// Open a layer blob for reading, decompressing gzip or zstd by their magic bytes.
@@ -353,6 +355,9 @@ impl ApplyState {
             .map_err(|e| Error::io("chown", target)(e.into()));
         }
         let is_link = fs::symlink_metadata(target).map(|m| m.file_type().is_symlink()).unwrap_or(false);
+        if (uid, gid) != (0, 0) && is_link {
+            self.report.link_owners.push((target.to_path_buf(), uid, gid));
+        }
         if (uid, gid) != (0, 0) && !is_link {
             // Rootless with one id: keep the real owner where a later export (and umoci) finds it.
             if xattr::set(target, ROOTLESS_XATTR, &rootless_owner::encode(uid, gid)).is_err() {

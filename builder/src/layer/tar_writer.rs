@@ -1,5 +1,6 @@
 //! Writes layer entries as a deterministic tar stream: entries in the given (sorted) order, ustar headers with
-//! PAX records where ustar cannot hold a value (long names and link targets, large ids and sizes, xattrs as
+//! PAX records where ustar cannot hold a value (long names and link targets, large ids and sizes, pre-1970 mtimes,
+//! file capabilities as
 //! `SCHILY.xattr.*`), no user or group names, mtimes clamped to `SOURCE_DATE_EPOCH` when one is given.
 
 use std::fs::File;
@@ -38,8 +39,12 @@ fn append_entry<W: Write>(b: &mut tar::Builder<W>, e: &TreeEntry, clamp: Option<
     };
     h.set_entry_type(etype);
     h.set_mode(e.mode);
-    let mtime = clamp.map_or(e.mtime, |c| e.mtime.min(c)).max(0);
-    h.set_mtime(mtime as u64);
+    let mtime = clamp.map_or(e.mtime, |c| e.mtime.min(c));
+    h.set_mtime(mtime.max(0) as u64);
+    if mtime < 0 {
+        // Before 1970: only PAX can say it (as Go's archive/tar writes it).
+        pax.push(("mtime".into(), mtime.to_string().into_bytes()));
+    }
     set_numeric(&mut h, &mut pax, "uid", u64::from(e.uid));
     set_numeric(&mut h, &mut pax, "gid", u64::from(e.gid));
     set_numeric(&mut h, &mut pax, "size", size);
@@ -63,7 +68,9 @@ fn append_entry<W: Write>(b: &mut tar::Builder<W>, e: &TreeEntry, clamp: Option<
         h.set_device_major(*major).map_err(Error::io("set device", "layer"))?;
         h.set_device_minor(*minor).map_err(Error::io("set device", "layer"))?;
     }
-    for (name, value) in &e.xattrs {
+    // File capabilities are the one xattr a layer carries (as BuildKit's and containerd's differs write them);
+    // `user.*` and the rest stay on the builder's disk.
+    for (name, value) in e.xattrs.iter().filter(|(name, _)| name == "security.capability") {
         pax.push((format!("SCHILY.xattr.{name}"), value.clone()));
     }
     if !pax.is_empty() {

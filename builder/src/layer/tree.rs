@@ -106,15 +106,24 @@ struct Hardlinks(HashMap<(u64, u64), Vec<u8>>);
 
 impl Hardlinks {
     fn kind_for(&mut self, meta: &fs::Metadata, rel: &[u8], source: &Path) -> EntryKind {
+        self.link_to_earlier(meta, rel)
+            .unwrap_or_else(|| EntryKind::File { source: source.to_path_buf(), size: meta.len() })
+    }
+
+    /// A hard link to the first name seen of this inode (a file's, or a symlink's: `ln -P`), or `None` for the
+    /// first name, which is remembered.
+    fn link_to_earlier(&mut self, meta: &fs::Metadata, rel: &[u8]) -> Option<EntryKind> {
         if meta.nlink() > 1 {
             match self.0.get(&(meta.dev(), meta.ino())) {
-                Some(first) => return EntryKind::Hardlink { target: String::from_utf8_lossy(first).into_owned() },
+                Some(first) => {
+                    return Some(EntryKind::Hardlink { target: String::from_utf8_lossy(first).into_owned() });
+                }
                 None => {
                     self.0.insert((meta.dev(), meta.ino()), rel.to_vec());
                 }
             }
         }
-        EntryKind::File { source: source.to_path_buf(), size: meta.len() }
+        None
     }
 }
 
@@ -189,7 +198,12 @@ fn entry_with_xattrs(
     } else if ft.is_file() {
         links.kind_for(meta, rel, abs)
     } else if ft.is_symlink() {
-        EntryKind::Symlink { target: path_bytes(&fs::read_link(abs).map_err(Error::io("read link", abs))?) }
+        match links.link_to_earlier(meta, rel) {
+            Some(link) => link,
+            None => {
+                EntryKind::Symlink { target: path_bytes(&fs::read_link(abs).map_err(Error::io("read link", abs))?) }
+            }
+        }
     } else if ft.is_char_device() {
         let (major, minor) = device_numbers(meta.rdev());
         EntryKind::CharDevice { major, minor }

@@ -18,12 +18,30 @@ impl StageBuilder<'_> {
         which: &dyn Fn(&str) -> bool,
     ) -> LayerDir {
         use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::MetadataExt;
         let mut origin = LayerDir::Written;
+        let existing: std::collections::HashSet<String> = entries
+            .iter()
+            .filter(|e| matches!(e.kind, crate::layer::EntryKind::Dir))
+            .map(|e| String::from_utf8_lossy(&e.path).into_owned())
+            .filter(|rel| which(rel) && self.stage_dir_attrs(rel).is_some())
+            .collect();
+        // An existing directory that gets a new entry has a new mtime (the build's); one only passed through on
+        // the way to the destination keeps its own (as BuildKit's layers have it).
+        let mut touched = std::collections::HashSet::new();
+        for e in entries.iter() {
+            let rel = String::from_utf8_lossy(&e.path);
+            let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+            if existing.contains(parent) && !touched.contains(parent) && !self.path_exists(&rel) {
+                touched.insert(parent.to_string());
+            }
+        }
         for e in entries.iter_mut().filter(|e| matches!(e.kind, crate::layer::EntryKind::Dir)) {
             let rel = String::from_utf8_lossy(&e.path).into_owned();
             if !which(&rel) {
                 continue;
             }
+            let path = layer_dir.join(std::ffi::OsStr::from_bytes(&e.path));
             let want = match self.stage_dir_attrs(&rel) {
                 Some(attrs) => attrs,
                 None => match new_owner {
@@ -33,7 +51,18 @@ impl StageBuilder<'_> {
             };
             if (e.mode, e.uid, e.gid) != want {
                 (e.mode, e.uid, e.gid) = want;
-                if !set_written_dir_attrs(&layer_dir.join(std::ffi::OsStr::from_bytes(&e.path)), want) {
+                if !set_written_dir_attrs(&path, want) {
+                    origin = LayerDir::Adjusted;
+                }
+            }
+            if existing.contains(&rel)
+                && !touched.contains(&rel)
+                && let Some(meta) = self.path_meta(&rel)
+                && e.mtime != meta.mtime()
+            {
+                e.mtime = meta.mtime();
+                let kept = fs::File::open(&path).and_then(|d| d.set_modified(meta.modified()?));
+                if kept.is_err() {
                     origin = LayerDir::Adjusted;
                 }
             }

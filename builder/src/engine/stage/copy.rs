@@ -258,8 +258,10 @@ impl StageBuilder<'_> {
             for a in archives {
                 // --chown gives every unpacked entry its owner (testDockerfileAddChownArchive).
                 let opts = ApplyOptions { owner, ..ApplyOptions::new(ApplyMode::Merge, a.display().to_string()) };
-                apply_tar(copy::archive_reader(a)?, &dest, &opts)
+                let report = apply_tar(copy::archive_reader(a)?, &dest, &opts)
                     .map_err(|e| self.fail(ins, &format!("cannot unpack {}: {e}", a.display())))?;
+                // Rootless, links keep their owners in the layer's entries.
+                modes.extend(report.link_owners.into_iter().map(|(p, u, g)| (p, copy::EntryAttr::Owner(u, g))));
             }
             Ok(modes)
         })();
@@ -284,8 +286,11 @@ impl StageBuilder<'_> {
         let mut entries = collect_tree(layer_dir)?;
         for e in entries.iter_mut() {
             let path = layer_dir.join(std::ffi::OsStr::from_bytes(&e.path));
-            if let Some((_, mode)) = modes.iter().find(|(p, _)| *p == path) {
-                e.mode = *mode;
+            for (_, fix) in modes.iter().filter(|(p, _)| *p == path) {
+                match *fix {
+                    copy::EntryAttr::Mode(mode) => e.mode = mode,
+                    copy::EntryAttr::Owner(uid, gid) => (e.uid, e.gid) = (uid, gid),
+                }
             }
         }
         let dest_rel = dest_abs.trim_matches('/');

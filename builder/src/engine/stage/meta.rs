@@ -5,6 +5,7 @@
 use super::*;
 use crate::context::clean_path;
 use crate::dockerfile::CommandLine;
+use crate::dockerfile::go_quote::quote_list;
 use crate::layer::collect_tree;
 
 impl StageBuilder<'_> {
@@ -59,11 +60,15 @@ impl StageBuilder<'_> {
             }
             InstructionKind::Cmd(c) => {
                 let argv = self.argv(c);
+                created_by = Some(format!("CMD {}", quote_list(&argv)));
                 self.state.config["config"]["Cmd"] = json!(argv);
+                // BuildKit sets the (Docker-only) ArgsEscaped with every CMD.
+                self.state.config["config"]["ArgsEscaped"] = Value::Bool(true);
                 self.cmd_set = true;
             }
             InstructionKind::Entrypoint(e) => {
                 let argv = e.as_ref().map(|c| self.argv(c)).unwrap_or_default();
+                created_by = Some(format!("ENTRYPOINT {}", quote_list(&argv)));
                 self.state.config["config"]["Entrypoint"] = if argv.is_empty() { Value::Null } else { json!(argv) };
                 // ENTRYPOINT resets a CMD inherited from the base image.
                 if !self.cmd_set {
@@ -92,7 +97,8 @@ impl StageBuilder<'_> {
                     config::add_to_set(&mut self.state.config, "Volumes", &v);
                     all.push(v);
                 }
-                created_by = Some(format!("VOLUME {}", serde_json::to_string(&all).unwrap_or_default()));
+                // Go's `%v` of the list, as BuildKit writes it.
+                created_by = Some(format!("VOLUME [{}]", all.join(" ")));
             }
             InstructionKind::StopSignal(s) => {
                 let s = self.expand(ins, s)?;
@@ -115,12 +121,27 @@ impl StageBuilder<'_> {
                     v["Retries"] = json!(h.retries);
                 }
                 self.state.config["config"]["Healthcheck"] = v;
+                // Go's `%+v` of BuildKit's HealthcheckConfig.
+                created_by = Some(format!(
+                    "HEALTHCHECK {{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+                    h.test.join(" "),
+                    go_duration(h.interval),
+                    go_duration(h.timeout),
+                    go_duration(h.start_period),
+                    go_duration(h.start_interval),
+                    h.retries
+                ));
             }
-            InstructionKind::Shell(s) => self.state.config["config"]["Shell"] = json!(s),
+            InstructionKind::Shell(s) => {
+                created_by = Some(format!("SHELL [{}]", s.join(" ")));
+                self.state.config["config"]["Shell"] = json!(s);
+            }
             InstructionKind::Onbuild(expr) => {
                 let mut ob = self.state.config["config"]["OnBuild"].as_array().cloned().unwrap_or_default();
                 ob.push(Value::String(expr.clone()));
                 self.state.config["config"]["OnBuild"] = Value::Array(ob);
+                // A trigger is config only: BuildKit records no history entry for it.
+                return Ok(());
             }
         }
         // The history entry is the instruction with its variables expanded where BuildKit expands them.
@@ -175,10 +196,12 @@ impl StageBuilder<'_> {
         let created_by = format!("WORKDIR {joined}");
         // Made where the stage's links lead (`WORKDIR /bin/x` on a merged-/usr base is /usr/bin/x).
         let rel = self.resolve_in_stage(&joined, true).trim_start_matches('/').to_string();
-        if rel.is_empty() || self.path_exists(&rel) {
+        if rel.is_empty() {
             self.history(created_by, true);
             return Ok(());
         }
+        // Any other WORKDIR is a step with a layer, an empty one when the directory exists (BuildKit's mkdir -p).
+        let exists = self.path_exists(&rel);
         let step = self.start(&ins.original);
         let start = Instant::now();
         let key = cache::workdir(&self.state.cache_key, &joined);
@@ -187,12 +210,16 @@ impl StageBuilder<'_> {
         }
         // BuildKit creates a missing WORKDIR as the stage's USER.
         let owner = self.user_ids(ins).map_err(|e| self.step_failed(step, e))?;
-        let layer_dir = self.store.tmp().path("workdir");
-        let dir = layer_dir.join(&rel);
-        fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
-        let mut entries = collect_tree(&layer_dir)?;
-        let origin = self.keep_existing_dirs(&layer_dir, &mut entries, owner, &|_| true);
-        let layer = self.commit_dir(&layer_dir, entries, origin)?;
+        let layer = if exists {
+            Some(self.empty_layer()?)
+        } else {
+            let layer_dir = self.store.tmp().path("workdir");
+            let dir = layer_dir.join(&rel);
+            fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+            let mut entries = collect_tree(&layer_dir)?;
+            let origin = self.keep_existing_dirs(&layer_dir, &mut entries, owner, &|_| true);
+            self.commit_dir(&layer_dir, entries, origin)?
+        };
         self.finish_step(&key, layer, created_by, step, start)
     }
 
@@ -207,5 +234,55 @@ impl StageBuilder<'_> {
             .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
         shell.extend(c.args.iter().cloned());
         shell
+    }
+}
+
+/// Go's `time.Duration.String()` of `nanos`: `0s`, `500ms`, `1.5s`, `1m30s`, `1h0m0s`.
+fn go_duration(n: u64) -> String {
+    if n == 0 {
+        return "0s".into();
+    }
+    let sign = "";
+    let trim = |whole: u64, frac: u64, digits: usize, unit: &str| {
+        let f = format!("{frac:0digits$}");
+        let f = f.trim_end_matches('0');
+        if f.is_empty() { format!("{sign}{whole}{unit}") } else { format!("{sign}{whole}.{f}{unit}") }
+    };
+    if n < 1_000 {
+        return format!("{sign}{n}ns");
+    }
+    if n < 1_000_000 {
+        return trim(n / 1_000, n % 1_000, 3, "\u{b5}s");
+    }
+    if n < 1_000_000_000 {
+        return trim(n / 1_000_000, n % 1_000_000, 6, "ms");
+    }
+    let secs = n / 1_000_000_000;
+    let frac = n % 1_000_000_000;
+    let (h, m, s) = (secs / 3600, (secs / 60) % 60, secs % 60);
+    let seconds = trim(s, frac, 9, "s");
+    match (h, m) {
+        (0, 0) => format!("{sign}{seconds}"),
+        (0, m) => format!("{sign}{m}m{seconds}"),
+        (h, m) => format!("{sign}{h}h{m}m{seconds}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn durations_read_as_go_prints_them() {
+        for (n, s) in [
+            (0, "0s"),
+            (30_000_000_000, "30s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (1_500_000_000, "1.5s"),
+            (500_000_000, "500ms"),
+            (1_500, "1.5\u{b5}s"),
+            (12, "12ns"),
+        ] {
+            assert_eq!(super::go_duration(n), s);
+        }
     }
 }

@@ -276,6 +276,15 @@ impl StageBuilder<'_> {
                     let from_files = tmp.is_none();
                     out.scratch_dirs.extend(tmp);
                     let source = clean_path(m.source.as_deref().unwrap_or("."));
+                    // The build context as COPY sees it: what .dockerignore excludes is not mounted (BuildKit).
+                    let root = if from.is_none() && !self.ignore.is_empty() {
+                        let view = self.store.tmp().path("bind");
+                        out.scratch_dirs.push(view.clone());
+                        self.context_view(ins, &root, &source, &view)?;
+                        view
+                    } else {
+                        root
+                    };
                     let path = root.join(source.trim_start_matches('/'));
                     let real = fs::canonicalize(&path).map_err(|_| {
                         self.fail(ins, &format!("bind mount source {source:?} does not exist in {}", describe(from)))
@@ -358,9 +367,20 @@ impl StageBuilder<'_> {
         source: &str,
         from: Option<&Source>,
     ) -> Result<String> {
-        let selection = copy::select(root, &IgnoreMatcher::default(), &[source.to_string()])
+        let ignore = if from.is_none() { self.ignore.clone() } else { IgnoreMatcher::default() };
+        let selection = copy::select(root, &ignore, &[source.to_string()])
             .map_err(|e| self.fail(ins, &format!("bind mount source: {e} in {}", describe(from))))?;
         selection.checksum_with(&self.session.file_hashes)
+    }
+
+    /// Copy `source` of the build context, without what .dockerignore excludes, to the same path under `view`.
+    fn context_view(&self, ins: &Instruction, context: &Path, source: &str, view: &Path) -> Result<()> {
+        fs::create_dir_all(view).map_err(Error::io("create", view))?;
+        let selection = copy::select(context, self.ignore, &[source.to_string()])
+            .map_err(|e| self.fail(ins, &format!("bind mount source: {e} in the build context")))?;
+        let dest = if source == "." { "/".to_string() } else { format!("/{}", source.trim_start_matches('/')) };
+        selection.copy_into(view, &dest, None, None, None)?;
+        Ok(())
     }
 
     /// Secret mounts take their values from `--secret` (a file, or an environment variable written to a file

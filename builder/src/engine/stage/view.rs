@@ -94,15 +94,14 @@ impl StageBuilder<'_> {
         Some((meta.mode() & 0o7777, uid, gid))
     }
 
-    /// The (uid, gid) the stage's USER resolves to in its own /etc/passwd and /etc/group (`None`: root).
+    /// The owner of what a file operation makes as the stage's USER (`None`: root), as BuildKit's mkdir for
+    /// WORKDIR: `USER 1234` (not in /etc/passwd) makes 1234:1234.
     pub(super) fn user_ids(&self, ins: &Instruction) -> Result<Option<(u32, u32)>> {
         let Some(user) = self.state.config["config"]["User"].as_str().filter(|u| !u.is_empty()) else {
             return Ok(None);
         };
-        let text = |f: &str| String::from_utf8_lossy(&self.read_stage_file(f).unwrap_or_default()).into_owned();
-        let r = rbuild_runtime::user::resolve_in(&text("etc/passwd"), &text("etc/group"), Some(user))
-            .map_err(|m| self.fail(ins, &m))?;
-        Ok(Some((r.uid, r.gid)).filter(|ids| *ids != (0, 0)))
+        let ids = self.file_owner(ins, user, "USER")?;
+        Ok(Some(ids).filter(|ids| *ids != (0, 0)))
     }
 
     /// A COPY/ADD destination made absolute against the stage's WORKDIR.
@@ -114,31 +113,43 @@ impl StageBuilder<'_> {
         format!("{}/{dest}", workdir.trim_end_matches('/'))
     }
 
-    /// `--chown=USER[:GROUP]`: names are looked up in the stage's own /etc/passwd and /etc/group; a user alone
-    /// gives the group of the same number (as Docker documents).
+    /// `--chown=USER[:GROUP]`: names are looked up in the stage's own /etc/passwd and /etc/group.
     pub(super) fn resolve_owner(&self, ins: &Instruction, spec: &str) -> Result<(u32, u32)> {
         let spec = self.expand(ins, spec)?;
+        self.file_owner(ins, &spec, "--chown")
+    }
+
+    /// The owner BuildKit's file operations give for `USER[:GROUP]` (a `--chown`, or the USER a WORKDIR is made
+    /// as): a user name takes its uid and primary group from /etc/passwd; a uid alone gives the group of the
+    /// same number; an empty user (`:group`) is root; a group replaces the user's.
+    pub(super) fn file_owner(&self, ins: &Instruction, spec: &str, what: &str) -> Result<(u32, u32)> {
         let (user, group) = match spec.split_once(':') {
-            Some((u, g)) => (u.to_string(), Some(g.to_string())),
-            None => (spec.clone(), None),
+            Some((u, g)) => (u, Some(g)),
+            None => (spec, None),
         };
-        let lookup = |file: &str, name: &str, field: usize| -> Result<u32> {
-            if let Ok(n) = name.parse::<u32>() {
-                return Ok(n);
-            }
+        let entry = |file: &str, name: &str| -> Result<Vec<String>> {
             let text = self.read_stage_file(file).unwrap_or_default();
             String::from_utf8_lossy(&text)
                 .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.first() == Some(&name))
-                .and_then(|f| f.get(field).and_then(|v| v.parse().ok()))
-                .ok_or_else(|| self.fail(ins, &format!("--chown={spec}: no {name:?} in the image's /{file}")))
+                .map(|l| l.split(':').map(str::to_string).collect::<Vec<_>>())
+                .find(|f| f.first().map(String::as_str) == Some(name))
+                .ok_or_else(|| self.fail(ins, &format!("{what}={spec}: no {name:?} in the image's /{file}")))
         };
-        let uid = lookup("etc/passwd", &user, 2)?;
-        let gid = match group {
-            Some(g) => lookup("etc/group", &g, 2)?,
-            None => uid,
+        let field = |f: &[String], i: usize| f.get(i).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0);
+        let (uid, mut gid) = if user.is_empty() {
+            (0, 0)
+        } else if let Ok(n) = user.parse::<u32>() {
+            (n, n)
+        } else {
+            let f = entry("etc/passwd", user)?;
+            (field(&f, 2), field(&f, 3))
         };
+        if let Some(g) = group.filter(|g| !g.is_empty()) {
+            gid = match g.parse::<u32>() {
+                Ok(n) => n,
+                Err(_) => field(&entry("etc/group", g)?, 2),
+            };
+        }
         Ok((uid, gid))
     }
 
