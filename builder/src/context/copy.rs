@@ -187,6 +187,8 @@ pub enum EntryAttr {
     Mode(u32),
     /// The owner of a symlink made rootless, which cannot carry the xattr that records owners.
     Owner(u32, u32),
+    /// An attribute only recorded on disk (file capabilities, rootless): the entry has it, the file not.
+    Recorded,
 }
 
 /// What a COPY selected, resolved: ready to checksum and to copy.
@@ -733,8 +735,14 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
     if meta.file_type().is_symlink() {
         let target = fs::read_link(from).map_err(Error::io("read link", from))?;
         replacing(to, || symlink(&target, to)).map_err(Error::io("symlink", to))?;
-        // `--chown` owns links too (BuildKit lchowns them).
-        return attrs.give_link_owner(to, attrs.owner_of(from, meta));
+        // `--chown` owns links too (BuildKit lchowns them); the link keeps its mtime, as files do.
+        attrs.give_link_owner(to, attrs.owner_of(from, meta))?;
+        let mtime = rustix::fs::Timestamps {
+            last_access: rustix::fs::Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT },
+            last_modification: rustix::fs::Timespec { tv_sec: meta.mtime(), tv_nsec: meta.mtime_nsec() },
+        };
+        let _ = rustix::fs::utimensat(rustix::fs::CWD, to, &mtime, rustix::fs::AtFlags::SYMLINK_NOFOLLOW);
+        return Ok(());
     }
     if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
         // A socket becomes an empty regular file with its mode, as BuildKit's context transfer makes it.
@@ -762,9 +770,16 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
     }
     attrs.apply_to_file(&dst, to, from, meta, mode_at_create)?;
     // File capabilities come along (the one xattr BuildKit's layers carry), set after the owner, which clears
-    // them. Rootless they cannot be set on the host; they are dropped there.
-    if let Ok(Some(caps)) = xattr::get(from, "security.capability") {
-        let _ = xattr::set(to, "security.capability", &caps);
+    // them. Rootless on the host they cannot be set: they are recorded, and the layer's entry carries them.
+    use crate::layer::tree::{CAPABILITY_RECORD_XATTR, CAPABILITY_XATTR};
+    let caps = [CAPABILITY_XATTR, CAPABILITY_RECORD_XATTR].iter().find_map(|n| xattr::get(from, n).ok().flatten());
+    if let Some(caps) = caps
+        && xattr::set(to, CAPABILITY_XATTR, &caps).is_err()
+        && xattr::set(to, CAPABILITY_RECORD_XATTR, &caps).is_ok()
+        && let Ok(mut fixes) = attrs.entry_modes.lock()
+    {
+        // Not the file's on disk: the layer's snapshot is unpacked from the layer instead.
+        fixes.push((to.to_path_buf(), EntryAttr::Recorded));
     }
     Ok(())
 }

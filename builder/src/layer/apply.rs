@@ -334,7 +334,12 @@ impl ApplyState {
         }
         for (k, v) in &xattrs {
             if xattr::set(&target, k, v).is_err() {
-                self.report.skipped_xattrs += 1;
+                // Rootless on the host, capabilities are recorded where a layer made from the file finds them.
+                let recorded = k == super::tree::CAPABILITY_XATTR
+                    && xattr::set(&target, super::tree::CAPABILITY_RECORD_XATTR, v).is_ok();
+                if !recorded {
+                    self.report.skipped_xattrs += 1;
+                }
             }
         }
         if etype != tar::EntryType::Directory {

@@ -70,8 +70,8 @@ fn append_entry<W: Write>(b: &mut tar::Builder<W>, e: &TreeEntry, clamp: Option<
     }
     // File capabilities are the one xattr a layer carries (as BuildKit's and containerd's differs write them);
     // `user.*` and the rest stay on the builder's disk.
-    for (name, value) in e.xattrs.iter().filter(|(name, _)| name == "security.capability") {
-        pax.push((format!("SCHILY.xattr.{name}"), value.clone()));
+    for (name, value) in e.xattrs.iter().filter(|(name, _)| name == super::tree::CAPABILITY_XATTR) {
+        pax.push((format!("SCHILY.xattr.{name}"), capability_v2(value)));
     }
     if !pax.is_empty() {
         b.append_pax_extensions(pax.iter().map(|(k, v)| (k.as_str(), v.as_slice())))
@@ -149,5 +149,35 @@ fn set_numeric(h: &mut Header, pax: &mut Vec<(String, Vec<u8>)>, field: &str, v:
         "uid" => h.set_uid(stored),
         "gid" => h.set_gid(stored),
         _ => h.set_size(stored),
+    }
+}
+
+/// A file capability as a layer holds it: revision 2. A revision 3 value (a user namespace's, naming the host uid
+/// of its root) is read as revision 2 by any container's root, so the root id is dropped, as the capabilities a
+/// rootless step sets must work where the image runs.
+fn capability_v2(value: &[u8]) -> Vec<u8> {
+    const REVISION_MASK: u32 = 0xff00_0000;
+    const REVISION_3: u32 = 0x0300_0000;
+    const REVISION_2: u32 = 0x0200_0000;
+    if value.len() == 24 {
+        let magic = u32::from_le_bytes([value[0], value[1], value[2], value[3]]);
+        if magic & REVISION_MASK == REVISION_3 {
+            let mut v2 = value[..20].to_vec();
+            v2[..4].copy_from_slice(&(REVISION_2 | (magic & !REVISION_MASK)).to_le_bytes());
+            return v2;
+        }
+    }
+    value.to_vec()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn revision_3_capabilities_become_revision_2() {
+        let mut v3 = vec![0x01, 0, 0, 0x03, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        v3.extend(1001u32.to_le_bytes());
+        let v2 = super::capability_v2(&v3);
+        assert_eq!(v2, [0x01, 0, 0, 0x02, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(super::capability_v2(&v2), v2);
     }
 }

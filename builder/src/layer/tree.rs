@@ -63,6 +63,11 @@ pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// The xattr that records the real owner of a file unpacked rootless with one id mapped (as umoci does).
 pub const ROOTLESS_XATTR: &str = "user.rootlesscontainers";
+/// The file capability xattr, the one a layer carries.
+pub const CAPABILITY_XATTR: &str = "security.capability";
+/// Where a file made rootless on the host records the capabilities it could not be given (an unprivileged user
+/// cannot set `security.capability`); a layer made from the file carries them as `security.capability`.
+pub const CAPABILITY_RECORD_XATTR: &str = "user.rbuild.capability";
 
 fn is_overlay_xattr(name: &str) -> bool {
     name.starts_with("trusted.overlay.") || name.starts_with("user.overlay.")
@@ -215,6 +220,14 @@ fn entry_with_xattrs(
     } else {
         return Ok(None);
     };
+    // Capabilities only recorded (rootless, on the host) are the file's capabilities.
+    if let Some(pos) = xattrs.iter().position(|(n, _)| n == CAPABILITY_RECORD_XATTR) {
+        let (_, v) = xattrs.remove(pos);
+        if !xattrs.iter().any(|(n, _)| n == CAPABILITY_XATTR) {
+            xattrs.push((CAPABILITY_XATTR.to_string(), v));
+            xattrs.sort();
+        }
+    }
     let (mut uid, mut gid) = ids.to_image(meta.uid(), meta.gid());
     // A file unpacked rootless carries its real owner in an xattr; restore it.
     if let Some(pos) = xattrs.iter().position(|(n, _)| n == ROOTLESS_XATTR) {

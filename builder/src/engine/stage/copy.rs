@@ -290,6 +290,7 @@ impl StageBuilder<'_> {
                 match *fix {
                     copy::EntryAttr::Mode(mode) => e.mode = mode,
                     copy::EntryAttr::Owner(uid, gid) => (e.uid, e.gid) = (uid, gid),
+                    copy::EntryAttr::Recorded => {}
                 }
             }
         }
