@@ -5,10 +5,10 @@ set -euo pipefail
 
 # skopeo, umoci: independent checks of the images rbuild and vendor-test-images write.
 # docker.io: a private dockerd that loads and runs rbuild's archives (started by the tests, as root).
-# debootstrap: the debian test image. ca-certificates, gzip, tar: the image scripts.
+# debootstrap: the debian test image. tmux: a real terminal for the live progress view. ca-certificates, gzip, tar: the image scripts.
 # uidmap: newuidmap/newgidmap, for sandboxes that map subordinate ids. fuse-overlayfs: the snapshotter used
 # where the kernel refuses overlayfs.
-packages=(skopeo umoci docker.io uidmap fuse-overlayfs debootstrap ca-certificates gzip tar git curl python3 docker-registry apache2-utils openssl bzip2 xz-utils zstd)
+packages=(tmux skopeo umoci docker.io uidmap fuse-overlayfs debootstrap ca-certificates gzip tar git curl python3 docker-registry apache2-utils openssl bzip2 xz-utils zstd)
 test_user=rbuild-test
 
 missing=()

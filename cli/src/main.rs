@@ -4,7 +4,7 @@ mod commands;
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// rbuild: a daemonless, rootless container image builder.
 #[derive(Debug, Parser)]
@@ -64,6 +64,13 @@ enum Command {
     /// Inspect rbuild's internals.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
+    /// Print a shell completion script (e.g. `rbuild completion bash > /etc/bash_completion.d/rbuild`).
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Write the man pages (rbuild.1, rbuild-build.1, ...) into a directory (e.g. /usr/local/share/man/man1).
+    Man { dir: std::path::PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -89,6 +96,8 @@ fn main() -> ExitCode {
         Command::Login(args) => commands::registry_cmds::login(&cli.registry, args),
         Command::Logout { registry } => commands::registry_cmds::logout(registry),
         Command::Debug(cmd) => commands::debug::run(cmd),
+        Command::Completion { shell } => commands::shell_docs::completion(Cli::command(), shell),
+        Command::Man { dir } => commands::shell_docs::man_pages(Cli::command(), &dir),
         Command::Run(args) => store().and_then(|s| commands::run::run(&s, args, cli.userns.as_deref())),
         Command::Images => store().and_then(|s| sc::images(&s)),
         Command::Inspect(args) => store().and_then(|s| sc::inspect(&s, args)),
@@ -103,8 +112,22 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_text(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes, each cause once: a message that already says its cause (`open x: No such file or
+/// directory`) is not followed by it again.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !text.contains(&c) {
+            text.push_str(": ");
+            text.push_str(&c);
+        }
+    }
+    text
 }

@@ -471,19 +471,12 @@ impl Client {
                 .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
                 .build()
                 .map_err(|e| RegistryError::Protocol { registry: host.clone(), reason: e.to_string() })?;
-            let unreachable = |e: reqwest::Error| RegistryError::Unreachable {
-                registry: host.clone(),
-                what: url.into(),
-                reason: e.to_string(),
-            };
+            // Not a registry: the errors name the URL (ADD's source).
+            let unreachable =
+                |e: reqwest::Error| RegistryError::UrlUnreachable { url: url.into(), reason: e.to_string() };
             let mut resp = client.get(url).send().await.map_err(unreachable)?;
             if !resp.status().is_success() {
-                return Err(RegistryError::Status {
-                    registry: host.clone(),
-                    what: url.into(),
-                    status: resp.status().as_u16(),
-                    body: String::new(),
-                });
+                return Err(RegistryError::UrlStatus { url: url.into(), status: resp.status().as_u16() });
             }
             let modified =
                 resp.headers().get(reqwest::header::LAST_MODIFIED).and_then(|v| v.to_str().ok()).map(str::to_string);

@@ -10,8 +10,17 @@ pub enum RegistryError {
     #[error("registry {registry} is not allowed by {config} (only listed registries may be used)")]
     Blocked { registry: String, config: String },
 
-    #[error("cannot reach registry {registry} for {what}: {reason}")]
+    #[error(
+        "cannot reach registry {registry} for {what}: {reason} (without a network: `rbuild load` the image, or use \
+         one the store has, with --offline)"
+    )]
     Unreachable { registry: String, what: String, reason: String },
+
+    #[error("cannot download {url}: {reason}")]
+    UrlUnreachable { url: String, reason: String },
+
+    #[error("{url} answered HTTP {status}")]
+    UrlStatus { url: String, status: u16 },
 
     #[error(
         "registry {registry} refused the credentials for {what}{}: log in with `rbuild login {registry}` or check \
@@ -52,8 +61,12 @@ impl RegistryError {
     pub fn is_transient(&self) -> bool {
         match self {
             // A name that does not resolve will not resolve in a second either.
-            RegistryError::Unreachable { reason, .. } => !reason.contains("dns error"),
-            RegistryError::Status { status, .. } => *status == 429 || *status >= 500,
+            RegistryError::Unreachable { reason, .. } | RegistryError::UrlUnreachable { reason, .. } => {
+                !reason.contains("dns error")
+            }
+            RegistryError::Status { status, .. } | RegistryError::UrlStatus { status, .. } => {
+                *status == 429 || *status >= 500
+            }
             _ => false,
         }
     }

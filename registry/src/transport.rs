@@ -107,6 +107,11 @@ impl Transport {
             .read_timeout(self.settings.read_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")));
+        // Mozilla's roots (built in) join the system's store (with SSL_CERT_FILE / SSL_CERT_DIR): a static rbuild in
+        // a scratch or distroless container, which has no store, still verifies registries.
+        b = b.tls_certs_merge(
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|c| reqwest::Certificate::from_der(c).ok()),
+        );
         for ca in self.settings.ca_files(registry) {
             let pem =
                 std::fs::read(&ca).map_err(|e| RegistryError::Config { path: ca.clone(), reason: e.to_string() })?;

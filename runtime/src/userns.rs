@@ -62,7 +62,7 @@ pub fn detect_with(choice: Option<&str>) -> Result<UsernsMode, Error> {
         "subuid" => subuid_mode().ok_or_else(|| Error::Setup {
             stage: "user namespace".into(),
             message: "RBUILD_USERNS=subuid, but newuidmap/newgidmap or this user's /etc/subuid and /etc/subgid ranges are missing".into(),
-            hint: Some(SUBUID_HINT.into()),
+            hint: Some(subuid_hint()),
         }),
         other => Err(Error::Setup {
             stage: "user namespace".into(),
@@ -72,10 +72,36 @@ pub fn detect_with(choice: Option<&str>) -> Result<UsernsMode, Error> {
     }
 }
 
-/// What to tell a user whose step failed with only one id mapped.
+/// What to tell a user whose step failed changing owners or ids with only one id mapped (inside a sandbox, where
+/// the host's /etc/subuid cannot be read: no range suggested).
 pub const SUBUID_HINT: &str = "only one user id is mapped into the sandbox, so steps that change file owners \
 (chown, package installs) fail; install the uidmap package and give this user ranges in /etc/subuid and \
-/etc/subgid (e.g. `usermod --add-subuids 100000-165535 --add-subgids 100000-165535 $USER`)";
+/etc/subgid";
+
+/// [`SUBUID_HINT`] with a `usermod` line whose range overlaps none in this host's /etc/subuid and /etc/subgid.
+pub fn subuid_hint() -> String {
+    let (start, end) = free_subordinate_range(&[
+        std::fs::read_to_string("/etc/subuid").unwrap_or_default(),
+        std::fs::read_to_string("/etc/subgid").unwrap_or_default(),
+    ]);
+    format!("{SUBUID_HINT} (e.g. `sudo usermod --add-subuids {start}-{end} --add-subgids {start}-{end} $USER`)")
+}
+
+/// A 65536-id range (first, last) starting at 100000 or past every range the files list (`name:start:count`).
+fn free_subordinate_range(files: &[String]) -> (u64, u64) {
+    let mut start = 100_000u64;
+    for line in files.iter().flat_map(|f| f.lines()) {
+        let fields: Vec<&str> = line.trim().split(':').collect();
+        if let [_, s, n] = fields[..]
+            && let (Ok(s), Ok(n)) = (s.parse::<u64>(), n.parse::<u64>())
+        {
+            start = start.max(s + n);
+        }
+    }
+    // Aligned up to a multiple of 65536 past the last range, as useradd hands them out.
+    let start = if start == 100_000 { start } else { start.div_ceil(65_536) * 65_536 };
+    (start, start + 65_535)
+}
 
 /// Write a subordinate-id mapping for the process `pid` (run by rbuild, outside the namespace).
 pub(crate) fn write_subuid_mapping(pid: Pid, mode: UsernsMode) -> Result<(), Error> {
@@ -85,7 +111,7 @@ pub(crate) fn write_subuid_mapping(pid: Pid, mode: UsernsMode) -> Result<(), Err
         let path = tool(tool_name).ok_or_else(|| Error::Setup {
             stage: "user namespace".into(),
             message: format!("{tool_name} is missing"),
-            hint: Some(SUBUID_HINT.into()),
+            hint: Some(subuid_hint()),
         })?;
         let out = Command::new(path)
             .arg(pid.to_string())
@@ -96,9 +122,19 @@ pub(crate) fn write_subuid_mapping(pid: Pid, mode: UsernsMode) -> Result<(), Err
             return Err(Error::Setup {
                 stage: tool_name.into(),
                 message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-                hint: Some(SUBUID_HINT.into()),
+                hint: Some(subuid_hint()),
             });
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod hint_tests {
+    #[test]
+    fn the_suggested_range_overlaps_none_listed() {
+        assert_eq!(super::free_subordinate_range(&[String::new()]), (100_000, 165_535));
+        let listed = "alice:100000:65536\nbob:165536:65536\n".to_string();
+        assert_eq!(super::free_subordinate_range(&[listed, "ci:200000:65536\n".into()]), (327_680, 393_215));
+    }
 }

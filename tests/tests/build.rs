@@ -8,7 +8,7 @@ use std::fs;
 use std::process::Command;
 
 use rbuild_tests::build_fixture::{Builder, builders, counts};
-use rbuild_tests::{rbuild_bin, workspace_root};
+use rbuild_tests::{rbuild_bin, running_as_root, workspace_root};
 
 #[test]
 fn the_example_builds_runs_and_rebuilds_from_cache() {
@@ -386,4 +386,68 @@ fn a_rerun_copy_links_unchanged_files_and_makes_what_a_fresh_copy_makes() {
         assert_eq!(records(), 0, "the record went with its snapshot");
         b.assert_clean();
     }
+}
+
+/// With one id mapped, a step that fails changing owners gets the subordinate-id note, with a `usermod` range
+/// that overlaps none in /etc/subuid; a step that fails for another reason does not.
+#[test]
+fn the_subordinate_id_note_comes_only_with_a_failed_owner_change() {
+    let b = Builder::new(running_as_root());
+    let chown = b.context("chown-fails", &[("Dockerfile", "FROM busybox\nRUN touch /x && chown 1000 /x\n")]);
+    let other = b.context("other-fails", &[("Dockerfile", "FROM busybox\nRUN echo no such thing && false\n")]);
+    let (ok, _, err) = b.build(&chown, "c", &["--userns", "single"]);
+    assert!(!ok, "chown worked with one id mapped");
+    assert!(err.contains("only one user id is mapped into the sandbox"), "{err}");
+    let range = err.split("--add-subuids ").nth(1).and_then(|r| r.split_whitespace().next()).expect("a range");
+    let (start, end) = range.split_once('-').expect("first-last");
+    let (start, end): (u64, u64) = (start.parse().unwrap(), end.parse().unwrap());
+    for line in fs::read_to_string("/etc/subuid").unwrap_or_default().lines() {
+        if let [_, s, n] = line.split(':').collect::<Vec<_>>()[..] {
+            let (s, n): (u64, u64) = (s.parse().unwrap(), n.parse().unwrap());
+            assert!(end < s || start >= s + n, "{range} overlaps {line}");
+        }
+    }
+    let (ok, _, err) = b.build(&other, "o", &["--userns", "single"]);
+    assert!(!ok);
+    assert!(!err.contains("only one user id is mapped"), "a note about ids for a step that failed otherwise: {err}");
+}
+
+/// Errors say each cause once, and an ADD URL that cannot be fetched is named as the URL it is, not a registry.
+#[test]
+fn errors_name_the_cause_once_and_urls_as_urls() {
+    let b = Builder::new(false);
+    let empty = b.context("no-dockerfile", &[("a.txt", "a")]);
+    let (ok, _, err) = b.build(&empty, "x", &[]);
+    assert!(!ok);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    // A port nothing listens on, on loopback.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("http://127.0.0.1:{port}/file.txt");
+    let ctx = b.context("add-url", &[("Dockerfile", &format!("FROM busybox\nADD {url} /f\n"))]);
+    let out = b.rb_env(&["build", "--progress", "plain", "-t", "u", ctx.to_str().unwrap()], &[("RBUILD_OFFLINE", "0")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(&format!("cannot download {url}")), "{err}");
+    assert!(!err.contains("registry"), "{err}");
+}
+
+/// `rbuild completion SHELL` and `rbuild man DIR` come from the parser's own definitions: every command and flag.
+#[test]
+fn completions_and_man_pages_come_from_the_parser() {
+    let bash = Command::new(rbuild_bin()).args(["completion", "bash"]).output().unwrap();
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(bash.status.success() && script.contains("complete -F"), "{script}");
+    for word in ["compose", "--build-arg", "--no-cache-filter", "--secret"] {
+        assert!(script.contains(word), "bash completion lacks {word}");
+    }
+    for shell in ["zsh", "fish"] {
+        let out = Command::new(rbuild_bin()).args(["completion", shell]).output().unwrap();
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("build-arg"), "{shell}");
+    }
+    let dir = rbuild_tests::TempDir::new("man");
+    let out = Command::new(rbuild_bin()).arg("man").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let build_page = fs::read_to_string(dir.path().join("rbuild-build.1")).expect("rbuild-build.1");
+    assert!(build_page.contains(".TH rbuild-build") && build_page.contains("build\\-arg"), "{build_page}");
+    assert!(dir.path().join("rbuild.1").is_file() && dir.path().join("rbuild-compose.1").is_file());
 }

@@ -412,3 +412,59 @@ fn the_filesystem_tar_keeps_image_owners() {
         b.assert_clean();
     }
 }
+
+/// The live view in a real terminal (tmux) of 60 and 120 columns: the running step's name, timer and latest output
+/// line share one row (cut to fit, not wrapped), the finished step's row holds its name and DONE, the log is
+/// named at most once, and the final `built` line is as always.
+#[test]
+fn tty_progress_fits_the_terminal_and_keeps_the_latest_output_line() {
+    let tmux = rbuild_tests::require_tool("tmux");
+    let b = Builder::new(false);
+    let ctx = b.context(
+        "tty-width",
+        &[(
+            "Dockerfile",
+            "FROM busybox\nRUN for i in $(seq 1 25); do echo progress-line-$i; sleep 0.2; done; \
+             echo and-a-step-name-far-too-long-for-sixty-columns-of-terminal > /dev/null\n",
+        )],
+    );
+    for width in [60usize, 120] {
+        let server = format!("rbuild-test-{}-{width}", std::process::id());
+        let script = format!(
+            "RBUILD_OFFLINE=1 {} --root {} build --progress tty --no-cache -t tty{width} {} 2>&1; echo EXIT=$?; sleep 60",
+            rbuild_tests::rbuild_bin().display(),
+            b.root.display(),
+            ctx.display()
+        );
+        let tmux_cmd = |args: &[&str]| Command::new(&tmux).args(["-L", &server]).args(args).output().unwrap();
+        let started = tmux_cmd(&["new-session", "-d", "-x", &width.to_string(), "-y", "50", "sh", "-c", &script]);
+        assert!(started.status.success(), "tmux: {}", String::from_utf8_lossy(&started.stderr));
+        let (mut seen_running, mut screen) = (false, String::new());
+        for _ in 0..300 {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            // Rows as the terminal shows them (no joining of wrapped rows).
+            screen = String::from_utf8_lossy(&tmux_cmd(&["capture-pane", "-p"]).stdout).into_owned();
+            // An output line (`progress-line-7`), not the command's own text (`progress-line-$i`).
+            let output_in = |row: &str| {
+                row.match_indices("progress-line-")
+                    .any(|(i, m)| row[i + m.len()..].starts_with(|c: char| c.is_ascii_digit()))
+            };
+            if screen.lines().any(|row| row.contains("#2 [stage-0 2/2] RUN") && output_in(row)) {
+                seen_running = true;
+            }
+            if screen.contains("EXIT=") {
+                break;
+            }
+        }
+        let _ = tmux_cmd(&["kill-server"]);
+        assert!(screen.contains("EXIT=0"), "{width} columns:\n{screen}");
+        assert!(seen_running, "{width} columns: the running step and its output never shared a row:\n{screen}");
+        assert!(
+            screen.lines().any(|row| row.starts_with("#2 [stage-0 2/2] RUN") && row.contains(" DONE ")),
+            "{width} columns: the finished step's row:\n{screen}"
+        );
+        assert!(screen.matches("full log:").count() <= 1, "{screen}");
+        let joined = screen.replace('\n', "");
+        assert!(joined.contains("built sha256:") && joined.contains("steps run"), "{screen}");
+    }
+}

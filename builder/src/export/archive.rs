@@ -155,7 +155,19 @@ fn stage_docker_archive(store: &Store, images: &[(Reference, Digest)], dir: &Pat
 /// `rbuild load`: import an OCI layout directory, or an OCI or Docker archive (file or `-` for stdin, plain or
 /// compressed). Returns the images named.
 pub fn load(store: &Store, input: &Path) -> Result<Vec<ImageRecord>> {
-    let default_repo = default_repository(input);
+    load_as(store, input, None)
+}
+
+/// [`load`], naming images the input names only by a tag (or not at all) `repository` instead of after the
+/// input's file or directory name.
+pub fn load_as(store: &Store, input: &Path, repository: Option<&str>) -> Result<Vec<ImageRecord>> {
+    let default_repo = match repository {
+        Some(r) => {
+            Reference::parse(r).map_err(|e| malformed(&format!("--name {r}"), &format!("not an image name: {e}")))?;
+            r.to_string()
+        }
+        None => default_repository(input),
+    };
     if input.is_dir() {
         return import_layout(store, input, &default_repo);
     }

@@ -5,6 +5,6 @@ pub mod archive;
 pub mod image;
 pub mod layout;
 
-pub use archive::{ArchiveFormat, load, save};
+pub use archive::{ArchiveFormat, load, load_as, save};
 pub use image::{LayerRef, LoadedImage, load_image, load_named};
 pub use layout::{export_layout, import_layout, import_layout_reference};

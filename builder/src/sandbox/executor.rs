@@ -233,8 +233,9 @@ impl<'a> SandboxExecutor<'a> {
     }
 
     /// Why a step that failed may have failed, measured before its files are removed: a step that filled the
-    /// disk fails with whatever its program says (often "I/O error"); with one id mapped, changing owners fails.
-    fn failure_notes(&self) -> Vec<String> {
+    /// disk fails with whatever its program says (often "I/O error"); with one id mapped, changing owners or ids
+    /// fails (`owner_change_failed`: the step's output said so).
+    fn failure_notes(&self, owner_change_failed: bool) -> Vec<String> {
         let mut notes = Vec::new();
         let free = rustix::fs::statvfs(self.store.root()).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).ok();
         if free.is_some_and(|f| f < 1 << 20) {
@@ -243,8 +244,8 @@ impl<'a> SandboxExecutor<'a> {
                 self.store.root().display()
             ));
         }
-        if self.userns == UsernsMode::Single {
-            notes.push(rbuild_runtime::userns::SUBUID_HINT.to_string());
+        if self.userns == UsernsMode::Single && owner_change_failed {
+            notes.push(rbuild_runtime::userns::subuid_hint());
         }
         notes
     }
@@ -327,15 +328,20 @@ impl Executor for SandboxExecutor<'_> {
             pristine: true,
         };
         let mut notes = Vec::new();
+        let owner_trouble = std::sync::atomic::AtomicBool::new(false);
         let outcome = std::thread::scope(|scope| {
+            let trouble = &owner_trouble;
             let forwarder = scope.spawn(move || {
                 for (stream, line) in rx {
+                    if says_owner_change_failed(&line) {
+                        trouble.store(true, std::sync::atomic::Ordering::Relaxed);
+                    }
                     output(stream, &line);
                 }
             });
             let outcome = self.run_sandboxed(run, &mut |finished| {
                 if !finished.outcome.status.success() {
-                    notes = self.failure_notes();
+                    notes = self.failure_notes(owner_trouble.load(std::sync::atomic::Ordering::Relaxed));
                     return Ok(());
                 }
                 let changes = self.changes(finished, &req.layer)?;
@@ -364,5 +370,29 @@ impl Executor for SandboxExecutor<'_> {
 
     fn take_notes(&self) -> Vec<String> {
         self.notes.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
+    }
+}
+
+/// Whether a line of a step's output tells of a refused change of owner or of ids (chown, tar's and dpkg's
+/// "ownership", apt's seteuid, setgroups): what one mapped id makes fail.
+fn says_owner_change_failed(line: &str) -> bool {
+    let l = line.to_ascii_lowercase();
+    let refused = l.contains("operation not permitted") || l.contains("invalid argument");
+    let about_ids =
+        ["chown", "ownership", "setgroups", "setgid", "setuid", "setresuid", "setresgid", "seteuid", "setegid"]
+            .iter()
+            .any(|w| l.contains(w));
+    (refused && about_ids) || l.contains("cannot change ownership")
+}
+
+#[cfg(test)]
+mod owner_failure_tests {
+    #[test]
+    fn ownership_failures_are_told_from_others() {
+        assert!(super::says_owner_change_failed("chown: /x: Invalid argument"));
+        assert!(super::says_owner_change_failed("E: setgroups 65534 failed - setgroups (1: Operation not permitted)"));
+        assert!(super::says_owner_change_failed("tar: x: Cannot change ownership to uid 1000, gid 1000"));
+        assert!(!super::says_owner_change_failed("sh: 1: false: not found"));
+        assert!(!super::says_owner_change_failed("cp: cannot create regular file '/x': Operation not permitted"));
     }
 }

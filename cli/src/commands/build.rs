@@ -50,8 +50,9 @@ pub struct BuildArgs {
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
-    /// The network for RUN steps: host (default) or none.
-    #[arg(long, default_value = "default", value_parser = ["host", "none", "default"])]
+    /// The network for RUN steps, as docker build lists them: default (the host's network: rbuild runs no network
+    /// of its own), none, or host.
+    #[arg(long, default_value = "default", value_parser = ["default", "none", "host"])]
     pub network: String,
     /// An /etc/hosts entry for RUN steps: NAME:IP (may be given several times).
     #[arg(long = "add-host")]
@@ -93,8 +94,8 @@ pub struct BuildArgs {
     #[arg(long)]
     pub push: bool,
     /// How many independent stages may build at once (default: four per CPU).
-    #[arg(long, default_value_t = 0)]
-    pub jobs: usize,
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// Extra privileges for RUN steps: network.host, security.insecure.
     #[arg(long = "allow", value_delimiter = ',')]
     pub allow: Vec<String>,
@@ -197,7 +198,7 @@ pub fn build(
         rbuild_runtime::Runtime::current()?,
         userns,
         Some(client.clone()),
-        args.jobs,
+        args.jobs.unwrap_or(0),
     )?;
     let result = build(&worker, &opts, progress.as_ref());
     drop(progress);

@@ -44,8 +44,8 @@ pub struct ComposeBuildArgs {
     #[arg(long, default_value = "auto")]
     pub progress: String,
     /// How many stages may build at once across all services (default: four per CPU).
-    #[arg(long, default_value_t = 0)]
-    pub jobs: usize,
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
     /// Print nothing but the image IDs.
     #[arg(short, long)]
     pub quiet: bool,
@@ -299,7 +299,7 @@ pub fn build(
         rbuild_runtime::Runtime::current()?,
         userns_mode,
         Some(client.clone()),
-        args.jobs,
+        args.jobs.unwrap_or(0),
     )?;
     let progress = super::progress_view::choose(&args.progress, args.quiet, store.root());
     let counter = AtomicUsize::new(0);

@@ -10,4 +10,5 @@ pub mod dockerfile_input;
 pub mod progress_view;
 pub mod registry_cmds;
 pub mod run;
+pub mod shell_docs;
 pub mod store_cmds;

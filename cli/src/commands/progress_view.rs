@@ -1,7 +1,8 @@
 //! Choosing and drawing build progress: `plain` and `rawjson` come from the builder; `tty` is a live view here
 //! (indicatif): a spinner per running step with its timer and last output line, finished steps printed above.
-//! In tty mode every output line also goes to a log file in the store (`logs/`), named at the end, so that
-//! nothing the view leaves out is lost.
+//! In tty mode every output line also goes to a log file in the store (`logs/`), named once, so that nothing the
+//! view leaves out is lost. Every line fits the terminal's width (read at each event, so a resize re-lays the
+//! steps out): a step's name is cut to leave its latest output line a third of the width, down to 40 columns.
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -29,6 +30,10 @@ pub struct TtyProgress {
     multi: MultiProgress,
     bars: Mutex<HashMap<usize, (ProgressBar, String)>>,
     log: Mutex<Option<(PathBuf, std::fs::File)>>,
+    /// The width the step lines were last laid out for.
+    width: std::sync::atomic::AtomicUsize,
+    /// Whether the log file was named already (once per build).
+    log_named: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for TtyProgress {
@@ -46,7 +51,38 @@ impl TtyProgress {
             let path = dir.join(format!("build-{secs}-{}.log", std::process::id()));
             std::fs::File::create(&path).ok().map(|f| (path, f))
         });
-        TtyProgress { multi: MultiProgress::new(), bars: Mutex::new(HashMap::new()), log: Mutex::new(log) }
+        TtyProgress {
+            multi: MultiProgress::new(),
+            bars: Mutex::new(HashMap::new()),
+            log: Mutex::new(log),
+            width: std::sync::atomic::AtomicUsize::new(0),
+            log_named: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Name the log file, the first time only.
+    fn name_log(&self) {
+        if self.log_named.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Some(p) = self.log.lock().ok().and_then(|g| g.as_ref().map(|(p, _)| p.clone())) {
+            self.print(&format!("full log: {}", p.display()));
+        }
+    }
+
+    /// A line above the running steps, wrapped at words to the terminal's width (nothing is cut from it).
+    fn print(&self, text: &str) {
+        let _ = self.multi.println(wrap(text, usable_width()));
+    }
+
+    /// Lay the running steps out again when the terminal's width changed.
+    fn fit_to_width(&self, bars: &HashMap<usize, (ProgressBar, String)>) {
+        let width = usable_width();
+        if self.width.swap(width, std::sync::atomic::Ordering::SeqCst) != width {
+            for (step, (bar, name)) in bars {
+                bar.set_prefix(step_prefix(*step, name, width));
+            }
+        }
     }
 
     fn log(&self, line: &str) {
@@ -63,7 +99,9 @@ impl TtyProgress {
         {
             let elapsed = bar.elapsed().as_secs_f64();
             bar.finish_and_clear();
-            let _ = self.multi.println(format!("#{step} {name} {status} {elapsed:.1}s"));
+            let tail = format!(" {status} {elapsed:.1}s");
+            let head = cut(&format!("#{step} {name}"), usable_width().saturating_sub(tail.chars().count()));
+            let _ = self.multi.println(format!("{head}{tail}"));
         }
     }
 }
@@ -77,18 +115,20 @@ impl ProgressSink for TtyProgress {
                 let style = ProgressStyle::with_template("{spinner} {prefix} {elapsed:>4} {wide_msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner());
                 bar.set_style(style);
-                bar.set_prefix(format!("#{step} {name}"));
+                bar.set_prefix(step_prefix(*step, name, usable_width()));
                 bar.enable_steady_tick(Duration::from_millis(120));
                 if let Ok(mut bars) = self.bars.lock() {
                     bars.insert(*step, (bar, name.to_string()));
+                    self.fit_to_width(&bars);
                 }
             }
             Event::Output { step, line, .. } => {
                 self.log(&format!("#{step} {line}"));
-                if let Ok(bars) = self.bars.lock()
-                    && let Some((bar, _)) = bars.get(step)
-                {
-                    bar.set_message(line.chars().take(200).collect::<String>());
+                if let Ok(bars) = self.bars.lock() {
+                    self.fit_to_width(&bars);
+                    if let Some((bar, _)) = bars.get(step) {
+                        bar.set_message(line.chars().take(400).collect::<String>());
+                    }
                 }
             }
             Event::Cached { step } => {
@@ -102,17 +142,12 @@ impl ProgressSink for TtyProgress {
             Event::Failed { step, message } => {
                 self.log(&format!("#{step} ERROR: {message}"));
                 self.finish(*step, "ERROR");
-                if let Some(p) = self.log.lock().ok().and_then(|g| g.as_ref().map(|(p, _)| p.clone())) {
-                    let _ = self.multi.println(format!("full log: {}", p.display()));
-                }
+                self.name_log();
             }
             Event::Note { text } => {
                 self.log(text);
-                let path = self.log.lock().ok().and_then(|g| g.as_ref().map(|(p, _)| p.clone()));
-                let _ = self.multi.println(text);
-                if let Some(p) = path {
-                    let _ = self.multi.println(format!("full log: {}", p.display()));
-                }
+                self.print(text);
+                self.name_log();
             }
         }
     }
@@ -128,6 +163,75 @@ impl Drop for TtyProgress {
     }
 }
 
+/// A running step's prefix, `#N name` cut so that the spinner, the timer and a third of the width (at least 12
+/// columns) stay for its latest output line.
+fn step_prefix(step: usize, name: &str, width: usize) -> String {
+    let for_message = (width / 3).max(12);
+    // The spinner and its space, the timer (4) and the spaces around it.
+    let room = width.saturating_sub(for_message + 2 + 6).max(8);
+    cut(&format!("#{step} {name}"), room)
+}
+
+/// `text` cut to `max` characters, the cut marked with `…`.
+fn cut(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut out: String = text.chars().take(max.saturating_sub(1)).collect();
+    out.push('…');
+    out
+}
+
+/// `text` wrapped at spaces into lines of at most `width` characters (a longer word is split).
+fn wrap(text: &str, width: usize) -> String {
+    let width = width.max(10);
+    let mut out: Vec<String> = Vec::new();
+    for line in text.lines() {
+        let mut current = String::new();
+        for word in line.split(' ') {
+            let mut word = word.to_string();
+            loop {
+                let len = current.chars().count();
+                let needed = word.chars().count() + usize::from(len > 0);
+                if len + needed <= width {
+                    if len > 0 {
+                        current.push(' ');
+                    }
+                    current.push_str(&word);
+                    break;
+                }
+                if len > 0 {
+                    out.push(std::mem::take(&mut current));
+                    continue;
+                }
+                // A word longer than a line: split it.
+                let head: String = word.chars().take(width).collect();
+                word = word.chars().skip(width).collect();
+                out.push(head);
+                if word.is_empty() {
+                    break;
+                }
+            }
+        }
+        out.push(current);
+    }
+    out.join("\n")
+}
+
+/// The columns a line may fill: the terminal's width less one, so that no line ends in the last column (where
+/// terminals wrap when the next character comes).
+fn usable_width() -> usize {
+    terminal_width().saturating_sub(1).max(39)
+}
+
+/// The terminal's width in columns (standard error's; 80 when it is no terminal).
+fn terminal_width() -> usize {
+    let mut size = nix::libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ fills the winsize it is given; a failure leaves it zeroed.
+    let ok = unsafe { nix::libc::ioctl(2, nix::libc::TIOCGWINSZ, &mut size) } == 0;
+    if ok && size.ws_col > 0 { usize::from(size.ws_col) } else { 80 }
+}
+
 /// Keep the newest `keep` build logs.
 fn prune_logs(dir: &Path, keep: usize) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
@@ -137,5 +241,24 @@ fn prune_logs(dir: &Path, keep: usize) {
         for old in &logs[..logs.len() - keep] {
             let _ = std::fs::remove_file(old);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn step_lines_leave_room_for_the_output_line() {
+        let name = "[stage-0 2/5] RUN apt-get update && apt-get install -y build-essential curl git";
+        for width in [40usize, 60, 80, 120] {
+            let prefix = super::step_prefix(3, name, width);
+            let left = width - prefix.chars().count() - 8;
+            assert!(left >= (width / 3).max(12), "{width}: {prefix:?} leaves {left}");
+        }
+        assert_eq!(super::step_prefix(1, "[a 1/1] RUN x", 120), "#1 [a 1/1] RUN x");
+        assert_eq!(super::cut("abcdef", 4), "abc…");
+        assert_eq!(
+            super::wrap("#3 writing image sha256:0123456789abcdef done", 20),
+            "#3 writing image\nsha256:0123456789abc\ndef done"
+        );
     }
 }

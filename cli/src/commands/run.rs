@@ -111,7 +111,7 @@ pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow:
         return Ok(ExitCode::from(u8::try_from(128 + sig).unwrap_or(255)));
     }
     if !outcome.status.success() && mode == UsernsMode::Single {
-        eprintln!("hint: {}", userns::SUBUID_HINT);
+        eprintln!("hint: {}", userns::subuid_hint());
     }
     if let ExitStatus::Signaled(sig) = outcome.status {
         eprintln!("rbuild: the command was killed by signal {sig}");

@@ -183,10 +183,14 @@ pub struct LoadArgs {
     /// The archive or OCI layout directory (default: standard input).
     #[arg(short = 'i', long = "input", default_value = "-")]
     pub input: PathBuf,
+    /// The name for images the input names only by a tag or not at all (an OCI layout's usual case); without it
+    /// they are named after the file or directory: `busybox` for `images/busybox` or `busybox.tar`.
+    #[arg(long = "name", value_name = "NAME")]
+    pub name: Option<String>,
 }
 
 pub fn load(store: &Store, args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let records = export::load(store, Path::new(&args.input))?;
+    let records = export::load_as(store, Path::new(&args.input), args.name.as_deref())?;
     if records.is_empty() {
         bail!("{} holds no named image", args.input.display());
     }
