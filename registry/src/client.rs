@@ -466,6 +466,7 @@ impl Client {
         }
         self.runtime.block_on(async {
             let client = reqwest::Client::builder()
+                .resolve_to_addrs("localhost", &crate::transport::LOOPBACK)
                 .connect_timeout(std::time::Duration::from_secs(15))
                 .read_timeout(self.transport.settings.read_timeout)
                 .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))

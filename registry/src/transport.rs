@@ -84,6 +84,12 @@ fn method_index(m: &Method) -> usize {
     }
 }
 
+/// What `localhost` resolves to, whatever /etc/hosts says or lacks (ports come from the URL).
+pub(crate) const LOOPBACK: [std::net::SocketAddr; 2] = [
+    std::net::SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0),
+    std::net::SocketAddr::new(std::net::IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), 0),
+];
+
 impl Transport {
     pub fn new(settings: Settings) -> Transport {
         Transport {
@@ -107,6 +113,9 @@ impl Transport {
             .read_timeout(self.settings.read_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")));
+        // `localhost` is loopback without asking anyone (RFC 6761): an empty root or a container without
+        // /etc/hosts still reaches a registry on this machine.
+        b = b.resolve_to_addrs("localhost", &LOOPBACK);
         // Mozilla's roots (built in) join the system's store (with SSL_CERT_FILE / SSL_CERT_DIR): a static rbuild in
         // a scratch or distroless container, which has no store, still verifies registries.
         b = b.tls_certs_merge(

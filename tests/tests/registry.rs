@@ -561,3 +561,56 @@ fn podman_auth_files_are_read() {
     let out = c.rb_with(&["push", "busybox", &target], &[("REGISTRY_AUTH_FILE", auth_file.to_str().unwrap())]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// The static binary `scripts/dist` makes, alone in an empty root (no libraries, no /etc, no certificate store),
+/// pulls from the TLS registry given only that registry's CA (SSL_CERT_FILE) and lists what it pulled. Runs where
+/// `dist/rbuild` was built (`scripts/dist`, a release build the suite does not make); needs root for chroot.
+#[test]
+fn the_static_binary_pulls_over_tls_from_an_empty_root() {
+    let dist = rbuild_tests::workspace_root().join("dist/rbuild");
+    if !dist.is_file() {
+        eprintln!("skipped: no dist/rbuild (run scripts/dist to build the static binary, then this test)");
+        return;
+    }
+    if !rbuild_tests::running_as_root() {
+        eprintln!("skipped: chroot needs root");
+        return;
+    }
+    let reg = RegistryServer::start(RegistryAuth::None, true);
+    let certdir = TempDir::new("seed-certs");
+    fs::copy(reg.ca_cert(), certdir.path().join("ca.crt")).unwrap();
+    let layout = test_image("busybox");
+    let target = format!("localhost:{}/static/busybox:1", reg.port);
+    let out = skopeo(&[
+        "copy",
+        "--dest-cert-dir",
+        &certdir.path().display().to_string(),
+        &format!("oci:{}", layout.display()),
+        &format!("docker://{target}"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let root = TempDir::new("empty-root");
+    fs::copy(&dist, root.path().join("rbuild")).unwrap();
+    fs::copy(reg.ca_cert(), root.path().join("ca.pem")).unwrap();
+    let chrooted = |args: &[&str]| {
+        Command::new(require_tool("chroot"))
+            .arg(root.path())
+            .arg("/rbuild")
+            .args(["--root", "/store"])
+            .args(args)
+            .env_clear()
+            .env("SSL_CERT_FILE", "/ca.pem")
+            .env("HOME", "/")
+            .output()
+            .unwrap()
+    };
+    let out = chrooted(&["pull", &target]);
+    assert!(out.status.success(), "pull: {}", String::from_utf8_lossy(&out.stderr));
+    let out = chrooted(&["images"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("static/busybox"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(fs::read_dir(root.path()).unwrap().count(), 3, "rbuild, ca.pem and the store: nothing else was needed");
+}
