@@ -429,6 +429,16 @@ fn errors_name_the_cause_once_and_urls_as_urls() {
     assert!(!out.status.success());
     assert!(err.contains(&format!("cannot download {url}")), "{err}");
     assert!(!err.contains("registry"), "{err}");
+    // A registry that cannot be reached: what to do without a network.
+    let image = format!("127.0.0.1:{port}/some/image:1");
+    let out = b.rb_env(&["pull", &image], &[("RBUILD_OFFLINE", "0"), ("RBUILD_REGISTRY_RETRY_SECONDS", "0")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("rbuild load") && err.contains("--offline"), "{err}");
+    // A file rbuild writes is named as asked, never by the temporary name it is written under.
+    let dest = b.work.join("no-such-dir/saved.tar");
+    let out = b.rb(&["save", "-o", dest.to_str().unwrap(), "busybox"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains(dest.to_str().unwrap()) && !err.contains(".rbuild-"), "{err}");
 }
 
 /// `rbuild completion SHELL` and `rbuild man DIR` come from the parser's own definitions: every command and flag.

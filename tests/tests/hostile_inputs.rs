@@ -80,7 +80,11 @@ fn an_unreadable_file_fails_naming_it_unless_ignored() {
     );
     std::fs::set_permissions(ctx.join("locked.txt"), std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     let (ok, _, err) = b.build(&ctx, "unreadable", &[]);
-    assert!(!ok && err.contains("locked.txt"), "{err}");
+    // Named with the instruction that reads it, and what to do.
+    assert!(
+        !ok && err.contains("locked.txt") && err.contains("Dockerfile:2") && err.contains(".dockerignore"),
+        "{err}"
+    );
     std::fs::write(ctx.join(".dockerignore"), "locked.txt\n").unwrap();
     let (ok, _, err) = b.build(&ctx, "unreadable", &[]);
     assert!(ok, "{err}");

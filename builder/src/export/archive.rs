@@ -62,11 +62,12 @@ fn write_file_atomically(dest: &Path, f: impl FnOnce(&mut io::BufWriter<fs::File
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("archive"),
         std::process::id()
     ));
-    let file = fs::File::create(&tmp).map_err(Error::io("create", &tmp))?;
+    // Errors name `dest`, the file the user asked for, not the temporary name beside it.
+    let file = fs::File::create(&tmp).map_err(Error::io("create", dest))?;
     let mut w = io::BufWriter::with_capacity(1 << 20, file);
     let result = f(&mut w).and_then(|()| {
-        let file = w.into_inner().map_err(|e| Error::io("write", &tmp)(e.into_error()))?;
-        file.sync_all().map_err(Error::io("sync", &tmp))
+        let file = w.into_inner().map_err(|e| Error::io("write", dest)(e.into_error()))?;
+        file.sync_all().map_err(Error::io("write", dest))
     });
     match result {
         Ok(()) => fs::rename(&tmp, dest).map_err(Error::io("rename", dest)),

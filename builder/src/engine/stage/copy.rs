@@ -116,7 +116,10 @@ impl StageBuilder<'_> {
             self.fail(ins, &format!("{e} in {}{hint}", describe(from)))
         })?;
         // Context files (the build's own or a named directory's) are hashed incrementally.
-        let checksum = selection.checksum_with(&self.session.file_hashes)?;
+        let checksum = selection.checksum_with(&self.session.file_hashes).map_err(|e| {
+            let hint = if from.is_none() { " (make it readable, or leave it out with .dockerignore)" } else { "" };
+            self.fail(ins, &format!("{e}{hint}"))
+        })?;
         // ADD unpacks local tar archives (by content) into the destination directory.
         let archives = if is_add && c.unpack != Some(false) { selection.archives() } else { Vec::new() };
         let dest_abs = if !archives.is_empty() && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
