@@ -1,0 +1,3 @@
+
+#!/usr/bin/env sh
+echo -n $my_arg $* > /out
