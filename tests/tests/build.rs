@@ -461,3 +461,26 @@ fn completions_and_man_pages_come_from_the_parser() {
     assert!(build_page.contains(".TH rbuild-build") && build_page.contains("build\\-arg"), "{build_page}");
     assert!(dir.path().join("rbuild.1").is_file() && dir.path().join("rbuild-compose.1").is_file());
 }
+
+/// An image with no layers (FROM scratch + LABEL) is a base like any other: the image built on it has only its own
+/// layer and both labels (BuildKit testPullScratch, its Dockerfile part).
+#[test]
+fn a_layerless_image_is_a_base() {
+    let b = Builder::new(false);
+    let base = b.context("layerless", &[("Dockerfile", "FROM scratch\nLABEL foo=bar\n")]);
+    let (ok, _, err) = b.build(&base, "moby/testpullscratch:latest", &[]);
+    assert!(ok, "{err}");
+    let child = b.context(
+        "on-layerless",
+        &[("Dockerfile", "FROM moby/testpullscratch:latest\nLABEL bar=baz\nCOPY foo .\n"), ("foo", "foo-contents")],
+    );
+    let (ok, _, err) = b.build(&child, "moby/testpullscratch2:latest", &[]);
+    assert!(ok, "{err}");
+    let out = b.rb(&["inspect", "moby/testpullscratch2:latest"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect prints JSON");
+    let config = &v["Config"];
+    assert_eq!(config["rootfs"]["type"], "layers");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(1), "{config}");
+    assert_eq!(config["config"]["Labels"]["foo"], "bar");
+    assert_eq!(config["config"]["Labels"]["bar"], "baz");
+}
