@@ -468,3 +468,36 @@ fn tty_progress_fits_the_terminal_and_keeps_the_latest_output_line() {
         assert!(joined.contains("built sha256:") && joined.contains("steps run"), "{screen}");
     }
 }
+
+/// `--output type=oci,"name=org/repo:tag1,org/repo:tag2"` (a CSV-quoted field) names the image twice in the layout,
+/// as a directory and as a tar alike (BuildKit testOCILayoutMultiname).
+#[test]
+fn an_oci_output_takes_several_names() {
+    let b = Builder::new(false);
+    let ctx = b.context("multiname", &[("Dockerfile", "FROM scratch\nCOPY <<EOF /foo\nhello\nEOF\n")]);
+    let dir = b.work.join("multiname-layout");
+    let tar = b.work.join("multiname.tar");
+    let index_of_dir = |d: &std::path::Path| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(d.join("index.json")).expect("index.json")).expect("JSON")
+    };
+    for dest in [&dir, &tar] {
+        let tar_flag = if dest == &dir { "false" } else { "true" };
+        let output = format!(r#"type=oci,tar={tar_flag},dest={},"name=org/repo:tag1,org/repo:tag2""#, dest.display());
+        let (ok, _, err) = b.build(&ctx, "multiname", &["-o", &output]);
+        assert!(ok, "{err}");
+    }
+    let unpacked = b.work.join("multiname-unpacked");
+    fs::create_dir_all(&unpacked).unwrap();
+    assert!(Command::new("tar").arg("-xf").arg(&tar).arg("-C").arg(&unpacked).status().unwrap().success());
+    for idx in [index_of_dir(&dir), index_of_dir(&unpacked)] {
+        let m = idx["manifests"].as_array().expect("manifests");
+        assert_eq!(m.len(), 2, "{idx}");
+        assert_eq!(m[0]["digest"], m[1]["digest"]);
+        assert_eq!(m[0]["size"], m[1]["size"]);
+        assert_eq!(m[0]["mediaType"], m[1]["mediaType"]);
+        assert_eq!(m[0]["annotations"]["io.containerd.image.name"], "docker.io/org/repo:tag1");
+        assert_eq!(m[1]["annotations"]["io.containerd.image.name"], "docker.io/org/repo:tag2");
+        assert_eq!(m[0]["annotations"]["org.opencontainers.image.ref.name"], "tag1");
+        assert_eq!(m[1]["annotations"]["org.opencontainers.image.ref.name"], "tag2");
+    }
+}

@@ -21,7 +21,7 @@ struct Case {
     /// Extra `rbuild build` flags (paths relative to the context).
     #[serde(default)]
     flags: Vec<String>,
-    /// The context argument, relative to the case directory.
+    /// The context argument, relative to the case directory (`{http}` is the `www/` server's URL).
     #[serde(default = "dot")]
     context: String,
     /// Also run as root.
@@ -193,6 +193,7 @@ fn run_case(builder: &Builder, id: &str, dir: &Path, case: &Case) -> Result<(), 
     let server = ctx.join("www").is_dir().then(|| FileServer::start(&ctx.join("www")));
     let url = server.as_ref().map(|s| format!("http://127.0.0.1:{}", s.port)).unwrap_or_default();
     let with_url = |flags: &[String]| flags.iter().map(|f| f.replace("{http}", &url)).collect::<Vec<_>>();
+    let context = case.context.replace("{http}", &url);
     let tag = format!("case-{}", id.replace('/', "-"));
     let layout = work.join("layout");
     let env: Vec<(&str, &str)> = case.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
@@ -200,7 +201,7 @@ fn run_case(builder: &Builder, id: &str, dir: &Path, case: &Case) -> Result<(), 
         let dest = format!("type=oci,tar=false,dest={}", layout.display());
         let mut args = vec!["build", "-t", &tag, "--progress", "plain", "-o", &dest];
         args.extend(flags.iter().map(String::as_str));
-        args.push(&case.context);
+        args.push(&context);
         let _ = std::fs::remove_dir_all(&layout);
         let out = builder.rb_in(Some(&ctx), &args, &env);
         (out.status.success(), format!("{}{}", text(&out.stdout), text(&out.stderr)))

@@ -15,10 +15,23 @@ use rbuild_registry::Reference;
 /// One `--output` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
-    Image { names: Vec<String>, push: bool },
-    Archive { format: ArchiveFormat, dest: PathBuf, tar: bool },
-    Tar { dest: PathBuf },
-    Local { dest: PathBuf },
+    Image {
+        names: Vec<String>,
+        push: bool,
+    },
+    /// `names`: `name=` of the output (else the build's `-t` tags).
+    Archive {
+        format: ArchiveFormat,
+        dest: PathBuf,
+        tar: bool,
+        names: Vec<String>,
+    },
+    Tar {
+        dest: PathBuf,
+    },
+    Local {
+        dest: PathBuf,
+    },
 }
 
 impl Output {
@@ -32,7 +45,7 @@ impl Output {
             });
         }
         let mut fields = std::collections::BTreeMap::new();
-        for f in spec.split(',') {
+        for f in csv_fields(spec) {
             let (k, v) = f.split_once('=').with_context(|| format!("--output {spec:?}: {f:?} is not KEY=VALUE"))?;
             fields.insert(k.trim().to_string(), v.trim().to_string());
         }
@@ -40,21 +53,69 @@ impl Output {
             fields.get("dest").map(PathBuf::from).with_context(|| format!("--output {spec:?}: needs dest="))
         };
         let flag = |k: &str| fields.get(k).is_some_and(|v| v == "true" || v == "1");
+        // `name=a,b` (quoted as a CSV field: `"name=a,b"`) names several images.
+        let names = || -> Vec<String> {
+            fields.get("name").map(|n| n.split(',').map(|s| s.trim().to_string()).collect()).unwrap_or_default()
+        };
         Ok(match fields.get("type").map(String::as_str).unwrap_or("local") {
             "image" | "registry" => Output::Image {
-                names: fields.get("name").map(|n| n.split(',').map(str::to_string).collect()).unwrap_or_default(),
+                names: names(),
                 push: flag("push") || fields.get("type").is_some_and(|t| t == "registry"),
             },
             "oci" => Output::Archive {
                 format: ArchiveFormat::Oci,
                 dest: dest()?,
                 tar: fields.get("tar").is_none_or(|v| v != "false"),
+                names: names(),
             },
-            "docker" => Output::Archive { format: ArchiveFormat::Docker, dest: dest()?, tar: true },
+            "docker" => Output::Archive { format: ArchiveFormat::Docker, dest: dest()?, tar: true, names: names() },
             "tar" => Output::Tar { dest: dest()? },
             "local" => Output::Local { dest: dest()? },
             other => bail!("--output {spec:?}: unknown type {other:?} (image, registry, oci, docker, tar, local)"),
         })
+    }
+}
+
+/// `--output`'s comma-separated fields, read as CSV as docker buildx reads them: a field in double quotes may
+/// hold commas (`"name=a:1,a:2"`), and `""` inside it is a quote.
+fn csv_fields(spec: &str) -> Vec<String> {
+    let mut fields = Vec::new();
+    let mut chars = spec.chars().peekable();
+    loop {
+        let mut field = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '"' if chars.peek() == Some(&'"') => {
+                        chars.next();
+                        field.push('"');
+                    }
+                    '"' => break,
+                    c => field.push(c),
+                }
+            }
+            // Anything after the closing quote up to the comma belongs to the field.
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                field.push(c);
+                chars.next();
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ',' {
+                    break;
+                }
+                field.push(c);
+                chars.next();
+            }
+        }
+        fields.push(field);
+        if chars.next().is_none() {
+            return fields;
+        }
     }
 }
 
@@ -94,10 +155,15 @@ pub fn write(
                 }
             }
         }
-        Output::Archive { format, dest, tar } => {
+        Output::Archive { format, dest, tar, names } => {
             if *format == ArchiveFormat::Oci && !tar {
                 std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
             }
+            let named = if names.is_empty() {
+                named
+            } else {
+                names.iter().map(|n| Ok((Reference::parse(n)?, digest.clone()))).collect::<anyhow::Result<Vec<_>>>()?
+            };
             rbuild_builder::export::archive::save(store, &named, *format, dest)?;
         }
         Output::Tar { dest } => {
@@ -130,7 +196,8 @@ pub fn load_into_engine(
         .context("--load needs docker or podman on PATH (neither was found); use --output type=docker,dest=FILE")?;
     let file = store.tmp().path("load.tar");
     let result = (|| {
-        let archive = Output::Archive { format: ArchiveFormat::Docker, dest: file.clone(), tar: true };
+        let archive =
+            Output::Archive { format: ArchiveFormat::Docker, dest: file.clone(), tar: true, names: Vec::new() };
         write(store, client, result, &archive, tags)?;
         let out = Command::new(engine).arg("load").arg("-i").arg(&file).output()?;
         if !out.status.success() {
@@ -158,4 +225,23 @@ pub fn metadata(result: &BuildResult, tags: &[Reference]) -> anyhow::Result<serd
         v["image.name"] = serde_json::json!(tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","));
     }
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_fields_are_csv_so_a_quoted_name_holds_several() {
+        assert_eq!(csv_fields("type=oci,dest=x"), ["type=oci", "dest=x"]);
+        assert_eq!(
+            csv_fields(r#"type=oci,"name=a/b:1,a/b:2",tar=false"#),
+            ["type=oci", "name=a/b:1,a/b:2", "tar=false"]
+        );
+        assert_eq!(csv_fields(r#""say ""hi""",x"#), [r#"say "hi""#, "x"]);
+        let out = Output::parse(r#"type=oci,tar=false,dest=d,"name=org/repo:tag1,org/repo:tag2""#).unwrap();
+        let Output::Archive { names, tar, .. } = out else { panic!("{out:?}") };
+        assert_eq!(names, ["org/repo:tag1", "org/repo:tag2"]);
+        assert!(!tar);
+    }
 }
