@@ -452,6 +452,46 @@ pub fn render(warnings: &[LintWarning], file: &str) -> Vec<String> {
     out
 }
 
+/// BuildKit's CopyIgnoredFile: a COPY or ADD from the context names a source the ignore file excludes (it will not
+/// be found). As BuildKit, only without `!` patterns (too hard to decide statically), and the context root only
+/// when a pattern excludes every entry (`*`, `**`, `**/*`). Sources with variables are left alone.
+pub fn copy_ignored_files(
+    df: &Dockerfile,
+    ignore: &crate::context::IgnoreMatcher,
+    check: &CheckDirective,
+) -> Vec<LintWarning> {
+    let rule = "CopyIgnoredFile";
+    if ignore.is_empty() || ignore.patterns().iter().any(|p| p.exclusion) || check.skip_all || check.skip.contains(rule)
+    {
+        return Vec::new();
+    }
+    let root_ignored = ignore.patterns().iter().any(|p| matches!(p.pattern.as_str(), "*" | "**" | "**/*"));
+    let mut out = Vec::new();
+    for ins in df.stages.iter().flat_map(|s| &s.instructions) {
+        let (verb, spec) = match &ins.kind {
+            InstructionKind::Copy(c) => ("Copy", c),
+            InstructionKind::Add(c) => ("Add", c),
+            _ => continue,
+        };
+        if spec.from.is_some() {
+            continue;
+        }
+        for src in spec.sources.iter().filter(|s| !s.contains('$') && !s.contains("://") && !s.starts_with("git@")) {
+            let cleaned = crate::context::clean_path(src.trim_start_matches('/'));
+            let cleaned = if cleaned.is_empty() { ".".to_string() } else { cleaned };
+            let ignored = if cleaned == "." { root_ignored } else { ignore.is_excluded(&cleaned) };
+            if ignored {
+                out.push(LintWarning {
+                    rule,
+                    message: format!("Attempting to {verb} file {cleaned:?} that is excluded by .dockerignore"),
+                    line: ins.span.start_line,
+                });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

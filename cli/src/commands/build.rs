@@ -134,7 +134,8 @@ pub fn build(
         (None, Some(text)) => dockerfile_input::DockerfileInput { name: "-".into(), text: text.clone(), path: None },
         (None, None) => dockerfile_input::read(&rbuild_builder::context::default_dockerfile(&context.dir))?,
     };
-    report_build_checks(&input.name, &input.text, &parse_build_args(&args.build_args), args.quiet)?;
+    let ignore = context_ignore(&context.dir, input.path.as_deref());
+    report_build_checks(&input.name, &input.text, &parse_build_args(&args.build_args), ignore.as_ref(), args.quiet)?;
     let tags = args.tags.iter().map(|t| Reference::parse(t)).collect::<Result<Vec<_>, _>>()?;
     let compression = rbuild_builder::layer::Compression::parse(&args.compression).with_context(|| {
         format!("unknown --compression {:?} (gzip[:1-9], zstd[:1-22], uncompressed)", args.compression)
@@ -317,7 +318,8 @@ pub fn check(args: BuildArgs) -> anyhow::Result<ExitCode> {
     for w in &parsed.warnings {
         eprintln!("warning: {}:{}: {}", input.name, w.line, w.message);
     }
-    report_build_checks(&input.name, &input.text, &parse_build_args(&args.build_args), false)?;
+    let ignore = context_ignore(&context, input.path.as_deref());
+    report_build_checks(&input.name, &input.text, &parse_build_args(&args.build_args), ignore.as_ref(), false)?;
     if let Some(target) = &args.target {
         let lower = target.to_ascii_lowercase();
         if !parsed.stages.iter().any(|s| s.name.as_deref() == Some(lower.as_str())) {
@@ -349,6 +351,7 @@ fn report_build_checks(
     name: &str,
     text: &str,
     build_args: &BTreeMap<String, String>,
+    ignore: Option<&rbuild_builder::context::IgnoreMatcher>,
     quiet: bool,
 ) -> anyhow::Result<()> {
     let Ok(parsed) = dockerfile::load(name, text) else {
@@ -356,7 +359,11 @@ fn report_build_checks(
         return Ok(());
     };
     let check = dockerfile::lint::build_check(&parsed, build_args);
-    let warnings = dockerfile::lint::lint_with(&parsed, text, &check);
+    let mut warnings = dockerfile::lint::lint_with(&parsed, text, &check);
+    if let Some(ignore) = ignore {
+        warnings.extend(dockerfile::lint::copy_ignored_files(&parsed, ignore, &check));
+        warnings.sort_by_key(|w| w.line);
+    }
     if !quiet {
         for line in dockerfile::lint::render(&warnings, name) {
             eprintln!("{line}");
@@ -370,6 +377,13 @@ fn report_build_checks(
         );
     }
     Ok(())
+}
+
+/// The context's ignore rules for the build checks (none when the context has no readable ignore file; the build
+/// itself reports a broken one).
+fn context_ignore(context: &Path, dockerfile: Option<&Path>) -> Option<rbuild_builder::context::IgnoreMatcher> {
+    let dockerfile = dockerfile.map(Path::to_path_buf).unwrap_or_else(|| context.join("Dockerfile"));
+    rbuild_builder::context::load_ignore(context, &dockerfile).ok().map(|(m, _)| m)
 }
 
 /// Parse the build's ignore file, if any; returns its path and pattern count.
