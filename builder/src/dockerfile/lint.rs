@@ -22,6 +22,8 @@ pub struct CheckDirective {
     pub skip_all: bool,
     /// Warnings fail the build.
     pub error: bool,
+    /// Experimental rules asked for (`experimental=A,B` or `all`); they are off otherwise.
+    pub experimental: BTreeSet<String>,
 }
 
 impl CheckDirective {
@@ -40,6 +42,10 @@ impl CheckDirective {
                     }
                 }
                 Some(("error", v)) => out.error = v.trim().eq_ignore_ascii_case("true"),
+                Some(("experimental", rules)) => {
+                    out.experimental
+                        .extend(rules.split(',').map(str::trim).filter(|r| !r.is_empty()).map(String::from));
+                }
                 _ => {}
             }
         }
@@ -334,6 +340,34 @@ pub fn lint_with(df: &Dockerfile, text: &str, check: &CheckDirective) -> Vec<Lin
             }
         }
     }
+    // InvalidDefinitionDescription (experimental): the comment right above an ARG or a named FROM describes it, so
+    // it starts with the name it describes.
+    let experimental = |rule: &str| check.experimental.contains(rule) || check.experimental.contains("all");
+    if experimental("InvalidDefinitionDescription") {
+        let mut definitions: Vec<(&str, usize, Vec<String>)> = Vec::new();
+        for ins in df.meta_args.iter().chain(df.stages.iter().flat_map(|s| &s.instructions)) {
+            if let InstructionKind::Arg(decls) = &ins.kind {
+                definitions.push(("ARG", ins.span.start_line, decls.iter().map(|d| d.name.clone()).collect()));
+            }
+        }
+        for stage in &df.stages {
+            if let Some(name) = &stage.name {
+                definitions.push(("FROM", stage.span.start_line, vec![name.clone()]));
+            }
+        }
+        for (instruction, line, keys) in definitions {
+            let Some(comment) = description_comment(&lines, line, &directive_lines) else { continue };
+            if keys.is_empty() || keys.iter().any(|k| comment.split(' ').next() == Some(k.as_str())) {
+                continue;
+            }
+            let example = if keys.len() > 1 { "<arg_key>" } else { keys[0].as_str() };
+            warn(
+                "InvalidDefinitionDescription",
+                line,
+                format!("Comment for {instruction} should follow the format: `# {example} <description>`"),
+            );
+        }
+    }
     // A `# check=` comment right above an instruction applies to it alone (BuildKit's testSecretsUsedInArgOrEnv).
     out.retain(|w| {
         let local = local_check(&lines, w.line, &directive_lines);
@@ -403,6 +437,26 @@ fn looks_secret(name: &str) -> bool {
 
 fn secrets_message(instruction: &str, key: &str) -> String {
     format!("Do not use ARG or ENV instructions for sensitive data ({instruction} {key:?})")
+}
+
+/// The comment describing the instruction at `line` (1-based), as BuildKit's parser keeps it: the nearest comment
+/// above it, blank lines between them allowed; an empty `#` line (or a directive, or another instruction) means
+/// there is none.
+fn description_comment(lines: &[&str], line: usize, directive_lines: &BTreeSet<usize>) -> Option<String> {
+    let mut n = line.saturating_sub(1);
+    while n >= 1 {
+        if directive_lines.contains(&n) {
+            return None;
+        }
+        let text = lines.get(n - 1).map_or("", |l| l.trim());
+        if text.is_empty() {
+            n -= 1;
+            continue;
+        }
+        let comment = text.strip_prefix('#')?.trim();
+        return (!comment.is_empty()).then(|| comment.to_string());
+    }
+    None
 }
 
 /// The `# check=` directive of the comments right above line `line` (1-based), for that instruction only; the
