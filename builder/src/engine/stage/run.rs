@@ -91,9 +91,32 @@ impl StageBuilder<'_> {
     }
 
     pub(super) fn run_step(&mut self, ins: &Instruction, run: &RunInstruction, reads: &[Source]) -> Result<()> {
-        let step = self.start(&ins.original);
+        let step = self.start(&self.run_display_name(ins, run));
         let start = Instant::now();
         self.run_step_inner(ins, run, reads, step, start).map_err(|e| self.step_failed(step, e))
+    }
+
+    /// The step's name as BuildKit shows it: the instruction with the variables it knows expanded (quotes kept,
+    /// unknown variables left as written), a secret mounted as an environment variable shown as `****`.
+    fn run_display_name(&self, ins: &Instruction, run: &RunInstruction) -> String {
+        let secret_envs: Vec<&str> =
+            run.mounts.iter().filter(|m| m.kind == MountType::Secret).filter_map(|m| m.env.as_deref()).collect();
+        let mut vars = self.vars();
+        for (k, v) in vars.iter_mut() {
+            if secret_envs.contains(&k.as_str()) {
+                *v = "****".into();
+            }
+        }
+        for name in &secret_envs {
+            if !vars.iter().any(|(k, _)| k == name) {
+                vars.push((name.to_string(), "****".into()));
+            }
+        }
+        let first_line = ins.original.lines().next().unwrap_or("").trim();
+        let mut lexer = crate::dockerfile::shell::Lexer::new(self.df.escape);
+        lexer.raw_quotes = true;
+        lexer.skip_unset_env = true;
+        lexer.process_word(first_line, &vars).unwrap_or_else(|_| first_line.to_string())
     }
 
     fn run_step_inner(
