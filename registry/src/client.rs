@@ -457,6 +457,11 @@ impl Client {
     /// Download a plain http(s) URL (ADD's remote sources) into `out`; returns the bytes written and the
     /// `Last-Modified` header. Offline mode forbids it; redirects are followed (no credentials are ever sent).
     pub fn fetch_url(&self, url: &str, out: &mut dyn Write) -> Result<(u64, Option<String>)> {
+        self.fetch_url_meta(url, out).map(|m| (m.size, m.last_modified))
+    }
+
+    /// [`Client::fetch_url`], with what the server said of the content (ETag, Last-Modified).
+    pub fn fetch_url_meta(&self, url: &str, out: &mut dyn Write) -> Result<UrlMeta> {
         let host = reqwest::Url::parse(url)
             .ok()
             .and_then(|u| u.host_str().map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}"))))
@@ -479,14 +484,47 @@ impl Client {
             if !resp.status().is_success() {
                 return Err(RegistryError::UrlStatus { url: url.into(), status: resp.status().as_u16() });
             }
-            let modified =
-                resp.headers().get(reqwest::header::LAST_MODIFIED).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let mut meta = UrlMeta::from_headers(resp.headers());
             let mut n = 0u64;
             while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
                 out.write_all(&chunk).map_err(|e| RegistryError::Io { what: format!("save {url}"), source: e })?;
                 n += chunk.len() as u64;
             }
-            Ok((n, modified))
+            meta.size = n;
+            Ok(meta)
+        })
+    }
+
+    /// What a HEAD request says of `url` now (to tell whether a copy fetched before is still current).
+    pub fn head_url(&self, url: &str) -> Result<UrlMeta> {
+        if self.transport.settings.offline {
+            return Err(RegistryError::Offline { registry: url_host(url), what: url.to_string() });
+        }
+        self.runtime.block_on(async {
+            let client = reqwest::Client::builder()
+                .resolve_to_addrs("localhost", &crate::transport::LOOPBACK)
+                .connect_timeout(std::time::Duration::from_secs(15))
+                .read_timeout(self.transport.settings.read_timeout)
+                .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| RegistryError::Protocol { registry: url_host(url), reason: e.to_string() })?;
+            let resp = client
+                .head(url)
+                .send()
+                .await
+                .map_err(|e| RegistryError::UrlUnreachable { url: url.into(), reason: e.to_string() })?;
+            if !resp.status().is_success() {
+                return Err(RegistryError::UrlStatus { url: url.into(), status: resp.status().as_u16() });
+            }
+            let mut meta = UrlMeta::from_headers(resp.headers());
+            // The header itself: a HEAD response has no body, so the body's length says nothing.
+            meta.size = resp
+                .headers()
+                .get(reqwest::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            Ok(meta)
         })
     }
 
@@ -506,6 +544,30 @@ impl Client {
             if resp.status().is_success() { Ok(()) } else { Err(status_error(&ep, "login", resp).await) }
         })
     }
+}
+
+/// What a server says of a URL's content.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UrlMeta {
+    /// Bytes (written, for a download; Content-Length, for HEAD).
+    pub size: u64,
+    pub etag: Option<String>,
+    pub last_modified: Option<String>,
+}
+
+impl UrlMeta {
+    fn from_headers(h: &reqwest::header::HeaderMap) -> UrlMeta {
+        let text = |name| h.get(name).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok()).map(str::to_string);
+        UrlMeta { size: 0, etag: text(reqwest::header::ETAG), last_modified: text(reqwest::header::LAST_MODIFIED) }
+    }
+}
+
+/// A URL's host (and port), for messages.
+fn url_host(url: &str) -> String {
+    reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}"))))
+        .unwrap_or_else(|| url.to_string())
 }
 
 fn location_of(ep: &Endpoint, base: &str, resp: &reqwest::Response) -> Result<String> {

@@ -16,7 +16,7 @@ mod reference;
 pub mod settings;
 mod transport;
 
-pub use client::{Client, MANIFEST_TYPES, Manifest, RequestCounts, sha256_digest};
+pub use client::{Client, MANIFEST_TYPES, Manifest, RequestCounts, UrlMeta, sha256_digest};
 pub use credentials::Credentials;
 pub use error::{RegistryError, Result};
 pub use reference::{Reference, ReferenceError};

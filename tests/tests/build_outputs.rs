@@ -501,3 +501,57 @@ fn an_oci_output_takes_several_names() {
         assert_eq!(m[1]["annotations"]["org.opencontainers.image.ref.name"], "tag2");
     }
 }
+
+/// A second build with the same `ADD URL` asks the server with HEAD whether the file changed and downloads it
+/// only when it did (BuildKit testDockerfileADDFromURL); a changed file is downloaded and used.
+#[test]
+fn add_url_is_revalidated_with_head_not_downloaded_again() {
+    let b = Builder::new(false);
+    let www = b.work.join("www-head");
+    fs::create_dir_all(&www).unwrap();
+    fs::write(www.join("foo"), "content1").unwrap();
+    let log = b.work.join("requests.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // python's file server (ETag-less: Last-Modified and Content-Length), logging each request's method and path.
+    let script = format!(
+        "import functools, http.server\n\
+         class H(http.server.SimpleHTTPRequestHandler):\n    \
+             def log_message(self, *a):\n        open({log:?}, 'a').write(self.command + ' ' + self.path + '\\n')\n\
+         http.server.ThreadingHTTPServer(('127.0.0.1', {port}), functools.partial(H, directory={www:?})).serve_forever()\n",
+        log = log.display().to_string(),
+        www = www.display().to_string()
+    );
+    /// Stops the server even when an assertion fails.
+    struct Server(std::process::Child);
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _server = Server(Command::new("python3").arg("-c").arg(&script).stdout(Stdio::null()).spawn().unwrap());
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let url = format!("http://127.0.0.1:{port}/foo");
+    let ctx = b.context("add-url-head", &[("Dockerfile", &format!("FROM busybox\nADD {url} /dest/\n"))]);
+    let build = |tag: &str| {
+        let out =
+            b.rb_env(&["build", "--progress", "plain", "-t", tag, ctx.to_str().unwrap()], &[("RBUILD_OFFLINE", "0")]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let requests = || fs::read_to_string(&log).unwrap_or_default();
+    build("head1");
+    build("head2");
+    assert_eq!(requests(), "GET /foo\nHEAD /foo\n", "the second build downloads again");
+    assert_eq!(b.run("head2", &["cat", "/dest/foo"]), "content1");
+    // A changed file (new length and time) is downloaded again.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    fs::write(www.join("foo"), "content-two").unwrap();
+    build("head3");
+    assert_eq!(requests(), "GET /foo\nHEAD /foo\nHEAD /foo\nGET /foo\n");
+    assert_eq!(b.run("head3", &["cat", "/dest/foo"]), "content-two");
+}

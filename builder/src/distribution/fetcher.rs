@@ -7,6 +7,7 @@ use std::time::SystemTime;
 
 use rbuild_registry::Client;
 
+use super::url_cache::UrlCache;
 use crate::context::git::GitSource;
 use crate::engine::ports::Fetcher;
 use crate::error::{Error, Result};
@@ -15,11 +16,18 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct NetworkFetcher {
     client: Option<Arc<Client>>,
+    downloads: Option<UrlCache>,
 }
 
 impl NetworkFetcher {
     pub fn new(client: Option<Arc<Client>>) -> Self {
-        NetworkFetcher { client }
+        NetworkFetcher { client, downloads: None }
+    }
+
+    /// Remember downloads in `dir`, so that a later build revalidates them with HEAD instead of downloading again.
+    pub fn remembering_downloads(mut self, dir: std::path::PathBuf) -> Self {
+        self.downloads = Some(UrlCache::new(dir));
+        self
     }
 }
 
@@ -28,9 +36,17 @@ impl Fetcher for NetworkFetcher {
         let client = self.client.as_ref().ok_or_else(|| Error::Fetch {
             message: "ADD of a URL needs network access (no registry client in this build)".into(),
         })?;
+        if let Some((data, modified)) = self.downloads.as_ref().and_then(|d| d.current(client, url)) {
+            std::fs::copy(&data, dest).map_err(Error::io("copy", &data))?;
+            return Ok(modified.as_deref().and_then(parse_http_date));
+        }
         let mut out = std::fs::File::create(dest).map_err(Error::io("create", dest))?;
-        let (_, modified) = client.fetch_url(url, &mut out).map_err(|e| Error::Registry(Box::new(e)))?;
-        Ok(modified.as_deref().and_then(parse_http_date))
+        let meta = client.fetch_url_meta(url, &mut out).map_err(|e| Error::Registry(Box::new(e)))?;
+        drop(out);
+        if let Some(downloads) = &self.downloads {
+            downloads.remember(url, dest, &meta);
+        }
+        Ok(meta.last_modified.as_deref().and_then(parse_http_date))
     }
 
     fn git(&self, url: &str, dest: &Path, keep_git_dir: bool) -> Result<crate::context::git::GitCheckout> {

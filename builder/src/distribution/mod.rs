@@ -9,6 +9,7 @@ mod image_source;
 mod pull;
 mod push;
 mod sources;
+mod url_cache;
 
 pub use fetcher::NetworkFetcher;
 pub use image_source::StoreImageSource;

@@ -36,7 +36,7 @@ pub fn sandboxed_worker<'a>(
 ) -> Result<Worker<'a>> {
     let executor = SandboxExecutor::new(store, runtime.clone(), userns)?;
     let images = StoreImageSource::new(store, registry.clone());
-    let fetcher = NetworkFetcher::new(registry.clone());
+    let fetcher = NetworkFetcher::new(registry.clone()).remembering_downloads(store.root().join("downloads"));
     let mut worker = Worker::new(store, Box::new(executor), Box::new(images), Box::new(fetcher), jobs);
     worker.tree_ops = tree_ops::tree_ops_for(&runtime, userns);
     worker.id_map = id_map_for(userns);

@@ -127,6 +127,12 @@ impl Store {
             for e in fs::read_dir(&mounts).map_err(Error::io("read", &mounts))?.flatten() {
                 candidates.push((mtime(&e.path()), e.path(), Prunable::CacheMount));
             }
+            // Remembered ADD downloads (counted with the cache mounts: both are kept only to save work).
+            if let Ok(downloads) = fs::read_dir(self.root.join("downloads")) {
+                for e in downloads.flatten() {
+                    candidates.push((mtime(&e.path()), e.path(), Prunable::CacheMount));
+                }
+            }
         }
         candidates.sort();
         let mut total =
