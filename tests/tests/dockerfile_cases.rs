@@ -110,7 +110,11 @@ struct Rebuild {
     /// Replaces the first build's flags when given.
     flags: Option<Vec<String>>,
     /// How many steps the second build runs (the rest come from the cache).
+    #[serde(default)]
     steps_run: usize,
+    /// The second build fails, its output containing each of these (the cache must not hide the change).
+    #[serde(default)]
+    error: Vec<String>,
     #[serde(default)]
     run: Vec<RunExpect>,
 }
@@ -302,6 +306,15 @@ fn run_case(builder: &Builder, id: &str, dir: &Path, case: &Case) -> Result<(), 
     if let Some(rb) = &case.rebuild {
         setup(&rb.setup)?;
         let (ok, output) = build(&with_url(rb.flags.as_ref().unwrap_or(&case.flags)));
+        if !rb.error.is_empty() {
+            if ok {
+                return Err(format!("the rebuild succeeded; expected it to fail:\n{output}"));
+            }
+            if let Some(missing) = rb.error.iter().find(|s| !output.contains(s.as_str())) {
+                return Err(format!("the rebuild's error does not say {missing:?}:\n{output}"));
+            }
+            return Ok(());
+        }
         if !ok {
             return Err(format!("the rebuild failed:\n{output}"));
         }
