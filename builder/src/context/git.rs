@@ -44,6 +44,24 @@ impl GitSource {
         GitSource { repo, reference: reference.to_string(), subdir: subdir.trim_matches('/').to_string() }
     }
 
+    /// Whether the remote repository's objects are named by sha256 (`git ls-remote` lists 64-hex ids); false when
+    /// it cannot be asked (the fetch then says why).
+    fn remote_uses_sha256(&self) -> bool {
+        Command::new("git")
+            .args(["ls-remote", &self.repo])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .is_some_and(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .filter_map(|l| l.split_whitespace().next())
+                    .any(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+            })
+    }
+
     /// Check the source out into the empty directory `dir` (submodules too); `.git` is removed unless
     /// `keep_git_dir`. Returns the directory to use: `dir` or its SUBDIR.
     pub fn checkout(&self, dir: &Path, keep_git_dir: bool) -> Result<GitCheckout, GitError> {
@@ -63,7 +81,12 @@ impl GitSource {
             Ok(())
         };
         std::fs::create_dir_all(dir).map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-        git(&["init", "-q"])?;
+        // A sha256 repository needs a sha256 clone (git's fetch does not convert): its refs name 64-hex objects.
+        if self.remote_uses_sha256() {
+            git(&["init", "-q", "--object-format=sha256"])?;
+        } else {
+            git(&["init", "-q"])?;
+        }
         git(&["remote", "add", "origin", &self.repo])?;
         let want = if self.reference.is_empty() { "HEAD" } else { &self.reference };
         // Shallow when the server can (dumb HTTP cannot), else the whole history of that ref.
