@@ -14,21 +14,26 @@ pub struct GitError {
     pub message: String,
 }
 
-/// `URL#REF:SUBDIR`, split.
+/// `URL#REF:SUBDIR` or `URL?ref=|branch=|tag=|commit=|subdir=` (BuildKit's query form), split.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GitSource {
     /// What `git fetch` is given (`github.com/x/y` becomes `https://github.com/x/y`).
     pub repo: String,
-    /// A branch, tag or commit; empty for the remote's HEAD.
+    /// A branch, tag or commit (`refs/heads/B` for `?branch=B`, `refs/tags/T` for `?tag=T`); empty for HEAD.
     pub reference: String,
     /// A directory inside the repository; empty for all of it.
     pub subdir: String,
+    /// `?commit=`: the commit (or a prefix of it) the checked-out ref must be.
+    pub commit: Option<String>,
+    /// A URL whose parts contradict each other (`?tag=a#refs/heads/b`): the checkout fails with this.
+    pub invalid: Option<String>,
 }
 
 /// Whether `s` names a git repository the way docker build recognises one: `git://`, `git@host:`, `ssh://`,
 /// `github.com/...`, or an http(s) URL whose path ends in `.git` (before any `#fragment`).
 pub fn is_git_url(s: &str) -> bool {
     let base = s.split('#').next().unwrap_or(s);
+    let base = base.split('?').next().unwrap_or(base);
     s.starts_with("git://")
         || s.starts_with("git@")
         || s.starts_with("ssh://")
@@ -38,10 +43,65 @@ pub fn is_git_url(s: &str) -> bool {
 
 impl GitSource {
     pub fn parse(url: &str) -> GitSource {
-        let (repo, fragment) = url.split_once('#').unwrap_or((url, ""));
-        let (reference, subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+        let (base, fragment) = url.split_once('#').unwrap_or((url, ""));
+        let (frag_ref, frag_subdir) = fragment.split_once(':').unwrap_or((fragment, ""));
+        let (repo, query) = base.split_once('?').unwrap_or((base, ""));
         let repo = if repo.starts_with("github.com/") { format!("https://{repo}") } else { repo.to_string() };
-        GitSource { repo, reference: reference.to_string(), subdir: subdir.trim_matches('/').to_string() }
+        let mut out = GitSource {
+            repo,
+            reference: frag_ref.to_string(),
+            subdir: frag_subdir.trim_matches('/').to_string(),
+            commit: None,
+            invalid: None,
+        };
+        let mut query_ref: Option<String> = None;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let wanted = match key {
+                "ref" => value.to_string(),
+                "branch" => format!("refs/heads/{value}"),
+                "tag" => format!("refs/tags/{value}"),
+                "commit" => {
+                    out.commit = Some(value.to_string());
+                    continue;
+                }
+                "subdir" => {
+                    let sub = value.trim_matches('/').to_string();
+                    if !out.subdir.is_empty() && out.subdir != sub {
+                        out.invalid = Some(format!("subdir conflicts: {sub:?} and {:?}", out.subdir));
+                    }
+                    out.subdir = sub;
+                    continue;
+                }
+                "keep-git-dir" | "submodules" => continue,
+                other => {
+                    out.invalid = Some(format!("unknown query parameter {other:?} (ref, branch, tag, commit, subdir)"));
+                    continue;
+                }
+            };
+            if query_ref.as_ref().is_some_and(|r| *r != wanted) {
+                out.invalid =
+                    Some(format!("ref conflicts: {wanted:?} and {:?}", query_ref.clone().unwrap_or_default()));
+                break;
+            }
+            query_ref = Some(wanted);
+        }
+        if let Some(q) = query_ref {
+            // A fragment ref may name the same ref in full (`?tag=v1#refs/tags/v1`) or short; anything else conflicts.
+            let short = q.trim_start_matches("refs/heads/").trim_start_matches("refs/tags/");
+            if !frag_ref.is_empty() && frag_ref != q && frag_ref != short {
+                out.invalid = Some(format!("ref conflicts: {q:?} and {frag_ref:?}"));
+            }
+            out.reference = q;
+        }
+        // `?commit=` alone names a full commit to fetch; a prefix only checks the remote's HEAD.
+        if out.reference.is_empty()
+            && let Some(c) = &out.commit
+            && (c.len() == 40 || c.len() == 64)
+        {
+            out.reference = c.clone();
+        }
+        out
     }
 
     /// Whether the remote repository's objects are named by sha256 (`git ls-remote` lists 64-hex ids); false when
@@ -66,6 +126,9 @@ impl GitSource {
     /// `keep_git_dir`. Returns the directory to use: `dir` or its SUBDIR.
     pub fn checkout(&self, dir: &Path, keep_git_dir: bool) -> Result<GitCheckout, GitError> {
         let fail = |message: String| GitError { repo: self.repo.clone(), message };
+        if let Some(why) = &self.invalid {
+            return Err(fail(why.clone()));
+        }
         let git = |args: &[&str]| -> Result<(), GitError> {
             let out = Command::new("git")
                 .arg("-C")
@@ -92,7 +155,7 @@ impl GitSource {
         // Shallow when the server can (dumb HTTP cannot), else the whole history of that ref.
         git(&["fetch", "-q", "--depth", "1", "origin", want])
             .or_else(|_| git(&["fetch", "-q", "origin", want]))
-            .map_err(|e| fail(format!("cannot fetch {want:?}: {}", e.message)))?;
+            .map_err(|e| fail(format!("repository does not contain ref {want:?} (git fetch: {})", e.message)))?;
         git(&["checkout", "-q", "FETCH_HEAD"])?;
         let commit = Command::new("git")
             .arg("-C")
@@ -103,11 +166,15 @@ impl GitSource {
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .ok_or_else(|| fail("cannot read the commit checked out".into()))?;
+        if let Some(want) = self.commit.as_ref().filter(|w| !commit.starts_with(w.as_str())) {
+            return Err(fail(format!("expected checksum to match {want}, got {commit}")));
+        }
         git(&["submodule", "update", "-q", "--init", "--recursive", "--depth", "1"])?;
         if keep_git_dir {
             // Like BuildKit: the checkout's branch is named after the ref asked for.
             if !self.reference.is_empty() {
-                let _ = git(&["checkout", "-q", "-B", &self.reference]);
+                let branch = self.reference.trim_start_matches("refs/heads/").trim_start_matches("refs/tags/");
+                let _ = git(&["checkout", "-q", "-B", branch]);
             }
         } else {
             let git_dir = dir.join(".git");
@@ -150,6 +217,23 @@ mod tests {
         for no in ["https://h/file.txt", "http://h/r.git.txt", "./r.git", "r.git"] {
             assert!(!is_git_url(no), "{no}");
         }
+        for yes in ["https://h/r.git?ref=main", "https://h/r.git?tag=v1&subdir=docs"] {
+            assert!(is_git_url(yes), "{yes}");
+        }
+        let q = GitSource::parse("https://h/r.git?tag=v1&commit=abc123&subdir=/docs/");
+        assert_eq!(
+            (q.repo.as_str(), q.reference.as_str(), q.subdir.as_str()),
+            ("https://h/r.git", "refs/tags/v1", "docs")
+        );
+        assert_eq!((q.commit.as_deref(), q.invalid.as_deref()), (Some("abc123"), None));
+        assert_eq!(GitSource::parse("https://h/r.git?branch=b").reference, "refs/heads/b");
+        assert_eq!(GitSource::parse("https://h/r.git?tag=v1#refs/tags/v1").invalid, None);
+        assert!(
+            GitSource::parse("https://h/r.git?tag=v1#refs/heads/master").invalid.unwrap().contains("ref conflicts")
+        );
+        let full = "0123456789012345678901234567890123456789";
+        assert_eq!(GitSource::parse(&format!("https://h/r.git?commit={full}")).reference, full);
+        assert_eq!(GitSource::parse("https://h/r.git?commit=0123abcd").reference, "");
         let s = GitSource::parse("github.com/a/b#v1:/docs/");
         assert_eq!(
             (s.repo.as_str(), s.reference.as_str(), s.subdir.as_str()),
