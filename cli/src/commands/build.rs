@@ -123,7 +123,7 @@ pub fn build(
     use rbuild_builder::engine::{BuildRequest, NamedContext, Network, PullPolicy, build};
     check_platform(args.platform.as_deref())?;
     let client = super::registry_cmds::client(registry)?;
-    let context = build_context::resolve(store, &args.context)?;
+    let context = build_context::resolve(store, &args.context, client.settings().offline)?;
     let input = match (&args.file, &context.dockerfile_text) {
         // With a fetched context (a URL, git, a tar on stdin), a relative -f names a file of that context, as
         // docker build reads it (BuildKit's testDockerfileFromHTTP).

@@ -30,7 +30,13 @@ impl Drop for ResolvedContext {
 
 pub use rbuild_builder::context::git::is_git_url;
 
-pub fn resolve(store: &Store, context: &str) -> anyhow::Result<ResolvedContext> {
+/// The context `context` names: `-`, a git URL, an http(s) tarball URL or a directory. `offline`: URLs are refused,
+/// as ADD of the same URL is (no network at all).
+pub fn resolve(store: &Store, context: &str, offline: bool) -> anyhow::Result<ResolvedContext> {
+    let remote = is_git_url(context) || context.starts_with("https://") || context.starts_with("http://");
+    if offline && remote {
+        bail!("build context {context}: rbuild is offline (--offline or RBUILD_OFFLINE=1) and fetches no URL");
+    }
     if context == "-" {
         let mut bytes = Vec::new();
         std::io::stdin().read_to_end(&mut bytes).context("cannot read the build context from standard input")?;

@@ -122,13 +122,14 @@ fn plan_service(
     name: &str,
     args: &ComposeBuildArgs,
     image_of: &BTreeMap<String, String>,
+    offline: bool,
 ) -> anyhow::Result<Planned> {
     let b = project.service_build(name)?;
     for w in &b.warnings {
         eprintln!("warning: {w}");
     }
     let mut contexts = Vec::new();
-    let context = build_context::resolve(store, &b.context)
+    let context = build_context::resolve(store, &b.context, offline)
         .with_context(|| format!("service {name}: build context {}", b.context))?;
     let context_dir = context.dir.clone();
     contexts.push(context);
@@ -181,7 +182,7 @@ fn plan_service(
             needs.insert(other.to_string());
             NamedContext::Image(image.clone())
         } else if build_context::is_git_url(value) || value.starts_with("http://") || value.starts_with("https://") {
-            let fetched = build_context::resolve(store, value)
+            let fetched = build_context::resolve(store, value, offline)
                 .with_context(|| format!("service {name}: additional_contexts {ctx_name}={value}"))?;
             let dir = fetched.dir.clone();
             contexts.push(fetched);
@@ -285,7 +286,7 @@ pub fn build(
         if planned.contains_key(&s) {
             continue;
         }
-        let p = plan_service(store, project, &s, &args, &image_of)?;
+        let p = plan_service(store, project, &s, &args, &image_of, client.settings().offline)?;
         queue.extend(p.needs.iter().cloned());
         planned.insert(s, p);
     }
