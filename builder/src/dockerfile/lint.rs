@@ -459,6 +459,14 @@ fn description_comment(lines: &[&str], line: usize, directive_lines: &BTreeSet<u
     None
 }
 
+/// Whether a `# check=skip=...` comment right above the instruction at `line` skips `rule` for it.
+pub fn skipped_at(df: &Dockerfile, text: &str, line: usize, rule: &str) -> bool {
+    let lines: Vec<&str> = text.lines().collect();
+    let directive_lines: BTreeSet<usize> = df.directives.iter().map(|d| d.line).collect();
+    let local = local_check(&lines, line, &directive_lines);
+    local.skip_all || local.skip.contains(rule)
+}
+
 /// The `# check=` directive of the comments right above line `line` (1-based), for that instruction only; the
 /// file's own directives (`directive_lines`) are not such comments.
 fn local_check(lines: &[&str], line: usize, directive_lines: &BTreeSet<usize>) -> CheckDirective {

@@ -54,7 +54,7 @@ impl StageBuilder<'_> {
         if is_add && c.checksum.is_some() && c.inline_sources.is_empty() {
             return Err(self.fail(ins, "ADD --checksum: checksum requires HTTP(S) or Git sources"));
         }
-        let excludes: Vec<String> = c.excludes.iter().map(|e| self.expand(ins, e)).collect::<Result<_>>()?;
+        let excludes: Vec<String> = c.excludes.iter().map(|e| self.expand_quiet(ins, e)).collect::<Result<_>>()?;
         let excluded = IgnoreMatcher::from_patterns(&excludes).map_err(|e| self.fail(ins, &e.to_string()))?;
         // --link: the layer does not depend on the stage below it (its cache record neither), and the
         // destination is not looked up in it.

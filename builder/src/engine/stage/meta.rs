@@ -79,7 +79,7 @@ impl StageBuilder<'_> {
                 let mut keys = Vec::new();
                 for p in ports {
                     // A variable may hold several ports (`EXPOSE $PORTS`, PORTS="3000 4000/udp"), as in BuildKit.
-                    for word in self.expand(ins, p)?.split_whitespace() {
+                    for word in self.expand_quiet(ins, p)?.split_whitespace() {
                         let spec = crate::dockerfile::expose::parse_port_spec(word).map_err(|e| self.fail(ins, &e))?;
                         for key in spec.ports {
                             config::add_to_set(&mut self.state.config, "ExposedPorts", &key);

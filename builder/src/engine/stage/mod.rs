@@ -46,6 +46,9 @@ pub struct StageResult {
     pub snapshots: Vec<PathBuf>,
     pub config: Value,
     pub cache_key: String,
+    /// The ARGs the stage declared (with the ones it inherited), in order: a stage built `FROM` it starts with
+    /// them, values and all, as BuildKit's stages inherit their base stage's build args and environment.
+    pub args: Vec<(String, Option<String>)>,
 }
 
 impl StageResult {
@@ -65,6 +68,7 @@ impl StageResult {
             snapshots: Vec::new(),
             config,
             cache_key: cache::scratch(),
+            args: Vec::new(),
         }
     }
 
@@ -107,6 +111,8 @@ pub(crate) struct StageBuilder<'a> {
     pub(crate) cached: usize,
     /// The key of the step being executed, claimed until its result is in the cache.
     claimed: Option<super::sharing::StepGuard>,
+    /// Undefined variables reported already, by line and name (an instruction's words may be expanded twice).
+    reported: std::cell::RefCell<std::collections::BTreeSet<(usize, String)>>,
 }
 
 impl<'a> StageBuilder<'a> {
@@ -143,6 +149,7 @@ impl<'a> StageBuilder<'a> {
             executed: 0,
             cached: 0,
             claimed: None,
+            reported: Default::default(),
         }
     }
 
@@ -201,6 +208,10 @@ impl<'a> StageBuilder<'a> {
             let start = Instant::now();
             self.state = self.resolve_source_image(&base, &base_ins).map_err(|e| self.step_failed(step, e))?;
             self.done(step, start);
+            // A stage of this Dockerfile as the base: its ARGs (and their values) are this stage's too.
+            if matches!(base, Source::Stage(_)) {
+                self.args = self.state.args.clone();
+            }
         }
         let history_from = self.state.config["history"].as_array().map_or(0, Vec::len);
         self.meta = meta;
@@ -212,6 +223,7 @@ impl<'a> StageBuilder<'a> {
             self.instruction(ins)?;
         }
         self.stamp_created(history_from);
+        self.state.args = self.args.clone();
         Ok(self.state.clone())
     }
 

@@ -79,7 +79,14 @@ impl StageBuilder<'_> {
         if !config["config"].is_object() {
             config["config"] = json!({});
         }
-        Ok(StageResult { layers: image.layers, diff_ids, snapshots, config, cache_key: digest.to_string() })
+        Ok(StageResult {
+            layers: image.layers,
+            diff_ids,
+            snapshots,
+            config,
+            cache_key: digest.to_string(),
+            args: Vec::new(),
+        })
     }
 
     /// ` (did you mean stage "x"?)` when an image name is close to a stage name.

@@ -32,8 +32,57 @@ impl StageBuilder<'_> {
         v
     }
 
+    /// Expand a word of an instruction whose undefined variables BuildKit reports (UndefinedVar): COPY/ADD
+    /// sources, destination and flags, ENV, LABEL, ARG defaults, USER, VOLUME, STOPSIGNAL, WORKDIR, RUN mounts.
     pub(super) fn expand(&self, ins: &Instruction, word: &str) -> Result<String> {
+        let vars = self.vars();
+        let expansion = Lexer::new(self.df.escape).process(word, &vars).map_err(|e| self.fail(ins, &e.to_string()))?;
+        if !expansion.unmatched.is_empty() {
+            self.report_undefined(ins, &expansion.unmatched, &vars)?;
+        }
+        Ok(expansion.word)
+    }
+
+    /// Expand a word BuildKit expands without checking its variables (EXPOSE, --exclude, heredoc text).
+    pub(super) fn expand_quiet(&self, ins: &Instruction, word: &str) -> Result<String> {
         self.expand_with(ins, word, &self.vars())
+    }
+
+    /// BuildKit's UndefinedVar: a variable neither set nor declared with ARG in the stage, once per line and
+    /// name; with `# check=error=true` the build fails on it.
+    fn report_undefined(
+        &self,
+        ins: &Instruction,
+        unmatched: &std::collections::BTreeSet<String>,
+        vars: &[(String, String)],
+    ) -> Result<()> {
+        const RULE: &str = "UndefinedVar";
+        let line = ins.span.start_line;
+        let check = crate::dockerfile::lint::build_check(self.df, &self.req.build_args);
+        if check.skip_all
+            || check.skip.contains(RULE)
+            || crate::dockerfile::lint::skipped_at(self.df, &self.req.dockerfile_text, line, RULE)
+        {
+            return Ok(());
+        }
+        for name in unmatched {
+            if self.args.iter().any(|(k, _)| k == name) {
+                continue;
+            }
+            if !self.reported.borrow_mut().insert((line, name.clone())) {
+                continue;
+            }
+            let hint = crate::dockerfile::suggest::closest(name, vars.iter().map(|(k, _)| k.as_str()))
+                .map(|m| format!(" (did you mean ${m}?)"))
+                .unwrap_or_default();
+            let message = format!("Usage of undefined variable '${name}'{hint}");
+            if check.error {
+                return Err(self.fail(ins, &format!("lint violation found for rules: {RULE} ({message})")));
+            }
+            let text = format!("WARN: {RULE}: {message} ({}:{line})", self.req.dockerfile_name);
+            self.session.progress.event(&Event::Note { text: &text });
+        }
+        Ok(())
     }
 
     /// Expand variables in a heredoc's text as BuildKit does for an unquoted COPY heredoc: escapes work (`\$` is a
@@ -57,6 +106,6 @@ impl StageBuilder<'_> {
                 word.push(c);
             }
         }
-        self.expand(ins, &word)
+        self.expand_quiet(ins, &word)
     }
 }
