@@ -462,21 +462,8 @@ impl Client {
 
     /// [`Client::fetch_url`], with what the server said of the content (ETag, Last-Modified).
     pub fn fetch_url_meta(&self, url: &str, out: &mut dyn Write) -> Result<UrlMeta> {
-        let host = reqwest::Url::parse(url)
-            .ok()
-            .and_then(|u| u.host_str().map(|h| u.port().map_or(h.to_string(), |p| format!("{h}:{p}"))))
-            .unwrap_or_else(|| url.to_string());
-        if self.transport.settings.offline {
-            return Err(RegistryError::Offline { registry: host, what: url.to_string() });
-        }
+        let client = self.url_client(url)?;
         self.runtime.block_on(async {
-            let client = reqwest::Client::builder()
-                .resolve_to_addrs("localhost", &crate::transport::LOOPBACK)
-                .connect_timeout(std::time::Duration::from_secs(15))
-                .read_timeout(self.transport.settings.read_timeout)
-                .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| RegistryError::Protocol { registry: host.clone(), reason: e.to_string() })?;
             // Not a registry: the errors name the URL (ADD's source).
             let unreachable =
                 |e: reqwest::Error| RegistryError::UrlUnreachable { url: url.into(), reason: e.to_string() };
@@ -495,19 +482,24 @@ impl Client {
         })
     }
 
-    /// What a HEAD request says of `url` now (to tell whether a copy fetched before is still current).
-    pub fn head_url(&self, url: &str) -> Result<UrlMeta> {
+    /// The HTTP client for a plain URL (ADD's sources: no registry, no credentials), refused offline.
+    fn url_client(&self, url: &str) -> Result<reqwest::Client> {
         if self.transport.settings.offline {
             return Err(RegistryError::Offline { registry: url_host(url), what: url.to_string() });
         }
+        reqwest::Client::builder()
+            .resolve_to_addrs("localhost", &crate::transport::LOOPBACK)
+            .connect_timeout(std::time::Duration::from_secs(15))
+            .read_timeout(self.transport.settings.read_timeout)
+            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| RegistryError::Protocol { registry: url_host(url), reason: e.to_string() })
+    }
+
+    /// What a HEAD request says of `url` now (to tell whether a copy fetched before is still current).
+    pub fn head_url(&self, url: &str) -> Result<UrlMeta> {
+        let client = self.url_client(url)?;
         self.runtime.block_on(async {
-            let client = reqwest::Client::builder()
-                .resolve_to_addrs("localhost", &crate::transport::LOOPBACK)
-                .connect_timeout(std::time::Duration::from_secs(15))
-                .read_timeout(self.transport.settings.read_timeout)
-                .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
-                .build()
-                .map_err(|e| RegistryError::Protocol { registry: url_host(url), reason: e.to_string() })?;
             let resp = client
                 .head(url)
                 .send()

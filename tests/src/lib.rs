@@ -172,7 +172,12 @@ pub fn make_test_image(name: &str, out: &Path) -> String {
         // Downloaded packages are shared by every build of the images.
         cmd.env("DEB_CACHE", test_images_dir().join("debs"));
     }
-    let output = cmd.output().expect("run image script");
+    run_script(&mut cmd, &script)
+}
+
+/// Run a setup script, failing the test with its output when it fails; returns its standard output.
+fn run_script(cmd: &mut Command, script: &Path) -> String {
+    let output = cmd.output().unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
     assert!(
         output.status.success(),
         "{} failed:\n{}{}",
@@ -324,14 +329,7 @@ pub fn test_apt_repo(packages: &[&str]) -> PathBuf {
     let lock = File::create(dir.join(".apt-repo.lock")).expect("create lock file");
     lock.lock().expect("lock apt repo");
     if !current() {
-        let output = Command::new("bash").arg(&script).arg(&out).args(packages).output().expect("run make-apt-repo.sh");
-        assert!(
-            output.status.success(),
-            "{} failed:\n{}{}",
-            script.display(),
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
+        run_script(Command::new("bash").arg(&script).arg(&out).args(packages), &script);
         std::fs::write(&stamp, &made_from).expect("write apt repo stamp");
     }
     out
