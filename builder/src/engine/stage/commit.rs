@@ -20,11 +20,13 @@ impl StageBuilder<'_> {
         use std::os::unix::ffi::OsStrExt;
         use std::os::unix::fs::MetadataExt;
         let mut origin = LayerDir::Written;
-        let existing: std::collections::HashSet<String> = entries
+        // The directories the stage already has, with their (mode, uid, gid), looked up once each.
+        let existing: std::collections::HashMap<String, (u32, u32, u32)> = entries
             .iter()
             .filter(|e| matches!(e.kind, crate::layer::EntryKind::Dir))
             .map(|e| String::from_utf8_lossy(&e.path).into_owned())
-            .filter(|rel| which(rel) && self.stage_dir_attrs(rel).is_some())
+            .filter(|rel| which(rel))
+            .filter_map(|rel| self.stage_dir_attrs(&rel).map(|attrs| (rel, attrs)))
             .collect();
         // An existing directory that gets a new entry has a new mtime (the build's); one only passed through on
         // the way to the destination keeps its own (as BuildKit's layers have it).
@@ -32,7 +34,7 @@ impl StageBuilder<'_> {
         for e in entries.iter() {
             let rel = String::from_utf8_lossy(&e.path);
             let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
-            if existing.contains(parent) && !touched.contains(parent) && !self.path_exists(&rel) {
+            if existing.contains_key(parent) && !touched.contains(parent) && !self.path_exists(&rel) {
                 touched.insert(parent.to_string());
             }
         }
@@ -42,8 +44,8 @@ impl StageBuilder<'_> {
                 continue;
             }
             let path = layer_dir.join(std::ffi::OsStr::from_bytes(&e.path));
-            let want = match self.stage_dir_attrs(&rel) {
-                Some(attrs) => attrs,
+            let want = match existing.get(&rel) {
+                Some(attrs) => *attrs,
                 None => match new_owner {
                     Some((uid, gid)) => (e.mode, uid, gid),
                     None => continue,
@@ -55,7 +57,7 @@ impl StageBuilder<'_> {
                     origin = LayerDir::Adjusted;
                 }
             }
-            if existing.contains(&rel)
+            if existing.contains_key(&rel)
                 && !touched.contains(&rel)
                 && let Some(meta) = self.path_meta(&rel)
                 && e.mtime != meta.mtime()

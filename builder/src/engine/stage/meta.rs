@@ -203,10 +203,7 @@ impl StageBuilder<'_> {
         // Any other WORKDIR is a step with a layer, an empty one when the directory exists (BuildKit's mkdir -p).
         let exists = self.path_exists(&rel);
         // Named as BuildKit names it: the instruction with its variables expanded.
-        let first_line = ins.original.lines().next().unwrap_or("").trim();
-        let shown = crate::dockerfile::shell::Lexer::new(self.df.escape)
-            .process_word(first_line, &self.vars())
-            .unwrap_or_else(|_| first_line.to_string());
+        let shown = self.step_text(ins, crate::dockerfile::shell::Lexer::new(self.df.escape), &self.vars());
         let step = self.start(&shown);
         let start = Instant::now();
         let key = cache::workdir(&self.state.cache_key, &joined);

@@ -112,11 +112,10 @@ impl StageBuilder<'_> {
                 vars.push((name.to_string(), "****".into()));
             }
         }
-        let first_line = ins.original.lines().next().unwrap_or("").trim();
         let mut lexer = crate::dockerfile::shell::Lexer::new(self.df.escape);
         lexer.raw_quotes = true;
         lexer.skip_unset_env = true;
-        lexer.process_word(first_line, &vars).unwrap_or_else(|_| first_line.to_string())
+        self.step_text(ins, lexer, &vars)
     }
 
     fn run_step_inner(

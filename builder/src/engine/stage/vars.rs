@@ -43,6 +43,13 @@ impl StageBuilder<'_> {
         Ok(expansion.word)
     }
 
+    /// A step's name as BuildKit shows it: the instruction's first line expanded by `lexer` with `vars` (as written
+    /// when it does not expand).
+    pub(super) fn step_text(&self, ins: &Instruction, lexer: Lexer, vars: &[(String, String)]) -> String {
+        let first_line = ins.original.lines().next().unwrap_or("").trim();
+        lexer.process_word(first_line, &vars.to_vec()).unwrap_or_else(|_| first_line.to_string())
+    }
+
     /// Expand a word BuildKit expands without checking its variables (EXPOSE, --exclude, heredoc text).
     pub(super) fn expand_quiet(&self, ins: &Instruction, word: &str) -> Result<String> {
         self.expand_with(ins, word, &self.vars())
