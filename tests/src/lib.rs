@@ -352,12 +352,15 @@ impl FileServer {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        for _ in 0..100 {
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                break;
+        // Up to 30 s: a loaded CI machine starts python slowly (5 s was once too short).
+        let up = (0..600).any(|_| {
+            let ok = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+            if !ok {
+                std::thread::sleep(std::time::Duration::from_millis(50));
             }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+            ok
+        });
+        assert!(up, "the file server on 127.0.0.1:{port} did not start within 30 s");
         FileServer { child, port }
     }
 }

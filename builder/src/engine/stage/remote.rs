@@ -30,7 +30,8 @@ impl StageBuilder<'_> {
                 let file = dir.join(&name);
                 let modified = self.session.worker.fetcher.url(url, &file).map_err(|e| match e {
                     Error::Fetch { message } => self.fail(ins, &message),
-                    e => self.fail(ins, &format!("cannot download {url}: {e}")),
+                    // The fetcher's errors name the URL ("cannot download URL: ...", "URL answered HTTP 404").
+                    e => self.fail(ins, &e.to_string()),
                 })?;
                 if let Some(want) = &c.checksum {
                     let want = self.expand(ins, want)?;
