@@ -335,7 +335,20 @@ pub fn test_apt_repo(packages: &[&str]) -> PathBuf {
     out
 }
 
-/// A static file server on 127.0.0.1 (python's http.server), stopped on drop.
+/// Python's file server, except that files under `no-last-modified/` are served without a `Last-Modified`
+/// header (as many servers serve generated files).
+const FILE_SERVER: &str = r#"
+import http.server, sys
+class Handler(http.server.SimpleHTTPRequestHandler):
+    def send_header(self, key, value):
+        if key == "Last-Modified" and self.path.startswith("/no-last-modified/"):
+            return
+        super().send_header(key, value)
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"#;
+
+/// A static file server on 127.0.0.1 (python's http.server; files under `no-last-modified/` are served without
+/// `Last-Modified`), stopped on drop.
 #[derive(Debug)]
 pub struct FileServer {
     child: std::process::Child,
@@ -346,7 +359,7 @@ impl FileServer {
     pub fn start(dir: &std::path::Path) -> FileServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new("python3")
-            .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string()])
+            .args(["-c", FILE_SERVER, &port.to_string()])
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

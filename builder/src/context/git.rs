@@ -157,15 +157,19 @@ impl GitSource {
             .or_else(|_| git(&["fetch", "-q", "origin", want]))
             .map_err(|e| fail(format!("repository does not contain ref {want:?} (git fetch: {})", e.message)))?;
         git(&["checkout", "-q", "FETCH_HEAD"])?;
-        let commit = Command::new("git")
+        let head = Command::new("git")
             .arg("-C")
             .arg(dir)
-            .args(["rev-parse", "HEAD"])
+            .args(["show", "-s", "--format=%H %ct", "HEAD"])
             .output()
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .ok_or_else(|| fail("cannot read the commit checked out".into()))?;
+        let (commit, commit_time) = match head.split_once(' ') {
+            Some((c, t)) => (c.to_string(), t.parse().ok()),
+            None => (head, None),
+        };
         if let Some(want) = self.commit.as_ref().filter(|w| !commit.starts_with(w.as_str())) {
             return Err(fail(format!("expected checksum to match {want}, got {commit}")));
         }
@@ -181,7 +185,7 @@ impl GitSource {
             std::fs::remove_dir_all(&git_dir).map_err(|e| fail(format!("cannot remove {}: {e}", git_dir.display())))?;
         }
         if self.subdir.is_empty() {
-            return Ok(GitCheckout { root: dir.to_path_buf(), commit });
+            return Ok(GitCheckout { root: dir.to_path_buf(), commit, commit_time });
         }
         let clean = clean_path(&self.subdir);
         if clean.starts_with("..") {
@@ -191,7 +195,7 @@ impl GitSource {
         if !sub.is_dir() {
             return Err(fail(format!("there is no directory {:?} at {want}", self.subdir)));
         }
-        Ok(GitCheckout { root: sub, commit })
+        Ok(GitCheckout { root: sub, commit, commit_time })
     }
 }
 
@@ -202,6 +206,8 @@ pub struct GitCheckout {
     pub root: PathBuf,
     /// The commit checked out (full hex, SHA-1 or SHA-256 as the repository has them).
     pub commit: String,
+    /// The commit's committer time (seconds since 1970), for `SOURCE_DATE_EPOCH=context`.
+    pub commit_time: Option<i64>,
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@ pub mod copy_reuse;
 pub mod file_hashes;
 pub mod git;
 pub mod ignore;
+pub mod source;
 
 pub use file_hashes::FileHashes;
 pub use ignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path, find_ignore_file, load_for as load_ignore};

@@ -15,6 +15,7 @@ pub mod progress;
 pub mod remote_cache;
 pub mod sharing;
 mod solve;
+mod source_epoch;
 mod stage;
 #[cfg(test)]
 mod tests;
@@ -78,6 +79,17 @@ pub struct BuildRequest {
     /// `--cache-from` / `--cache-to`.
     pub cache_from: Vec<remote_cache::CacheSpec>,
     pub cache_to: Vec<remote_cache::CacheSpec>,
+    /// When the fetched contexts last changed, for `SOURCE_DATE_EPOCH=context` and `=NAME`.
+    pub context_times: ContextTimes,
+}
+
+/// When a build's fetched contexts last changed (seconds since 1970): a git context's commit time, a URL's
+/// `Last-Modified`, else its archive's newest file (`context::source`). Local contexts have none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContextTimes {
+    pub main: Option<i64>,
+    /// By named-context name.
+    pub named: BTreeMap<String, i64>,
 }
 
 impl BuildRequest {
@@ -108,6 +120,7 @@ impl BuildRequest {
             pull: PullPolicy::Missing,
             cache_from: Vec::new(),
             cache_to: Vec::new(),
+            context_times: ContextTimes::default(),
         }
     }
 }
@@ -242,41 +255,6 @@ impl Session<'_> {
     }
 }
 
-/// The build's SOURCE_DATE_EPOCH when the request does not carry it already (from the environment): as in
-/// BuildKit, `--build-arg SOURCE_DATE_EPOCH=N` first, then a global `ARG SOURCE_DATE_EPOCH=<seconds>` default
-/// (dockerfile 1.23; testSourceDateEpochDockerfileDefault). A value that is not seconds fails the build.
-fn dockerfile_source_date_epoch(df: &crate::dockerfile::Dockerfile, opts: &BuildRequest) -> Result<Option<i64>> {
-    if let Some(v) = opts.build_args.get("SOURCE_DATE_EPOCH") {
-        return match v.trim().parse::<i64>() {
-            Ok(secs) if secs >= 0 => Ok(Some(secs)),
-            _ => Err(Error::Malformed {
-                what: format!("--build-arg SOURCE_DATE_EPOCH={v}"),
-                reason: "expected seconds since 1970".into(),
-            }),
-        };
-    }
-    if opts.layers.source_date_epoch.is_some() {
-        return Ok(None);
-    }
-    for ins in &df.meta_args {
-        let crate::dockerfile::InstructionKind::Arg(decls) = &ins.kind else { continue };
-        for d in decls.iter().filter(|d| d.name == "SOURCE_DATE_EPOCH") {
-            let Some(value) = d.default.as_deref().filter(|v| !v.is_empty()) else { continue };
-            return match value.trim().parse::<i64>() {
-                Ok(secs) if secs >= 0 => Ok(Some(secs)),
-                _ => Err(crate::dockerfile::DockerfileError::new(
-                    &opts.dockerfile_name,
-                    &opts.dockerfile_text,
-                    ins.span,
-                    format!("invalid SOURCE_DATE_EPOCH: {value} (expected seconds since 1970)"),
-                )
-                .into()),
-            };
-        }
-    }
-    Ok(None)
-}
-
 /// Lower the Dockerfile for `opts` without building (for `rbuild debug graph`).
 pub fn plan(opts: &BuildRequest) -> Result<(crate::dockerfile::Dockerfile, Graph)> {
     let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
@@ -347,16 +325,16 @@ fn plan_with_image_triggers(
 /// Build the Dockerfile; returns the image written (and tagged with `opts.tags`).
 pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) -> Result<BuildResult> {
     let store = worker.store;
-    let (df, graph) = plan(opts)?;
+    let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
     let with_epoch;
-    let opts = match dockerfile_source_date_epoch(&df, opts)? {
+    let opts = match source_epoch::resolve(store, worker.fetcher.as_ref(), &df, opts)? {
         Some(epoch) => {
-            with_epoch =
-                BuildRequest { layers: LayerOptions { source_date_epoch: Some(epoch), ..opts.layers }, ..opts.clone() };
+            with_epoch = source_epoch::apply(opts, epoch);
             &with_epoch
         }
         None => opts,
     };
+    let graph = lower_with(&df, opts, &graph::ImageTriggers::new())?;
     let graph = plan_with_image_triggers(worker, &df, opts, graph)?;
     let dockerfile_path =
         opts.dockerfile_path.clone().unwrap_or_else(|| crate::context::default_dockerfile(&opts.context));

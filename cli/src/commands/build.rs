@@ -123,7 +123,7 @@ pub fn build(
     use rbuild_builder::engine::{BuildRequest, NamedContext, Network, PullPolicy, build};
     check_platform(args.platform.as_deref())?;
     let client = super::registry_cmds::client(registry)?;
-    let context = build_context::resolve(store, &args.context, client.settings().offline)?;
+    let context = build_context::resolve(store, &args.context, &client)?;
     let input = match (&args.file, &context.dockerfile_text) {
         // With a fetched context (a URL, git, a tar on stdin), a relative -f names a file of that context, as
         // docker build reads it (BuildKit's testDockerfileFromHTTP).
@@ -180,12 +180,26 @@ pub fn build(
         }
     }
     opts.allow = args.allow.iter().cloned().collect();
+    opts.context_times.main = context.modified;
+    let mut fetched = Vec::new();
     for (name, value) in key_values(&args.build_contexts, "--build-context")? {
+        if build_context::is_url(&value) {
+            let resolved = build_context::resolve_named_url(store, &value, &client)
+                .with_context(|| format!("--build-context {name}={value}"))?;
+            opts.named_contexts.insert(name.clone(), NamedContext::Dir(resolved.dir.clone()));
+            if let Some(t) = resolved.modified {
+                opts.context_times.named.insert(name, t);
+            }
+            fetched.push(resolved);
+            continue;
+        }
         let nc = NamedContext::parse(&value);
         if let NamedContext::Dir(d) = &nc
             && !d.is_dir()
         {
-            bail!("--build-context {name}={value}: not a directory (or docker-image://, oci-layout://)");
+            bail!(
+                "--build-context {name}={value}: not a directory (nor docker-image://, oci-layout://, a git or http(s) URL)"
+            );
         }
         opts.named_contexts.insert(name, nc);
     }
@@ -204,6 +218,7 @@ pub fn build(
     let result = build(&worker, &opts, progress.as_ref());
     drop(progress);
     drop(context);
+    drop(fetched);
     deliver(store, &client, &result?, &outputs, &args, &tags)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -122,16 +122,17 @@ fn plan_service(
     name: &str,
     args: &ComposeBuildArgs,
     image_of: &BTreeMap<String, String>,
-    offline: bool,
+    client: &std::sync::Arc<rbuild_registry::Client>,
 ) -> anyhow::Result<Planned> {
     let b = project.service_build(name)?;
     for w in &b.warnings {
         eprintln!("warning: {w}");
     }
     let mut contexts = Vec::new();
-    let context = build_context::resolve(store, &b.context, offline)
+    let context = build_context::resolve(store, &b.context, client)
         .with_context(|| format!("service {name}: build context {}", b.context))?;
     let context_dir = context.dir.clone();
+    let context_time = context.modified;
     contexts.push(context);
     let (dockerfile_name, text, path) = match &b.dockerfile {
         DockerfileSource::Inline(text) => ("dockerfile_inline".to_string(), text.clone(), None),
@@ -173,6 +174,7 @@ fn plan_service(
     opts.cache_from = b.cache_from.iter().map(|v| spec("cache_from", v)).collect::<anyhow::Result<_>>()?;
     opts.cache_to = b.cache_to.iter().map(|v| spec("cache_to", v)).collect::<anyhow::Result<_>>()?;
     opts.ssh = super::build::parse_ssh(&b.ssh).with_context(|| format!("service {name}: ssh"))?;
+    opts.context_times.main = context_time;
     let mut needs = BTreeSet::new();
     for (ctx_name, value) in &b.additional_contexts {
         let named = if let Some(other) = value.strip_prefix("service:") {
@@ -181,10 +183,13 @@ fn plan_service(
             })?;
             needs.insert(other.to_string());
             NamedContext::Image(image.clone())
-        } else if build_context::is_git_url(value) || value.starts_with("http://") || value.starts_with("https://") {
-            let fetched = build_context::resolve(store, value, offline)
+        } else if build_context::is_url(value) {
+            let fetched = build_context::resolve_named_url(store, value, client)
                 .with_context(|| format!("service {name}: additional_contexts {ctx_name}={value}"))?;
             let dir = fetched.dir.clone();
+            if let Some(t) = fetched.modified {
+                opts.context_times.named.insert(ctx_name.clone(), t);
+            }
             contexts.push(fetched);
             NamedContext::Dir(dir)
         } else {
@@ -286,7 +291,7 @@ pub fn build(
         if planned.contains_key(&s) {
             continue;
         }
-        let p = plan_service(store, project, &s, &args, &image_of, client.settings().offline)?;
+        let p = plan_service(store, project, &s, &args, &image_of, &client)?;
         queue.extend(p.needs.iter().cloned());
         planned.insert(s, p);
     }
