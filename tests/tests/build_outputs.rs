@@ -566,3 +566,76 @@ fn add_url_is_revalidated_with_head_not_downloaded_again() {
     assert_eq!(requests(), "GET /foo\nHEAD /foo\nHEAD /foo\nGET /foo\n");
     assert_eq!(b.run("head3", &["cat", "/dest/foo"]), "content-two");
 }
+
+/// Three of BuildKit's context tests on the real binary: a tar context on stdin with its Dockerfile outside it
+/// (testTarContextExternalDockerfile; its `contextsubdir` attribute has no CLI form for a tar); an image built
+/// FROM a named context of another image is created when it is built, not when its base was
+/// (testNamedImageContextTimestamps); and an image exported as an OCI archive, unpacked, and named by digest
+/// through `oci-layout://DIR@sha256:...` is the base of a stage named after nothing that exists, config and all
+/// (testNamedOCILayoutContextExport).
+#[test]
+fn buildkit_tar_and_named_context_tests() {
+    let b = Builder::new(false);
+    // A tar context on stdin; -f an absolute path outside it.
+    let outside = b.context("outside", &[("Dockerfile", "FROM scratch\nCOPY foo bar\n")]);
+    let inside = b.context("inside", &[("foo", "contents")]);
+    let tar = Command::new("tar").arg("-C").arg(&inside).args(["-cf", "-", "foo"]).output().unwrap().stdout;
+    let out_dir = b.work.join("tar-ext-out");
+    let dockerfile = outside.join("Dockerfile");
+    let (ok, _, err) = rb_stdin(
+        &b,
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-f",
+            dockerfile.to_str().unwrap(),
+            "-o",
+            &format!("type=local,dest={}", out_dir.display()),
+            "-",
+        ],
+        &tar,
+    );
+    assert!(ok, "{err}");
+    assert_eq!(fs::read_to_string(out_dir.join("bar")).unwrap(), "contents");
+
+    // A named image context: the derived image's created time is its own build's.
+    let df = "FROM busybox\nRUN echo foo >> /test\n";
+    let ctx = b.context("ts", &[("Dockerfile", df)]);
+    let (ok, _, err) = b.build(&ctx, "ts-base", &[]);
+    assert!(ok, "{err}");
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let (ok, _, err) = b.build(&ctx, "ts-derived", &["--build-context", "busybox=docker-image://ts-base"]);
+    assert!(ok, "{err}");
+    let created = |image: &str| {
+        let v: serde_json::Value = serde_json::from_slice(&b.rb(&["inspect", image]).stdout).unwrap();
+        let s = v["Config"]["created"].as_str().unwrap().to_string();
+        let out = Command::new("date").args(["-u", "-d", &s, "+%s"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().parse::<i64>().unwrap()
+    };
+    let (base, derived) = (created("ts-base"), created("ts-derived"));
+    assert!(derived > base && derived - base < 600, "base created {base}, derived {derived}");
+    assert_eq!(b.run("ts-derived", &["cat", "/test"]), "foo\nfoo\n", "the derived image is built on the first");
+
+    // An OCI archive unpacked into a layout, named by digest.
+    let ctx = b.context("oci-src", &[("Dockerfile", "FROM busybox\nWORKDIR /test\nENV foo=bar\n")]);
+    let archive = b.work.join("oci-src.tar");
+    let (ok, _, err) = b.build(&ctx, "oci-src", &["-o", &format!("type=oci,dest={}", archive.display())]);
+    assert!(ok, "{err}");
+    let layout = b.work.join("oci-src-layout");
+    fs::create_dir_all(&layout).unwrap();
+    let out = Command::new("tar").arg("-xf").arg(&archive).arg("-C").arg(&layout).output().unwrap();
+    assert!(out.status.success());
+    let index: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"].as_array().unwrap().len(), 1);
+    let digest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    b.rb(&["rmi", "oci-src"]);
+    let ctx = b.context("oci-use", &[("Dockerfile", "FROM nonexistent AS base\n")]);
+    let named = format!("nonexistent=oci-layout://{}@{digest}", layout.display());
+    let (ok, _, err) = b.build(&ctx, "oci-use", &["--build-context", &named]);
+    assert!(ok, "{err}");
+    let config = inspect_config(&b, "oci-use");
+    assert_eq!(config["config"]["WorkingDir"], "/test");
+    assert!(config["config"]["Env"].as_array().unwrap().iter().any(|e| e == "foo=bar"), "{config}");
+    b.assert_clean();
+}

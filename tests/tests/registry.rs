@@ -380,11 +380,16 @@ fn remote_cache_through_a_registry_and_a_local_layout_with_warm_cache_mounts() {
     ]);
     assert_eq!(rbuild_tests::build_fixture::counts(&err), (3, 0), "{err}");
     assert!(err.contains("cache: exported 3 records"), "{err}");
+    let built = |err: &str| err.split("built ").nth(1).map(|s| s[..71].to_string()).unwrap_or_default();
+    let first_digest = built(&err);
+    assert!(first_digest.starts_with("sha256:"), "{err}");
     for from in [format!("type=registry,ref={}/cache/app:buildcache", reg.host()), local_from] {
-        // A runner that starts empty: every step comes from the imported cache.
+        // A runner that starts empty: every step comes from the imported cache, and the image is the same image
+        // (BuildKit's testImportExportReproducibleIDs).
         let fresh = Client::new();
         let err = fresh.ok(&["build", "--progress", "plain", "-t", "app", "--cache-from", &from, ctx]);
         assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 3), "{from}: {err}");
+        assert_eq!(built(&err), first_digest, "{from}: the image from the imported cache is the first build's");
         assert_eq!(fresh.b.run("app", &["cat", "/seen", "/two", "/f.txt"]), "filled-once\ntwo\nfile\n");
         let warm = from.starts_with("type=registry");
         if warm {

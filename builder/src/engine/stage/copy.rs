@@ -15,6 +15,18 @@ use crate::dockerfile::CopySpec;
 use crate::layer::{ApplyMode, ApplyOptions, apply_tar, collect_tree};
 use crate::sandbox::snapshotter::merge_snapshots_for;
 
+/// What wrote the files of a [`Stage::copy_generated`] step, and so what keys them.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Generated<'a> {
+    Heredoc,
+    Url,
+    /// A git checkout: keyed by `commit` (the URL and the commit checked out), not by its files.
+    Git {
+        commit: &'a str,
+        keep_git_dir: bool,
+    },
+}
+
 impl StageBuilder<'_> {
     pub(super) fn copy_step(
         &mut self,
@@ -188,7 +200,7 @@ impl StageBuilder<'_> {
                 names.push(src.path.replace('/', "_"));
             }
             let shown: Vec<String> = names.iter().map(|n| format!("<<{n}")).collect();
-            self.copy_generated(ins, c, keyword, "heredoc", &dir, &names, &shown, step, start)
+            self.copy_generated(ins, c, keyword, Generated::Heredoc, &dir, &names, &shown, step, start)
         })();
         let _ = crate::store::remove_path(&dir);
         outcome
@@ -196,14 +208,15 @@ impl StageBuilder<'_> {
 
     /// The shared end of ADD URLs and COPY/ADD heredocs: files rbuild wrote into `dir` (named `names`) are copied to
     /// the destination like context files (several, or a destination ending in `/` or `.`, make it a directory),
-    /// with --chown/--chmod, keyed by their checksum.
+    /// with --chown/--chmod, keyed by their checksum — a git checkout by its commit instead: its `.git` holds the
+    /// fetch's own files and times, and the commit says what the files are (BuildKit keys git sources so).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn copy_generated(
         &mut self,
         ins: &Instruction,
         c: &CopySpec,
         keyword: &str,
-        kind: &str,
+        kind: Generated<'_>,
         dir: &Path,
         names: &[String],
         shown_sources: &[String],
@@ -224,7 +237,11 @@ impl StageBuilder<'_> {
             None => None,
         };
         let selection = copy::select(dir, &IgnoreMatcher::default(), names)?;
-        let checksum = selection.checksum()?;
+        let (kind, checksum) = match kind {
+            Generated::Heredoc => ("heredoc", selection.checksum()?),
+            Generated::Url => ("url", selection.checksum()?),
+            Generated::Git { commit, keep_git_dir } => ("git", format!("{commit} {keep_git_dir}")),
+        };
         let created_by = format!("{keyword} {} {dest} # rbuild", shown_sources.join(" "));
         let modifiers = format!("{owner:?}{chmod:?}");
         let key = cache::generated(&self.state.cache_key, keyword, kind, &checksum, &dest_abs, &modifiers);

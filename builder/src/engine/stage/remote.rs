@@ -1,6 +1,7 @@
 //! ADD of remote sources through the worker's fetcher: http(s) URLs (downloaded every build, as BuildKit checks
 //! them; keyed by the downloaded content) and git repositories (checked out every build; keyed by the files).
 
+use super::copy::Generated;
 use super::*;
 use crate::context::copy;
 use crate::dockerfile::CopySpec;
@@ -54,7 +55,7 @@ impl StageBuilder<'_> {
             if c.unpack == Some(true) {
                 return self.add_downloaded_archives(ins, c, &dir, &names, urls, step, start);
             }
-            self.copy_generated(ins, c, "ADD", "url", &dir, &names, urls, step, start)
+            self.copy_generated(ins, c, "ADD", Generated::Url, &dir, &names, urls, step, start)
         })();
         let _ = crate::store::remove_path(&dir);
         outcome
@@ -127,9 +128,10 @@ impl StageBuilder<'_> {
                     );
                 }
             }
-            let root = checkout.root;
             let shown = [if c.keep_git_dir { format!("--keep-git-dir=true {url}") } else { url.to_string() }];
-            self.copy_generated(ins, c, "ADD", "git", &root, &[".".to_string()], &shown, step, start)
+            // The URL (with its subdirectory) and the commit say what the files are.
+            let kind = Generated::Git { commit: &format!("{url} {}", checkout.commit), keep_git_dir: c.keep_git_dir };
+            self.copy_generated(ins, c, "ADD", kind, &checkout.root, &[".".to_string()], &shown, step, start)
         })();
         let _ = crate::store::remove_path(&dir);
         outcome
