@@ -87,6 +87,16 @@ fn main() -> ExitCode {
     let store = || sc::open_store(&cli.root);
     let result = match cli.command {
         Command::Build(args) if args.check => commands::build::check(*args),
+        Command::Build(args) if args.call.is_some() => {
+            match commands::build::parse_call(args.call.as_deref().unwrap_or_default()) {
+                Ok((method, _)) if method == "check" => commands::build::check(*args),
+                Ok((method, _)) if method == "build" => {
+                    store().and_then(|s| commands::build::build(&s, *args, cli.userns.as_deref(), &cli.registry))
+                }
+                Ok((method, json)) => commands::build::call(*args, &method, json),
+                Err(e) => Err(e),
+            }
+        }
         Command::Build(args) => {
             store().and_then(|s| commands::build::build(&s, *args, cli.userns.as_deref(), &cli.registry))
         }

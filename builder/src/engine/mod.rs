@@ -17,6 +17,7 @@ pub mod sharing;
 mod solve;
 mod source_epoch;
 mod stage;
+pub mod subrequests;
 #[cfg(test)]
 mod tests;
 

@@ -26,9 +26,14 @@ pub struct BuildArgs {
     /// The stage to build (default: the last one).
     #[arg(long)]
     pub target: Option<String>,
-    /// Check the Dockerfile and build inputs without building.
+    /// Check the Dockerfile and build inputs without building (`--call check`).
     #[arg(long)]
     pub check: bool,
+    /// What to do instead of building, as docker buildx's --call: build (default), check, outline (the target's
+    /// build args, secrets and SSH agents), targets (every stage), subrequests.describe; `,format=json` prints
+    /// BuildKit's JSON.
+    #[arg(long, value_name = "METHOD[,format=json]")]
+    pub call: Option<String>,
     /// Name (and tag) the image; may be given several times.
     #[arg(short = 't', long = "tag")]
     pub tags: Vec<String>,
@@ -322,6 +327,63 @@ pub fn parse_ssh(specs: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> 
         out.insert(id, path);
     }
     Ok(out)
+}
+
+/// A `--call` value: the method and whether it prints JSON.
+pub fn parse_call(call: &str) -> anyhow::Result<(String, bool)> {
+    let mut parts = call.split(',');
+    let method = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+    let mut json = false;
+    for p in parts {
+        match p.trim() {
+            "format=json" => json = true,
+            "format=text" | "" => {}
+            other => bail!("--call {call:?}: unknown option {other:?} (format=json|text)"),
+        }
+    }
+    if !["build", "check", "outline", "targets", "subrequests.describe"].contains(&method.as_str()) {
+        bail!("--call {call:?}: unknown method {method:?} (build, check, outline, targets, subrequests.describe)");
+    }
+    Ok((method, json))
+}
+
+/// `rbuild build --call outline|targets|subrequests.describe`: answered from the Dockerfile alone.
+pub fn call(args: BuildArgs, method: &str, json: bool) -> anyhow::Result<ExitCode> {
+    use rbuild_builder::engine::subrequests;
+    let print = |v: serde_json::Value| -> anyhow::Result<()> {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        Ok(())
+    };
+    if method == "subrequests.describe" {
+        print(subrequests::describe())?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let context = PathBuf::from(&args.context);
+    let file = args.file.clone().unwrap_or_else(|| rbuild_builder::context::default_dockerfile(&context));
+    let input = dockerfile_input::read(&file)?;
+    let parsed = dockerfile::load(&input.name, &input.text)?;
+    if method == "targets" {
+        let targets = subrequests::targets(&parsed, &input.text);
+        if json {
+            print(subrequests::targets_json(&targets, &input.text))?;
+        } else {
+            print!("{}", subrequests::targets_text(&targets));
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let mut req = rbuild_builder::engine::BuildRequest::new(context, input.name, input.text);
+    req.build_args = parse_build_args(&args.build_args);
+    req.target = args.target.clone();
+    for (name, value) in key_values(&args.build_contexts, "--build-context")? {
+        req.named_contexts.insert(name, rbuild_builder::engine::NamedContext::parse(&value));
+    }
+    let outline = subrequests::outline(&req)?;
+    if json {
+        print(outline.to_json())?;
+    } else {
+        print!("{}", outline.to_text());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `rbuild build --check`: parse and lint the Dockerfile and check the ignore file, without building.
