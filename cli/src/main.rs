@@ -17,6 +17,10 @@ struct Cli {
     /// subuid, off (root only).
     #[arg(long, global = true, env = "RBUILD_USERNS", value_parser = ["auto", "single", "subuid", "off"])]
     userns: Option<String>,
+    /// How much of the sandbox RUN steps may give up where the host refuses part of it (a CI container): auto
+    /// (the best this host allows, each thing given up said once) or sandbox (the full sandbox or fail).
+    #[arg(long, global = true, env = "RBUILD_ISOLATION", value_parser = ["auto", "sandbox"])]
+    isolation: Option<String>,
     #[command(flatten)]
     registry: commands::registry_cmds::RegistryFlags,
     #[command(subcommand)]
@@ -61,6 +65,8 @@ enum Command {
     Save(commands::store_cmds::SaveArgs),
     /// Load images from an OCI or Docker archive, or an OCI layout directory.
     Load(commands::store_cmds::LoadArgs),
+    /// What this host allows a sandbox, and the isolation RUN steps will get (exit 1 when they cannot run).
+    Info,
     /// Inspect rbuild's internals.
     #[command(subcommand)]
     Debug(commands::debug::DebugCommand),
@@ -83,6 +89,10 @@ fn main() -> ExitCode {
         return ExitCode::from(rbuild_builder::sandbox::tree_ops::tree_op_main(&args[2..]) as u8);
     }
     let cli = Cli::parse();
+    commands::set_isolation(
+        rbuild_builder::sandbox::isolation::IsolationChoice::parse(cli.isolation.as_deref().unwrap_or("auto"))
+            .unwrap_or_default(),
+    );
     use commands::store_cmds as sc;
     let store = || sc::open_store(&cli.root);
     let result = match cli.command {
@@ -109,6 +119,7 @@ fn main() -> ExitCode {
         Command::Completion { shell } => commands::shell_docs::completion(Cli::command(), shell),
         Command::Man { dir } => commands::shell_docs::man_pages(Cli::command(), &dir),
         Command::Run(args) => store().and_then(|s| commands::run::run(&s, args, cli.userns.as_deref())),
+        Command::Info => store().and_then(|s| commands::info::info(&s, cli.userns.as_deref())),
         Command::Images => store().and_then(|s| sc::images(&s)),
         Command::Inspect(args) => store().and_then(|s| sc::inspect(&s, args)),
         Command::Tag { source, target } => store().and_then(|s| sc::tag(&s, &source, &target)),

@@ -84,12 +84,27 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
             }
             return exec_helper(&argv);
         }
+        InitRequest::Probe { dir, userns } => {
+            if userns != UsernsMode::Off
+                && let Err(f) = enter_user_namespace(userns, &mut spec_in, status)
+            {
+                let namespaces = Some(format!("{}: {}", f.stage, f.message));
+                send(status, &InitMessage::Probed(crate::probe::ProbeReport { namespaces, ..Default::default() }));
+                return Ok(ExitStatus::Exited(0));
+            }
+            let mut out = status.try_clone().map_err(|e| Failure::new("probe", e))?;
+            let code = crate::probe::probe_namespaces(&dir, &mut |r| send(&mut out, &InitMessage::Probed(r)));
+            return Ok(ExitStatus::Exited(code));
+        }
     };
     if spec.userns != UsernsMode::Off {
         enter_user_namespace(spec.userns, &mut spec_in, status)?;
     }
-    let mut flags =
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    // With the caller's /proc shared, so is its pid namespace (a /proc of another one would show wrong pids).
+    let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
+    if !spec.isolation.shared_proc {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
     if spec.network == NetworkMode::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
@@ -136,7 +151,7 @@ fn enter_user_namespace(mode: UsernsMode, spec_in: &mut BufReader<File>, status:
             write("uid_map", &format!("0 {uid} 1\n"))?;
             write("gid_map", &format!("0 {gid} 1\n"))?;
         }
-        UsernsMode::Subuid { .. } => {
+        UsernsMode::Subuid { .. } | UsernsMode::Full => {
             send(status, &InitMessage::NeedsMapping { pid: std::process::id() as i32 });
             let mut ack = String::new();
             spec_in.read_line(&mut ack).map_err(|e| Failure::new("wait for id mapping", e))?;
@@ -198,7 +213,7 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     }
     // While still root of the namespace (dropping needs CAP_SETPCAP); setuid/setgid stay in the kept set.
     if !spec.all_capabilities
-        && let Err(f) = drop_capabilities()
+        && let Err(f) = drop_capabilities(spec.isolation.chroot)
     {
         return f;
     }
@@ -285,14 +300,18 @@ const DEFAULT_CAPABILITIES: [u32; 14] = [
     31, // SETFCAP
 ];
 
+const SYS_CHROOT: u32 = 18;
+
 /// Drop every capability outside [`DEFAULT_CAPABILITIES`] from the bounding, inheritable, permitted and effective
 /// sets (and clear the ambient set), so neither this process nor what it executes has them.
-fn drop_capabilities() -> Result<(), Failure> {
+/// In the chroot tier CAP_SYS_CHROOT goes too: with it, a step could leave a chroot (the old root stays below).
+fn drop_capabilities(chroot: bool) -> Result<(), Failure> {
     let last = std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
         .unwrap_or(40);
-    for cap in (0..=last).filter(|c| !DEFAULT_CAPABILITIES.contains(c)) {
+    let kept: Vec<u32> = DEFAULT_CAPABILITIES.iter().copied().filter(|&c| !(chroot && c == SYS_CHROOT)).collect();
+    for cap in (0..=last).filter(|c| !kept.contains(c)) {
         // SAFETY: PR_CAPBSET_DROP takes an integer and touches no memory.
         let r = unsafe { nix::libc::prctl(nix::libc::PR_CAPBSET_DROP, cap as nix::libc::c_ulong, 0, 0, 0) };
         if r != 0 {
@@ -303,7 +322,7 @@ fn drop_capabilities() -> Result<(), Failure> {
     unsafe {
         nix::libc::prctl(nix::libc::PR_CAP_AMBIENT, nix::libc::PR_CAP_AMBIENT_CLEAR_ALL as nix::libc::c_ulong, 0, 0, 0)
     };
-    let keep: u64 = DEFAULT_CAPABILITIES.iter().fold(0, |m, c| m | (1u64 << c));
+    let keep: u64 = kept.iter().fold(0, |m, c| m | (1u64 << c));
     #[repr(C)]
     struct Header {
         version: u32,

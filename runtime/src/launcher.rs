@@ -130,12 +130,35 @@ impl Runtime {
         Ok(self.start(&req, userns, OutputMode::Inherit)?.0.status)
     }
 
+    /// Try what a run with `userns` needs, in the empty scratch directory `dir` (the caller removes it).
+    pub fn probe(&self, dir: &std::path::Path, userns: UsernsMode) -> Result<crate::probe::ProbeReport, Error> {
+        let req = InitRequest::Probe { dir: dir.to_path_buf(), userns };
+        let (outcome, _, probed) = self.start_with(&req, userns, OutputMode::Capture)?;
+        probed.ok_or_else(|| {
+            Error::Channel(format!(
+                "the probe reported nothing ({:?}): {}",
+                outcome.status,
+                String::from_utf8_lossy(&outcome.stderr).trim()
+            ))
+        })
+    }
+
     fn start(
         &self,
         req: &InitRequest,
         userns: UsernsMode,
         output: OutputMode,
     ) -> Result<(RunOutcome, Vec<String>), Error> {
+        let (outcome, mountpoints, _) = self.start_with(req, userns, output)?;
+        Ok((outcome, mountpoints))
+    }
+
+    fn start_with(
+        &self,
+        req: &InitRequest,
+        userns: UsernsMode,
+        output: OutputMode,
+    ) -> Result<(RunOutcome, Vec<String>, Option<crate::probe::ProbeReport>), Error> {
         let (spec_r, spec_w) = pipe()?;
         let (status_r, status_w) = pipe()?;
         let mut cmd = Command::new(&self.init_binary);
@@ -166,7 +189,8 @@ impl Runtime {
         };
         let readers = capture_threads(&mut child, sink);
         let mut spec_w = File::from(spec_w);
-        let result = converse(req, userns, &mut spec_w, File::from(status_r));
+        let mut probed = None;
+        let result = converse(req, userns, &mut spec_w, File::from(status_r), &mut probed);
         drop(spec_w);
         let waited = child.wait();
         if let Some(i) = slot {
@@ -180,7 +204,7 @@ impl Runtime {
             (Err(Error::Channel(_)), Some(sig)) => (ExitStatus::Signaled(sig), Vec::new()),
             (r, _) => r?,
         };
-        Ok((RunOutcome { status, stdout, stderr }, mountpoints))
+        Ok((RunOutcome { status, stdout, stderr }, mountpoints, probed))
     }
 }
 
@@ -189,6 +213,7 @@ fn converse(
     userns: UsernsMode,
     spec_w: &mut File,
     status_r: File,
+    probed: &mut Option<crate::probe::ProbeReport>,
 ) -> Result<(ExitStatus, Vec<String>), Error> {
     {
         let mut line = serde_json::to_vec(req).map_err(|e| Error::Channel(e.to_string()))?;
@@ -201,13 +226,14 @@ fn converse(
                 serde_json::from_str(&msg).map_err(|e| Error::Channel(format!("bad message from sandbox: {e}")))?;
             match msg {
                 InitMessage::NeedsMapping { pid } => {
-                    let reply = match crate::userns::write_subuid_mapping(Pid::from_raw(pid), userns) {
+                    let reply = match crate::userns::write_mapping(Pid::from_raw(pid), userns) {
                         Ok(()) => "mapped\n".to_string(),
                         Err(e) => format!("failed: {e}\n").replace('\n', " ") + "\n",
                     };
                     spec_w.write_all(reply.as_bytes()).map_err(|e| Error::Channel(format!("send mapping: {e}")))?;
                 }
                 InitMessage::Mountpoints(m) => mountpoints = m,
+                InitMessage::Probed(r) => *probed = Some(r),
                 InitMessage::Failed { stage, message, hint } => return Err(Error::Setup { stage, message, hint }),
                 InitMessage::Exited(status) => return Ok((status, mountpoints)),
             }

@@ -12,6 +12,7 @@
 mod init;
 mod launcher;
 mod mounts;
+pub mod probe;
 mod spec;
 pub mod user;
 pub mod userns;
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 
 pub use init::init_main;
 pub use launcher::{LineSink, OutputMode, OutputStream, RunOutcome, Runtime, kill_running_sandboxes};
-pub use spec::{ExitStatus, Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
+pub use spec::{ExitStatus, Isolation, Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
 
 /// The argument that makes the rbuild binary act as the sandbox init.
 pub const INIT_ARG: &str = "__sandbox-init";

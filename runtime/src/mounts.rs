@@ -128,9 +128,15 @@ pub(crate) fn setup_root(spec: &RunSpec) -> Result<Vec<String>, Failure> {
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
 
     ensure(&root, "proc", true, &mut created)?;
-    mount(Some("proc"), &root.join("proc"), Some("proc"), nosuid | MsFlags::MS_NOEXEC, None::<&str>)
-        .map_err(fail("mount /proc"))?;
-    protect_proc(&root.join("proc"))?;
+    if spec.isolation.shared_proc {
+        // The caller's /proc as it is, with what its container runtime masked and made read-only.
+        mount(Some("/proc"), &root.join("proc"), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(fail("bind /proc"))?;
+    } else {
+        mount(Some("proc"), &root.join("proc"), Some("proc"), nosuid | MsFlags::MS_NOEXEC, None::<&str>)
+            .map_err(fail("mount /proc"))?;
+        protect_proc(&root.join("proc"))?;
+    }
 
     ensure(&root, "dev", true, &mut created)?;
     let dev = root.join("dev");
@@ -185,8 +191,15 @@ pub(crate) fn setup_root(spec: &RunSpec) -> Result<Vec<String>, Failure> {
     }
 
     std::env::set_current_dir(&root).map_err(io_fail("enter new root"))?;
-    nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root"))?;
-    umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root"))?;
+    if spec.isolation.chroot {
+        // runc's no-pivot: the new root moved over /, then entered with chroot (the old root stays below it,
+        // out of reach of a step without CAP_SYS_CHROOT... which it keeps: this is the weaker tier).
+        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(fail("move the root onto /"))?;
+        nix::unistd::chroot(".").map_err(fail("chroot"))?;
+    } else {
+        nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root"))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root"))?;
+    }
     std::env::set_current_dir("/").map_err(io_fail("enter new root"))?;
     Ok(created)
 }

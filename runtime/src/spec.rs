@@ -57,6 +57,20 @@ pub enum UsernsMode {
     Single,
     /// Map root to the caller and 1..=N to its subordinate range (`newuidmap`/`newgidmap`, /etc/subuid).
     Subuid { uid_start: u32, gid_start: u32, count: u32 },
+    /// Real root without CAP_SYS_ADMIN (a container's root): a user namespace mapping every id to itself, written
+    /// by rbuild (root holds CAP_SETUID), so `chown` and `USER` work as with no user namespace at all.
+    Full,
+}
+
+/// What a run gives up where the host refuses part of the sandbox (a CI container): each is BuildKit's or runc's
+/// answer to the same refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Isolation {
+    /// The caller's /proc bound in (recursively) and its pid namespace shared, where a fresh /proc is refused
+    /// (Docker and Kubernetes mask /proc paths): BuildKit's `--oci-worker-no-process-sandbox`.
+    pub shared_proc: bool,
+    /// Enter the root with a move-mount and `chroot`, where `pivot_root` is refused (runc's no-pivot).
+    pub chroot: bool,
 }
 
 /// One run.
@@ -85,6 +99,9 @@ pub struct RunSpec {
     pub state_dir: PathBuf,
     /// Keep every capability of the user namespace (`RUN --security=insecure`); else Docker's default set.
     pub all_capabilities: bool,
+    /// What this run gives up of the sandbox (nothing, normally).
+    #[serde(default)]
+    pub isolation: Isolation,
 }
 
 /// How a run ended.
@@ -124,6 +141,8 @@ pub(crate) enum InitMessage {
         hint: Option<String>,
     },
     Exited(ExitStatus),
+    /// What a probe found (sent by the probe's pid 1).
+    Probed(crate::probe::ProbeReport),
 }
 
 /// What rbuild asks the sandbox init to do.
@@ -139,6 +158,11 @@ pub(crate) enum InitRequest {
     /// subordinate ids.
     Exec {
         argv: Vec<String>,
+        userns: UsernsMode,
+    },
+    /// Try what a run needs (namespaces, a fresh /proc, pivot_root) in the scratch directory `dir`, and report.
+    Probe {
+        dir: std::path::PathBuf,
         userns: UsernsMode,
     },
 }

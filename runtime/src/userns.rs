@@ -103,8 +103,19 @@ fn free_subordinate_range(files: &[String]) -> (u64, u64) {
     (start, start + 65_535)
 }
 
-/// Write a subordinate-id mapping for the process `pid` (run by rbuild, outside the namespace).
-pub(crate) fn write_subuid_mapping(pid: Pid, mode: UsernsMode) -> Result<(), Error> {
+/// Write the id mapping of the process `pid` (run by rbuild, outside the namespace): the full range to itself
+/// (real root), or the caller and its subordinate range (with newuidmap/newgidmap).
+pub(crate) fn write_mapping(pid: Pid, mode: UsernsMode) -> Result<(), Error> {
+    if mode == UsernsMode::Full {
+        for file in ["uid_map", "gid_map"] {
+            std::fs::write(format!("/proc/{pid}/{file}"), "0 0 4294967295\n").map_err(|e| Error::Setup {
+                stage: format!("write {file}"),
+                message: e.to_string(),
+                hint: Some("mapping every id needs CAP_SETUID and CAP_SETGID".into()),
+            })?;
+        }
+        return Ok(());
+    }
     let UsernsMode::Subuid { uid_start, gid_start, count } = mode else { return Ok(()) };
     let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
     for (tool_name, own, start) in [("newuidmap", uid, uid_start), ("newgidmap", gid, gid_start)] {

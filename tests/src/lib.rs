@@ -44,6 +44,37 @@ pub fn rbuild_bin() -> PathBuf {
     bin
 }
 
+/// Whether the ELF file at `path` is statically linked (no program interpreter: static or static-pie).
+pub fn is_static_elf(path: &Path) -> bool {
+    let Ok(bytes) = std::fs::read(path) else { return false };
+    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" || bytes[4] != 2 {
+        return false;
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([bytes[o], bytes[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(bytes[0x20..0x28].try_into().unwrap_or_default()) as usize;
+    let (phentsize, phnum) = (u16_at(0x36), u16_at(0x38));
+    (0..phnum).all(|i| {
+        let o = phoff + i * phentsize;
+        // PT_INTERP (3) names the dynamic loader.
+        bytes.get(o..o + 4).is_some_and(|t| u32::from_le_bytes(t.try_into().unwrap_or_default()) != 3)
+    })
+}
+
+/// A statically linked rbuild to run where no libraries are (an empty root, a busybox container): `$RBUILD_STATIC_BIN`,
+/// else the binary under test when it is static (scripts/test builds it so), else `dist/rbuild` (scripts/dist).
+pub fn static_rbuild_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("RBUILD_STATIC_BIN") {
+        return Some(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().ok()?;
+    let built = exe.parent()?.parent()?.join("rbuild");
+    if is_static_elf(&built) {
+        return Some(built);
+    }
+    let dist = workspace_root().join("dist/rbuild");
+    is_static_elf(&dist).then_some(dist)
+}
+
 /// A `Command` for the rbuild binary.
 pub fn rbuild() -> Command {
     let mut c = Command::new(rbuild_bin());

@@ -459,9 +459,21 @@ fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> io::Result<Vec<(String,
     Ok(out)
 }
 
-/// The xattr namespace overlay markers are written in: `trusted` for real root (outside any user namespace),
-/// `user` for everyone else.
-fn overlay_xattr_namespace() -> &'static str {
+/// Set when this process's sandboxes mount overlays in a user namespace although it is real root (a container's
+/// root without CAP_SYS_ADMIN): its snapshots then need `user.*` markers too.
+static USER_OVERLAY_XATTRS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Write overlay markers in the `user` namespace from now on (see [`overlay_xattr_namespace`]).
+pub fn use_user_overlay_xattrs() {
+    USER_OVERLAY_XATTRS.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The xattr namespace overlay markers are written in: `trusted` for real root (outside any user namespace)
+/// whose overlays are mounted outside one too, `user` for everyone else.
+pub fn overlay_xattr_namespace() -> &'static str {
+    if USER_OVERLAY_XATTRS.load(std::sync::atomic::Ordering::SeqCst) {
+        return "user";
+    }
     let real_root = rustix::process::geteuid().is_root()
         && std::fs::read_to_string("/proc/self/uid_map")
             .map(|m| m.split_whitespace().collect::<Vec<_>>() == ["0", "0", "4294967295"])

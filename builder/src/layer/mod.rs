@@ -11,7 +11,9 @@ pub mod tree;
 
 use std::io::Write;
 
-pub use apply::{ApplyMode, ApplyOptions, ApplyReport, apply_tar, decompressed};
+pub use apply::{
+    ApplyMode, ApplyOptions, ApplyReport, apply_tar, decompressed, overlay_xattr_namespace, use_user_overlay_xattrs,
+};
 pub use compress::{Compression, Compressor};
 pub use tree::{
     EntryKind, IdMap, TreeEntry, collect_tree, collect_tree_mapped, diff_overlay_upper, diff_overlay_upper_mapped,

@@ -8,9 +8,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rbuild_runtime::{Mount, NetworkMode, OutputMode, OutputStream, Rootfs, RunOutcome, RunSpec, Runtime, UsernsMode};
+use rbuild_runtime::{
+    Isolation, Mount, NetworkMode, OutputMode, OutputStream, Rootfs, RunOutcome, RunSpec, Runtime, UsernsMode,
+};
 
 use super::idmap::id_map_for;
+use super::isolation::{IsolationChoice, Refusal};
 use super::snapshotter::{Snapshotter, choose, remember, scratch_dir};
 use super::tree_ops::{export_diff_as_sandbox, merge_snapshots_as_sandbox, tree_ops_for};
 use crate::dockerfile::RunMount;
@@ -33,6 +36,9 @@ pub struct SandboxExecutor<'a> {
     forced: bool,
     /// What to tell the build's progress (a fallback), taken by [`Executor::take_notes`].
     notes: Mutex<Vec<String>>,
+    /// What this host gives up of the sandbox, or why no step can run here (the first RUN's error).
+    tier: std::result::Result<Isolation, Refusal>,
+    gave_up: Vec<String>,
 }
 
 /// One sandboxed run as `rbuild run` and RUN steps share it: the process and its settings, without the root
@@ -63,7 +69,8 @@ pub struct Finished<'f> {
 }
 
 impl<'a> SandboxExecutor<'a> {
-    /// An executor for `store`, with the snapshotter `RBUILD_SNAPSHOTTER` forces or the store remembers.
+    /// An executor for `store`, with the snapshotter `RBUILD_SNAPSHOTTER` forces or the store remembers, assuming
+    /// the full sandbox (see [`SandboxExecutor::detecting`]).
     pub fn new(store: &'a Store, runtime: Runtime, userns: UsernsMode) -> Result<Self> {
         let (snapshotter, forced) = choose(store)?;
         Ok(SandboxExecutor {
@@ -73,7 +80,29 @@ impl<'a> SandboxExecutor<'a> {
             snapshotter: Mutex::new(snapshotter),
             forced,
             notes: Mutex::new(Vec::new()),
+            tier: Ok(Isolation::default()),
+            gave_up: Vec::new(),
         })
+    }
+
+    /// An executor with the sandbox this host allows (probed once here): its user-namespace mode may become
+    /// [`UsernsMode::Full`], and what it gives up is said once in the progress.
+    pub fn detecting(store: &'a Store, runtime: Runtime, userns: UsernsMode, choice: IsolationChoice) -> Result<Self> {
+        let detection = super::isolation::detect(store, &runtime, userns, choice);
+        let mut executor = SandboxExecutor::new(store, runtime, userns)?;
+        match detection.tier {
+            Ok(tier) => {
+                executor.userns = tier.userns;
+                executor.tier = Ok(tier.isolation);
+                executor.gave_up = tier.gave_up;
+            }
+            Err(refusal) => executor.tier = Err(refusal),
+        }
+        if executor.userns == UsernsMode::Full {
+            crate::layer::use_user_overlay_xattrs();
+        }
+        store.reconcile_overlay_xattrs(crate::layer::overlay_xattr_namespace())?;
+        Ok(executor)
     }
 
     pub fn userns(&self) -> UsernsMode {
@@ -224,6 +253,7 @@ impl<'a> SandboxExecutor<'a> {
         spec.mounts = mounts;
         spec.state_dir = state;
         spec.userns = self.userns;
+        spec.isolation = *self.tier.as_ref().map_err(|r| Error::Sandbox(Box::new(r.to_runtime_error())))?;
         let outcome = self.runtime.run(&spec, run.output.clone());
         prepared.release();
         let outcome = outcome.map_err(|e| Error::Sandbox(Box::new(e)))?;
@@ -311,6 +341,7 @@ impl Executor for SandboxExecutor<'_> {
             shm_size: req.shm_size,
             state_dir: PathBuf::new(),
             all_capabilities: req.insecure,
+            isolation: Isolation::default(),
         };
         // Output lines go through a channel (the runtime's sink must be 'static) to the caller's sink.
         let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
@@ -358,14 +389,15 @@ impl Executor for SandboxExecutor<'_> {
     }
 
     fn describe(&self) -> Option<String> {
-        match self.current() {
-            Snapshotter::Overlay => None,
-            other => Some(format!(
+        let mut lines: Vec<String> = self.gave_up.iter().map(|g| format!("note: {g}")).collect();
+        if self.current() != Snapshotter::Overlay {
+            lines.push(format!(
                 "note: steps run over the {} snapshotter ({})",
-                other.name(),
+                self.current().name(),
                 if self.forced { "RBUILD_SNAPSHOTTER" } else { "overlayfs was refused on this store earlier" }
-            )),
+            ));
         }
+        (!lines.is_empty()).then(|| lines.join("\n"))
     }
 
     fn take_notes(&self) -> Vec<String> {

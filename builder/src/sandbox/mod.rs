@@ -6,6 +6,7 @@
 
 pub mod executor;
 pub mod idmap;
+pub mod isolation;
 pub mod mounts;
 pub mod run_image;
 pub mod snapshotter;
@@ -31,10 +32,12 @@ pub fn sandboxed_worker<'a>(
     store: &'a Store,
     runtime: Runtime,
     userns: UsernsMode,
+    isolation: isolation::IsolationChoice,
     registry: Option<Arc<rbuild_registry::Client>>,
     jobs: usize,
 ) -> Result<Worker<'a>> {
-    let executor = SandboxExecutor::new(store, runtime.clone(), userns)?;
+    let executor = SandboxExecutor::detecting(store, runtime.clone(), userns, isolation)?;
+    let userns = executor.userns();
     let images = StoreImageSource::new(store, registry.clone());
     let fetcher = NetworkFetcher::new(registry.clone()).remembering_downloads(store.root().join("downloads"));
     let mut worker = Worker::new(store, Box::new(executor), Box::new(images), Box::new(fetcher), jobs);

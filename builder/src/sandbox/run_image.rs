@@ -33,6 +33,8 @@ pub struct RunImageOptions {
     pub mounts: Vec<crate::dockerfile::RunMount>,
     /// `--ulimit` values: (name, soft, hard).
     pub rlimits: Vec<(String, u64, u64)>,
+    /// How much of the sandbox the run may give up (`--isolation`).
+    pub isolation: super::isolation::IsolationChoice,
 }
 
 /// One change a run made to the image's filesystem.
@@ -132,8 +134,9 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
         shm_size: 0,
         state_dir: PathBuf::new(),
         all_capabilities: false,
+        isolation: rbuild_runtime::Isolation::default(),
     };
-    let executor = SandboxExecutor::new(store, runtime.clone(), opts.userns)?;
+    let executor = SandboxExecutor::detecting(store, runtime.clone(), opts.userns, opts.isolation)?;
     let run = SandboxRun {
         lowers: &lowers,
         mounts: &opts.mounts,

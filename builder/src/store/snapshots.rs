@@ -44,6 +44,34 @@ impl TreeOps for InProcess {
 }
 
 impl Store {
+    /// Make the snapshots' overlay markers (opaque directories, xattr whiteouts) those of `namespace` (`trusted`
+    /// or `user`), the one this process's overlay mounts read: the store records the namespace its snapshots were
+    /// written with (`overlay-xattrs`), and when it differs the snapshots are dropped, to be unpacked again from
+    /// their layers — a marker the mount does not read would let hidden files show through.
+    pub fn reconcile_overlay_xattrs(&self, namespace: &str) -> Result<()> {
+        let marker = self.root.join("overlay-xattrs");
+        let recorded = match fs::read_to_string(&marker) {
+            Ok(v) => v.trim().to_string(),
+            // Stores older than the marker: real root wrote `trusted` markers, everyone else `user` ones.
+            Err(_) => if rustix::process::geteuid().is_root() { "trusted" } else { "user" }.to_string(),
+        };
+        if recorded != namespace {
+            let _exclusive = self.exclusive()?;
+            let dir = self.root.join("snapshots");
+            if let Ok(entries) = fs::read_dir(&dir) {
+                for e in entries.flatten() {
+                    super::remove_path(&e.path()).map_err(Error::io("remove", e.path()))?;
+                }
+            }
+        }
+        if recorded != namespace || !marker.exists() {
+            let tmp = self.tmp.path("overlay-xattrs");
+            fs::write(&tmp, namespace).map_err(Error::io("write", &tmp))?;
+            fs::rename(&tmp, &marker).map_err(Error::io("rename", &marker))?;
+        }
+        Ok(())
+    }
+
     pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
         self.root.join("snapshots").join(diff_id.hex())
     }

@@ -217,6 +217,7 @@ pub fn build(
         store,
         rbuild_runtime::Runtime::current()?,
         userns,
+        super::isolation(),
         Some(client.clone()),
         args.jobs.unwrap_or(0),
     )?;

@@ -304,6 +304,7 @@ pub fn build(
         store,
         rbuild_runtime::Runtime::current()?,
         userns_mode,
+        super::isolation(),
         Some(client.clone()),
         args.jobs.unwrap_or(0),
     )?;

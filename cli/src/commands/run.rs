@@ -80,6 +80,7 @@ pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow:
         userns: mode,
         extra_hosts,
         changes: args.changes,
+        isolation: super::isolation(),
         rlimits: args.ulimits.iter().map(|u| parse_ulimit(u)).collect::<anyhow::Result<Vec<_>>>()?,
         mounts: args
             .mounts

@@ -1,0 +1,324 @@
+//! rbuild inside CI containers (issue 22): a private Docker engine (Debian's docker.io, its own data root, no
+//! bridge) runs the static rbuild in a busybox container, with the store on the container's own filesystem,
+//! under the settings CI jobs get — Docker's defaults, seccomp unconfined, /proc unmasked, CAP_SYS_ADMIN — as
+//! root and as uid 1000. Each row builds a Dockerfile with RUN, COPY, a cache mount, a secret, an opaque directory
+//! and a whiteout (and, where the tier keeps ids, `chown 1000:1000`, `COPY --chown` and `USER`), then the test
+//! reads the image it wrote with its own reader: contents, owners, what the whiteouts hid, no secret in any
+//! layer; and the progress says what the tier gave up. Where the host allows no namespace, the refusal names
+//! the cause and the settings that lift it. Needs root (dockerd); skipped where the engine cannot start.
+
+use std::path::Path;
+use std::process::Output;
+
+use rbuild_tests::image_files::ImageFiles;
+use rbuild_tests::{PrivateDockerd, TempDir, running_as_root, static_rbuild_bin, test_image};
+
+const BASE: &str = "FROM busybox
+RUN mkdir -p /d/sub && echo a > /d/a && echo b > /d/sub/b && echo gone > /gone
+RUN rm -rf /d && mkdir /d && echo n > /d/n && rm /gone
+RUN test ! -e /d/a && test ! -e /d/sub && test ! -e /gone && echo hidden > /hidden-in-build
+RUN --mount=type=cache,target=/cache echo filled > /cache/c && cp /cache/c /from-cache
+RUN --mount=type=secret,id=token grep -q cret-val /run/secrets/token && echo used > /secret-used
+COPY f /f
+";
+
+const IDS: &str = "RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd && echo 'app:x:1000:' >> /etc/group \
+&& mkdir -p /owned /home/app && chown 1000:1000 /owned /home/app
+COPY --chown=1000:1000 f /owned/f
+USER app
+RUN id -u > /home/app/uid && touch /owned/by-app
+";
+
+/// What the progress says when a tier gives something up.
+const TIER_NOTES: [&str; 3] =
+    ["user namespace mapping every id", "share this container's /proc", "pivot_root was refused"];
+
+/// One row of the matrix: the `docker run` settings, the job's user, and whether ownership changes are built.
+struct Row {
+    name: &'static str,
+    docker: &'static [&'static str],
+    user: Option<&'static str>,
+    ids: bool,
+    /// A line the progress must show (the tier's note), or None: nothing given up.
+    note: Option<&'static str>,
+    /// The store on a volume (a host directory) instead of the container's overlayfs: overlay snapshots work.
+    store_volume: bool,
+}
+
+fn sh(engine: &PrivateDockerd, args: &[&str]) -> Output {
+    engine.docker(args)
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// One `rbuild build` in a container: its context, the host directory for its output (and volume stores), the
+/// store's name, extra build flags, and where in `out` the image goes.
+struct Job<'a> {
+    ctx: &'a Path,
+    out: &'a Path,
+    store_name: &'a str,
+    extra: &'a [&'a str],
+    dest: &'a str,
+}
+
+/// Run rbuild in a busybox container of `engine` with `row`'s settings.
+fn build_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row, job: &Job<'_>) -> Output {
+    let (ctx, out, store_name, extra, dest) = (job.ctx, job.out, job.store_name, job.extra, job.dest);
+    let mut mounts = vec![
+        format!("{}:/rbuild:ro", bin.display()),
+        format!("{}:/ctx:ro", ctx.display()),
+        format!("{}:/bb:ro", test_image("busybox").display()),
+        format!("{}:/out", out.display()),
+    ];
+    let store = if row.store_volume {
+        let volume = out.join(store_name);
+        std::fs::create_dir_all(&volume).unwrap();
+        mounts.push(format!("{}:/store", volume.display()));
+        "/store".to_string()
+    } else {
+        format!("/tmp/{store_name}")
+    };
+    let mut args: Vec<String> = vec!["run".into(), "--rm".into(), "--network".into(), "none".into()];
+    for m in &mounts {
+        args.extend(["-v".into(), m.clone()]);
+    }
+    args.extend(row.docker.iter().map(|s| s.to_string()));
+    if let Some(u) = row.user {
+        args.extend(["--user".into(), u.into(), "-e".into(), "HOME=/tmp".into()]);
+    }
+    args.extend(["-e".into(), "RBUILD_OFFLINE=1".into(), "-e".into(), "TOKEN=s3cret-value".into()]);
+    args.extend(["busybox".into(), "/rbuild".into(), "--root".into(), store, "build".into()]);
+    args.extend(["--progress", "plain", "--secret", "id=token,env=TOKEN"].iter().map(|s| s.to_string()));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.extend(["-o".into(), format!("type=oci,tar=false,dest=/out/{dest}"), "/ctx".into()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    sh(engine, &args)
+}
+
+/// `rbuild info` in a container with `row`'s settings.
+fn info_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row) -> Output {
+    let mount = format!("{}:/rbuild:ro", bin.display());
+    let mut args: Vec<&str> = vec!["run", "--rm", "--network", "none", "-v", &mount];
+    args.extend(row.docker);
+    if let Some(u) = row.user {
+        args.extend(["--user", u, "-e", "HOME=/tmp"]);
+    }
+    args.extend(["busybox", "/rbuild", "--root", "/tmp/info-store", "info"]);
+    sh(engine, &args)
+}
+
+/// Every blob of the layout, decompressed where it is gzip, holds no `needle`.
+fn no_blob_holds(layout: &Path, needle: &[u8]) -> bool {
+    use std::io::Read;
+    std::fs::read_dir(layout.join("blobs/sha256")).unwrap().flatten().all(|e| {
+        let raw = std::fs::read(e.path()).unwrap();
+        let mut data = Vec::new();
+        if flate2::read::GzDecoder::new(&raw[..]).read_to_end(&mut data).is_err() {
+            data = raw;
+        }
+        !data.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+fn check_image(layout: &Path, row: &Row) -> Result<(), String> {
+    let image = ImageFiles::from_layout(layout).map_err(|e| format!("cannot read the image: {e}"))?;
+    let content = |p: &str| image.files.get(p).map(|f| String::from_utf8_lossy(&f.content).into_owned());
+    for (path, want) in [
+        ("/d/n", "n\n"),
+        ("/from-cache", "filled\n"),
+        ("/hidden-in-build", "hidden\n"),
+        ("/secret-used", "used\n"),
+        ("/f", "context\n"),
+    ] {
+        if content(path).as_deref() != Some(want) {
+            return Err(format!("{path}: {:?}, expected {want:?}", content(path)));
+        }
+    }
+    for hidden in ["/d/a", "/d/sub", "/d/sub/b", "/gone", "/run/secrets/token"] {
+        if image.files.contains_key(hidden) {
+            return Err(format!("{hidden} shows through (opaque directory or whiteout lost)"));
+        }
+    }
+    if !no_blob_holds(layout, b"s3cret-value") {
+        return Err("the secret's value is in a blob of the image".into());
+    }
+    if row.ids {
+        let owner = |p: &str| image.files.get(p).map(|f| (f.uid, f.gid));
+        for p in ["/owned", "/owned/f", "/owned/by-app"] {
+            if owner(p) != Some((1000, 1000)) {
+                return Err(format!("{p}: owner {:?}, expected 1000:1000", owner(p)));
+            }
+        }
+        if content("/home/app/uid").as_deref() != Some("1000\n") {
+            return Err(format!("USER app ran as {:?}", content("/home/app/uid")));
+        }
+        if image.config["config"]["User"] != "app" {
+            return Err(format!("config User {}", image.config["config"]["User"]));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn rbuild_builds_inside_ci_containers_with_what_each_allows() {
+    if !running_as_root() {
+        eprintln!("skipped: starting a Docker engine needs root");
+        return;
+    }
+    let Some(bin) = static_rbuild_bin() else {
+        eprintln!("skipped: rbuild is linked dynamically here (scripts/test builds it static; or run scripts/dist)");
+        return;
+    };
+    let engine = match PrivateDockerd::try_start() {
+        Ok(e) => e,
+        Err(why) => {
+            eprintln!("skipped: the private Docker engine did not start: {why}");
+            return;
+        }
+    };
+    let work = TempDir::new("ci-containers");
+    let archive = work.path().join("busybox.tar");
+    let copied = std::process::Command::new(rbuild_tests::require_tool("skopeo"))
+        .args(["copy", "-q"])
+        .arg(format!("oci:{}", test_image("busybox").display()))
+        .arg(format!("docker-archive:{}:busybox:latest", archive.display()))
+        .output()
+        .unwrap();
+    assert!(copied.status.success(), "skopeo: {}", text(&copied));
+    let loaded = sh(&engine, &["load", "-i", archive.to_str().unwrap()]);
+    assert!(loaded.status.success(), "docker load: {}", text(&loaded));
+
+    let rows = [
+        Row {
+            name: "docker defaults, uid 1000",
+            docker: &[],
+            user: Some("1000:1000"),
+            ids: false,
+            note: None,
+            store_volume: false,
+        },
+        Row {
+            name: "seccomp=unconfined, root",
+            docker: &["--security-opt", "seccomp=unconfined"],
+            user: None,
+            ids: true,
+            note: Some("user namespace mapping every id"),
+            store_volume: false,
+        },
+        Row {
+            name: "seccomp=unconfined, root, store on a volume",
+            docker: &["--security-opt", "seccomp=unconfined"],
+            user: None,
+            ids: true,
+            note: Some("user namespace mapping every id"),
+            store_volume: true,
+        },
+        Row {
+            name: "seccomp=unconfined, uid 1000",
+            docker: &["--security-opt", "seccomp=unconfined"],
+            user: Some("1000:1000"),
+            ids: false,
+            note: Some("share this container's /proc"),
+            store_volume: false,
+        },
+        Row {
+            name: "seccomp=unconfined + systempaths=unconfined, uid 1000",
+            docker: &["--security-opt", "seccomp=unconfined", "--security-opt", "systempaths=unconfined"],
+            user: Some("1000:1000"),
+            ids: false,
+            note: None,
+            store_volume: false,
+        },
+        Row {
+            name: "--cap-add SYS_ADMIN, root",
+            docker: &["--cap-add", "SYS_ADMIN"],
+            user: None,
+            ids: true,
+            note: Some("pivot_root was refused"),
+            store_volume: false,
+        },
+    ];
+    let mut failures = Vec::new();
+    for (i, row) in rows.iter().enumerate() {
+        let ctx = work.path().join(format!("ctx-{i}"));
+        let out = work.path().join(format!("out-{i}"));
+        std::fs::create_dir_all(&ctx).unwrap();
+        std::fs::create_dir_all(&out).unwrap();
+        std::fs::set_permissions(&out, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let dockerfile = if row.ids { format!("{BASE}{IDS}") } else { BASE.to_string() };
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        std::fs::write(ctx.join("f"), "context\n").unwrap();
+        let job = Job {
+            ctx: &ctx,
+            out: &out,
+            store_name: "store",
+            extra: &["--build-context", "busybox=oci-layout:///bb"],
+            dest: "layout",
+        };
+        let info = info_in_container(&engine, &bin, row);
+        let told = text(&info);
+        let info_ok = if i == 0 {
+            info.status.code() == Some(1) && told.contains("RUN steps cannot run here") && told.contains("seccomp")
+        } else {
+            info.status.success() && told.contains("isolation") && row.note.is_none_or(|n| told.contains(n))
+        };
+        if !info_ok {
+            failures.push(format!("{}: rbuild info ({:?}):\n{told}", row.name, info.status.code()));
+        }
+        let built = build_in_container(&engine, &bin, row, &job);
+        let said = text(&built);
+        if i == 0 {
+            // Docker's defaults: its seccomp profile forbids namespaces; the refusal says so and what lifts it.
+            let wanted =
+                ["seccomp profile", "seccomp=unconfined", "seccompProfile", "procMount: Unmasked", "security_opt"];
+            if built.status.success() || wanted.iter().any(|w| !said.contains(w)) || said.contains("sysctl") {
+                failures.push(format!("{}: expected the seccomp refusal:\n{said}", row.name));
+            }
+            continue;
+        }
+        if !built.status.success() {
+            failures.push(format!("{}: the build failed:\n{said}", row.name));
+            continue;
+        }
+        match row.note {
+            Some(n) if !said.contains(n) => {
+                failures.push(format!("{}: the progress does not say {n:?}:\n{said}", row.name))
+            }
+            None if TIER_NOTES.iter().any(|n| said.contains(n)) => {
+                failures.push(format!("{}: expected the full sandbox:\n{said}", row.name))
+            }
+            _ => {}
+        }
+        if row.store_volume && said.contains("snapshotter was refused") {
+            failures.push(format!("{}: overlay snapshots were refused on a volume:\n{said}", row.name));
+        }
+        if let Err(e) = check_image(&out.join("layout"), row) {
+            failures.push(format!("{}: {e}\n{said}", row.name));
+        }
+        if row.store_volume {
+            // The image as the base of another build on a new store: its layers are unpacked into snapshots by
+            // rbuild (not written by a mount), and the opaque directory and whiteout must hold there too.
+            let ctx2 = work.path().join(format!("ctx-{i}-child"));
+            std::fs::create_dir_all(&ctx2).unwrap();
+            std::fs::write(
+                ctx2.join("Dockerfile"),
+                "FROM base\nRUN test ! -e /d/a && test ! -e /gone && echo ok > /home/app/second\n",
+            )
+            .unwrap();
+            let job = Job {
+                ctx: &ctx2,
+                out: &out,
+                store_name: "store2",
+                extra: &["--build-context", "base=oci-layout:///out/layout"],
+                dest: "child",
+            };
+            let child = build_in_container(&engine, &bin, row, &job);
+            if !child.status.success() {
+                failures.push(format!("{}: a build on the image failed:\n{}", row.name, text(&child)));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
