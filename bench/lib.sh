@@ -9,8 +9,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 scripts/install-test-deps.sh >/dev/null
-cargo build --release -q --locked -p rbuild
-rbuild=$PWD/target/release/rbuild
+# Static, as scripts/dist builds it: what users get, and what runs inside the CI-container tiers' busybox.
+host_target=$(rustc -vV | sed -n 's/^host: //p')
+RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q --locked -p rbuild --target "$host_target"
+rbuild=$PWD/target/$host_target/release/rbuild
 layout=$PWD/target/test-images/busybox
 [ -f "$layout/index.json" ] || vendor-test-images/make-busybox.sh "$layout" >/dev/null
 

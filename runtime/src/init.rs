@@ -112,6 +112,10 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
     if spec.network == NetworkMode::None {
         mounts::loopback_up().map_err(|e| Failure::new("bring up lo", e))?;
     }
+    if spec.isolation.shared_proc {
+        // No pid namespace to end with the step: what it leaves running is reparented here and killed after it.
+        prctl::set_child_subreaper(true).map_err(|e| Failure::new("become a subreaper", e))?;
+    }
     // SAFETY: this process is single-threaded (a fresh exec that started no threads), so fork is sound.
     match unsafe { fork() }.map_err(|e| Failure::new("fork", e))? {
         ForkResult::Child => {
@@ -120,15 +124,52 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
             send(status, &InitMessage::Failed { stage: err.stage, message: err.message, hint: err.hint });
             std::process::exit(127);
         }
-        ForkResult::Parent { child } => loop {
-            match waitpid(child, None) {
-                Ok(WaitStatus::Exited(_, code)) => return Ok(ExitStatus::Exited(code)),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Ok(ExitStatus::Signaled(sig as i32)),
-                Ok(_) => continue,
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(Failure::new("wait for the step", e)),
+        ForkResult::Parent { child } => {
+            let status = loop {
+                match waitpid(child, None) {
+                    Ok(WaitStatus::Exited(_, code)) => break ExitStatus::Exited(code),
+                    Ok(WaitStatus::Signaled(_, sig, _)) => break ExitStatus::Signaled(sig as i32),
+                    Ok(_) => continue,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(e) => return Err(Failure::new("wait for the step", e)),
+                }
+            };
+            if spec.isolation.shared_proc {
+                kill_leftovers();
             }
-        },
+            Ok(status)
+        }
+    }
+}
+
+/// Kill and reap every process left as this subreaper's child (what a step started in the background), until
+/// none is: they would hold the step's output open and outlive it.
+fn kill_leftovers() {
+    let me = std::process::id().to_string();
+    for _ in 0..1000 {
+        let children: Vec<i32> = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                // Fields after the command (which may hold spaces) in parentheses: state, ppid.
+                stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)) == Some(me.as_str())
+            })
+            .collect();
+        if children.is_empty() {
+            return;
+        }
+        for pid in children {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        while let Ok(st) = waitpid(None, Some(nix::sys::wait::WaitPidFlag::WNOHANG)) {
+            if st == WaitStatus::StillAlive {
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 

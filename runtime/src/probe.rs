@@ -97,6 +97,9 @@ pub struct HostFacts {
     pub container: Option<String>,
     /// Whether /proc has paths masked by a container runtime (something mounted over /proc/kcore and the like).
     pub masked_proc: bool,
+    /// The binfmt_misc handlers registered (emulators for foreign architectures), None when binfmt_misc is not
+    /// mounted here.
+    pub binfmt: Option<Vec<String>>,
 }
 
 impl HostFacts {
@@ -120,6 +123,15 @@ impl HostFacts {
                 == Some("1"),
             cgroup_version: if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() { 2 } else { 1 },
             container: container_kind(),
+            binfmt: std::fs::read_dir("/proc/sys/fs/binfmt_misc").ok().map(|entries| {
+                let mut names: Vec<String> = entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().into_string().ok())
+                    .filter(|n| n != "register" && n != "status")
+                    .collect();
+                names.sort();
+                names
+            }),
             masked_proc: mountinfo.lines().any(|l| {
                 l.split_whitespace()
                     .nth(4)

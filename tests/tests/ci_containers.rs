@@ -18,6 +18,7 @@ RUN mkdir -p /d/sub && echo a > /d/a && echo b > /d/sub/b && echo gone > /gone
 RUN rm -rf /d && mkdir /d && echo n > /d/n && rm /gone
 RUN test ! -e /d/a && test ! -e /d/sub && test ! -e /gone && echo hidden > /hidden-in-build
 RUN --mount=type=cache,target=/cache echo filled > /cache/c && cp /cache/c /from-cache
+RUN sleep 600 & echo a step that leaves a process behind ends all the same
 RUN --mount=type=secret,id=token grep -q cret-val /run/secrets/token && echo used > /secret-used
 COPY f /f
 ";

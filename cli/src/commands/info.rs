@@ -42,6 +42,14 @@ fn render(store: &Store, d: &Detection) -> String {
     line("CAP_SYS_ADMIN", yes(f.cap_sys_admin).into());
     line("cgroup", format!("v{}", f.cgroup_version));
     line("/proc masked", yes(f.masked_proc).into());
+    line(
+        "binfmt_misc",
+        match &f.binfmt {
+            None => "not mounted here".into(),
+            Some(h) if h.is_empty() => "no handler registered".into(),
+            Some(h) => h.join(", "),
+        },
+    );
     let mut knobs = Vec::new();
     if f.userns_clone_disabled {
         knobs.push("kernel.unprivileged_userns_clone=0");
