@@ -93,7 +93,9 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
                 return Ok(ExitStatus::Exited(0));
             }
             let mut out = status.try_clone().map_err(|e| Failure::new("probe", e))?;
-            let code = crate::probe::probe_namespaces(&dir, &mut |r| send(&mut out, &InitMessage::Probed(r)));
+            let userxattr = userns != UsernsMode::Off;
+            let code =
+                crate::probe::probe_namespaces(&dir, userxattr, &mut |r| send(&mut out, &InitMessage::Probed(r)));
             return Ok(ExitStatus::Exited(code));
         }
     };

@@ -20,10 +20,14 @@ pub struct ProbeReport {
     pub fresh_proc: Option<String>,
     /// `pivot_root` into a new root.
     pub pivot_root: Option<String>,
+    /// An overlayfs mount over directories of the probe's filesystem (the store's): `userxattr` in a user
+    /// namespace. Refused, steps use a scratch upper directory or copies.
+    #[serde(default)]
+    pub overlay: Option<String>,
 }
 
 /// In the probe init, after its user namespace (if any) is set up: the rest of the probe. Reports through `send`.
-pub(crate) fn probe_namespaces(dir: &Path, send: &mut dyn FnMut(ProbeReport)) -> i32 {
+pub(crate) fn probe_namespaces(dir: &Path, userxattr: bool, send: &mut dyn FnMut(ProbeReport)) -> i32 {
     let flags =
         CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
     if let Err(e) = unshare(flags) {
@@ -37,7 +41,7 @@ pub(crate) fn probe_namespaces(dir: &Path, send: &mut dyn FnMut(ProbeReport)) ->
     // SAFETY: the probe init is single-threaded, so fork is sound.
     match unsafe { fork() } {
         Ok(ForkResult::Child) => {
-            let mut report = ProbeReport::default();
+            let mut report = ProbeReport { overlay: try_overlay(dir, userxattr).err(), ..Default::default() };
             let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
             if let Err(e) = mount(Some("tmpfs"), dir, Some("tmpfs"), nosuid, Some("size=64k")) {
                 report.fresh_proc = Some(format!("mount a tmpfs: {e}"));
@@ -74,6 +78,23 @@ pub(crate) fn probe_namespaces(dir: &Path, send: &mut dyn FnMut(ProbeReport)) ->
             0
         }
     }
+}
+
+/// Mount an overlay over new directories under `dir` (on the filesystem the store is on) and unmount it.
+fn try_overlay(dir: &Path, userxattr: bool) -> Result<(), String> {
+    let base = dir.join("overlay");
+    let [lower, upper, work, merged] = ["lower", "upper", "work", "merged"].map(|d| base.join(d));
+    for d in [&lower, &upper, &work, &merged] {
+        std::fs::create_dir_all(d).map_err(|e| format!("create {}: {e}", d.display()))?;
+    }
+    let mut options = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
+    if userxattr {
+        options.push_str(",userxattr");
+    }
+    mount(Some("overlay"), &merged, Some("overlay"), MsFlags::empty(), Some(options.as_str()))
+        .map_err(|e| format!("mount overlay: {e}"))?;
+    let _ = nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH);
+    Ok(())
 }
 
 /// What the kernel says of this process and host, read without trying anything.

@@ -99,9 +99,10 @@ fn build_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row, job: &Job<
 }
 
 /// `rbuild info` in a container with `row`'s settings.
-fn info_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row) -> Output {
+fn info_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row, isolation: &str) -> Output {
     let mount = format!("{}:/rbuild:ro", bin.display());
-    let mut args: Vec<&str> = vec!["run", "--rm", "--network", "none", "-v", &mount];
+    let env = format!("RBUILD_ISOLATION={isolation}");
+    let mut args: Vec<&str> = vec!["run", "--rm", "--network", "none", "-v", &mount, "-e", &env];
     args.extend(row.docker);
     if let Some(u) = row.user {
         args.extend(["--user", u, "-e", "HOME=/tmp"]);
@@ -258,7 +259,7 @@ fn rbuild_builds_inside_ci_containers_with_what_each_allows() {
             extra: &["--build-context", "busybox=oci-layout:///bb"],
             dest: "layout",
         };
-        let info = info_in_container(&engine, &bin, row);
+        let info = info_in_container(&engine, &bin, row, "auto");
         let told = text(&info);
         let info_ok = if i == 0 {
             info.status.code() == Some(1) && told.contains("RUN steps cannot run here") && told.contains("seccomp")
@@ -267,6 +268,15 @@ fn rbuild_builds_inside_ci_containers_with_what_each_allows() {
         };
         if !info_ok {
             failures.push(format!("{}: rbuild info ({:?}):\n{told}", row.name, info.status.code()));
+        }
+        if row.note.is_some() {
+            // --isolation sandbox takes nothing less than the full sandbox.
+            let strict = info_in_container(&engine, &bin, row, "sandbox");
+            if strict.status.code() != Some(1)
+                || !text(&strict).contains("--isolation sandbox, but this host allows less")
+            {
+                failures.push(format!("{}: RBUILD_ISOLATION=sandbox was not refused:\n{}", row.name, text(&strict)));
+            }
         }
         let built = build_in_container(&engine, &bin, row, &job);
         let said = text(&built);

@@ -93,14 +93,14 @@ pub fn detect(store: &Store, runtime: &Runtime, userns: UsernsMode, choice: Isol
             .map_err(|e| e.to_string())
             .and_then(|()| runtime.probe(&dir, mode).map_err(|e| e.to_string()))
             .unwrap_or_else(|e| ProbeReport { namespaces: Some(e), ..Default::default() });
-        let _ = std::fs::remove_dir(&dir);
+        let _ = std::fs::remove_dir_all(&dir);
         probes.push((mode, report.clone()));
         report
     };
     let mut mode = userns;
     let mut report = probe(mode);
     // Root without CAP_SYS_ADMIN (a container's root): every id mapped to itself in a user namespace.
-    if report.namespaces.is_some() && mode == UsernsMode::Off && choice == IsolationChoice::Auto {
+    if report.namespaces.is_some() && mode == UsernsMode::Off {
         let full = probe(UsernsMode::Full);
         if full.namespaces.is_none() {
             mode = UsernsMode::Full;

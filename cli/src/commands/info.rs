@@ -67,6 +67,7 @@ fn render(store: &Store, d: &Detection) -> String {
         if report.namespaces.is_none() {
             line("", format!("fresh /proc {}", said(&report.fresh_proc)));
             line("", format!("pivot_root {}", said(&report.pivot_root)));
+            line("", format!("overlayfs on the store {}", said(&report.overlay)));
         }
     }
     match &d.tier {
