@@ -213,6 +213,7 @@ mod tests {
             namespaces: None,
             fresh_proc: Some("mount /proc: EPERM".into()),
             pivot_root: Some("pivot_root: EPERM".into()),
+            overlay: None,
         };
         let tier = decide(&facts, UsernsMode::Full, &report, IsolationChoice::Auto).unwrap();
         assert_eq!(tier.isolation, Isolation { shared_proc: true, chroot: true });
