@@ -70,6 +70,10 @@ pub enum Error {
     #[error(transparent)]
     Registry(Box<rbuild_registry::RegistryError>),
 
+    /// An `--output` (or `--load`, a push) that cannot be written as asked: `what` names it.
+    #[error("{what}: {reason}")]
+    BadOutput { what: String, reason: String },
+
     /// A remote source for ADD (a URL or a git repository) that could not be fetched.
     #[error("{message}")]
     Fetch { message: String },

@@ -12,8 +12,8 @@ use rbuild_builder::dockerfile;
 use rbuild_builder::store::Store;
 use rbuild_registry::Reference;
 
-use super::build_output::{self, Output};
 use super::{build_context, dockerfile_input, progress_view};
+use rbuild_builder::export::outputs::{self, Output};
 
 #[derive(Debug, Args)]
 pub struct BuildArgs {
@@ -208,7 +208,7 @@ pub fn build(
         }
         opts.named_contexts.insert(name, nc);
     }
-    let mut outputs = args.outputs.iter().map(|o| Output::parse(o)).collect::<anyhow::Result<Vec<_>>>()?;
+    let mut outputs = args.outputs.iter().map(|o| Output::parse(o)).collect::<Result<Vec<_>, _>>()?;
     if args.push {
         outputs.push(Output::Image { names: Vec::new(), push: true });
     }
@@ -239,14 +239,14 @@ fn deliver(
     tags: &[Reference],
 ) -> anyhow::Result<()> {
     for o in outputs {
-        for line in build_output::write(store, client, result, o, tags)? {
+        for line in outputs::write(store, client, result, o, tags)? {
             if !args.quiet {
                 eprintln!("{line}");
             }
         }
     }
     if args.load {
-        let said = build_output::load_into_engine(store, client, result, tags)?;
+        let said = outputs::load_into_engine(store, client, result, tags)?;
         if !args.quiet && !said.is_empty() {
             eprintln!("{said}");
         }
@@ -255,7 +255,7 @@ fn deliver(
         std::fs::write(p, result.manifest_digest.as_str()).with_context(|| format!("cannot write {}", p.display()))?;
     }
     if let Some(p) = &args.metadata_file {
-        let v = build_output::metadata(result, tags)?;
+        let v = outputs::metadata(result, tags);
         std::fs::write(p, serde_json::to_vec_pretty(&v)?).with_context(|| format!("cannot write {}", p.display()))?;
     }
     if args.quiet {

@@ -395,7 +395,7 @@ fn summarize(
             }
         }
         if args.load {
-            let said = super::build_output::load_into_engine(store, client, result, &p.opts.tags)?;
+            let said = rbuild_builder::export::outputs::load_into_engine(store, client, result, &p.opts.tags)?;
             if !said.is_empty() && !args.quiet {
                 eprintln!("{service}: {said}");
             }

@@ -1,8 +1,7 @@
-//! One module per `rbuild` subcommand, and the build command's helpers (context, outputs, progress view).
+//! One module per `rbuild` subcommand, and the build command's helpers (context, progress view).
 
 pub mod build;
 pub mod build_context;
-pub mod build_output;
 pub mod compose;
 pub mod compose_build;
 pub mod debug;

@@ -61,17 +61,7 @@ pub struct PushArgs {
 /// Push a store image to a destination; returns the report line.
 pub fn push_one(store: &Store, client: &Client, image: &str, dest: &Reference) -> anyhow::Result<String> {
     let record = store.resolve_image(image)?;
-    let started = std::time::Instant::now();
-    let r = rbuild_builder::distribution::push(store, client, &record.digest()?, dest)?;
-    Ok(format!(
-        "pushed {} ({}): {} blobs uploaded, {} mounted, {} already there, {:.1}s",
-        dest.familiar(),
-        r.manifest_digest,
-        r.uploaded,
-        r.mounted,
-        r.present,
-        started.elapsed().as_secs_f64()
-    ))
+    Ok(rbuild_builder::export::outputs::push_image(store, client, &record.digest()?, dest)?)
 }
 
 pub fn push(store: &Store, flags: &RegistryFlags, args: PushArgs) -> anyhow::Result<ExitCode> {

@@ -1,16 +1,18 @@
 //! Where a build's result goes, as `docker buildx build --output` names it: `type=image` (the store, tagged;
-//! `push=true` needs the registry client), `type=oci|docker,dest=FILE|-` (archives; `tar=false` writes an OCI
-//! layout directory), `type=tar,dest=FILE|-` and `type=local,dest=DIR` (the image's files), plus `--load`
-//! (a Docker archive handed to `docker load` or `podman load`) and `--metadata-file`.
+//! `push=true` pushes with the registry client), `type=oci|docker,dest=FILE|-` (archives; `tar=false` writes an
+//! OCI layout directory), `type=tar,dest=FILE|-` and `type=local,dest=DIR` (the image's files); `--load` (a Docker
+//! archive handed to `docker load` or `podman load`) and `--metadata-file`'s document. Every output is written
+//! here, and images are named here only.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Context, bail};
-use rbuild_builder::engine::BuildResult;
-use rbuild_builder::export::archive::ArchiveFormat;
-use rbuild_builder::store::Store;
-use rbuild_registry::Reference;
+use rbuild_registry::{Client, Reference};
+
+use super::archive::ArchiveFormat;
+use crate::engine::BuildResult;
+use crate::error::{Error, Result};
+use crate::store::Store;
 
 /// One `--output` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,9 +36,13 @@ pub enum Output {
     },
 }
 
+fn bad(spec: &str, reason: impl Into<String>) -> Error {
+    Error::BadOutput { what: format!("--output {spec:?}"), reason: reason.into() }
+}
+
 impl Output {
     /// Parse `type=...,dest=...` (or a bare path, which is `type=local,dest=PATH`; `-` is `type=tar,dest=-`).
-    pub fn parse(spec: &str) -> anyhow::Result<Output> {
+    pub fn parse(spec: &str) -> Result<Output> {
         if !spec.contains('=') {
             return Ok(if spec == "-" {
                 Output::Tar { dest: PathBuf::from("-") }
@@ -46,12 +52,11 @@ impl Output {
         }
         let mut fields = std::collections::BTreeMap::new();
         for f in csv_fields(spec) {
-            let (k, v) = f.split_once('=').with_context(|| format!("--output {spec:?}: {f:?} is not KEY=VALUE"))?;
+            let (k, v) = f.split_once('=').ok_or_else(|| bad(spec, format!("{f:?} is not KEY=VALUE")))?;
             fields.insert(k.trim().to_string(), v.trim().to_string());
         }
-        let dest = || -> anyhow::Result<PathBuf> {
-            fields.get("dest").map(PathBuf::from).with_context(|| format!("--output {spec:?}: needs dest="))
-        };
+        let dest =
+            || -> Result<PathBuf> { fields.get("dest").map(PathBuf::from).ok_or_else(|| bad(spec, "needs dest=")) };
         let flag = |k: &str| fields.get(k).is_some_and(|v| v == "true" || v == "1");
         // `name=a,b` (quoted as a CSV field: `"name=a,b"`) names several images.
         let names = || -> Vec<String> {
@@ -71,7 +76,9 @@ impl Output {
             "docker" => Output::Archive { format: ArchiveFormat::Docker, dest: dest()?, tar: true, names: names() },
             "tar" => Output::Tar { dest: dest()? },
             "local" => Output::Local { dest: dest()? },
-            other => bail!("--output {spec:?}: unknown type {other:?} (image, registry, oci, docker, tar, local)"),
+            other => {
+                return Err(bad(spec, format!("unknown type {other:?} (image, registry, oci, docker, tar, local)")));
+            }
         })
     }
 }
@@ -119,26 +126,46 @@ fn csv_fields(spec: &str) -> Vec<String> {
     }
 }
 
+/// Push the store's image `digest` to `dest`; returns the line to report.
+pub fn push_image(store: &Store, client: &Client, digest: &crate::digest::Digest, dest: &Reference) -> Result<String> {
+    let started = std::time::Instant::now();
+    let r = crate::distribution::push(store, client, digest, dest)?;
+    Ok(format!(
+        "pushed {} ({}): {} blobs uploaded, {} mounted, {} already there, {:.1}s",
+        dest.familiar(),
+        r.manifest_digest,
+        r.uploaded,
+        r.mounted,
+        r.present,
+        started.elapsed().as_secs_f64()
+    ))
+}
+
+fn parse_names(names: &[String]) -> Result<Vec<Reference>> {
+    names.iter().map(|n| Ok(Reference::parse(n)?)).collect()
+}
+
 /// Write the result to one output. `tags` are the build's `-t` names (archives carry them; pushes go to them
 /// when the output names none). Returns lines to report.
 pub fn write(
     store: &Store,
-    client: &rbuild_registry::Client,
+    client: &Client,
     result: &BuildResult,
     output: &Output,
     tags: &[Reference],
-) -> anyhow::Result<Vec<String>> {
+) -> Result<Vec<String>> {
     let mut report = Vec::new();
     let digest = result.manifest_digest.clone();
-    let named: Vec<(Reference, rbuild_builder::digest::Digest)> = if tags.is_empty() {
-        vec![(Reference::parse("rbuild/unnamed:latest")?, digest.clone())]
+    let named: Vec<(Reference, crate::digest::Digest)> = if tags.is_empty() {
+        vec![(parse_names(&["rbuild/unnamed:latest".to_string()])?.remove(0), digest.clone())]
     } else {
         tags.iter().map(|t| (t.clone(), digest.clone())).collect()
     };
+    let create_dir = |dir: &Path| std::fs::create_dir_all(dir).map_err(Error::io("create", dir));
     match output {
         Output::Image { names, push } => {
             let descriptor = result.image.descriptor()?;
-            let mut targets: Vec<Reference> = names.iter().map(|n| Reference::parse(n)).collect::<Result<_, _>>()?;
+            let mut targets = parse_names(names)?;
             for t in &targets {
                 store.tag_image(t, &descriptor)?;
             }
@@ -147,61 +174,63 @@ pub fn write(
                     targets = tags.to_vec();
                 }
                 if targets.is_empty() {
-                    bail!("nothing to push to: name the image with -t NAME or --output type=image,name=NAME,push=true");
+                    return Err(Error::BadOutput {
+                        what: "push".into(),
+                        reason:
+                            "nothing to push to: name the image with -t NAME or --output type=image,name=NAME,push=true"
+                                .into(),
+                    });
                 }
                 for t in &targets {
-                    let digest = result.manifest_digest.as_str();
-                    report.push(super::registry_cmds::push_one(store, client, digest, t)?);
+                    report.push(push_image(store, client, &result.manifest_digest, t)?);
                 }
             }
         }
         Output::Archive { format, dest, tar, names } => {
             if *format == ArchiveFormat::Oci && !tar {
-                std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
+                create_dir(dest)?;
             }
             let named = if names.is_empty() {
                 named
             } else {
-                names.iter().map(|n| Ok((Reference::parse(n)?, digest.clone()))).collect::<anyhow::Result<Vec<_>>>()?
+                parse_names(names)?.into_iter().map(|r| (r, digest.clone())).collect()
             };
-            rbuild_builder::export::archive::save(store, &named, *format, dest)?;
+            super::archive::save(store, &named, *format, dest)?;
         }
         Output::Tar { dest } => {
             let out: Box<dyn std::io::Write> = if dest == Path::new("-") {
                 Box::new(std::io::stdout().lock())
             } else {
-                Box::new(std::fs::File::create(dest).with_context(|| format!("cannot create {}", dest.display()))?)
+                Box::new(std::fs::File::create(dest).map_err(Error::io("create", dest))?)
             };
-            rbuild_builder::export::archive::filesystem_tar(store, &result.snapshots, &result.ids, out)
-                .context("cannot write the output tar")?;
+            super::archive::filesystem_tar(store, &result.snapshots, &result.ids, out)?;
         }
         Output::Local { dest } => {
-            std::fs::create_dir_all(dest).with_context(|| format!("cannot create {}", dest.display()))?;
-            rbuild_builder::sandbox::snapshotter::merge_snapshots(&result.snapshots, dest)?;
+            create_dir(dest)?;
+            crate::sandbox::snapshotter::merge_snapshots(&result.snapshots, dest)?;
         }
     }
     Ok(report)
 }
 
-/// `--load`: a Docker archive into `docker load`, or `podman load`.
-pub fn load_into_engine(
-    store: &Store,
-    client: &rbuild_registry::Client,
-    result: &BuildResult,
-    tags: &[Reference],
-) -> anyhow::Result<String> {
+/// `--load`: a Docker archive into `docker load`, or `podman load`; returns what the engine said.
+pub fn load_into_engine(store: &Store, client: &Client, result: &BuildResult, tags: &[Reference]) -> Result<String> {
     let engine = ["docker", "podman"]
         .into_iter()
         .find(|e| Command::new(e).arg("--version").output().is_ok_and(|o| o.status.success()))
-        .context("--load needs docker or podman on PATH (neither was found); use --output type=docker,dest=FILE")?;
+        .ok_or_else(|| Error::BadOutput {
+            what: "--load".into(),
+            reason: "it needs docker or podman on PATH (neither was found); use --output type=docker,dest=FILE".into(),
+        })?;
     let file = store.tmp().path("load.tar");
     let result = (|| {
         let archive =
             Output::Archive { format: ArchiveFormat::Docker, dest: file.clone(), tar: true, names: Vec::new() };
         write(store, client, result, &archive, tags)?;
-        let out = Command::new(engine).arg("load").arg("-i").arg(&file).output()?;
+        let out = Command::new(engine).arg("load").arg("-i").arg(&file).output().map_err(Error::io("run", engine))?;
         if !out.status.success() {
-            bail!("{engine} load failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            let said = String::from_utf8_lossy(&out.stderr).trim().to_string();
+            return Err(Error::BadOutput { what: "--load".into(), reason: format!("{engine} load failed: {said}") });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     })();
@@ -210,7 +239,7 @@ pub fn load_into_engine(
 }
 
 /// `--metadata-file`: BuildKit's keys for the image built.
-pub fn metadata(result: &BuildResult, tags: &[Reference]) -> anyhow::Result<serde_json::Value> {
+pub fn metadata(result: &BuildResult, tags: &[Reference]) -> serde_json::Value {
     let descriptor = serde_json::json!({
         "mediaType": result.image.manifest_media_type,
         "digest": result.manifest_digest.as_str(),
@@ -224,7 +253,7 @@ pub fn metadata(result: &BuildResult, tags: &[Reference]) -> anyhow::Result<serd
     if !tags.is_empty() {
         v["image.name"] = serde_json::json!(tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","));
     }
-    Ok(v)
+    v
 }
 
 #[cfg(test)]
