@@ -93,7 +93,13 @@ fn build_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row, job: &Job<
     args.extend(["busybox".into(), "/rbuild".into(), "--root".into(), store, "build".into()]);
     args.extend(["--progress", "plain", "--secret", "id=token,env=TOKEN"].iter().map(|s| s.to_string()));
     args.extend(extra.iter().map(|s| s.to_string()));
-    args.extend(["-o".into(), format!("type=oci,tar=false,dest=/out/{dest}"), "/ctx".into()]);
+    args.extend([
+        "-t".into(),
+        "built".into(),
+        "-o".into(),
+        format!("type=oci,tar=false,dest=/out/{dest}"),
+        "/ctx".into(),
+    ]);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     sh(engine, &args)
 }
@@ -309,6 +315,19 @@ fn rbuild_builds_inside_ci_containers_with_what_each_allows() {
             failures.push(format!("{}: {e}\n{said}", row.name));
         }
         if row.store_volume {
+            // `rbuild run` gets the same tier: the image's files and owners as built.
+            let store = format!("{}:/store", out.join("store").display());
+            let mount = format!("{}:/rbuild:ro", bin.display());
+            let mut args: Vec<&str> = vec!["run", "--rm", "--network", "none", "-v", &mount, "-v", &store];
+            args.extend(row.docker);
+            args.extend([
+                "busybox", "/rbuild", "--root", "/store", "run", "built", "stat", "-c", "%u:%g %n", "/owned/f",
+            ]);
+            let ran = sh(&engine, &args);
+            let said_run = text(&ran);
+            if !ran.status.success() || !said_run.contains("1000:1000 /owned/f") || !said_run.contains(TIER_NOTES[0]) {
+                failures.push(format!("{}: rbuild run:\n{said_run}", row.name));
+            }
             // The image as the base of another build on a new store: its layers are unpacked into snapshots by
             // rbuild (not written by a mount), and the opaque directory and whiteout must hold there too.
             let ctx2 = work.path().join(format!("ctx-{i}-child"));

@@ -98,7 +98,9 @@ impl<'a> SandboxExecutor<'a> {
             }
             Err(refusal) => executor.tier = Err(refusal),
         }
-        if executor.userns == UsernsMode::Full {
+        // Overlays mounted in a user namespace read `user.*` markers only, whoever runs rbuild (root included:
+        // the every-id tier, or RBUILD_USERNS=single|subuid).
+        if executor.userns != UsernsMode::Off {
             crate::layer::use_user_overlay_xattrs();
         }
         store.reconcile_overlay_xattrs(crate::layer::overlay_xattr_namespace())?;
@@ -107,6 +109,11 @@ impl<'a> SandboxExecutor<'a> {
 
     pub fn userns(&self) -> UsernsMode {
         self.userns
+    }
+
+    /// What this host's sandbox gives up (one line each; empty for the full sandbox).
+    pub fn gave_up(&self) -> &[String] {
+        &self.gave_up
     }
 
     fn current(&self) -> Snapshotter {

@@ -105,8 +105,10 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
     };
     let image = load_image(store, &digest)?;
     let diff_ids = image.diff_ids()?;
+    // The sandbox first: it decides how snapshots are marked (and drops those marked otherwise).
+    let executor = SandboxExecutor::detecting(store, runtime.clone(), opts.userns, opts.isolation)?;
     let mut lowers = Vec::new();
-    let ops = tree_ops_for(runtime, opts.userns);
+    let ops = tree_ops_for(runtime, executor.userns());
     for (layer, diff_id) in image.layers.iter().zip(&diff_ids) {
         lowers.push(store.ensure_snapshot(ops.as_ref(), diff_id, &layer.digest)?);
     }
@@ -128,7 +130,7 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
         hostname: digest.hex()[..12].to_string(),
         network: opts.network,
         extra_hosts: opts.extra_hosts.clone(),
-        userns: opts.userns,
+        userns: executor.userns(),
         mounts: Vec::new(),
         rlimits: opts.rlimits.clone(),
         shm_size: 0,
@@ -136,7 +138,6 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
         all_capabilities: false,
         isolation: rbuild_runtime::Isolation::default(),
     };
-    let executor = SandboxExecutor::detecting(store, runtime.clone(), opts.userns, opts.isolation)?;
     let run = SandboxRun {
         lowers: &lowers,
         mounts: &opts.mounts,
@@ -149,14 +150,15 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
     let outcome = executor.run_sandboxed(run, &mut |finished| {
         if opts.changes {
             changes = match finished.pristine {
-                Some(pristine) => changes_between(pristine, finished.upper, opts.userns)?,
-                None if finished.overlay => changes_of(finished.upper, &lowers, opts.userns)?,
+                Some(pristine) => changes_between(pristine, finished.upper, executor.userns())?,
+                None if finished.overlay => changes_of(finished.upper, &lowers, executor.userns())?,
                 None => Vec::new(),
             };
         }
         Ok(())
     });
-    for note in executor.take_notes() {
+    let gave_up = executor.gave_up().iter().map(|g| format!("note: {g}"));
+    for note in gave_up.chain(executor.take_notes()) {
         eprintln!("{note}");
     }
     Ok(RunImageOutcome { outcome: outcome?, changes })
