@@ -393,7 +393,7 @@ const PREDEFINED_ARGS: [&str; 11] = [
 ];
 
 /// The names of the variables a word refers to (`$NAME`, `${NAME...}`), in order.
-fn variables_in(word: &str) -> Vec<String> {
+pub(crate) fn variables_in(word: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut chars = word.chars().peekable();
     while let Some(c) = chars.next() {

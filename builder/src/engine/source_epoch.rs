@@ -6,8 +6,6 @@
 //! the archive it is. Local contexts and images have no time: the epoch is then unset. The resolved value is
 //! what `ARG SOURCE_DATE_EPOCH` reads in every stage.
 
-use std::collections::BTreeMap;
-
 use super::graph::global_args;
 use super::ports::Fetcher;
 use super::{BuildRequest, NamedContext};
@@ -156,8 +154,6 @@ fn source_time(store: &Store, fetcher: &dyn Fetcher, source: &StageSource) -> Re
 pub(crate) fn apply(req: &BuildRequest, epoch: Option<i64>) -> BuildRequest {
     let mut out = req.clone();
     out.layers.source_date_epoch = epoch;
-    let mut args: BTreeMap<String, String> = out.build_args;
-    args.insert(NAME.to_string(), epoch.map(|e| e.to_string()).unwrap_or_default());
-    out.build_args = args;
+    out.build_args.insert(NAME.to_string(), epoch.map(|e| e.to_string()).unwrap_or_default());
     out
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use super::BuildRequest;
 use super::graph::predefined_args;
+use crate::dockerfile::lint::variables_in;
 use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{Dockerfile, InstructionKind, MountType, Span};
 use crate::error::Result;
@@ -268,34 +269,6 @@ impl<'a> Comments<'a> {
     }
 }
 
-/// The names of the variables a word refers to (`$NAME`, `${NAME...}`).
-fn variables_in(word: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let chars: Vec<char> = word.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        match chars[i] {
-            '\\' => i += 2,
-            '$' => {
-                i += 1;
-                let braced = chars.get(i) == Some(&'{');
-                if braced {
-                    i += 1;
-                }
-                let start = i;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '_') {
-                    i += 1;
-                }
-                if i > start {
-                    out.push(chars[start..i].iter().collect());
-                }
-            }
-            _ => i += 1,
-        }
-    }
-    out
-}
-
 fn location(span: Span) -> Value {
     json!({"ranges": [{"start": {"line": span.start_line}, "end": {"line": span.end_line}}]})
 }
@@ -468,10 +441,5 @@ mod tests {
     fn tables_align_like_gos_tabwriter() {
         let rows = vec![vec!["TARGET".to_string(), "DESCRIPTION".into()], vec!["build".into(), "compiles".into()]];
         assert_eq!(table(&rows, 1), "TARGET DESCRIPTION\nbuild  compiles\n");
-    }
-
-    #[test]
-    fn variables_are_found_in_words() {
-        assert_eq!(variables_in("b${sfx}-$A_1 \\$NOT ${X:-y}"), ["sfx", "A_1", "X"]);
     }
 }
