@@ -125,7 +125,7 @@ pub fn build(
     userns: Option<&str>,
     registry: &super::registry_cmds::RegistryFlags,
 ) -> anyhow::Result<ExitCode> {
-    use rbuild_builder::engine::{BuildRequest, NamedContext, Network, PullPolicy, build};
+    use rbuild_builder::engine::{BuildRequest, Network, PullPolicy, build};
     check_platform(args.platform.as_deref())?;
     let client = super::registry_cmds::client(registry)?;
     let context = build_context::resolve(store, &args.context, &client)?;
@@ -188,24 +188,12 @@ pub fn build(
     opts.context_times.main = context.modified;
     let mut fetched = Vec::new();
     for (name, value) in key_values(&args.build_contexts, "--build-context")? {
-        if build_context::is_url(&value) {
-            let resolved = build_context::resolve_named_url(store, &value, &client)
-                .with_context(|| format!("--build-context {name}={value}"))?;
-            opts.named_contexts.insert(name.clone(), NamedContext::Dir(resolved.dir.clone()));
-            if let Some(t) = resolved.modified {
-                opts.context_times.named.insert(name, t);
-            }
-            fetched.push(resolved);
-            continue;
+        let (nc, resolved) = build_context::named_context(store, &value, &client)
+            .with_context(|| format!("--build-context {name}={value}"))?;
+        if let Some(t) = resolved.as_ref().and_then(|r| r.modified) {
+            opts.context_times.named.insert(name.clone(), t);
         }
-        let nc = NamedContext::parse(&value);
-        if let NamedContext::Dir(d) = &nc
-            && !d.is_dir()
-        {
-            bail!(
-                "--build-context {name}={value}: not a directory (nor docker-image://, oci-layout://, a git or http(s) URL)"
-            );
-        }
+        fetched.extend(resolved);
         opts.named_contexts.insert(name, nc);
     }
     let mut outputs = args.outputs.iter().map(|o| Output::parse(o)).collect::<Result<Vec<_>, _>>()?;

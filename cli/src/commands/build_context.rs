@@ -3,9 +3,10 @@
 
 use std::sync::Arc;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use rbuild_builder::context::source::{self, ContextSource};
 use rbuild_builder::distribution::NetworkFetcher;
+use rbuild_builder::engine::NamedContext;
 use rbuild_builder::store::Store;
 use rbuild_registry::Client;
 
@@ -22,13 +23,24 @@ pub fn resolve(store: &Store, context: &str, client: &Arc<Client>) -> anyhow::Re
     Ok(resolved?)
 }
 
-/// A named context given as a URL: a git checkout, or an http(s) download as the one file `context`.
-pub fn resolve_named_url(store: &Store, url: &str, client: &Arc<Client>) -> anyhow::Result<ResolvedContext> {
-    let fetcher = NetworkFetcher::new(Some(client.clone()));
-    Ok(source::resolve_named_url(store, url, &fetcher, client.settings().offline)?)
-}
-
-/// Whether a named context's value is a URL to fetch (git or http(s)).
-pub fn is_url(value: &str) -> bool {
-    ContextSource::parse(value).is_remote()
+/// A named context's value (`--build-context NAME=VALUE`, Compose `additional_contexts`) made a request's named
+/// context: a git URL checked out or an http(s) URL downloaded as the one file `context` (with the fetched files,
+/// to keep until the build ends, and their time for SOURCE_DATE_EPOCH=NAME), else a directory or an image.
+pub fn named_context(
+    store: &Store,
+    value: &str,
+    client: &Arc<Client>,
+) -> anyhow::Result<(NamedContext, Option<ResolvedContext>)> {
+    if ContextSource::parse(value).is_remote() {
+        let fetcher = NetworkFetcher::new(Some(client.clone()));
+        let fetched = source::resolve_named_url(store, value, &fetcher, client.settings().offline)?;
+        return Ok((NamedContext::Dir(fetched.dir.clone()), Some(fetched)));
+    }
+    let nc = NamedContext::parse(value);
+    if let NamedContext::Dir(d) = &nc
+        && !d.is_dir()
+    {
+        bail!("not a directory (nor docker-image://, oci-layout://, a git or http(s) URL)");
+    }
+    Ok((nc, None))
 }

@@ -183,22 +183,13 @@ fn plan_service(
             })?;
             needs.insert(other.to_string());
             NamedContext::Image(image.clone())
-        } else if build_context::is_url(value) {
-            let fetched = build_context::resolve_named_url(store, value, client)
+        } else {
+            let (nc, resolved) = build_context::named_context(store, value, client)
                 .with_context(|| format!("service {name}: additional_contexts {ctx_name}={value}"))?;
-            let dir = fetched.dir.clone();
-            if let Some(t) = fetched.modified {
+            if let Some(t) = resolved.as_ref().and_then(|r| r.modified) {
                 opts.context_times.named.insert(ctx_name.clone(), t);
             }
-            contexts.push(fetched);
-            NamedContext::Dir(dir)
-        } else {
-            let nc = NamedContext::parse(value);
-            if let NamedContext::Dir(d) = &nc
-                && !d.is_dir()
-            {
-                bail!("service {name}: additional_contexts {ctx_name}: {value} is not a directory");
-            }
+            contexts.extend(resolved);
             nc
         };
         opts.named_contexts.insert(ctx_name.clone(), named);
