@@ -21,23 +21,10 @@ deb=${BUSYBOX_DEB:-$(fetch_deb busybox-static "${DEB_CACHE:-$(dirname "$out")/de
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
+. "$here/lib/busybox-rootfs.sh"
 dpkg-deb -x "$deb" "$work/pkg"
+"$work/pkg/bin/busybox" --list > "$work/applets"
 root="$work/rootfs"
-mkdir -p "$root"/{bin,etc,dev,proc,sys,tmp,root,home,usr/sbin,var/spool/mail,var/www}
-install -m 0755 "$work/pkg/bin/busybox" "$root/bin/busybox"
-# Every applet a hard link to the binary, in /bin (as `busybox --install /bin` makes them).
-"$root/bin/busybox" --list | while read -r applet; do
-  [ "$applet" = busybox ] || ln "$root/bin/busybox" "$root/bin/$applet"
-done
-for f in adduser addgroup; do
-  install -m 0755 "$here/busybox-etc/$f" "$root/bin/$f"
-done
-for f in passwd group; do
-  install -m 0644 "$here/busybox-etc/$f" "$root/etc/$f"
-done
-install -m 0640 "$here/busybox-etc/shadow" "$root/etc/shadow"
-find "$root" -type d -exec chmod 0755 {} +
-chmod 1777 "$root/tmp"
-chmod 0700 "$root/root"
+busybox_rootfs "$deb" "$root" "$work/applets"
 version=$(dpkg-deb -f "$deb" Version)
 make_oci_layout "$root" "$out" "busybox-static $version (rbuild vendor-test-images)" '["sh"]' force-root-owner

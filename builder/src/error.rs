@@ -98,6 +98,16 @@ pub enum Error {
     #[error(transparent)]
     Sandbox(Box<rbuild_runtime::Error>),
 
+    /// An image of another platform than the one asked for (`rbuild run --platform`), in docker's words.
+    #[error(
+        "image with reference {image} was found but does not match the specified platform: wanted {wanted}, actual: {actual}"
+    )]
+    PlatformMismatch { image: String, wanted: String, actual: String },
+
+    /// A foreign platform's binaries cannot run here (no emulator, an old kernel, no host registration).
+    #[error(transparent)]
+    Emulation(#[from] crate::sandbox::emulation::Unsupported),
+
     /// A Dockerfile that cannot be read from disk.
     #[error("cannot read Dockerfile {path}: {source}")]
     DockerfileRead {

@@ -232,6 +232,10 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     if let Err(e) = prctl::set_pdeathsig(Signal::SIGKILL) {
         return Failure::new("set parent-death signal", e);
     }
+    let emulator = match spec.emulator.as_ref().map(crate::emulation::open).transpose() {
+        Ok(e) => e,
+        Err(f) => return f,
+    };
     let created = match mounts::setup_root(spec) {
         Ok(c) => c,
         Err(f) => return f,
@@ -239,6 +243,11 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     send(status, &InitMessage::Mountpoints(created));
     if let Err(e) = nix::unistd::sethostname(&spec.hostname) {
         return Failure::new("set hostname", e);
+    }
+    if let (Some(e), Some(open)) = (&spec.emulator, &emulator)
+        && let Err(f) = crate::emulation::enable(e, open, spec.userns)
+    {
+        return f;
     }
     let who = match user::resolve(Path::new("/"), spec.user.as_deref()) {
         Ok(u) => u,

@@ -9,6 +9,7 @@
 // Library code reports errors; it never panics on input (tests may unwrap, see clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod emulation;
 mod init;
 mod launcher;
 mod mounts;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 
 pub use init::init_main;
 pub use launcher::{LineSink, OutputMode, OutputStream, RunOutcome, Runtime, kill_running_sandboxes};
-pub use spec::{ExitStatus, Isolation, Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
+pub use spec::{Emulator, ExitStatus, Isolation, Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
 
 /// The argument that makes the rbuild binary act as the sandbox init.
 pub const INIT_ARG: &str = "__sandbox-init";

@@ -73,6 +73,18 @@ pub struct Isolation {
     pub chroot: bool,
 }
 
+/// An emulator for a foreign architecture, registered with binfmt_misc in the run's own user namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Emulator {
+    /// The registration's name (`qemu-aarch64`).
+    pub name: String,
+    /// A statically linked emulator on the host (opened before the root switch).
+    pub interpreter: PathBuf,
+    /// The ELF header bytes that select it, and the mask applied before comparing.
+    pub magic: Vec<u8>,
+    pub mask: Vec<u8>,
+}
+
 /// One run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunSpec {
@@ -102,6 +114,9 @@ pub struct RunSpec {
     /// What this run gives up of the sandbox (nothing, normally).
     #[serde(default)]
     pub isolation: Isolation,
+    /// The emulator the run's binaries need (a foreign architecture), None for native ones.
+    #[serde(default)]
+    pub emulator: Option<Emulator>,
 }
 
 /// How a run ended.

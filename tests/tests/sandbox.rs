@@ -624,6 +624,7 @@ fn output_streams_to_a_sink_line_by_line_while_the_step_runs() {
         mounts: Vec::new(),
         rlimits: Vec::new(),
         isolation: Default::default(),
+        platform: None,
     };
     let end = {
         let result = run_image(&store, &Runtime::new(rbuild_bin()), &opts).unwrap();

@@ -50,6 +50,8 @@ pub struct ServiceBuild {
     pub no_cache_filter: Vec<String>,
     pub entitlements: Vec<String>,
     pub warnings: Vec<String>,
+    /// The platform to build for: the service's `platform`, else the one of `build.platforms`, else the host's.
+    pub platform: crate::platform::Platform,
 }
 
 fn refuse(project: &Project, path: String, message: String) -> ComposeError {
@@ -85,14 +87,40 @@ impl Project {
             (Some(p), None) => DockerfileSource::Path(p.clone()),
             (None, None) => DockerfileSource::Path("Dockerfile".into()),
         };
+        let mut platforms = Vec::new();
         for (i, p) in b.platforms.iter().enumerate() {
-            if let Err(e) = crate::platform::check(p) {
-                return Err(refuse(self, format!("{}[{i}]", at("platforms")), e.to_string()));
+            platforms.push(
+                crate::platform::Platform::parse(p)
+                    .map_err(|e| refuse(self, format!("{}[{i}]", at("platforms")), e.to_string()))?,
+            );
+        }
+        let service_platform = match spec.platform.as_deref().map(crate::platform::Platform::parse) {
+            Some(Err(e)) => return Err(refuse(self, format!("services.{service}.platform"), e.to_string())),
+            Some(Ok(p)) => Some(p),
+            None => None,
+        };
+        // As Compose: the service's platform must be one of build.platforms when both are given.
+        let platform = match (service_platform, platforms.as_slice()) {
+            (Some(p), list) if !list.is_empty() && !list.contains(&p) => {
+                return Err(refuse(
+                    self,
+                    format!("services.{service}.platform"),
+                    format!("platform {p} is not in build.platforms"),
+                ));
             }
-        }
-        if let Some(Err(e)) = spec.platform.as_deref().map(crate::platform::check) {
-            return Err(refuse(self, format!("services.{service}.platform"), e.to_string()));
-        }
+            (Some(p), _) => p,
+            (None, []) => crate::platform::Platform::host(),
+            (None, [one]) => one.clone(),
+            (None, _) => {
+                return Err(refuse(
+                    self,
+                    at("platforms"),
+                    "one build makes one platform's image for now: list one platform, or set the service's \
+                     platform to the one to build"
+                        .into(),
+                ));
+            }
+        };
         // Build args: a key without a value takes the environment's (or is left out).
         let mut args = BTreeMap::new();
         for (k, v) in &b.args {
@@ -289,6 +317,7 @@ impl Project {
             no_cache_filter: b.no_cache_filter.as_ref().map(|f| f.items()).unwrap_or_default(),
             entitlements,
             warnings,
+            platform,
         })
     }
 }

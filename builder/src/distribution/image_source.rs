@@ -8,7 +8,8 @@ use rbuild_registry::Client;
 use crate::engine::ports::{ImageSource, Platform, PullPolicy};
 use crate::error::Result;
 use crate::export::image::LoadedImage;
-use crate::export::{import_layout_reference, load_image};
+use crate::export::image::load_image_for;
+use crate::export::import_layout_reference;
 use crate::store::Store;
 
 /// Images from the store, OCI layouts and (with a client) registries.
@@ -26,15 +27,15 @@ impl<'a> StoreImageSource<'a> {
 }
 
 impl ImageSource for StoreImageSource<'_> {
-    fn resolve(&self, reference: &str, _platform: &Platform, pull: PullPolicy) -> Result<LoadedImage> {
+    fn resolve(&self, reference: &str, platform: &Platform, pull: PullPolicy) -> Result<LoadedImage> {
         if reference.starts_with("oci-layout://") {
             let digest = import_layout_reference(self.store, reference)?;
-            return load_image(self.store, &digest);
+            return load_image_for(self.store, &digest, platform);
         }
         let client = match pull {
             PullPolicy::Never => None,
             PullPolicy::Missing | PullPolicy::Always => self.registry.as_deref(),
         };
-        super::ensure_image(self.store, client, reference, pull == PullPolicy::Always).map(|(image, _)| image)
+        super::ensure_image(self.store, client, reference, pull == PullPolicy::Always, platform).map(|(image, _)| image)
     }
 }

@@ -13,7 +13,7 @@ mod url_cache;
 
 pub use fetcher::NetworkFetcher;
 pub use image_source::StoreImageSource;
-pub use pull::{PullReport, ensure_image, manifest_blobs, pull};
+pub use pull::{PullReport, ensure_image, manifest_blobs, pull, pull_for};
 pub use push::{PushReport, push, push_artifact};
 
 /// Run `work` on every item with at most `workers` threads; returns the first error (the others finish their

@@ -2,14 +2,15 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use rbuild_registry::platform::{self, Platform};
+use rbuild_registry::platform;
 use rbuild_registry::{Client, Reference, RegistryError};
 use serde_json::Value;
 
 use super::sources;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::export::image::{LoadedImage, descriptor, load_image};
+use crate::export::image::{LoadedImage, descriptor, load_image_for};
+use crate::platform::Platform;
 use crate::store::Store;
 
 /// What a pull did.
@@ -60,7 +61,18 @@ pub fn manifest_blobs(bytes: &[u8], what: &str) -> Result<Vec<(Digest, Option<u6
 
 /// Pull `reference` for the host platform into the store and name it; returns what was done.
 pub fn pull(store: &Store, client: &Client, reference: &Reference) -> Result<PullReport> {
-    let want = Platform::host();
+    pull_for(store, client, reference, &crate::platform::Platform::host())
+}
+
+/// Pull `platform`'s image of `reference` into the store and name it (the name then holds that platform's
+/// image, as `docker pull --platform` leaves it); returns what was done.
+pub fn pull_for(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platform: &crate::platform::Platform,
+) -> Result<PullReport> {
+    let want = platform.for_registry();
     let what = reference.familiar();
     let mut m = client.get_manifest(reference).map_err(registry_error)?;
     let top = doc(&m.bytes, &format!("the manifest of {what}"))?;
@@ -132,26 +144,35 @@ pub fn ensure_image(
     client: Option<&Client>,
     name: &str,
     always_pull: bool,
+    platform: &Platform,
 ) -> Result<(LoadedImage, Option<PullReport>)> {
     let local = match store.resolve_image(name) {
         Ok(r) => Some(r.digest()?),
         Err(Error::ImageNotFound { .. }) => None,
         Err(e) => return Err(e),
     };
+    // The local image serves unless it is of another platform (or an index whose image for the platform is not
+    // here) and a registry may be asked: then the platform's image is pulled, as docker does.
     if let Some(d) = &local
         && !always_pull
     {
-        return Ok((load_image(store, d)?, None));
+        match load_image_for(store, d, platform) {
+            Ok(image) if client.is_none() || Platform::of_config(&image.config).is_none_or(|p| p == *platform) => {
+                return Ok((image, None));
+            }
+            Err(e) if client.is_none() => return Err(e),
+            _ => {}
+        }
     }
     let Some(client) = client else {
         return Err(Error::ImageNotFound { name: name.to_string(), root: store.root().to_path_buf() });
     };
     let reference = Reference::parse(name)?;
-    match pull(store, client, &reference) {
-        Ok(report) => Ok((load_image(store, &report.manifest_digest)?, Some(report))),
+    match pull_for(store, client, &reference, platform) {
+        Ok(report) => Ok((load_image_for(store, &report.manifest_digest, platform)?, Some(report))),
         // --pull with no network: the local copy will do, as docker does.
         Err(Error::Registry(e)) if local.is_some() && matches!(*e, RegistryError::Offline { .. }) => match &local {
-            Some(d) => Ok((load_image(store, d)?, None)),
+            Some(d) => Ok((load_image_for(store, d, platform)?, None)),
             None => Err(Error::Registry(e)),
         },
         Err(e) => Err(e),

@@ -85,20 +85,18 @@ pub(crate) struct RunKey<'a> {
     pub mounts: &'a [String],
     pub network: &'a str,
     pub script: &'a str,
+    /// The emulated platform the step ran for; empty for native steps (whose keys it leaves as they were).
+    pub platform: &'a str,
 }
 
 pub(crate) fn run(k: &RunKey<'_>) -> String {
-    key(&[
-        k.parent,
-        "RUN",
-        &serde_json::to_string(k.argv).unwrap_or_default(),
-        &k.env.join("\n"),
-        k.workdir,
-        k.user,
-        &k.mounts.join("\n"),
-        k.network,
-        k.script,
-    ])
+    let (argv, env, mounts) =
+        (serde_json::to_string(k.argv).unwrap_or_default(), k.env.join("\n"), k.mounts.join("\n"));
+    let mut parts = vec![k.parent, "RUN", &argv, &env, k.workdir, k.user, &mounts, k.network, k.script];
+    if !k.platform.is_empty() {
+        parts.push(k.platform);
+    }
+    key(&parts)
 }
 
 /// A bind mount's part of a RUN key: its source path and the key of the files it mounts (for the context, their

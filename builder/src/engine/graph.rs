@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use crate::dockerfile::shell::Lexer;
 use crate::dockerfile::{Dockerfile, DockerfileError, Instruction, InstructionKind, Span};
 use crate::error::{Error, Result};
+use crate::platform::Platform;
 
 /// Where a stage's root filesystem, or a copy's files, come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +51,8 @@ pub struct StageNode {
     pub index: usize,
     pub name: Option<String>,
     pub base: Source,
+    /// The platform the stage is built for: its `FROM --platform`, else the build's target platform.
+    pub platform: Platform,
     /// The stages this one needs built first (its base and what it reads).
     pub deps: BTreeSet<usize>,
     pub ops: Vec<Op>,
@@ -67,16 +70,24 @@ pub struct Graph {
     pub target: usize,
 }
 
-/// Lower `df` for `target` (a stage name or index; the last stage when None).
+/// What a build targets: a stage (by name or index; the last stage when None) and the platform to build for.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    pub stage: Option<&'a str>,
+    pub platform: &'a Platform,
+}
+
+/// Lower `df` for `target`.
 pub fn lower(
     df: &Dockerfile,
     dockerfile_name: &str,
     dockerfile_text: &str,
     build_args: &BTreeMap<String, String>,
     named_contexts: &BTreeSet<String>,
-    target: Option<&str>,
+    target: Target<'_>,
     image_triggers: &ImageTriggers,
 ) -> Result<Graph> {
+    let Target { stage: target, platform: target_platform } = target;
     let fail = |span: Span, message: String| -> Error {
         DockerfileError::new(dockerfile_name, dockerfile_text, span, message).into()
     };
@@ -98,11 +109,11 @@ pub fn lower(
         })?,
         None => df.stages.len().saturating_sub(1),
     };
-    let meta = global_args(df, build_args, target_name, &fail)?;
+    let meta = global_args(df, build_args, target_name, target_platform, &fail)?;
     let mut nodes = BTreeMap::new();
     let mut order = Vec::new();
     let mut on_path = Vec::new();
-    let scope = Scope { meta: &meta, build_args, named: named_contexts, image_triggers, fail: &fail };
+    let scope = Scope { meta: &meta, build_args, named: named_contexts, image_triggers, target_platform, fail: &fail };
     visit(df, target, &scope, &mut nodes, &mut on_path, &mut order)?;
     refuse_later_stages(df, &nodes, &fail)?;
     Ok(Graph { stages: nodes, order, target })
@@ -159,20 +170,17 @@ fn find_stage(df: &Dockerfile, name: &str, before: usize) -> Option<usize> {
         .or_else(|| name.parse::<usize>().ok().filter(|i| *i < before))
 }
 
-/// BuildKit's predefined ARGs in the global scope: the platform's (this build's and its target's: both the
-/// host's) and `TARGETSTAGE` (the `--target`, else the last stage's name, else `default`); a stage sees one when
+/// BuildKit's predefined ARGs in the global scope: the platforms' (`BUILD*` the host's, `TARGET*` the build's
+/// target) and `TARGETSTAGE` (the `--target`, else the last stage's name, else `default`); a stage sees one when
 /// it redeclares it (`ARG TARGETARCH`).
-pub fn predefined_args(df: &Dockerfile, target: Option<&str>) -> Vec<(String, String)> {
-    let p = rbuild_registry::platform::Platform::host();
-    let platform = p.to_string();
-    let variant = p.variant.clone().unwrap_or_default();
+pub fn predefined_args(df: &Dockerfile, target: Option<&str>, target_platform: &Platform) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    for side in ["BUILD", "TARGET"] {
-        out.push((format!("{side}PLATFORM"), platform.clone()));
+    for (side, p) in [("BUILD", &Platform::host()), ("TARGET", target_platform)] {
+        out.push((format!("{side}PLATFORM"), p.to_string()));
         out.push((format!("{side}OS"), p.os.clone()));
         out.push((format!("{side}OSVERSION"), String::new()));
         out.push((format!("{side}ARCH"), p.architecture.clone()));
-        out.push((format!("{side}VARIANT"), variant.clone()));
+        out.push((format!("{side}VARIANT"), p.variant.clone().unwrap_or_default()));
     }
     let stage = match target {
         Some(t) => t.to_string(),
@@ -205,9 +213,10 @@ pub(crate) fn global_args(
     df: &Dockerfile,
     build_args: &BTreeMap<String, String>,
     target: Option<&str>,
+    target_platform: &Platform,
     fail: &dyn Fn(Span, String) -> Error,
 ) -> Result<Vec<(String, String)>> {
-    let mut out: Vec<(String, String)> = predefined_args(df, target);
+    let mut out: Vec<(String, String)> = predefined_args(df, target, target_platform);
     for ins in &df.meta_args {
         if let InstructionKind::Arg(decls) = &ins.kind {
             for d in decls {
@@ -253,6 +262,7 @@ struct Scope<'a> {
     build_args: &'a BTreeMap<String, String>,
     named: &'a BTreeSet<String>,
     image_triggers: &'a ImageTriggers,
+    target_platform: &'a Platform,
     fail: &'a dyn Fn(Span, String) -> Error,
 }
 
@@ -264,7 +274,7 @@ fn visit(
     on_path: &mut Vec<usize>,
     order: &mut Vec<usize>,
 ) -> Result<()> {
-    let Scope { meta, build_args, named, image_triggers, fail } = *scope_of_build;
+    let Scope { meta, build_args, named, image_triggers, target_platform, fail } = *scope_of_build;
     if nodes.contains_key(&index) {
         return Ok(());
     }
@@ -290,12 +300,13 @@ fn visit(
             format!("FROM {:?} expands to an empty name: pass --build-arg or give the ARG a default", stage.base),
         ));
     }
-    if let Some(platform) = &stage.platform {
-        let wanted = lexer.process_word(platform, &meta.to_vec()).map_err(|e| fail(stage.span, e.to_string()))?;
-        if let Err(e) = crate::platform::check(&wanted) {
-            return Err(fail(stage.span, format!("FROM --platform={e}")));
+    let platform = match &stage.platform {
+        Some(platform) => {
+            let wanted = lexer.process_word(platform, &meta.to_vec()).map_err(|e| fail(stage.span, e.to_string()))?;
+            Platform::parse(&wanted).map_err(|e| fail(stage.span, format!("FROM --platform: {e}")))?
         }
-    }
+        None => target_platform.clone(),
+    };
     let base = resolve_source(df, &base_name, index, named, true);
     // ARGs in scope for --from expansion: the globals, then the stage's own declarations as they come.
     let mut scope: Vec<(String, String)> = meta.to_vec();
@@ -348,7 +359,7 @@ fn visit(
         visit(df, *d, scope_of_build, nodes, on_path, order)?;
     }
     on_path.pop();
-    nodes.insert(index, StageNode { index, name: stage.name.clone(), base, deps, ops, trigger_reads });
+    nodes.insert(index, StageNode { index, name: stage.name.clone(), base, platform, deps, ops, trigger_reads });
     order.push(index);
     Ok(())
 }
@@ -477,7 +488,15 @@ mod tests {
     fn graph(text: &str, args: &[(&str, &str)], target: Option<&str>) -> Result<(Dockerfile, Graph)> {
         let df = crate::dockerfile::load("Dockerfile", text)?;
         let args = args.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let g = lower(&df, "Dockerfile", text, &args, &BTreeSet::new(), target, &ImageTriggers::new())?;
+        let g = lower(
+            &df,
+            "Dockerfile",
+            text,
+            &args,
+            &BTreeSet::new(),
+            Target { stage: target, platform: &Platform::host() },
+            &ImageTriggers::new(),
+        )?;
         Ok((df, g))
     }
 

@@ -55,7 +55,8 @@ pub struct BuildRequest {
     /// `--no-cache-filter`: stages (by name or index) whose steps always run.
     pub no_cache_filter: Vec<String>,
     pub network: Network,
-    /// The platform to build for (only the host's for now).
+    /// The platform to build for: stages without `FROM --platform` are built for it; a foreign one runs its RUN
+    /// steps under emulation.
     pub platform: Platform,
     pub media_types: MediaTypes,
     pub layers: LayerOptions,
@@ -275,7 +276,7 @@ fn lower_with(
         &opts.dockerfile_text,
         &opts.build_args,
         &named,
-        opts.target.as_deref(),
+        graph::Target { stage: opts.target.as_deref(), platform: &opts.platform },
         triggers,
     )
 }
@@ -337,6 +338,18 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
     };
     let graph = lower_with(&df, opts, &graph::ImageTriggers::new())?;
     let graph = plan_with_image_triggers(worker, &df, opts, graph)?;
+    // Every platform whose RUN steps this build runs must be runnable here: said before any step runs.
+    let run_platforms: BTreeSet<&Platform> = graph
+        .stages
+        .values()
+        .filter(|n| n.ops.iter().any(|o| o.kind == graph::OpKind::Exec))
+        .map(|n| &n.platform)
+        .collect();
+    for platform in run_platforms {
+        if let Some(text) = worker.executor.check_platform(platform)? {
+            progress.event(&Event::Note { text: &text });
+        }
+    }
     let dockerfile_path =
         opts.dockerfile_path.clone().unwrap_or_else(|| crate::context::default_dockerfile(&opts.context));
     let (ignore, _) = crate::context::load_ignore(&opts.context, &dockerfile_path)?;

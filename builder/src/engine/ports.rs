@@ -27,31 +27,7 @@ pub enum Network {
     None,
 }
 
-/// An OS/architecture pair a step runs on or an image is resolved for. Only the host's for now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    pub os: String,
-    pub architecture: String,
-    pub variant: Option<String>,
-}
-
-impl Platform {
-    /// The platform of this machine.
-    pub fn host() -> Platform {
-        let p = rbuild_registry::platform::Platform::host();
-        Platform { os: p.os, architecture: p.architecture, variant: p.variant }
-    }
-}
-
-impl std::fmt::Display for Platform {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.os, self.architecture)?;
-        match &self.variant {
-            Some(v) => write!(f, "/{v}"),
-            None => Ok(()),
-        }
-    }
-}
+pub use crate::platform::Platform;
 
 /// One RUN step, fully resolved: nothing in it needs the Dockerfile or the build's options to be understood.
 #[derive(Debug, Clone)]
@@ -156,6 +132,13 @@ pub trait Executor: Send + Sync {
     /// is removed afterwards. An error is a step that could not be started (a bad mount, an unknown USER, a
     /// refused sandbox); a step that ran and failed is an `Ok` with its status, `commit` not called.
     fn run(&self, req: &ExecRequest, output: OutputSink<'_>, commit: CommitChanges<'_>) -> Result<ExecOutcome>;
+
+    /// Whether steps of `platform` can run here (checked before a build runs any step): an error says why not.
+    /// `describe` says how, when it is not natively.
+    fn check_platform(&self, platform: &Platform) -> Result<Option<String>> {
+        let _ = platform;
+        Ok(None)
+    }
 
     /// A line for the build's progress describing how steps run here (said once per build), if any.
     fn describe(&self) -> Option<String> {

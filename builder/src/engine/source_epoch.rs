@@ -32,7 +32,7 @@ pub(crate) fn resolve(
     } else if req.layers.source_date_epoch.is_some() {
         return Ok(None);
     } else {
-        let globals = global_args(df, &req.build_args, req.target.as_deref(), &at)?;
+        let globals = global_args(df, &req.build_args, req.target.as_deref(), &req.platform, &at)?;
         let Some((_, v)) = globals.iter().rev().find(|(k, _)| k == NAME) else { return Ok(None) };
         let span = df
             .meta_args
@@ -81,11 +81,12 @@ enum StageSource {
 fn stage_source(df: &Dockerfile, stage: &Stage, req: &BuildRequest) -> std::result::Result<StageSource, String> {
     let lexer = Lexer::new(df.escape);
     let no_span = |_: Span, m: String| Error::Malformed { what: "a global ARG".into(), reason: m };
-    let mut env: Vec<(String, String)> = global_args(df, &req.build_args, req.target.as_deref(), &no_span)
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|(k, _)| k != NAME)
-        .collect();
+    let mut env: Vec<(String, String)> =
+        global_args(df, &req.build_args, req.target.as_deref(), &req.platform, &no_span)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|(k, _)| k != NAME)
+            .collect();
     let base = lexer.process_word(&stage.base, &env).map_err(|e| e.to_string())?;
     if base != "scratch" {
         return Err("SOURCE_DATE_EPOCH stage must use FROM scratch".into());

@@ -73,7 +73,7 @@ pub fn outline(req: &BuildRequest) -> Result<Outline> {
     // The global scope: every meta ARG is known; only those a needed FROM line (or a redeclaration) refers to
     // are used.
     let mut globals: BTreeMap<String, ArgInfo> = BTreeMap::new();
-    let mut global_env: Vec<(String, String)> = predefined_args(&df, req.target.as_deref());
+    let mut global_env: Vec<(String, String)> = predefined_args(&df, req.target.as_deref(), &req.platform);
     for ins in &df.meta_args {
         if let InstructionKind::Arg(decls) = &ins.kind {
             for d in decls {
@@ -89,7 +89,7 @@ pub fn outline(req: &BuildRequest) -> Result<Outline> {
         let stage = &df.stages[index];
         used.extend(variables_in(&stage.base));
         let mut args: BTreeMap<String, ArgInfo> = BTreeMap::new();
-        let mut env: Vec<(String, String)> = predefined_args(&df, req.target.as_deref());
+        let mut env: Vec<(String, String)> = predefined_args(&df, req.target.as_deref(), &req.platform);
         for ins in &stage.instructions {
             match &ins.kind {
                 InstructionKind::Arg(decls) => {

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::platform::Platform;
 use crate::store::{ImageRecord, Store};
 
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -76,20 +77,43 @@ fn field_digest(v: &Value, what: &str) -> Result<Digest> {
 
 /// Load the image a manifest (or index) digest names; an index resolves to the host platform's manifest.
 pub fn load_image(store: &Store, digest: &Digest) -> Result<LoadedImage> {
+    load_image_for(store, digest, &Platform::host())
+}
+
+/// The platforms an index lists (`os/architecture[/variant]`), for messages.
+fn listed_platforms(manifests: &[Value]) -> String {
+    let names: Vec<String> = manifests
+        .iter()
+        .filter_map(|m| Platform::of_config(&m["platform"]))
+        .filter(|p| p.os != "unknown")
+        .map(|p| p.to_string())
+        .collect();
+    if names.is_empty() { "none named".into() } else { names.join(", ") }
+}
+
+/// Load the image a manifest digest names, or `platform`'s image of an index (nested indexes followed: an index
+/// entry without a platform is taken when no entry names the platform).
+pub fn load_image_for(store: &Store, digest: &Digest, platform: &Platform) -> Result<LoadedImage> {
     let bytes = store.read_blob(digest)?;
     let doc = parse_json(&bytes, &format!("manifest {digest}"))?;
     let media_type = doc["mediaType"].as_str().unwrap_or("").to_string();
     if media_type == OCI_INDEX || media_type == DOCKER_LIST || (media_type.is_empty() && doc["manifests"].is_array()) {
         let manifests = doc["manifests"].as_array().cloned().unwrap_or_default();
-        let pick = manifests
-            .iter()
-            .find(|m| {
-                m["platform"]["os"].as_str() == Some("linux")
-                    && m["platform"]["architecture"].as_str() == Some(crate::platform::host_architecture().as_str())
+        let chosen = rbuild_registry::platform::select(&doc, &platform.for_registry())
+            .map(|c| c.digest)
+            .or_else(|| {
+                manifests
+                    .iter()
+                    .find(|m| m["platform"].is_null())
+                    .and_then(|m| m["digest"].as_str().map(str::to_string))
             })
-            .or_else(|| manifests.iter().find(|m| m["platform"].is_null()))
-            .ok_or_else(|| malformed(&format!("index {digest}"), "no manifest for this platform"))?;
-        return load_image(store, &field_digest(pick, "index")?);
+            .ok_or_else(|| {
+                malformed(
+                    &format!("index {digest}"),
+                    &format!("it has no image for {platform} (it has: {})", listed_platforms(&manifests)),
+                )
+            })?;
+        return load_image_for(store, &Digest::parse(&chosen)?, platform);
     }
     let what = format!("manifest {digest}");
     let config_digest = field_digest(&doc["config"], &what)?;

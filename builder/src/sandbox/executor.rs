@@ -12,13 +12,14 @@ use rbuild_runtime::{
     Isolation, Mount, NetworkMode, OutputMode, OutputStream, Rootfs, RunOutcome, RunSpec, Runtime, UsernsMode,
 };
 
+use super::emulation::{Emulation, Unsupported};
 use super::idmap::id_map_for;
 use super::isolation::{IsolationChoice, Refusal};
 use super::snapshotter::{Snapshotter, choose, remember, scratch_dir};
 use super::tree_ops::{export_diff_as_sandbox, merge_snapshots_as_sandbox, tree_ops_for};
 use crate::dockerfile::RunMount;
 use crate::engine::ports::{
-    Changes, CommitChanges, ExecOutcome, ExecRequest, Executor, ExitStatus, Network, OutputSink, StepChanges,
+    Changes, CommitChanges, ExecOutcome, ExecRequest, Executor, ExitStatus, Network, OutputSink, Platform, StepChanges,
 };
 use crate::engine::progress::Stream;
 use crate::error::{Error, Result};
@@ -39,6 +40,8 @@ pub struct SandboxExecutor<'a> {
     /// What this host gives up of the sandbox, or why no step can run here (the first RUN's error).
     tier: std::result::Result<Isolation, Refusal>,
     gave_up: Vec<String>,
+    /// How each foreign platform's binaries run, decided on first use.
+    emulation: Mutex<std::collections::BTreeMap<Platform, std::result::Result<Emulation, Unsupported>>>,
 }
 
 /// One sandboxed run as `rbuild run` and RUN steps share it: the process and its settings, without the root
@@ -82,6 +85,7 @@ impl<'a> SandboxExecutor<'a> {
             notes: Mutex::new(Vec::new()),
             tier: Ok(Isolation::default()),
             gave_up: Vec::new(),
+            emulation: Mutex::new(std::collections::BTreeMap::new()),
         })
     }
 
@@ -114,6 +118,21 @@ impl<'a> SandboxExecutor<'a> {
     /// What this host's sandbox gives up (one line each; empty for the full sandbox).
     pub fn gave_up(&self) -> &[String] {
         &self.gave_up
+    }
+
+    /// How `platform`'s binaries run here (decided once per platform).
+    pub fn emulation(&self, platform: &Platform) -> Result<Emulation> {
+        let mut known = self.emulation.lock().map_err(|_| Error::Cancelled)?;
+        let decided = known.entry(platform.clone()).or_insert_with(|| super::emulation::plan(platform));
+        decided.clone().map_err(Error::Emulation)
+    }
+
+    /// The emulator a run of `platform` registers, if it needs one of its own.
+    pub fn emulator_for(&self, platform: &Platform) -> Result<Option<rbuild_runtime::Emulator>> {
+        Ok(match self.emulation(platform)? {
+            Emulation::Sandboxed(e) => Some(e),
+            Emulation::Native | Emulation::Host(_) => None,
+        })
     }
 
     fn current(&self) -> Snapshotter {
@@ -349,6 +368,7 @@ impl Executor for SandboxExecutor<'_> {
             state_dir: PathBuf::new(),
             all_capabilities: req.insecure,
             isolation: Isolation::default(),
+            emulator: self.emulator_for(&req.platform)?,
         };
         // Output lines go through a channel (the runtime's sink must be 'static) to the caller's sink.
         let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
@@ -393,6 +413,19 @@ impl Executor for SandboxExecutor<'_> {
             rbuild_runtime::ExitStatus::Signaled(s) => ExitStatus::Signaled(s),
         };
         Ok(ExecOutcome { status, notes })
+    }
+
+    fn check_platform(&self, platform: &Platform) -> Result<Option<String>> {
+        Ok(match self.emulation(platform)? {
+            Emulation::Native => None,
+            Emulation::Sandboxed(e) => Some(format!(
+                "note: {platform} steps run under emulation ({}, registered in each step's own binfmt_misc)",
+                e.interpreter.display()
+            )),
+            Emulation::Host(name) => {
+                Some(format!("note: {platform} steps run under emulation (the host's binfmt_misc handler {name})"))
+            }
+        })
     }
 
     fn describe(&self) -> Option<String> {

@@ -4,6 +4,7 @@
 //! ([`mounts`]), tree operations inside the user namespace ([`tree_ops`]), how sandbox ids show on disk
 //! ([`idmap`]) — and `rbuild run` ([`run_image`]) on top of the same executor.
 
+pub mod emulation;
 pub mod executor;
 pub mod idmap;
 pub mod isolation;

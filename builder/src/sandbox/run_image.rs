@@ -12,8 +12,10 @@ use super::idmap::id_map_for;
 use super::tree_ops::tree_ops_for;
 use crate::engine::ports::Executor;
 use crate::error::{Error, Result};
-use crate::export::{import_layout_reference, load_image};
+use crate::export::image::load_image_for;
+use crate::export::import_layout_reference;
 use crate::layer::{EntryKind, diff_overlay_upper_mapped};
+use crate::platform::Platform;
 use crate::store::Store;
 
 /// What to run.
@@ -35,6 +37,8 @@ pub struct RunImageOptions {
     pub rlimits: Vec<(String, u64, u64)>,
     /// How much of the sandbox the run may give up (`--isolation`).
     pub isolation: super::isolation::IsolationChoice,
+    /// `--platform`: the image of this platform (from an index), which must be one; None: the image as it is.
+    pub platform: Option<Platform>,
 }
 
 /// One change a run made to the image's filesystem.
@@ -103,7 +107,21 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
     } else {
         store.resolve_image(&opts.image)?.digest()?
     };
-    let image = load_image(store, &digest)?;
+    let wanted = opts.platform.clone().unwrap_or_else(Platform::host);
+    let image = load_image_for(store, &digest, &wanted)?;
+    // As docker run: an image of another platform than the one asked for is an error; without --platform, the
+    // image runs as what it is (emulated when foreign).
+    let platform = match (Platform::of_config(&image.config), &opts.platform) {
+        (Some(actual), Some(asked)) if actual != *asked => {
+            return Err(Error::PlatformMismatch {
+                image: opts.image.clone(),
+                wanted: asked.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        (Some(actual), _) => actual,
+        (None, _) => wanted,
+    };
     let diff_ids = image.diff_ids()?;
     // The sandbox first: it decides how snapshots are marked (and drops those marked otherwise).
     let executor = SandboxExecutor::detecting(store, runtime.clone(), opts.userns, opts.isolation)?;
@@ -137,6 +155,7 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
         state_dir: PathBuf::new(),
         all_capabilities: false,
         isolation: rbuild_runtime::Isolation::default(),
+        emulator: executor.emulator_for(&platform)?,
     };
     let run = SandboxRun {
         lowers: &lowers,

@@ -110,8 +110,9 @@ pub struct BuildArgs {
     /// A resource limit for RUN steps: NAME=SOFT[:HARD] (e.g. nofile=1024:2048).
     #[arg(long = "ulimit")]
     pub ulimits: Vec<String>,
-    /// The target platform (only the host's for now).
-    #[arg(long)]
+    /// The target platform (e.g. linux/arm64; a foreign one runs its RUN steps under emulation). Default: the
+    /// host's, or DOCKER_DEFAULT_PLATFORM.
+    #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
     pub platform: Option<String>,
     /// Write Docker schema2 media types instead of OCI ones (--oci-mediatypes=false).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
@@ -126,7 +127,7 @@ pub fn build(
     registry: &super::registry_cmds::RegistryFlags,
 ) -> anyhow::Result<ExitCode> {
     use rbuild_builder::engine::{BuildRequest, Network, PullPolicy, build};
-    check_platform(args.platform.as_deref())?;
+    let platform = target_platform(args.platform.as_deref())?;
     let client = super::registry_cmds::client(registry)?;
     let context = build_context::resolve(store, &args.context, &client)?;
     let input = match (&args.file, &context.dockerfile_text) {
@@ -148,6 +149,7 @@ pub fn build(
     let userns = rbuild_runtime::userns::detect_with(userns)?;
     let mut opts = BuildRequest::new(context.dir.clone(), input.name, input.text);
     opts.dockerfile_path = input.path;
+    opts.platform = platform;
     opts.tags = tags.clone();
     opts.build_args = parse_build_args(&args.build_args);
     opts.target = args.target.clone();
@@ -260,11 +262,12 @@ fn deliver(
     Ok(())
 }
 
-/// Only the host platform can be built for now (`rbuild_builder::platform`).
-fn check_platform(platform: Option<&str>) -> anyhow::Result<()> {
-    match platform.map(rbuild_builder::platform::check) {
-        Some(Err(e)) => bail!("--platform {e}"),
-        _ => Ok(()),
+/// `--platform`: one platform (the host's when not given).
+fn target_platform(platform: Option<&str>) -> anyhow::Result<rbuild_builder::platform::Platform> {
+    match platform.filter(|p| !p.trim().is_empty()).map(rbuild_builder::platform::parse_one) {
+        Some(Err(e)) => bail!("--platform: {e}"),
+        Some(Ok(p)) => Ok(p),
+        None => Ok(rbuild_builder::platform::Platform::host()),
     }
 }
 
@@ -363,6 +366,7 @@ pub fn call(args: BuildArgs, method: &str, json: bool) -> anyhow::Result<ExitCod
     let mut req = rbuild_builder::engine::BuildRequest::new(context, input.name, input.text);
     req.build_args = parse_build_args(&args.build_args);
     req.target = args.target.clone();
+    req.platform = target_platform(args.platform.as_deref())?;
     for (name, value) in key_values(&args.build_contexts, "--build-context")? {
         req.named_contexts.insert(name, rbuild_builder::engine::NamedContext::parse(&value));
     }

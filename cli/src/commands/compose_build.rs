@@ -175,6 +175,7 @@ fn plan_service(
     opts.cache_to = b.cache_to.iter().map(|v| spec("cache_to", v)).collect::<anyhow::Result<_>>()?;
     opts.ssh = super::build::parse_ssh(&b.ssh).with_context(|| format!("service {name}: ssh"))?;
     opts.context_times.main = context_time;
+    opts.platform = b.platform.clone();
     let mut needs = BTreeSet::new();
     for (ctx_name, value) in &b.additional_contexts {
         let named = if let Some(other) = value.strip_prefix("service:") {

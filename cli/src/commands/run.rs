@@ -1,4 +1,4 @@
-//! `rbuild run [--rm] [--network none|host] [--userns MODE] IMAGE [CMD...]`: the step's output goes to rbuild's
+//! `rbuild run [--rm] [--network none|host] [--platform P] [--userns MODE] IMAGE [CMD...]`: the step's output goes to rbuild's
 //! own, and rbuild exits with the step's exit code (128 + signal when killed).
 
 use std::process::ExitCode;
@@ -35,6 +35,10 @@ pub struct RunArgs {
     /// After the command, list what it changed (A added, C changed, D deleted; with owner uid:gid).
     #[arg(long)]
     pub changes: bool,
+    /// Run this platform's image (from a multi-platform image; it must match a single-platform one). A foreign
+    /// image runs under emulation, with or without it.
+    #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
+    pub platform: Option<String>,
     /// The image (name, digest or oci-layout://PATH[:TAG]).
     pub image: String,
     /// The command (default: the image's CMD), after the image's ENTRYPOINT.
@@ -81,6 +85,13 @@ pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow:
         extra_hosts,
         changes: args.changes,
         isolation: super::isolation(),
+        platform: args
+            .platform
+            .as_deref()
+            .filter(|p| !p.trim().is_empty())
+            .map(rbuild_builder::platform::Platform::parse)
+            .transpose()
+            .context("--platform")?,
         rlimits: args.ulimits.iter().map(|u| parse_ulimit(u)).collect::<anyhow::Result<Vec<_>>>()?,
         mounts: args
             .mounts

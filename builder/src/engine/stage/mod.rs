@@ -54,14 +54,15 @@ pub struct StageResult {
 impl StageResult {
     /// An empty stage (`FROM scratch`), configured as BuildKit's empty image is: the default PATH and
     /// WorkingDir `/`.
-    fn scratch() -> StageResult {
-        let config = json!({
-            "architecture": crate::platform::host_architecture(),
+    fn scratch(platform: &crate::platform::Platform) -> StageResult {
+        let mut config = json!({
+            "architecture": "",
             "os": "linux",
             "config": { "Env": [DEFAULT_PATH], "WorkingDir": "/" },
             "rootfs": { "type": "layers", "diff_ids": [] },
             "history": [],
         });
+        platform.write_into_config(&mut config);
         StageResult {
             layers: Vec::new(),
             diff_ids: Vec::new(),
@@ -138,7 +139,7 @@ impl<'a> StageBuilder<'a> {
             inputs,
             tree_ops: session.worker.tree_ops.as_ref(),
             args: Vec::new(),
-            state: StageResult::scratch(),
+            state: StageResult::scratch(&node.platform),
             meta: Vec::new(),
             cmd_set: false,
             created: config::created(req.layers.source_date_epoch),
@@ -202,7 +203,7 @@ impl<'a> StageBuilder<'a> {
         };
         let base = self.node.base.clone();
         if base == Source::Scratch {
-            self.state = StageResult::scratch();
+            self.state = StageResult::scratch(&self.node.platform);
         } else {
             let step = self.start(&format!("FROM {base_text}"));
             let start = Instant::now();

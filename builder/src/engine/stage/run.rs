@@ -135,6 +135,9 @@ impl StageBuilder<'_> {
             self.state.config["config"]["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_string();
         let user = self.state.config["config"]["User"].as_str().filter(|u| !u.is_empty()).map(str::to_string);
         let resolved = self.resolve_mounts(ins, &run.mounts, reads)?;
+        // The binaries are the image's: a base of another platform than the stage's runs as its own needs.
+        let platform =
+            crate::platform::Platform::of_config(&self.state.config).unwrap_or_else(|| self.node.platform.clone());
         let key = cache::run(&cache::RunKey {
             parent: &self.state.cache_key,
             argv: &argv,
@@ -143,6 +146,7 @@ impl StageBuilder<'_> {
             user: user.as_deref().unwrap_or(""),
             mounts: &resolved.key_parts,
             network: &format!("{network:?}"),
+            platform: &if platform.is_native() { String::new() } else { platform.to_string() },
             script: script.as_ref().map_or("", |(_, content)| content.as_str()),
         });
         // Proxy build args reach the step without an ARG, and stay out of its cache key.
@@ -191,7 +195,7 @@ impl StageBuilder<'_> {
                     .get("BUILDKIT_SANDBOX_HOSTNAME")
                     .cloned()
                     .unwrap_or_else(|| "buildkitsandbox".into()),
-                platform: self.req.platform.clone(),
+                platform: platform.clone(),
                 layer: self.req.layers,
             };
             self.execute(ins, &request, step)

@@ -12,17 +12,19 @@ impl StageBuilder<'_> {
     /// one-layer image of its files).
     pub(super) fn resolve_source_image(&self, source: &Source, ins: &Instruction) -> Result<StageResult> {
         match source {
-            Source::Scratch => Ok(StageResult::scratch()),
+            Source::Scratch => Ok(StageResult::scratch(&self.node.platform)),
             Source::Stage(i) => {
                 self.inputs.get(i).cloned().ok_or_else(|| self.fail(ins, &format!("stage {i} was not built")))
             }
             Source::Image(r) => self.resolve_image(r, ins),
             Source::NamedContext(n) => match self.req.named_contexts.get(n) {
                 // `docker-image://scratch` is the empty image, as in BuildKit (testNamedImageContextScratch).
-                Some(NamedContext::Image(r)) if r.eq_ignore_ascii_case("scratch") => Ok(StageResult::scratch()),
+                Some(NamedContext::Image(r)) if r.eq_ignore_ascii_case("scratch") => {
+                    Ok(StageResult::scratch(&self.node.platform))
+                }
                 Some(NamedContext::Image(r)) => self.resolve_image(r, ins),
                 Some(NamedContext::Dir(dir)) => {
-                    let mut state = StageResult::scratch();
+                    let mut state = StageResult::scratch(&self.node.platform);
                     let selection = copy::select(dir, &named_context_ignore(dir)?, &[".".to_string()])
                         .map_err(|e| self.fail(ins, &e.to_string()))?;
                     let layer_dir = self.store.tmp().path("context-image");
@@ -45,7 +47,7 @@ impl StageBuilder<'_> {
 
     pub(super) fn resolve_image(&self, base: &str, ins: &Instruction) -> Result<StageResult> {
         let images = &self.session.worker.images;
-        let image = match images.resolve(base, &self.req.platform, self.req.pull) {
+        let image = match images.resolve(base, &self.node.platform, self.req.pull) {
             Ok(image) => image,
             Err(Error::ImageNotFound { .. }) => {
                 return Err(self.fail(
@@ -69,6 +71,9 @@ impl StageBuilder<'_> {
             }
             Err(e) => return Err(e),
         };
+        if let Some(actual) = crate::platform::Platform::of_config(&image.config).filter(|p| *p != self.node.platform) {
+            self.warn_platform(ins, base, &actual)?;
+        }
         let digest = image.manifest_digest.clone();
         let diff_ids = image.diff_ids()?;
         let mut snapshots = Vec::new();
@@ -87,6 +92,30 @@ impl StageBuilder<'_> {
             cache_key: digest.to_string(),
             args: Vec::new(),
         })
+    }
+
+    /// BuildKit's InvalidBaseImagePlatform: the image found is of another platform than the stage's (its RUN steps
+    /// then run as the image's binaries need, emulated when foreign).
+    fn warn_platform(&self, ins: &Instruction, base: &str, actual: &crate::platform::Platform) -> Result<()> {
+        const RULE: &str = "InvalidBaseImagePlatform";
+        let line = ins.span.start_line;
+        let check = crate::dockerfile::lint::build_check(self.df, &self.req.build_args);
+        if check.skip_all
+            || check.skip.contains(RULE)
+            || crate::dockerfile::lint::skipped_at(self.df, &self.req.dockerfile_text, line, RULE)
+        {
+            return Ok(());
+        }
+        let message = format!(
+            "Base image {base} was pulled with platform \"{actual}\", expected \"{}\" for current build",
+            self.node.platform
+        );
+        if check.error {
+            return Err(self.fail(ins, &format!("lint violation found for rules: {RULE} ({message})")));
+        }
+        let text = format!("WARN: {RULE}: {message} ({}:{line})", self.req.dockerfile_name);
+        self.session.progress.event(&Event::Note { text: &text });
+        Ok(())
     }
 
     /// ` (did you mean stage "x"?)` when an image name is close to a stage name.

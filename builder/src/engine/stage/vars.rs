@@ -11,7 +11,13 @@ impl StageBuilder<'_> {
             crate::dockerfile::DockerfileError::new(&self.req.dockerfile_name, &self.req.dockerfile_text, span, message)
                 .into()
         };
-        crate::engine::graph::global_args(self.df, &self.req.build_args, self.req.target.as_deref(), &fail)
+        crate::engine::graph::global_args(
+            self.df,
+            &self.req.build_args,
+            self.req.target.as_deref(),
+            &self.req.platform,
+            &fail,
+        )
     }
 
     pub(super) fn expand_with(&self, ins: &Instruction, word: &str, env: &[(String, String)]) -> Result<String> {
