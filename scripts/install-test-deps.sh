@@ -7,8 +7,8 @@ set -euo pipefail
 # docker.io: a private dockerd that loads and runs rbuild's archives (started by the tests, as root).
 # debootstrap: the debian test image. tmux: a real terminal for the live progress view. ca-certificates, gzip, tar: the image scripts.
 # uidmap: newuidmap/newgidmap, for sandboxes that map subordinate ids. fuse-overlayfs: the snapshotter used
-# where the kernel refuses overlayfs.
-packages=(tmux skopeo umoci docker.io uidmap fuse-overlayfs debootstrap ca-certificates gzip tar git curl python3 docker-registry apache2-utils openssl bzip2 xz-utils zstd)
+# where the kernel refuses overlayfs. qemu-user-static: the emulators foreign-platform RUN steps register.
+packages=(tmux skopeo umoci docker.io uidmap fuse-overlayfs debootstrap ca-certificates gzip tar git curl python3 docker-registry apache2-utils openssl bzip2 xz-utils zstd qemu-user-static)
 test_user=rbuild-test
 
 missing=()
@@ -30,6 +30,18 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-test-deps: installing ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The architectures of the multi-platform busybox test image (vendor-test-images/make-busybox-multi.sh downloads
+# their busybox-static packages).
+if [ "$(id -u)" = 0 ]; then
+  added=0
+  for arch in arm64 armhf ppc64el s390x; do
+    [ "$arch" = "$(dpkg --print-architecture)" ] && continue
+    dpkg --print-foreign-architectures | grep -qx "$arch" || { dpkg --add-architecture "$arch"; added=1; }
+  done
+  # A mirror in mid-sync fails some lists; the downloads that need them say so.
+  [ "$added" = 0 ] || apt-get update -qq >/dev/null 2>&1 || true
 fi
 
 if [ "$(id -u)" = 0 ]; then

@@ -47,7 +47,10 @@ pub fn detect() -> Result<UsernsMode, Error> {
 /// The mode `choice` (`auto`, `single`, `subuid`, `off`; `None` is auto) stands for on this machine.
 pub fn detect_with(choice: Option<&str>) -> Result<UsernsMode, Error> {
     match choice.unwrap_or("auto") {
-        "" | "auto" => Ok(if Uid::effective().is_root() {
+        // Root of a user namespace mapping one id (`unshare -r`) cannot switch ids or set groups: one id it is.
+        "" | "auto" => Ok(if Uid::effective().is_root() && ids_mapped_here() == 1 {
+            UsernsMode::Single
+        } else if Uid::effective().is_root() {
             UsernsMode::Off
         } else {
             subuid_mode().unwrap_or(UsernsMode::Single)
@@ -74,6 +77,15 @@ pub fn detect_with(choice: Option<&str>) -> Result<UsernsMode, Error> {
 
 /// What to tell a user whose step failed changing owners or ids with only one id mapped (inside a sandbox, where
 /// the host's /etc/subuid cannot be read: no range suggested).
+/// How many user ids this process's user namespace maps (the sum of /proc/self/uid_map's ranges).
+fn ids_mapped_here() -> u64 {
+    std::fs::read_to_string("/proc/self/uid_map")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2).and_then(|n| n.parse::<u64>().ok()))
+        .sum()
+}
+
 pub const SUBUID_HINT: &str = "only one user id is mapped into the sandbox, so steps that change file owners \
 (chown, package installs) fail; install the uidmap package and give this user ranges in /etc/subuid and \
 /etc/subgid";

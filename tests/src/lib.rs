@@ -180,11 +180,15 @@ pub fn test_image(name: &str) -> PathBuf {
 fn image_script_digest(name: &str) -> String {
     use sha2::Digest;
     let base = workspace_root().join("vendor-test-images");
-    let mut files = vec![base.join(format!("make-{name}.sh")), base.join("lib/oci-layout.sh")];
-    if let Ok(entries) = std::fs::read_dir(base.join(format!("{name}-etc"))) {
-        let mut extra: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
-        extra.sort();
-        files.extend(extra);
+    let mut files = vec![base.join(format!("make-{name}.sh"))];
+    // The shared scripts, and the files the image's family installs (`busybox-multi` is a busybox).
+    let family = name.split('-').next().unwrap_or(name);
+    for dir in [base.join("lib"), base.join(format!("{family}-etc"))] {
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            let mut extra: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+            extra.sort();
+            files.extend(extra);
+        }
     }
     let mut h = sha2::Sha256::new();
     for f in files {
