@@ -243,10 +243,14 @@ fn every_build_key_is_applied() {
 #[test]
 fn unsupported_build_keys_are_refused_clearly() {
     let b = Builder::new(false);
-    let cases: [(&str, &str); 7] = [
+    let cases: [(&str, &str); 8] = [
         (
-            "platforms: [\"linux/s390x\"]",
-            "services.web.build.platforms[0]: linux/s390x: rbuild builds for the host platform",
+            "platforms: [\"linux/amd64\", \"linux/arm64\"]",
+            "services.web.build.platforms: one build makes one platform's image for now",
+        ),
+        (
+            "platforms: [\"windows/amd64\"]",
+            "services.web.build.platforms[0]: invalid platform \"windows/amd64\": rbuild builds Linux images only",
         ),
         (
             "isolation: hyperv",

@@ -283,3 +283,20 @@ fn a_registration_held_by_an_outer_namespace_is_used() {
     assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" - binfmt_misc "));
     assert!(Path::new(&s.store()).exists());
 }
+
+#[test]
+fn a_compose_service_with_a_foreign_platform_is_built_for_it() {
+    if let Some(why) = unsupported_here() {
+        return skip(&why);
+    }
+    let (platform, _, machine, _) = foreign();
+    let s = Setup::new(As::Root, &format!("FROM {}\nRUN uname -m > /m\n", multi_layout()));
+    s.dir.write(
+        "ctx/compose.yaml",
+        &format!("services:\n  app:\n    image: app:foreign\n    platform: {platform}\n    build:\n      context: .\n"),
+    );
+    let out = s.rbuild(&[], &["compose", "build"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = s.rbuild(&[], &["run", "app:foreign", "cat", "/m"]);
+    assert_eq!(text(&run.stdout).trim(), machine, "{}", text(&run.stderr));
+}
