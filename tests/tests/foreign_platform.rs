@@ -258,30 +258,43 @@ fn a_registration_held_by_an_outer_namespace_is_used() {
             r"\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff",
         ),
     };
-    let s = Setup::new(As::Root, &cross_dockerfile());
-    let mount_point = s.dir.path().join("outer-binfmt");
-    fs::create_dir_all(&mount_point).unwrap();
-    let script = format!(
-        "set -e\nmount -t binfmt_misc binfmt_misc {mp}\n\
-         printf '%s' ':outer-{machine}:M::{magic}:{mask}:{qemu}:OPF' > {mp}/register\n\
-         exec env RBUILD_BINFMT=host-only {rbuild} --root {root} build --platform {platform} -t outer .\n",
-        mp = mount_point.display(),
-        qemu = qemu_for(machine).display(),
-        rbuild = rbuild_bin().display(),
-        root = s.store().display(),
-    );
-    let out = Command::new("unshare")
-        .args(["-Urm", "--fork", "sh", "-c", &script])
-        .current_dir(s.dir.path().join("ctx"))
-        .output()
-        .unwrap();
-    let err = text(&out.stderr);
-    assert!(out.status.success(), "{err}");
-    assert!(err.contains(&format!("the host's binfmt_misc handler outer-{machine}")), "{err}");
-    assert!(err.contains(&format!("#5 {machine}")) || err.contains("RUN uname -m > /arch"), "{err}");
-    // The registration was the outer namespace's alone: gone with it.
-    assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" - binfmt_misc "));
-    assert!(Path::new(&s.store()).exists());
+    for who in identities() {
+        let s = Setup::new(who, &cross_dockerfile());
+        let mount_point = s.dir.path().join("outer-binfmt");
+        fs::create_dir_all(&mount_point).unwrap();
+        if running_as_root() && who != As::Root {
+            let user = if who == As::Subuid { TEST_USER } else { NOSUB_USER };
+            Command::new("chown").arg(format!("{user}:")).arg(&mount_point).status().unwrap();
+        }
+        let script = format!(
+            "set -e\nmount -t binfmt_misc binfmt_misc {mp}\n\
+             printf '%s' ':outer-{machine}:M::{magic}:{mask}:{qemu}:OPF' > {mp}/register\n\
+             exec env -u RBUILD_USERNS RBUILD_BINFMT=host-only {rbuild} --root {root} build --platform {platform} \
+             -t outer .\n",
+            mp = mount_point.display(),
+            qemu = qemu_for(machine).display(),
+            rbuild = rbuild_bin().display(),
+            root = s.store().display(),
+        );
+        let mut cmd = match who {
+            As::Root => Command::new("unshare"),
+            _ if !running_as_root() => Command::new("unshare"),
+            _ => {
+                let mut c = Command::new("runuser");
+                c.args(["-u", if who == As::Subuid { TEST_USER } else { NOSUB_USER }, "--", "unshare"]);
+                c
+            }
+        };
+        let out =
+            cmd.args(["-Urm", "--fork", "sh", "-c", &script]).current_dir(s.dir.path().join("ctx")).output().unwrap();
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{who:?}: {err}");
+        assert!(err.contains(&format!("the host's binfmt_misc handler outer-{machine}")), "{who:?}: {err}");
+        // The registration was the outer namespace's alone: gone with it.
+        assert!(!fs::read_to_string("/proc/self/mountinfo").unwrap().contains(" - binfmt_misc "));
+        let image = s.rbuild(&[], &["run", "outer", "cat", "/arch", "/native-arch"]);
+        assert_eq!(text(&image.stdout), format!("{machine}\n{}\n", foreign().3), "{who:?}: {}", text(&image.stderr));
+    }
 }
 
 #[test]
@@ -299,4 +312,56 @@ fn a_compose_service_with_a_foreign_platform_is_built_for_it() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     let run = s.rbuild(&[], &["run", "app:foreign", "cat", "/m"]);
     assert_eq!(text(&run.stdout).trim(), machine, "{}", text(&run.stderr));
+}
+
+/// An image index loaded into the store (`rbuild load` of the multi-platform layout) and one in a registry (pushed
+/// there by skopeo): every stage gets the manifest of its platform, and every architecture of the test image runs.
+#[test]
+fn an_index_in_the_store_or_a_registry_gives_each_stage_its_platform() {
+    if let Some(why) = unsupported_here() {
+        return skip(&why);
+    }
+    let (platform, _, machine, host_machine) = foreign();
+    let layout = test_image("busybox-multi");
+    let reg = rbuild_tests::registry_fixture::RegistryServer::start(
+        rbuild_tests::registry_fixture::RegistryAuth::None,
+        false,
+    );
+    rbuild_tests::require_tool("skopeo");
+    let pushed = Command::new("skopeo")
+        .args(["copy", "-q", "--all", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{}/multi/busybox:latest", reg.host()))
+        .output()
+        .unwrap();
+    assert!(pushed.status.success(), "skopeo copy: {}", text(&pushed.stderr));
+    let from_registry = format!("{}/multi/busybox", reg.host());
+    for base in ["busybox-multi".to_string(), from_registry] {
+        let others = [("linux/s390x", "s390x"), ("linux/arm/v7", "armv7l"), ("linux/ppc64le", "ppc64le")];
+        let mut df = format!("FROM --platform=$BUILDPLATFORM {base} AS native\nRUN uname -m > /n\n");
+        for (i, (p, _)) in others.iter().enumerate() {
+            df.push_str(&format!("FROM --platform={p} {base} AS other{i}\nRUN uname -m > /m\n"));
+        }
+        df.push_str(&format!("FROM {base}\nCOPY --from=native /n /n\n"));
+        for i in 0..others.len() {
+            df.push_str(&format!("COPY --from=other{i} /m /m{i}\n"));
+        }
+        df.push_str("RUN uname -m > /m\n");
+        let s = Setup::new(As::Root, &df);
+        let env = ["RBUILD_OFFLINE=0".to_string()];
+        if base == "busybox-multi" {
+            let out = s.rbuild(&env, &["load", "-i", layout.to_str().unwrap(), "--name", "busybox-multi"]);
+            assert!(out.status.success(), "load: {}", text(&out.stderr));
+        }
+        let out = s.rbuild(&env, &["build", "--platform", platform, "-t", "all", "."]);
+        assert!(out.status.success(), "{base}: {}", text(&out.stderr));
+        let run = s.rbuild(&env, &["run", "all", "cat", "/n", "/m0", "/m1", "/m2", "/m"]);
+        assert_eq!(
+            text(&run.stdout),
+            format!("{host_machine}\ns390x\narmv7l\nppc64le\n{machine}\n"),
+            "{base}: {}",
+            text(&run.stderr)
+        );
+        s.assert_clean();
+    }
 }
