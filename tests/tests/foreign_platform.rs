@@ -5,7 +5,7 @@
 //! the host-registration path runs inside an outer user namespace that holds the registration.
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 use rbuild_tests::{TEST_USER, TempDir, give_to_test_user, rbuild_bin, running_as_root, test_image};
