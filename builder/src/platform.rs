@@ -149,21 +149,9 @@ pub fn parse_list(requested: &str) -> Result<Vec<Platform>, BadPlatform> {
     Ok(out)
 }
 
-/// One platform to build for: several in one build are not supported yet.
-pub fn parse_one(requested: &str) -> Result<Platform, BadPlatform> {
-    let list = parse_list(requested)?;
-    match list.as_slice() {
-        [one] => Ok(one.clone()),
-        _ => Err(BadPlatform {
-            requested: requested.to_string(),
-            reason: "one build makes one platform's image for now: run one build per platform".into(),
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::{Platform, parse_list, parse_one};
+    use super::{Platform, parse_list};
 
     #[test]
     fn names_are_normalized_as_containerd_does() {
@@ -191,12 +179,11 @@ mod tests {
     }
 
     #[test]
-    fn lists_and_a_single_platform() {
+    fn lists_are_parsed_each_once() {
         let l = parse_list("linux/amd64, linux/arm64,linux/amd64").unwrap();
         assert_eq!(l.len(), 2);
-        let e = parse_one("linux/amd64,linux/arm64").unwrap_err();
-        assert!(e.to_string().contains("one build per platform"), "{e}");
-        assert_eq!(parse_one("linux/arm64").unwrap().architecture, "arm64");
+        assert_eq!(parse_list("linux/arm64").unwrap()[0].architecture, "arm64");
+        assert!(parse_list(" , ").is_err());
     }
 
     #[test]

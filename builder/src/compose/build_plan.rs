@@ -50,8 +50,9 @@ pub struct ServiceBuild {
     pub no_cache_filter: Vec<String>,
     pub entitlements: Vec<String>,
     pub warnings: Vec<String>,
-    /// The platform to build for: the service's `platform`, else the one of `build.platforms`, else the host's.
-    pub platform: crate::platform::Platform,
+    /// The platforms to build for: `build.platforms` (several make an image index), else the service's
+    /// `platform`, else the host's.
+    pub platforms: Vec<crate::platform::Platform>,
 }
 
 fn refuse(project: &Project, path: String, message: String) -> ComposeError {
@@ -100,7 +101,7 @@ impl Project {
             None => None,
         };
         // As Compose: the service's platform must be one of build.platforms when both are given.
-        let platform = match (service_platform, platforms.as_slice()) {
+        let platforms = match (service_platform, platforms) {
             (Some(p), list) if !list.is_empty() && !list.contains(&p) => {
                 return Err(refuse(
                     self,
@@ -108,18 +109,9 @@ impl Project {
                     format!("platform {p} is not in build.platforms"),
                 ));
             }
-            (Some(p), _) => p,
-            (None, []) => crate::platform::Platform::host(),
-            (None, [one]) => one.clone(),
-            (None, _) => {
-                return Err(refuse(
-                    self,
-                    at("platforms"),
-                    "one build makes one platform's image for now: list one platform, or set the service's \
-                     platform to the one to build"
-                        .into(),
-                ));
-            }
+            (_, list) if !list.is_empty() => list,
+            (Some(p), _) => vec![p],
+            (None, _) => vec![crate::platform::Platform::host()],
         };
         // Build args: a key without a value takes the environment's (or is left out).
         let mut args = BTreeMap::new();
@@ -317,7 +309,7 @@ impl Project {
             no_cache_filter: b.no_cache_filter.as_ref().map(|f| f.items()).unwrap_or_default(),
             entitlements,
             warnings,
-            platform,
+            platforms,
         })
     }
 }

@@ -16,6 +16,7 @@ use crate::store::Store;
 /// What a pull did.
 #[derive(Debug, Clone)]
 pub struct PullReport {
+    /// The image pulled (of an index: the platform's image; the name points at the index).
     pub manifest_digest: Digest,
     /// Blobs downloaded, bytes downloaded, and blobs the store already had.
     pub downloaded: usize,
@@ -64,8 +65,9 @@ pub fn pull(store: &Store, client: &Client, reference: &Reference) -> Result<Pul
     pull_for(store, client, reference, &crate::platform::Platform::host())
 }
 
-/// Pull `platform`'s image of `reference` into the store and name it (the name then holds that platform's
-/// image, as `docker pull --platform` leaves it); returns what was done.
+/// Pull `platform`'s image of `reference` into the store and name it; returns what was done. When the registry
+/// has an index, the index is kept (the name points at it) with the images of the platforms pulled so far; a
+/// pull for another platform adds that platform's image.
 pub fn pull_for(
     store: &Store,
     client: &Client,
@@ -76,7 +78,9 @@ pub fn pull_for(
     let what = reference.familiar();
     let mut m = client.get_manifest(reference).map_err(registry_error)?;
     let top = doc(&m.bytes, &format!("the manifest of {what}"))?;
+    let mut index = None;
     if top["manifests"].is_array() {
+        index = Some((m.bytes.clone(), m.media_type.clone()));
         let chosen = platform::select(&top, &want).ok_or_else(|| {
             let have: Vec<String> = top["manifests"]
                 .as_array()
@@ -123,7 +127,13 @@ pub fn pull_for(
     for (d, _) in &blobs {
         sources::record(store, d, &reference.registry, &reference.repository);
     }
-    let desc = descriptor(&m.media_type, m.bytes.len() as u64, &manifest_digest)?;
+    let desc = match &index {
+        Some((bytes, media_type)) => {
+            let index_digest = store.put_blob_bytes(bytes)?;
+            descriptor(media_type, bytes.len() as u64, &index_digest)?
+        }
+        None => descriptor(&m.media_type, m.bytes.len() as u64, &manifest_digest)?,
+    };
     let name = Reference {
         digest: None,
         tag: Some(reference.tag.clone().unwrap_or_else(|| "latest".into())),

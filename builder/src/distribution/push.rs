@@ -18,18 +18,71 @@ pub struct PushReport {
     pub uploaded: usize,
     pub mounted: usize,
     pub present: usize,
+    /// The platforms of an index left out because the store lacks their images (a partial pull).
+    pub left_out: Vec<String>,
 }
 
 fn registry_error(e: RegistryError) -> Error {
     Error::Registry(Box::new(e))
 }
 
-/// Push the image with manifest `digest` to `dest` (its tag, or its digest when it names none).
+/// Push the image with manifest `digest` to `dest` (its tag, or its digest when it names none). An index is pushed
+/// with every image of it the store has, each by digest, then the index itself.
 pub fn push(store: &Store, client: &Client, digest: &Digest, dest: &Reference) -> Result<PushReport> {
+    let bytes = store.read_blob(digest)?;
+    let doc: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|source| Error::Json { what: format!("manifest {digest}"), source })?;
+    if doc["manifests"].is_array() {
+        return push_index(store, client, &doc, &bytes, dest);
+    }
     let image = load_image(store, digest)?;
     let mut blobs: Vec<Digest> = vec![image.config_digest.clone()];
     blobs.extend(image.layers.iter().map(|l| l.digest.clone()));
     push_artifact(store, client, &blobs, &image.manifest_media_type, &image.manifest_bytes, dest)
+}
+
+/// Push an index: its images the store has, by digest, then the index naming them. A registry refuses an index
+/// whose manifests it lacks, so platforms the store does not have (a partial pull) are left out of a new index.
+fn push_index(
+    store: &Store,
+    client: &Client,
+    doc: &serde_json::Value,
+    bytes: &[u8],
+    dest: &Reference,
+) -> Result<PushReport> {
+    let mut report = PushReport::default();
+    let mut kept = Vec::new();
+    for entry in doc["manifests"].as_array().into_iter().flatten() {
+        let d = Digest::parse(entry["digest"].as_str().unwrap_or_default())?;
+        if !store.has_blob(&d) {
+            let p = &entry["platform"];
+            report.left_out.push(format!(
+                "{}/{}",
+                p["os"].as_str().unwrap_or("?"),
+                p["architecture"].as_str().unwrap_or("?")
+            ));
+            continue;
+        }
+        let by_digest = Reference { tag: None, digest: Some(d.to_string()), ..dest.clone() };
+        let r = push(store, client, &d, &by_digest)?;
+        report.uploaded += r.uploaded;
+        report.mounted += r.mounted;
+        report.present += r.present;
+        kept.push(entry.clone());
+    }
+    let media_type = doc["mediaType"].as_str().unwrap_or(crate::export::image::OCI_INDEX).to_string();
+    let bytes = if report.left_out.is_empty() {
+        bytes.to_vec()
+    } else {
+        let mut partial = doc.clone();
+        partial["manifests"] = serde_json::Value::Array(kept);
+        serde_json::to_vec(&partial).map_err(|source| Error::Json { what: "image index".into(), source })?
+    };
+    let reference = dest.tag.clone().or_else(|| dest.digest.clone()).unwrap_or_else(|| "latest".into());
+    report.manifest_digest = client
+        .put_manifest(&dest.registry, &dest.repository, &reference, &media_type, &bytes)
+        .map_err(registry_error)?;
+    Ok(report)
 }
 
 /// Push blobs from the store, then a manifest with exactly these bytes (an image, or an artifact such as a
@@ -55,6 +108,7 @@ pub fn push_artifact(
         uploaded: uploaded.into_inner(),
         mounted: mounted.into_inner(),
         present: present.into_inner(),
+        left_out: Vec::new(),
     })
 }
 

@@ -10,6 +10,7 @@
 mod cache;
 pub(crate) mod config;
 pub mod graph;
+pub mod multi_platform;
 pub mod ports;
 pub mod progress;
 pub mod remote_cache;
@@ -78,6 +79,9 @@ pub struct BuildRequest {
     pub allow: BTreeSet<String>,
     /// When base images are pulled (`--pull`: always; Compose `pull_policy: never`: never).
     pub pull: PullPolicy,
+    /// Further platforms to build in the same build (`--platform a,b`): with two or more in all, one image per
+    /// platform and an image index of them. Empty: `platform` alone.
+    pub platforms: Vec<Platform>,
     /// `--cache-from` / `--cache-to`.
     pub cache_from: Vec<remote_cache::CacheSpec>,
     pub cache_to: Vec<remote_cache::CacheSpec>,
@@ -95,6 +99,11 @@ pub struct ContextTimes {
 }
 
 impl BuildRequest {
+    /// The platforms this build makes images for: `platforms` when it names several, else `platform`.
+    pub fn target_platforms(&self) -> Vec<Platform> {
+        if self.platforms.len() > 1 { self.platforms.clone() } else { vec![self.platform.clone()] }
+    }
+
     /// A request to build `dockerfile_text` in `context` with everything else at its default.
     pub fn new(context: PathBuf, dockerfile_name: String, dockerfile_text: String) -> Self {
         BuildRequest {
@@ -109,6 +118,7 @@ impl BuildRequest {
             no_cache_filter: Vec::new(),
             network: Network::Host,
             platform: Platform::host(),
+            platforms: Vec::new(),
             media_types: MediaTypes::Oci,
             layers: LayerOptions::default(),
             secrets: BTreeMap::new(),
@@ -180,6 +190,25 @@ pub struct BuildResult {
     /// Steps that ran, and steps whose results came from the cache.
     pub executed: usize,
     pub cached: usize,
+    /// A multi-platform build's image index (then `manifest_digest` is its digest, and `image`, `snapshots` and
+    /// `config_digest` are the host platform's image, or the first platform's), and each platform's result.
+    pub index: Option<multi_platform::IndexDocument>,
+    pub per_platform: Vec<(Platform, BuildResult)>,
+}
+
+impl BuildResult {
+    /// The descriptor names point at: the image's, or the index's.
+    pub fn descriptor(&self) -> Result<oci_spec::image::Descriptor> {
+        match &self.index {
+            Some(i) => crate::export::image::descriptor(&i.media_type, i.bytes.len() as u64, &self.manifest_digest),
+            None => self.image.descriptor(),
+        }
+    }
+
+    /// Whether the result is an index of several platforms' images.
+    pub fn is_multi_platform(&self) -> bool {
+        self.index.is_some()
+    }
 }
 
 /// One build in progress: what its stages share.
@@ -324,8 +353,64 @@ fn plan_with_image_triggers(
     }
 }
 
-/// Build the Dockerfile; returns the image written (and tagged with `opts.tags`).
+/// Build the Dockerfile; returns the image written (and tagged with `opts.tags`): for several platforms, an image
+/// index of one image per platform.
 pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) -> Result<BuildResult> {
+    let platforms = opts.target_platforms();
+    if platforms.len() > 1 {
+        return multi_platform::build(worker, opts, &platforms, progress);
+    }
+    let built = build_one(worker, opts, progress)?;
+    export_cache(worker, opts, &built.cache_records, &built.mounts_used, progress)?;
+    Ok(built.result)
+}
+
+/// A finished single-platform build, with what its `--cache-to` exports need.
+pub(crate) struct Built {
+    pub result: BuildResult,
+    /// Per non-inline `--cache-to` (in order): the cache records it exports.
+    pub cache_records: Vec<Vec<(String, cache::Cached)>>,
+    /// The cache mounts the build used.
+    pub mounts_used: Vec<String>,
+}
+
+/// The cache records of several builds (one per platform), merged per `--cache-to`.
+pub(crate) fn merge_cache_records(built: &[Built]) -> (Vec<Vec<(String, cache::Cached)>>, Vec<String>) {
+    let n = built.first().map_or(0, |b| b.cache_records.len());
+    let mut records: Vec<Vec<(String, cache::Cached)>> = vec![Vec::new(); n];
+    for (i, merged) in records.iter_mut().enumerate() {
+        let mut seen = BTreeSet::new();
+        for b in built {
+            for (k, c) in b.cache_records.get(i).into_iter().flatten() {
+                if seen.insert(k.clone()) {
+                    merged.push((k.clone(), c.clone()));
+                }
+            }
+        }
+    }
+    let mounts: BTreeSet<String> = built.iter().flat_map(|b| b.mounts_used.iter().cloned()).collect();
+    (records, mounts.into_iter().collect())
+}
+
+/// Export the build's cache to every non-inline `--cache-to`.
+pub(crate) fn export_cache(
+    worker: &Worker<'_>,
+    opts: &BuildRequest,
+    records: &[Vec<(String, cache::Cached)>],
+    mounts_used: &[String],
+    progress: &dyn ProgressSink,
+) -> Result<()> {
+    let specs = opts.cache_to.iter().filter(|s| s.location != remote_cache::CacheLocation::Inline);
+    for (spec, records) in specs.zip(records) {
+        let mounts: Vec<String> = if spec.mounts { mounts_used.to_vec() } else { Vec::new() };
+        let n = remote_cache::export(worker.store, worker.registry.as_deref(), spec, records, &mounts, &opts.layers)?;
+        progress.event(&Event::Note { text: &format!("cache: exported {n} records to {spec}") });
+    }
+    Ok(())
+}
+
+/// Build the Dockerfile for the request's one platform.
+pub(crate) fn build_one(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) -> Result<Built> {
     let store = worker.store;
     let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
     let with_epoch;
@@ -428,21 +513,22 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
     }
     let step = shared.next_step();
     progress.event(&Event::Note { text: &format!("#{step} writing image {} done", image.manifest_digest) });
+    let mut cache_records = Vec::new();
+    let mut mounts_used = Vec::new();
     if !opts.cache_to.is_empty() {
-        let (used, mounts) = (used_records(&shared), shared.mounts_used.lock().map(|m| m.clone()).unwrap_or_default());
+        let used = used_records(&shared);
+        mounts_used = shared.mounts_used.lock().map(|m| m.iter().cloned().collect()).unwrap_or_default();
         let final_chain = final_chain(&graph);
         for spec in opts.cache_to.iter().filter(|s| s.location != remote_cache::CacheLocation::Inline) {
-            let records: Vec<(String, cache::Cached)> = used
-                .iter()
-                .filter(|(stage, _, _)| spec.mode_max || final_chain.contains(stage))
-                .map(|(_, k, c)| (k.clone(), c.clone()))
-                .collect();
-            let mounts: Vec<String> = if spec.mounts { mounts.iter().cloned().collect() } else { Vec::new() };
-            let n = remote_cache::export(store, worker.registry.as_deref(), spec, &records, &mounts, &opts.layers)?;
-            progress.event(&Event::Note { text: &format!("cache: exported {n} records to {spec}") });
+            cache_records.push(
+                used.iter()
+                    .filter(|(stage, _, _)| spec.mode_max || final_chain.contains(stage))
+                    .map(|(_, k, c)| (k.clone(), c.clone()))
+                    .collect(),
+            );
         }
     }
-    Ok(BuildResult {
+    let result = BuildResult {
         manifest_digest: image.manifest_digest.clone(),
         config_digest: image.config_digest.clone(),
         image,
@@ -450,7 +536,10 @@ pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSi
         ids: worker.id_map.clone(),
         executed,
         cached,
-    })
+        index: None,
+        per_platform: Vec::new(),
+    };
+    Ok(Built { result, cache_records, mounts_used })
 }
 
 /// The stages the final image is made of: the target and the stages it is built FROM (cache mode=min).

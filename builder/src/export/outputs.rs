@@ -130,7 +130,7 @@ fn csv_fields(spec: &str) -> Vec<String> {
 pub fn push_image(store: &Store, client: &Client, digest: &crate::digest::Digest, dest: &Reference) -> Result<String> {
     let started = std::time::Instant::now();
     let r = crate::distribution::push(store, client, digest, dest)?;
-    Ok(format!(
+    let mut line = format!(
         "pushed {} ({}): {} blobs uploaded, {} mounted, {} already there, {:.1}s",
         dest.familiar(),
         r.manifest_digest,
@@ -138,7 +138,15 @@ pub fn push_image(store: &Store, client: &Client, digest: &crate::digest::Digest
         r.mounted,
         r.present,
         started.elapsed().as_secs_f64()
-    ))
+    );
+    if !r.left_out.is_empty() {
+        line.push_str(&format!(
+            "\nwarning: the index pushed leaves out {} (not in the store: pulled for other platforms only), so its \
+             digest differs from the store's",
+            r.left_out.join(", ")
+        ));
+    }
+    Ok(line)
 }
 
 fn parse_names(names: &[String]) -> Result<Vec<Reference>> {
@@ -164,7 +172,7 @@ pub fn write(
     let create_dir = |dir: &Path| std::fs::create_dir_all(dir).map_err(Error::io("create", dir));
     match output {
         Output::Image { names, push } => {
-            let descriptor = result.image.descriptor()?;
+            let descriptor = result.descriptor()?;
             let mut targets = parse_names(names)?;
             for t in &targets {
                 store.tag_image(t, &descriptor)?;
@@ -184,6 +192,20 @@ pub fn write(
                 for t in &targets {
                     report.push(push_image(store, client, &result.manifest_digest, t)?);
                 }
+            }
+        }
+        Output::Archive { format: ArchiveFormat::Docker, .. } if result.is_multi_platform() => {
+            return Err(several_platforms("type=docker", "a Docker archive holds one platform's image"));
+        }
+        Output::Tar { .. } if result.is_multi_platform() => {
+            return Err(several_platforms("type=tar", "use type=local (a directory per platform) or type=oci"));
+        }
+        Output::Local { dest } if result.is_multi_platform() => {
+            // A directory per platform, named as buildx names them (`linux_arm64`).
+            for (platform, one) in &result.per_platform {
+                let dir = dest.join(platform.path_name());
+                create_dir(&dir)?;
+                crate::sandbox::snapshotter::merge_snapshots(&one.snapshots, &dir)?;
             }
         }
         Output::Archive { format, dest, tar, names } => {
@@ -213,8 +235,21 @@ pub fn write(
     Ok(report)
 }
 
+/// The error for an output that holds one platform's image, given several.
+fn several_platforms(what: &str, why: &str) -> Error {
+    Error::BadOutput {
+        what: what.into(),
+        reason: format!(
+            "the build made images for several platforms and {why}; build one platform (--platform) for it"
+        ),
+    }
+}
+
 /// `--load`: a Docker archive into `docker load`, or `podman load`; returns what the engine said.
 pub fn load_into_engine(store: &Store, client: &Client, result: &BuildResult, tags: &[Reference]) -> Result<String> {
+    if result.is_multi_platform() {
+        return Err(several_platforms("--load", "docker load takes one platform's image"));
+    }
     let engine = ["docker", "podman"]
         .into_iter()
         .find(|e| Command::new(e).arg("--version").output().is_ok_and(|o| o.status.success()))
@@ -240,16 +275,22 @@ pub fn load_into_engine(store: &Store, client: &Client, result: &BuildResult, ta
 
 /// `--metadata-file`: BuildKit's keys for the image built.
 pub fn metadata(result: &BuildResult, tags: &[Reference]) -> serde_json::Value {
+    let (media_type, size) = match &result.index {
+        Some(i) => (i.media_type.clone(), i.bytes.len()),
+        None => (result.image.manifest_media_type.clone(), result.image.manifest_bytes.len()),
+    };
     let descriptor = serde_json::json!({
-        "mediaType": result.image.manifest_media_type,
+        "mediaType": media_type,
         "digest": result.manifest_digest.as_str(),
-        "size": result.image.manifest_bytes.len(),
+        "size": size,
     });
     let mut v = serde_json::json!({
         "containerimage.digest": result.manifest_digest.as_str(),
-        "containerimage.config.digest": result.config_digest.as_str(),
         "containerimage.descriptor": descriptor,
     });
+    if !result.is_multi_platform() {
+        v["containerimage.config.digest"] = serde_json::json!(result.config_digest.as_str());
+    }
     if !tags.is_empty() {
         v["image.name"] = serde_json::json!(tags.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(","));
     }

@@ -110,8 +110,8 @@ pub struct BuildArgs {
     /// A resource limit for RUN steps: NAME=SOFT[:HARD] (e.g. nofile=1024:2048).
     #[arg(long = "ulimit")]
     pub ulimits: Vec<String>,
-    /// The target platform (e.g. linux/arm64; a foreign one runs its RUN steps under emulation). Default: the
-    /// host's, or DOCKER_DEFAULT_PLATFORM.
+    /// The target platforms, comma-separated (e.g. linux/amd64,linux/arm64: an image index of one image per
+    /// platform; a foreign one's RUN steps run under emulation). Default: the host's, or DOCKER_DEFAULT_PLATFORM.
     #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
     pub platform: Option<String>,
     /// Write Docker schema2 media types instead of OCI ones (--oci-mediatypes=false).
@@ -127,7 +127,7 @@ pub fn build(
     registry: &super::registry_cmds::RegistryFlags,
 ) -> anyhow::Result<ExitCode> {
     use rbuild_builder::engine::{BuildRequest, Network, PullPolicy, build};
-    let platform = target_platform(args.platform.as_deref())?;
+    let platforms = target_platforms(args.platform.as_deref())?;
     let client = super::registry_cmds::client(registry)?;
     let context = build_context::resolve(store, &args.context, &client)?;
     let input = match (&args.file, &context.dockerfile_text) {
@@ -149,7 +149,8 @@ pub fn build(
     let userns = rbuild_runtime::userns::detect_with(userns)?;
     let mut opts = BuildRequest::new(context.dir.clone(), input.name, input.text);
     opts.dockerfile_path = input.path;
-    opts.platform = platform;
+    opts.platform = platforms[0].clone();
+    opts.platforms = if platforms.len() > 1 { platforms } else { Vec::new() };
     opts.tags = tags.clone();
     opts.build_args = parse_build_args(&args.build_args);
     opts.target = args.target.clone();
@@ -262,12 +263,12 @@ fn deliver(
     Ok(())
 }
 
-/// `--platform`: one platform (the host's when not given).
-fn target_platform(platform: Option<&str>) -> anyhow::Result<rbuild_builder::platform::Platform> {
-    match platform.filter(|p| !p.trim().is_empty()).map(rbuild_builder::platform::parse_one) {
+/// `--platform`: the platforms to build for, comma-separated (the host's when not given).
+fn target_platforms(platform: Option<&str>) -> anyhow::Result<Vec<rbuild_builder::platform::Platform>> {
+    match platform.filter(|p| !p.trim().is_empty()).map(rbuild_builder::platform::parse_list) {
         Some(Err(e)) => bail!("--platform: {e}"),
         Some(Ok(p)) => Ok(p),
-        None => Ok(rbuild_builder::platform::Platform::host()),
+        None => Ok(vec![rbuild_builder::platform::Platform::host()]),
     }
 }
 
@@ -366,7 +367,7 @@ pub fn call(args: BuildArgs, method: &str, json: bool) -> anyhow::Result<ExitCod
     let mut req = rbuild_builder::engine::BuildRequest::new(context, input.name, input.text);
     req.build_args = parse_build_args(&args.build_args);
     req.target = args.target.clone();
-    req.platform = target_platform(args.platform.as_deref())?;
+    req.platform = target_platforms(args.platform.as_deref())?.remove(0);
     for (name, value) in key_values(&args.build_contexts, "--build-context")? {
         req.named_contexts.insert(name, rbuild_builder::engine::NamedContext::parse(&value));
     }

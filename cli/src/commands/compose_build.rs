@@ -175,7 +175,8 @@ fn plan_service(
     opts.cache_to = b.cache_to.iter().map(|v| spec("cache_to", v)).collect::<anyhow::Result<_>>()?;
     opts.ssh = super::build::parse_ssh(&b.ssh).with_context(|| format!("service {name}: ssh"))?;
     opts.context_times.main = context_time;
-    opts.platform = b.platform.clone();
+    opts.platform = b.platforms[0].clone();
+    opts.platforms = if b.platforms.len() > 1 { b.platforms.clone() } else { Vec::new() };
     let mut needs = BTreeSet::new();
     for (ctx_name, value) in &b.additional_contexts {
         let named = if let Some(other) = value.strip_prefix("service:") {

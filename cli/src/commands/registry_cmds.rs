@@ -30,13 +30,20 @@ pub fn client(flags: &RegistryFlags) -> anyhow::Result<Arc<Client>> {
 pub struct PullArgs {
     /// The image, e.g. busybox, localhost:5000/team/app:1.0, repo@sha256:...
     pub image: String,
+    /// Of a multi-platform image, pull this platform's image (default: the host's); the index is kept.
+    #[arg(long, env = "DOCKER_DEFAULT_PLATFORM")]
+    pub platform: Option<String>,
 }
 
 pub fn pull(store: &Store, flags: &RegistryFlags, args: PullArgs) -> anyhow::Result<ExitCode> {
     let reference = Reference::parse(&args.image)?;
     let client = client(flags)?;
     let started = std::time::Instant::now();
-    let r = rbuild_builder::distribution::pull(store, &client, &reference)?;
+    let platform = match &args.platform {
+        Some(p) => rbuild_builder::platform::Platform::parse(p).context("--platform")?,
+        None => rbuild_builder::platform::Platform::host(),
+    };
+    let r = rbuild_builder::distribution::pull_for(store, &client, &reference, &platform)?;
     eprintln!(
         "pulled {} ({}): {} blobs downloaded ({} bytes), {} already present, {:.1}s",
         reference.familiar(),

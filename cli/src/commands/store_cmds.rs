@@ -31,30 +31,74 @@ fn resolve(store: &Store, image: &str) -> anyhow::Result<(Option<Reference>, Dig
 pub struct InspectArgs {
     /// The image (name, digest, or oci-layout://PATH[:TAG]).
     pub image: String,
+    /// Of a multi-platform image, the image of this platform (default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+/// The platforms an image holds: its config's, or an index's entries (`(platform, in the store)`).
+fn platforms_of(store: &Store, digest: &Digest) -> Vec<(String, bool)> {
+    let Ok(doc) = store.read_blob(digest).map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default())
+    else {
+        return Vec::new();
+    };
+    match doc["manifests"].as_array() {
+        Some(entries) => entries
+            .iter()
+            .filter_map(|e| {
+                let p = rbuild_builder::platform::Platform::of_config(&e["platform"])?;
+                let present = Digest::parse(e["digest"].as_str()?).is_ok_and(|d| store.has_blob(&d));
+                (p.os != "unknown").then(|| (p.to_string(), present))
+            })
+            .collect(),
+        None => export::load_image(store, digest)
+            .ok()
+            .and_then(|i| rbuild_builder::platform::Platform::of_config(&i.config))
+            .map(|p| vec![(p.to_string(), true)])
+            .unwrap_or_default(),
+    }
 }
 
 pub fn images(store: &Store) -> anyhow::Result<ExitCode> {
-    println!("{:<48} {:<14} {:>10}", "IMAGE", "DIGEST", "SIZE");
+    println!("{:<48} {:<14} {:>10}  PLATFORMS", "IMAGE", "DIGEST", "SIZE");
     for r in store.images()? {
         let digest = r.digest()?;
-        let size: u64 = export::load_image(store, &digest)
+        let platforms = platforms_of(store, &digest);
+        // An index: the images of it the store has (a pull fetches the platforms asked for).
+        let size: u64 = platforms
+            .iter()
+            .filter(|(_, present)| *present)
+            .filter_map(|(p, _)| {
+                let p = rbuild_builder::platform::Platform::parse(p).ok()?;
+                export::image::load_image_for(store, &digest, &p).ok()
+            })
             .map(|i| i.layers.iter().map(|l| l.size).sum::<u64>() + i.config_bytes.len() as u64)
-            .unwrap_or(0);
-        println!("{:<48} {:<14} {:>10}", r.name.familiar(), &digest.hex()[..12], human_size(size));
+            .sum();
+        let shown: Vec<String> =
+            platforms.iter().map(|(p, present)| if *present { p.clone() } else { format!("({p})") }).collect();
+        println!("{:<48} {:<14} {:>10}  {}", r.name.familiar(), &digest.hex()[..12], human_size(size), shown.join(","));
     }
     Ok(ExitCode::SUCCESS)
 }
 
 pub fn inspect(store: &Store, args: InspectArgs) -> anyhow::Result<ExitCode> {
     let (name, digest) = resolve(store, &args.image)?;
-    let img = export::load_image(store, &digest)?;
+    let platform = match &args.platform {
+        Some(p) => rbuild_builder::platform::Platform::parse(p).context("--platform")?,
+        None => rbuild_builder::platform::Platform::host(),
+    };
+    let img = export::image::load_image_for(store, &digest, &platform)?;
     let manifest: serde_json::Value = serde_json::from_slice(&img.manifest_bytes)?;
-    let out = json!({
+    let mut out = json!({
         "Name": name.map(|n| n.to_string()),
         "Digest": img.manifest_digest.as_str(),
         "Manifest": manifest,
         "Config": img.config,
     });
+    if img.manifest_digest != digest {
+        out["Index"] = json!(digest.as_str());
+        out["Platforms"] = json!(platforms_of(store, &digest).into_iter().map(|(p, _)| p).collect::<Vec<_>>());
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }

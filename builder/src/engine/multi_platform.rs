@@ -1,0 +1,166 @@
+//! One build for several platforms (`--platform linux/amd64,linux/arm64`): a build per platform, all at once over
+//! the same worker, so a step they share (a `FROM --platform=$BUILDPLATFORM` stage with the same inputs) runs once
+//! — the others wait for its claim and take it from the cache — then an image index of the platforms' images,
+//! which the build's names are given. Progress lines name the platform (`[linux/arm64 build 2/4]`), and step
+//! numbers stay unique across the platforms.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::json;
+
+use super::progress::{Event, ProgressSink};
+use super::{BuildRequest, BuildResult, Worker};
+use crate::error::{Error, Result};
+use crate::export::image::{MediaTypes, descriptor};
+use crate::platform::Platform;
+
+/// The media type of an index of `media`'s images.
+fn index_media_type(media: MediaTypes) -> &'static str {
+    match media {
+        MediaTypes::Oci => crate::export::image::OCI_INDEX,
+        MediaTypes::Docker => crate::export::image::DOCKER_LIST,
+    }
+}
+
+/// The build's step numbers: the last one given, and each platform's steps' (by platform and its own number).
+#[derive(Default)]
+struct StepNumbers {
+    last: usize,
+    given: HashMap<(usize, usize), usize>,
+}
+
+/// A platform's progress: its steps renumbered into the build's one sequence, its step names prefixed.
+struct PlatformProgress<'a> {
+    inner: &'a dyn ProgressSink,
+    platform: String,
+    which: usize,
+    numbers: &'a Mutex<StepNumbers>,
+}
+
+impl PlatformProgress<'_> {
+    fn number(&self, step: usize) -> usize {
+        let Ok(mut n) = self.numbers.lock() else { return step };
+        let StepNumbers { last, given } = &mut *n;
+        *given.entry((self.which, step)).or_insert_with(|| {
+            *last += 1;
+            *last
+        })
+    }
+}
+
+impl ProgressSink for PlatformProgress<'_> {
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::Started { step, stage, name } => {
+                let name = match name.strip_prefix('[') {
+                    Some(rest) => format!("[{} {rest}", self.platform),
+                    None => format!("[{}] {name}", self.platform),
+                };
+                self.inner.event(&Event::Started { step: self.number(*step), stage, name: &name })
+            }
+            Event::Output { step, stream, line } => {
+                self.inner.event(&Event::Output { step: self.number(*step), stream: *stream, line })
+            }
+            Event::Cached { step } => self.inner.event(&Event::Cached { step: self.number(*step) }),
+            Event::Done { step, elapsed } => {
+                self.inner.event(&Event::Done { step: self.number(*step), elapsed: *elapsed })
+            }
+            Event::Failed { step, message } => self.inner.event(&Event::Failed { step: self.number(*step), message }),
+            Event::Note { text } => {
+                // `#N writing image ...`: the platform's own step number, renumbered.
+                let renumbered = text.strip_prefix('#').and_then(|rest| {
+                    let (n, tail) = rest.split_once(' ')?;
+                    Some(format!("#{} [{}] {tail}", self.number(n.parse().ok()?), self.platform))
+                });
+                self.inner.event(&Event::Note { text: renumbered.as_deref().unwrap_or(text) })
+            }
+        }
+    }
+}
+
+/// Build `req` for each of `platforms` at once and make the index of their images; the request's names are
+/// given to the index.
+pub(super) fn build(
+    worker: &Worker<'_>,
+    req: &BuildRequest,
+    platforms: &[Platform],
+    progress: &dyn ProgressSink,
+) -> Result<BuildResult> {
+    let numbers = Mutex::new(StepNumbers::default());
+    let results: Vec<Result<super::Built>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = platforms
+            .iter()
+            .enumerate()
+            .map(|(which, platform)| {
+                let mut one = req.clone();
+                one.platform = platform.clone();
+                one.platforms = Vec::new();
+                one.tags = Vec::new();
+                let numbers = &numbers;
+                scope.spawn(move || {
+                    let sink = PlatformProgress { inner: progress, platform: platform.to_string(), which, numbers };
+                    super::build_one(worker, &one, &sink)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap_or(Err(Error::Cancelled))).collect()
+    });
+    let mut built = Vec::new();
+    for r in results {
+        built.push(r?);
+    }
+    let manifests: Vec<serde_json::Value> = built
+        .iter()
+        .zip(platforms)
+        .map(|(b, p)| {
+            let image = &b.result.image;
+            let mut platform = json!({"architecture": p.architecture, "os": p.os});
+            if let Some(v) = &p.variant {
+                platform["variant"] = json!(v);
+            }
+            json!({
+                "mediaType": image.manifest_media_type,
+                "digest": image.manifest_digest.as_str(),
+                "size": image.manifest_bytes.len(),
+                "platform": platform,
+            })
+        })
+        .collect();
+    let media_type = index_media_type(req.media_types);
+    let index = json!({"schemaVersion": 2, "mediaType": media_type, "manifests": manifests});
+    let bytes = serde_json::to_vec(&index).map_err(|source| Error::Json { what: "image index".into(), source })?;
+    let store = worker.store;
+    let digest = store.put_blob_bytes(&bytes)?;
+    let desc = descriptor(media_type, bytes.len() as u64, &digest)?;
+    for t in &req.tags {
+        store.tag_image(t, &desc)?;
+    }
+    let (records, mounts) = super::merge_cache_records(&built);
+    super::export_cache(worker, req, &records, &mounts, progress)?;
+    let executed = built.iter().map(|b| b.result.executed).sum();
+    let cached = built.iter().map(|b| b.result.cached).sum();
+    let first = built.remove(0).result;
+    let mut per_platform: Vec<(Platform, BuildResult)> = vec![(platforms[0].clone(), first)];
+    per_platform.extend(platforms[1..].iter().cloned().zip(built.into_iter().map(|b| b.result)));
+    let host = per_platform.iter().position(|(p, _)| *p == Platform::host()).unwrap_or(0);
+    let representative = &per_platform[host].1;
+    Ok(BuildResult {
+        image: representative.image.clone(),
+        snapshots: representative.snapshots.clone(),
+        ids: representative.ids.clone(),
+        manifest_digest: digest,
+        config_digest: representative.config_digest.clone(),
+        executed,
+        cached,
+        index: Some(IndexDocument { media_type: media_type.to_string(), bytes }),
+        per_platform,
+    })
+}
+
+/// The image index a multi-platform build made (its digest is the result's `manifest_digest`).
+#[derive(Debug, Clone)]
+pub struct IndexDocument {
+    pub media_type: String,
+    pub bytes: Vec<u8>,
+}

@@ -1,0 +1,299 @@
+//! Multi-platform builds (`--platform linux/amd64,linux/arm64`): one build makes one image per platform and an
+//! image index of them; a `$BUILDPLATFORM` stage with the same inputs runs once, natively; the index goes to the
+//! store, an OCI layout (buildx's nested index), a registry (read by skopeo, pulled back per platform), a
+//! directory per platform, and Compose `platforms:`. From the multi-platform busybox of vendor-test-images, as
+//! root and as the unprivileged users with and without subordinate ids.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use rbuild_tests::registry_fixture::{RegistryAuth, RegistryServer};
+use rbuild_tests::{TEST_USER, TempDir, give_to_test_user, rbuild_bin, require_tool, running_as_root, test_image};
+
+const NOSUB_USER: &str = "rbuild-nosub";
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// Why this machine cannot run foreign steps, if it cannot (see foreign_platform.rs).
+fn unsupported_here() -> Option<String> {
+    if std::env::consts::ARCH != "x86_64" {
+        return Some("these tests pair linux/amd64 (the host) with linux/arm64".into());
+    }
+    if !Path::new("/usr/bin/qemu-aarch64-static").exists() {
+        return Some("qemu-aarch64-static is not installed (scripts/install-test-deps.sh installs it)".into());
+    }
+    let release = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut n = release.trim().split(|c: char| !c.is_ascii_digit()).filter_map(|x| x.parse::<u32>().ok());
+    if (n.next().unwrap_or(0), n.next().unwrap_or(0)) < (6, 7) {
+        return Some(format!("kernel {} has no binfmt_misc per user namespace (6.7+)", release.trim()));
+    }
+    None
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum As {
+    Root,
+    Subuid,
+    NoSubuid,
+}
+
+fn identities() -> Vec<As> {
+    if running_as_root() { vec![As::Root, As::Subuid, As::NoSubuid] } else { vec![As::NoSubuid] }
+}
+
+struct Setup {
+    who: As,
+    dir: TempDir,
+}
+
+impl Setup {
+    fn new(who: As, files: &[(&str, &str)]) -> Setup {
+        let dir = TempDir::new(&format!("multi-{who:?}"));
+        for (name, content) in files {
+            dir.write(&format!("ctx/{name}"), content);
+        }
+        fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        match (running_as_root(), who) {
+            (true, As::Subuid) => give_to_test_user(dir.path()),
+            (true, As::NoSubuid) => {
+                let owner = format!("{NOSUB_USER}:");
+                assert!(Command::new("chown").arg("-R").arg(owner).arg(dir.path()).status().unwrap().success());
+            }
+            _ => {}
+        }
+        Setup { who, dir }
+    }
+
+    fn store(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    fn rbuild(&self, env: &[&str], args: &[&str]) -> Output {
+        let mut cmd = match (running_as_root(), self.who) {
+            (true, As::Subuid) | (true, As::NoSubuid) => {
+                let mut c = Command::new("runuser");
+                let user = if self.who == As::Subuid { TEST_USER } else { NOSUB_USER };
+                c.args(["-u", user, "--", "env", "-u", "RBUILD_USERNS"]);
+                c.args(env).arg(rbuild_bin());
+                c
+            }
+            _ => {
+                let mut c = Command::new("env");
+                c.args(["-u", "RBUILD_USERNS"]).args(env).arg(rbuild_bin());
+                c
+            }
+        };
+        cmd.arg("--root").arg(self.store()).args(args).current_dir(self.dir.path().join("ctx"));
+        cmd.output().unwrap()
+    }
+
+    fn ok(&self, env: &[&str], args: &[&str]) -> String {
+        let out = self.rbuild(env, args);
+        assert!(out.status.success(), "{:?} rbuild {args:?}: {}", self.who, text(&out.stderr));
+        text(&out.stdout) + &text(&out.stderr)
+    }
+}
+
+fn base() -> String {
+    format!("oci-layout://{}:latest", test_image("busybox-multi").display())
+}
+
+/// The cross-compilation pattern: a native `$BUILDPLATFORM` stage (no TARGET* args: the same for every target),
+/// and the target stage that copies its output and runs a step of its own.
+fn cross_dockerfile() -> String {
+    let base = base();
+    format!(
+        "FROM --platform=$BUILDPLATFORM {base} AS native\nRUN uname -m > /native-arch\n\
+         FROM {base}\nARG TARGETARCH\nCOPY --from=native /native-arch /\n\
+         RUN uname -m > /arch && echo \"$TARGETARCH\" > /targetarch\n"
+    )
+}
+
+/// How many times a step whose name contains `needle` ran (started and not answered from the cache), and the
+/// names of those that ran, from rawjson progress.
+fn runs_of(stderr: &str, needle: &str) -> Vec<String> {
+    let events: Vec<serde_json::Value> = stderr.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    events
+        .iter()
+        .filter(|e| e["event"] == "started" && e["name"].as_str().is_some_and(|n| n.contains(needle)))
+        .filter(|s| !events.iter().any(|e| e["event"] == "cached" && e["step"] == s["step"]))
+        .filter_map(|e| e["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn one_build_makes_every_platform_and_runs_the_buildplatform_stage_once() {
+    if let Some(why) = unsupported_here() {
+        return eprintln!("SKIPPED: {why}");
+    }
+    for who in identities() {
+        let s = Setup::new(who, &[("Dockerfile", &cross_dockerfile())]);
+        let out = s.rbuild(
+            &[],
+            &["build", "--progress", "rawjson", "--platform", "linux/amd64,linux/arm64", "-t", "multi", "."],
+        );
+        let err = text(&out.stderr);
+        assert!(out.status.success(), "{who:?}: {err}");
+        // The native stage's step ran once, for one of the platforms; the other took it from the cache.
+        let native = runs_of(&err, "native 2/2] RUN uname -m");
+        assert_eq!(native.len(), 1, "{who:?}: {native:?}\n{err}");
+        // Each platform's own step ran, named with its platform.
+        for p in ["linux/amd64", "linux/arm64"] {
+            let own = runs_of(&err, &format!("[{p} stage-1 3/3] RUN uname -m"));
+            assert_eq!(own.len(), 1, "{who:?} {p}: {err}");
+        }
+        for (p, machine, arch) in [("linux/arm64", "aarch64", "arm64"), ("linux/amd64", "x86_64", "amd64")] {
+            let got = s.ok(&[], &["run", "--platform", p, "multi", "cat", "/arch", "/native-arch", "/targetarch"]);
+            // The native stage never ran under emulation: x86_64 in both images.
+            assert!(got.starts_with(&format!("{machine}\nx86_64\n{arch}\n")), "{who:?} {p}: {got}");
+        }
+        let images = s.ok(&[], &["images"]);
+        let line = images.lines().find(|l| l.starts_with("multi:latest")).unwrap_or_default().to_string();
+        assert!(line.ends_with("linux/amd64,linux/arm64"), "{who:?}: {images}");
+        let inspect: serde_json::Value =
+            serde_json::from_str(&text(&s.rbuild(&[], &["inspect", "--platform", "linux/arm64", "multi"]).stdout))
+                .unwrap();
+        assert_eq!(inspect["Config"]["architecture"], "arm64", "{who:?}: {inspect}");
+        assert_eq!(inspect["Platforms"], serde_json::json!(["linux/amd64", "linux/arm64"]), "{who:?}");
+        // Nothing changed: every step of both platforms from the cache, the same index.
+        let again = s.ok(&[], &["build", "--platform", "linux/amd64,linux/arm64", "-t", "multi", "."]);
+        assert!(again.contains("(0 steps run, 6 cached)"), "{who:?}: {again}");
+        // One image per platform goes where one image can: a clear error.
+        for (args, said) in [
+            (vec!["-o", "type=docker,dest=x.tar"], "type=docker: the build made images for several platforms"),
+            (vec!["--load"], "--load: the build made images for several platforms"),
+        ] {
+            let mut all = vec!["build", "--platform", "linux/amd64,linux/arm64"];
+            all.extend(args);
+            all.push(".");
+            let out = s.rbuild(&[], &all);
+            assert!(!out.status.success());
+            assert!(text(&out.stderr).contains(said), "{who:?}: {}", text(&out.stderr));
+        }
+    }
+}
+
+/// The OCI layout holds ONE descriptor, a nested index listing each platform's manifest with its platform, as
+/// buildx writes; each platform extracted into a layout of its own is unpacked by umoci; `-o type=local` makes a
+/// directory per platform; SOURCE_DATE_EPOCH makes the whole index reproducible.
+#[test]
+fn outputs_of_a_multi_platform_build() {
+    if let Some(why) = unsupported_here() {
+        return eprintln!("SKIPPED: {why}");
+    }
+    let s = Setup::new(As::Root, &[("Dockerfile", &cross_dockerfile())]);
+    let out_dir = s.dir.path().join("out");
+    let layout = out_dir.join("layout");
+    let local = out_dir.join("local");
+    fs::create_dir_all(&layout).unwrap();
+    let oci = format!("type=oci,dest={},tar=false,name=multi:1", layout.display());
+    let local_spec = format!("type=local,dest={}", local.display());
+    let said = s.ok(
+        &["SOURCE_DATE_EPOCH=1700000000"],
+        &["build", "-q", "--platform", "linux/amd64,linux/arm64", "-o", &oci, "-o", &local_spec, "."],
+    );
+    let index_digest = said.lines().next().unwrap().trim().to_string();
+    let top: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let entries = top["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{top}");
+    assert_eq!(entries[0]["mediaType"], "application/vnd.oci.image.index.v1+json");
+    assert_eq!(entries[0]["digest"], index_digest.as_str());
+    assert_eq!(entries[0]["annotations"]["org.opencontainers.image.ref.name"], "1");
+    let blob = |d: &str| fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&blob(&index_digest)).unwrap();
+    let platforms: Vec<String> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            format!("{}/{}", m["platform"]["os"].as_str().unwrap(), m["platform"]["architecture"].as_str().unwrap())
+        })
+        .collect();
+    assert_eq!(platforms, ["linux/amd64", "linux/arm64"]);
+    require_tool("umoci");
+    for (m, machine) in index["manifests"].as_array().unwrap().iter().zip(["x86_64", "aarch64"]) {
+        // A layout of this platform's image alone (umoci cannot choose a platform from an index).
+        let one = out_dir.join(format!("one-{machine}"));
+        fs::create_dir_all(&one).unwrap();
+        Command::new("cp").arg("-r").arg(layout.join("blobs")).arg(&one).status().unwrap();
+        fs::write(one.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+        let mut entry = m.clone();
+        entry["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": "one"});
+        entry.as_object_mut().unwrap().remove("platform");
+        let idx = serde_json::json!({"schemaVersion": 2, "manifests": [entry]});
+        fs::write(one.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
+        let bundle = out_dir.join(format!("bundle-{machine}"));
+        let out = Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:one", one.display()))
+            .arg(&bundle)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "umoci: {}", text(&out.stderr));
+        assert_eq!(fs::read_to_string(bundle.join("rootfs/arch")).unwrap(), format!("{machine}\n"));
+        assert_eq!(fs::read_to_string(bundle.join("rootfs/native-arch")).unwrap(), "x86_64\n");
+    }
+    for (dir, machine) in [("linux_amd64", "x86_64"), ("linux_arm64", "aarch64")] {
+        assert_eq!(fs::read_to_string(local.join(dir).join("arch")).unwrap(), format!("{machine}\n"), "{dir}");
+    }
+    // Reproducible: the same index from an empty store, every step run again.
+    let other = Setup::new(As::Root, &[("Dockerfile", &cross_dockerfile())]);
+    let again = other.ok(
+        &["SOURCE_DATE_EPOCH=1700000000"],
+        &["build", "-q", "--no-cache", "--platform", "linux/amd64,linux/arm64", "."],
+    );
+    assert_eq!(again.lines().next().unwrap().trim(), index_digest);
+}
+
+/// The index pushed to a registry (by the build, and by Compose `platforms:`) is read by skopeo per platform, and
+/// pulled back into an empty store per platform: the index is kept, each pull adds its platform's image.
+#[test]
+fn a_multi_platform_image_in_a_registry() {
+    if let Some(why) = unsupported_here() {
+        return eprintln!("SKIPPED: {why}");
+    }
+    require_tool("skopeo");
+    let reg = RegistryServer::start(RegistryAuth::None, false);
+    let target = format!("{}/team/multi:1", reg.host());
+    let compose_image = format!("{}/team/composed:1", reg.host());
+    let compose = format!(
+        "services:\n  app:\n    image: {compose_image}\n    build:\n      context: .\n      platforms: [linux/amd64, linux/arm64]\n"
+    );
+    let s = Setup::new(As::Root, &[("Dockerfile", &cross_dockerfile()), ("compose.yaml", &compose)]);
+    let online = ["RBUILD_OFFLINE=0"];
+    s.ok(&online, &["build", "--platform", "linux/amd64,linux/arm64", "-t", &target, "--push", "."]);
+    s.ok(&online, &["compose", "build"]);
+    s.ok(&online, &["compose", "push"]);
+    for image in [&target, &compose_image] {
+        let raw = Command::new("skopeo")
+            .args(["inspect", "--raw", "--tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .output()
+            .unwrap();
+        let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap_or_default();
+        assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json", "{image}: {}", text(&raw.stderr));
+        assert_eq!(index["manifests"].as_array().map(Vec::len), Some(2), "{image}: {index}");
+        let arm = Command::new("skopeo")
+            .args(["--override-arch", "arm64", "inspect", "--tls-verify=false"])
+            .arg(format!("docker://{image}"))
+            .output()
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&arm.stdout).unwrap_or_default();
+        assert_eq!(v["Architecture"], "arm64", "{image}: {}", text(&arm.stderr));
+    }
+    // An empty store: pull the host's image, then arm64's; both run, the name holds the index.
+    let empty = Setup::new(As::Root, &[("Dockerfile", "FROM scratch\n")]);
+    empty.ok(&online, &["pull", &target]);
+    let images = empty.ok(&[], &["images"]);
+    assert!(images.contains("linux/amd64,(linux/arm64)"), "{images}");
+    let missing = empty.rbuild(&[], &["run", "--platform", "linux/arm64", &target, "cat", "/arch"]);
+    assert!(!missing.status.success(), "ran a platform never pulled");
+    empty.ok(&online, &["pull", "--platform", "linux/arm64", &target]);
+    let out = empty.ok(&[], &["run", "--platform", "linux/arm64", &target, "cat", "/arch"]);
+    assert!(out.starts_with("aarch64\n"), "{out}");
+    let out = empty.ok(&[], &["run", &target, "cat", "/arch"]);
+    assert!(out.starts_with("x86_64\n"), "{out}");
+}
