@@ -184,11 +184,21 @@ fn outputs_of_a_multi_platform_build() {
     if let Some(why) = unsupported_here() {
         return eprintln!("SKIPPED: {why}");
     }
-    let s = Setup::new(As::Root, &[("Dockerfile", &cross_dockerfile())]);
+    for who in identities() {
+        outputs_as(who);
+    }
+}
+
+fn outputs_as(who: As) {
+    let s = Setup::new(who, &[("Dockerfile", &cross_dockerfile())]);
     let out_dir = s.dir.path().join("out");
     let layout = out_dir.join("layout");
     let local = out_dir.join("local");
     fs::create_dir_all(&layout).unwrap();
+    if running_as_root() && who != As::Root {
+        let user = if who == As::Subuid { TEST_USER } else { NOSUB_USER };
+        Command::new("chown").arg("-R").arg(format!("{user}:")).arg(&out_dir).status().unwrap();
+    }
     let oci = format!("type=oci,dest={},tar=false,name=multi:1", layout.display());
     let local_spec = format!("type=local,dest={}", local.display());
     let said = s.ok(
@@ -257,12 +267,18 @@ fn a_multi_platform_image_in_a_registry() {
     }
     require_tool("skopeo");
     let reg = RegistryServer::start(RegistryAuth::None, false);
-    let target = format!("{}/team/multi:1", reg.host());
-    let compose_image = format!("{}/team/composed:1", reg.host());
+    for who in identities() {
+        registry_round_trip(&reg, who);
+    }
+}
+
+fn registry_round_trip(reg: &RegistryServer, who: As) {
+    let target = format!("{}/{who:?}/multi:1", reg.host()).to_lowercase();
+    let compose_image = format!("{}/{who:?}/composed:1", reg.host()).to_lowercase();
     let compose = format!(
         "services:\n  app:\n    image: {compose_image}\n    build:\n      context: .\n      platforms: [linux/amd64, linux/arm64]\n"
     );
-    let s = Setup::new(As::Root, &[("Dockerfile", &cross_dockerfile()), ("compose.yaml", &compose)]);
+    let s = Setup::new(who, &[("Dockerfile", &cross_dockerfile()), ("compose.yaml", &compose)]);
     let online = ["RBUILD_OFFLINE=0"];
     s.ok(&online, &["build", "--platform", "linux/amd64,linux/arm64", "-t", &target, "--push", "."]);
     s.ok(&online, &["compose", "build"]);
@@ -285,7 +301,7 @@ fn a_multi_platform_image_in_a_registry() {
         assert_eq!(v["Architecture"], "arm64", "{image}: {}", text(&arm.stderr));
     }
     // An empty store: pull the host's image, then arm64's; both run, the name holds the index.
-    let empty = Setup::new(As::Root, &[("Dockerfile", "FROM scratch\n")]);
+    let empty = Setup::new(who, &[("Dockerfile", "FROM scratch\n")]);
     empty.ok(&online, &["pull", &target]);
     let images = empty.ok(&[], &["images"]);
     assert!(images.contains("linux/amd64,(linux/arm64)"), "{images}");
@@ -296,4 +312,17 @@ fn a_multi_platform_image_in_a_registry() {
     assert!(out.starts_with("aarch64\n"), "{out}");
     let out = empty.ok(&[], &["run", &target, "cat", "/arch"]);
     assert!(out.starts_with("x86_64\n"), "{out}");
+    // A store with one platform of the index pushes what it has, as a new index, and says so.
+    let partial = Setup::new(who, &[("Dockerfile", "FROM scratch\n")]);
+    partial.ok(&online, &["pull", &target]);
+    let copy = format!("{}/{who:?}/partial:1", reg.host()).to_lowercase();
+    let said = partial.ok(&online, &["push", &target, &copy]);
+    assert!(said.contains("the index pushed leaves out linux/arm64"), "{said}");
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{copy}"))
+        .output()
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap_or_default();
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1), "{index}");
 }
