@@ -51,8 +51,8 @@ impl Platform {
         Platform { os, architecture: architecture.to_string(), variant }
     }
 
-    /// `os/architecture[/variant]` in any case, or `local` (BuildKit's name for the host). Only Linux images
-    /// can be built.
+    /// `os/architecture[/variant]` in any case, or `local` (BuildKit's name for the host). Any OS is a platform
+    /// (a stage of scratch and COPY builds for `darwin/amd64` as BuildKit's does); only Linux binaries can run.
     pub fn parse(requested: &str) -> Result<Platform, BadPlatform> {
         let bad = |reason: &str| BadPlatform { requested: requested.to_string(), reason: reason.to_string() };
         let normal = requested.trim().to_ascii_lowercase();
@@ -63,11 +63,8 @@ impl Platform {
         if parts.len() < 2 || parts.len() > 3 || parts.iter().any(|p| p.is_empty()) {
             return Err(bad("write os/architecture[/variant], e.g. linux/amd64, linux/arm64 or linux/arm/v7"));
         }
-        if parts[0] != "linux" {
-            return Err(bad("rbuild builds Linux images only"));
-        }
-        if !parts[1].chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(bad("the architecture has characters no architecture has"));
+        if !parts.iter().all(|p| p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')) {
+            return Err(bad("write os/architecture[/variant] with letters, digits, '.', '_' and '-' only"));
         }
         Ok(Platform::normalized(parts[0].to_string(), parts[1], parts.get(2).copied()))
     }
@@ -163,7 +160,9 @@ mod tests {
         assert_eq!(p("linux/x86_64"), "linux/amd64");
         assert_eq!(p(" linux/ppc64le "), "linux/ppc64le");
         assert_eq!(p("local"), Platform::host().to_string());
-        for bad in ["linux", "", "windows/amd64", "darwin/arm64", "linux//v7", "linux/a b", "linux/arm/v7/x"] {
+        assert_eq!(p("darwin/ppc64le"), "darwin/ppc64le");
+        assert!(!Platform::parse("windows/amd64").unwrap().is_native());
+        for bad in ["linux", "", "linux//v7", "linux/a b", "linux/arm/v7/x", "linux/$ARCH"] {
             assert!(Platform::parse(bad).is_err(), "{bad}");
         }
     }

@@ -326,3 +326,137 @@ fn registry_round_trip(reg: &RegistryServer, who: As) {
     let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap_or_default();
     assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1), "{index}");
 }
+
+/// A file of a tar stream, by path.
+fn tar_member(tar: &Path, member: &str) -> Option<String> {
+    let out = Command::new("tar").arg("-xOf").arg(tar).arg(member).output().unwrap();
+    out.status.success().then(|| text(&out.stdout))
+}
+
+/// BuildKit testTarExporterMulti: `-o type=tar` of one platform holds its files at the root; of several, each
+/// platform's under a directory named for it — also for another OS, whose stage runs nothing.
+#[test]
+fn buildkit_tar_exporter_multi() {
+    let df = "FROM scratch AS stage-linux\nCOPY foo forlinux\nFROM scratch AS stage-darwin\nCOPY bar fordarwin\n\
+              FROM stage-$TARGETOS\n";
+    let s = Setup::new(As::Root, &[("Dockerfile", df), ("foo", "data"), ("bar", "data2")]);
+    let one = s.dir.path().join("one.tar");
+    s.ok(&[], &["build", "-o", &format!("type=tar,dest={}", one.display()), "."]);
+    assert_eq!(tar_member(&one, "forlinux").as_deref(), Some("data"));
+    let multi = s.dir.path().join("multi.tar");
+    s.ok(
+        &[],
+        &["build", "--platform", "linux/amd64,darwin/amd64", "-o", &format!("type=tar,dest={}", multi.display()), "."],
+    );
+    assert_eq!(tar_member(&multi, "linux_amd64/forlinux").as_deref(), Some("data"));
+    assert_eq!(tar_member(&multi, "darwin_amd64/fordarwin").as_deref(), Some("data2"));
+}
+
+/// BuildKit testExportMultiPlatform: `-o type=local` of three platforms (one of them Windows) makes a directory
+/// each; `-o type=oci` a nested index listing each platform's manifest, in the order asked, with its platform, one
+/// layer of its file, and a config naming its os and architecture with the TARGETPLATFORM label.
+#[test]
+fn buildkit_export_multi_platform() {
+    let df = "FROM scratch\nARG TARGETARCH\nARG TARGETPLATFORM\nLABEL target=$TARGETPLATFORM\nCOPY arch-$TARGETARCH whoami\n";
+    let s = Setup::new(
+        As::Root,
+        &[
+            ("Dockerfile", df),
+            ("arch-arm", "i am arm"),
+            ("arch-amd64", "i am amd64"),
+            ("arch-s390x", "i am s390x"),
+            ("arch-ppc64le", "i am ppc64le"),
+        ],
+    );
+    let local = s.dir.path().join("local");
+    s.ok(
+        &[],
+        &[
+            "build",
+            "--platform",
+            "windows/amd64,linux/arm,linux/s390x",
+            "-o",
+            &format!("type=local,dest={}", local.display()),
+            ".",
+        ],
+    );
+    for (dir, said) in [("windows_amd64", "i am amd64"), ("linux_arm_v7", "i am arm"), ("linux_s390x", "i am s390x")] {
+        assert_eq!(fs::read_to_string(local.join(dir).join("whoami")).unwrap(), said, "{dir}");
+    }
+    let oci = s.dir.path().join("out.tar");
+    s.ok(
+        &[],
+        &[
+            "build",
+            "--platform",
+            "windows/amd64,linux/arm/v6,linux/ppc64le",
+            "-o",
+            &format!("type=oci,dest={}", oci.display()),
+            ".",
+        ],
+    );
+    let unpacked = s.dir.path().join("oci");
+    fs::create_dir_all(&unpacked).unwrap();
+    assert!(Command::new("tar").arg("-xf").arg(&oci).arg("-C").arg(&unpacked).status().unwrap().success());
+    let read = |d: &str| -> serde_json::Value {
+        serde_json::from_slice(&fs::read(unpacked.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap())
+            .unwrap()
+    };
+    let top: serde_json::Value = serde_json::from_slice(&fs::read(unpacked.join("index.json")).unwrap()).unwrap();
+    let index = read(top["manifests"][0]["digest"].as_str().unwrap());
+    let entries = index["manifests"].as_array().unwrap();
+    assert_eq!(entries.len(), 3);
+    let expected = [
+        ("windows/amd64", "windows", "amd64", "i am amd64"),
+        ("linux/arm/v6", "linux", "arm", "i am arm"),
+        ("linux/ppc64le", "linux", "ppc64le", "i am ppc64le"),
+    ];
+    for (entry, (p, os, arch, said)) in entries.iter().zip(expected) {
+        let pl = &entry["platform"];
+        let mut formatted = format!("{}/{}", pl["os"].as_str().unwrap(), pl["architecture"].as_str().unwrap());
+        if let Some(v) = pl["variant"].as_str() {
+            formatted = format!("{formatted}/{v}");
+        }
+        assert_eq!(formatted, p);
+        let manifest = read(entry["digest"].as_str().unwrap());
+        assert_eq!(manifest["layers"].as_array().unwrap().len(), 1, "{p}");
+        let layer = unpacked
+            .join("blobs/sha256")
+            .join(manifest["layers"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+        let out = Command::new("tar").arg("-xzOf").arg(&layer).arg("whoami").output().unwrap();
+        assert_eq!(text(&out.stdout), said, "{p}");
+        let config = read(manifest["config"]["digest"].as_str().unwrap());
+        assert_eq!(config["os"], os, "{p}");
+        assert_eq!(config["architecture"], arch, "{p}");
+        assert_eq!(config["config"]["Labels"]["target"], p, "{p}");
+    }
+}
+
+/// BuildKit testNamedImageContextPlatform: an index made with BUILDKIT_MULTI_PLATFORM=1 (an index of one
+/// platform) and pushed, then given as a named context to a `FROM --platform=$BUILDPLATFORM` stage that runs a
+/// step, in a build whose target platform exists nowhere (darwin/ppc64le): the context's image is the stage's
+/// platform's, not the target's.
+#[test]
+fn buildkit_named_image_context_platform() {
+    if let Some(why) = unsupported_here() {
+        return eprintln!("SKIPPED: {why}");
+    }
+    let reg = RegistryServer::start(RegistryAuth::None, false);
+    let target = format!("{}/buildkit/testnamedimagecontextplatform:latest", reg.host());
+    let online = ["RBUILD_OFFLINE=0"];
+    let s = Setup::new(As::Root, &[("Dockerfile", &format!("FROM --platform=$BUILDPLATFORM {}\n", base()))]);
+    s.ok(&online, &["build", "--build-arg", "BUILDKIT_MULTI_PLATFORM=true", "-t", &target, "--push", "."]);
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{target}"))
+        .output()
+        .unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&raw.stdout).unwrap_or_default();
+    assert_eq!(index["manifests"].as_array().map(Vec::len), Some(1), "{index}");
+    s.dir.write("ctx/Dockerfile", "FROM --platform=$BUILDPLATFORM busybox AS target\nRUN echo hello\n");
+    let out = s.ok(
+        &online,
+        &["build", "--build-context", &format!("busybox=docker-image://{target}"), "--platform", "darwin/ppc64le", "."],
+    );
+    assert!(out.contains("hello"), "{out}");
+}

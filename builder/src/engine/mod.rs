@@ -357,7 +357,9 @@ fn plan_with_image_triggers(
 /// index of one image per platform.
 pub fn build(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) -> Result<BuildResult> {
     let platforms = opts.target_platforms();
-    if platforms.len() > 1 {
+    // BuildKit's BUILDKIT_MULTI_PLATFORM=1 makes an index of even one platform's image.
+    let forced = opts.build_args.get("BUILDKIT_MULTI_PLATFORM").is_some_and(|v| v == "1" || v == "true");
+    if platforms.len() > 1 || forced {
         return multi_platform::build(worker, opts, &platforms, progress);
     }
     let built = build_one(worker, opts, progress)?;
@@ -455,7 +457,8 @@ pub(crate) fn build_one(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn
     };
     // BuildKit's frontend options passed as build args: BUILDKIT_INLINE_CACHE and BUILDKIT_SANDBOX_HOSTNAME mean
     // something here.
-    let understood = ["BUILDKIT_INLINE_CACHE", "BUILDKIT_SANDBOX_HOSTNAME", "BUILDKIT_DOCKERFILE_CHECK"];
+    let understood =
+        ["BUILDKIT_INLINE_CACHE", "BUILDKIT_SANDBOX_HOSTNAME", "BUILDKIT_DOCKERFILE_CHECK", "BUILDKIT_MULTI_PLATFORM"];
     for name in opts.build_args.keys().filter(|k| k.starts_with("BUILDKIT_") && !understood.contains(&k.as_str())) {
         progress.event(&Event::Note {
             text: &format!("note: --build-arg {name} is a BuildKit frontend option; rbuild ignores it"),

@@ -235,14 +235,19 @@ fn write_layout(store: &Store, dir: &Path, blobs: &[Digest], manifest: &[u8]) ->
 /// Puts a blob (digest, size if known) into the store from where a cache lives.
 type BlobFetcher<'a> = Box<dyn Fn(&Digest, Option<u64>) -> Result<()> + 'a>;
 
+/// Reads a manifest (by digest, verified) from where a cache lives.
+type ManifestFetcher<'a> = Box<dyn Fn(&Digest) -> Result<Vec<u8>> + 'a>;
+
 /// Import a cache: its records into the local cache index (their layers into the store first) and, when it has
 /// them, the cache mounts' contents into mounts this store does not have yet. Returns the records imported.
 pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -> Result<usize> {
     // How to get a blob into the store, and the manifest's bytes.
-    let (manifest_bytes, fetch): (Vec<u8>, BlobFetcher<'_>) = match &spec.location {
+    let (manifest_bytes, fetch, fetch_manifest): (Vec<u8>, BlobFetcher<'_>, ManifestFetcher<'_>) = match &spec.location
+    {
         CacheLocation::Registry(r) => {
             let client = client.ok_or_else(|| no_client(spec))?;
             let m = client.get_manifest(r).map_err(|e| Error::Registry(Box::new(e)))?;
+            let r2 = r.clone();
             let r = r.clone();
             let fetch = move |d: &Digest, size: Option<u64>| -> Result<()> {
                 if store.has_blob(d) {
@@ -255,7 +260,22 @@ pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -
                 w.commit()?;
                 Ok(())
             };
-            (m.bytes, Box::new(fetch))
+            let c = client;
+            let fetch_manifest = move |d: &Digest| -> Result<Vec<u8>> {
+                let what = r2.familiar();
+                let m = c
+                    .get_manifest_by(&r2.registry, &r2.repository, d.as_str(), &what)
+                    .map_err(|e| Error::Registry(Box::new(e)))?;
+                if Digest::of(&m.bytes) != *d {
+                    return Err(Error::ContentMismatch {
+                        what: format!("manifest {d} of {what}"),
+                        expected: d.to_string(),
+                        actual: Digest::of(&m.bytes).to_string(),
+                    });
+                }
+                Ok(m.bytes)
+            };
+            (m.bytes, Box::new(fetch), Box::new(fetch_manifest))
         }
         CacheLocation::Inline => {
             return Err(Error::Malformed {
@@ -276,17 +296,45 @@ pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -
                     actual: Digest::of(&bytes).to_string(),
                 });
             }
-            let dir = dir.clone();
+            let (dir, dir2) = (dir.clone(), dir.clone());
             let fetch = move |d: &Digest, size: Option<u64>| -> Result<()> {
                 let p = dir.join("blobs/sha256").join(d.hex());
                 let f = fs::File::open(&p).map_err(Error::io("open", &p))?;
                 store.put_blob(f, Some((d, size)))?;
                 Ok(())
             };
-            (bytes, Box::new(fetch))
+            let fetch_manifest = move |d: &Digest| -> Result<Vec<u8>> {
+                let p = dir2.join("blobs/sha256").join(d.hex());
+                let bytes = fs::read(&p).map_err(Error::io("read", &p))?;
+                if Digest::of(&bytes) != *d {
+                    return Err(Error::ContentMismatch {
+                        what: format!("manifest {}", p.display()),
+                        expected: d.to_string(),
+                        actual: Digest::of(&bytes).to_string(),
+                    });
+                }
+                Ok(bytes)
+            };
+            (bytes, Box::new(fetch), Box::new(fetch_manifest))
         }
     };
-    let manifest: Value = serde_json::from_slice(&manifest_bytes)
+    let top: Value = serde_json::from_slice(&manifest_bytes)
+        .map_err(|source| Error::Json { what: "cache manifest".into(), source })?;
+    // An image index (an inline cache of a multi-platform image): every platform's image carries records.
+    let Some(entries) = top["manifests"].as_array() else {
+        return import_records(store, spec, &manifest_bytes, &fetch);
+    };
+    let mut n = 0;
+    for e in entries {
+        let d = Digest::parse(e["digest"].as_str().unwrap_or(""))?;
+        n += import_records(store, spec, &fetch_manifest(&d)?, &fetch)?;
+    }
+    Ok(n)
+}
+
+/// Import the records (and cache mounts) of one cache manifest or inline-cache image manifest.
+fn import_records(store: &Store, spec: &CacheSpec, manifest_bytes: &[u8], fetch: &BlobFetcher<'_>) -> Result<usize> {
+    let manifest: Value = serde_json::from_slice(manifest_bytes)
         .map_err(|source| Error::Json { what: "cache manifest".into(), source })?;
     let is_artifact = manifest["artifactType"].as_str() == Some(ARTIFACT_TYPE)
         || manifest["config"]["mediaType"].as_str() == Some(CONFIG_TYPE);

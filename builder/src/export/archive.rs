@@ -38,6 +38,28 @@ pub fn filesystem_tar(store: &Store, snapshots: &[PathBuf], ids: &crate::layer::
     written
 }
 
+/// Write several platforms' filesystems as one tar, each under a directory named for its platform (`linux_amd64/`),
+/// as BuildKit's tar exporter writes a multi-platform result.
+pub fn filesystem_tar_per_platform(
+    store: &Store,
+    parts: &[(String, Vec<PathBuf>)],
+    ids: &crate::layer::IdMap,
+    out: impl Write,
+) -> Result<()> {
+    let dir = store.tmp().path("output");
+    let written = (|| {
+        for (name, snapshots) in parts {
+            let sub = dir.join(name);
+            crate::sandbox::snapshotter::merge_snapshots_for(snapshots, &["/".to_string()], &sub, ids)?;
+        }
+        let entries = collect_tree(&dir)?;
+        let mut out = crate::layer::tar_writer::write_tar(&entries, out, None)?;
+        out.flush().map_err(Error::io("write", &dir))
+    })();
+    let _ = crate::store::remove_path(&dir);
+    written
+}
+
 /// Write a directory as a deterministic tar (owners 0:0, mtime 0) to `out`.
 fn tar_directory(dir: &Path, out: impl Write) -> Result<()> {
     let entries: Vec<TreeEntry> = collect_tree(dir)?

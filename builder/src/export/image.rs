@@ -80,6 +80,16 @@ pub fn load_image(store: &Store, digest: &Digest) -> Result<LoadedImage> {
     load_image_for(store, digest, &Platform::host())
 }
 
+/// The media type of the manifest or index `digest` names (as it says, else OCI's by its shape).
+pub fn media_type_of(store: &Store, digest: &Digest) -> Result<String> {
+    let doc = parse_json(&store.read_blob(digest)?, &format!("manifest {digest}"))?;
+    Ok(match doc["mediaType"].as_str().filter(|t| !t.is_empty()) {
+        Some(t) => t.to_string(),
+        None if doc["manifests"].is_array() => OCI_INDEX.to_string(),
+        None => OCI_MANIFEST.to_string(),
+    })
+}
+
 /// The platforms an index lists (`os/architecture[/variant]`), for messages.
 fn listed_platforms(manifests: &[Value]) -> String {
     let names: Vec<String> = manifests

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use rbuild_registry::Reference;
 use serde_json::Value;
 
-use super::image::{OCI_INDEX, image_blobs, load_image, malformed};
+use super::image::{image_blobs, malformed};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::store::{ImageRecord, Store};
@@ -161,9 +161,8 @@ pub fn export_layout(store: &Store, images: &[(Reference, Digest)], dir: &Path) 
                 fs::rename(&tmp, &dest).map_err(Error::io("rename", &dest))?;
             }
         }
-        let loaded = load_image(store, digest)?;
-        let media_type =
-            if loaded.manifest_digest == *digest { loaded.manifest_media_type.clone() } else { OCI_INDEX.to_string() };
+        // An index need not hold the host's platform: its media type is read from it, not from an image of it.
+        let media_type = super::image::media_type_of(store, digest)?;
         let size = fs::metadata(store.blob_path(digest)).map_err(Error::io("stat", store.blob_path(digest)))?.len();
         let mut d = super::image::descriptor(&media_type, size, digest)?;
         d.set_annotations(Some(

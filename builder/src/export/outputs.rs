@@ -197,8 +197,16 @@ pub fn write(
         Output::Archive { format: ArchiveFormat::Docker, .. } if result.is_multi_platform() => {
             return Err(several_platforms("type=docker", "a Docker archive holds one platform's image"));
         }
-        Output::Tar { .. } if result.is_multi_platform() => {
-            return Err(several_platforms("type=tar", "use type=local (a directory per platform) or type=oci"));
+        Output::Tar { dest } if result.is_multi_platform() => {
+            // A directory per platform in the tar, as BuildKit's tar exporter writes it.
+            let parts: Vec<(String, Vec<std::path::PathBuf>)> =
+                result.per_platform.iter().map(|(p, one)| (p.path_name(), one.snapshots.clone())).collect();
+            let out: Box<dyn std::io::Write> = if dest == Path::new("-") {
+                Box::new(std::io::stdout().lock())
+            } else {
+                Box::new(std::fs::File::create(dest).map_err(Error::io("create", dest))?)
+            };
+            super::archive::filesystem_tar_per_platform(store, &parts, &result.ids, out)?;
         }
         Output::Local { dest } if result.is_multi_platform() => {
             // A directory per platform, named as buildx names them (`linux_arm64`).

@@ -207,6 +207,12 @@ pub fn plan(platform: &Platform) -> Result<Emulation, Unsupported> {
         tried,
         remedies,
     };
+    if platform.os != "linux" {
+        return Err(unsupported(
+            vec![format!("rbuild runs Linux binaries only, not {}'s", platform.os)],
+            vec!["a stage for this platform may hold no RUN step (FROM scratch, COPY, ...)".into()],
+        ));
+    }
     let Some(arch) = elf_arch(platform) else {
         return Err(unsupported(
             vec![format!("rbuild knows no emulator for the architecture {:?}", platform.architecture)],
