@@ -15,5 +15,8 @@ RUSTFLAGS="-C target-feature=+crt-static" cargo build --release -q --locked -p r
 rbuild=$PWD/target/$host_target/release/rbuild
 layout=$PWD/target/test-images/busybox
 [ -f "$layout/index.json" ] || vendor-test-images/make-busybox.sh "$layout" >/dev/null
+# The multi-platform busybox (amd64, arm64, ...), for the foreign-platform rows.
+multi_layout=$PWD/target/test-images/busybox-multi
+[ -f "$multi_layout/index.json" ] || vendor-test-images/make-busybox-multi.sh "$multi_layout" >/dev/null
 
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }

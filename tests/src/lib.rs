@@ -4,6 +4,7 @@
 
 pub mod build_fixture;
 pub mod hostile_registry;
+pub mod identity;
 pub mod image_files;
 pub mod image_tree;
 pub mod raw_tar;

@@ -6,12 +6,10 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::Command;
 
-use rbuild_tests::{TEST_USER, TempDir, give_to_test_user, rbuild_bin, running_as_root, test_image};
-
-/// The user the unprivileged runs without subordinate ids are made as (created by scripts/install-test-deps.sh).
-const NOSUB_USER: &str = "rbuild-nosub";
+use rbuild_tests::identity::{As, Workspace, identities};
+use rbuild_tests::{rbuild_bin, test_image};
 
 /// The foreign platform tested, and what `uname -m` says there and here.
 fn foreign() -> (&'static str, &'static str, &'static str, &'static str) {
@@ -44,80 +42,15 @@ fn skip(why: &str) {
     eprintln!("SKIPPED: {why}");
 }
 
-/// Who runs rbuild.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum As {
-    Root,
-    /// The test user, with subordinate ids.
-    Subuid,
-    /// A user with none: one id mapped.
-    NoSubuid,
-}
-
-fn identities() -> Vec<As> {
-    if running_as_root() { vec![As::Root, As::Subuid, As::NoSubuid] } else { vec![As::NoSubuid] }
-}
-
-/// A store and a context owned by the identity that builds in them.
-struct Setup {
-    who: As,
-    dir: TempDir,
-}
-
-impl Setup {
-    fn new(who: As, dockerfile: &str) -> Setup {
-        let dir = TempDir::new(&format!("foreign-{who:?}"));
-        dir.write("ctx/Dockerfile", dockerfile);
-        fs::create_dir_all(dir.path().join("qemu-none")).unwrap();
-        fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        if running_as_root() {
-            match who {
-                As::Root => {}
-                As::Subuid => give_to_test_user(dir.path()),
-                As::NoSubuid => {
-                    let owner = format!("{NOSUB_USER}:");
-                    assert!(Command::new("chown").arg("-R").arg(owner).arg(dir.path()).status().unwrap().success());
-                }
-            }
-        }
-        Setup { who, dir }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    /// rbuild with `env` (`K=V` entries) and the default user-namespace choice (auto).
-    fn rbuild(&self, env: &[String], args: &[&str]) -> Output {
-        let mut cmd = match (running_as_root(), self.who) {
-            (true, As::Subuid) | (true, As::NoSubuid) => {
-                let user = if self.who == As::Subuid { TEST_USER } else { NOSUB_USER };
-                let mut c = Command::new("runuser");
-                c.args(["-u", user, "--", "env", "-u", "RBUILD_USERNS"]);
-                c.args(env);
-                c.arg(rbuild_bin());
-                c
-            }
-            _ => {
-                let mut c = Command::new("env");
-                c.args(["-u", "RBUILD_USERNS"]).args(env).arg(rbuild_bin());
-                c
-            }
-        };
-        cmd.arg("--root").arg(self.store()).args(args).current_dir(self.dir.path().join("ctx"));
-        cmd.output().unwrap()
-    }
-
-    /// The store is consistent and holds no temporary files, and no binfmt_misc is mounted here.
-    fn assert_clean(&self) {
-        let out = self.rbuild(&[], &["fsck"]);
-        assert!(out.status.success(), "{:?}: fsck: {}{}", self.who, text(&out.stdout), text(&out.stderr));
-        let tmp = self.store().join("tmp");
-        let left: Vec<_> = fs::read_dir(&tmp).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
-        assert!(left.is_empty(), "{:?}: temporary entries left: {left:?}", self.who);
-        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mounts.contains(" - binfmt_misc "), "{:?}: a binfmt_misc mount is left here", self.who);
-    }
+/// The store is consistent and holds no temporary files, and no binfmt_misc is mounted here.
+fn assert_clean(s: &Workspace) {
+    let out = s.rbuild(&[], &["fsck"]);
+    assert!(out.status.success(), "{:?}: fsck: {}{}", s.who, text(&out.stdout), text(&out.stderr));
+    let tmp = s.store().join("tmp");
+    let left: Vec<_> = fs::read_dir(&tmp).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{:?}: temporary entries left: {left:?}", s.who);
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(" - binfmt_misc "), "{:?}: a binfmt_misc mount is left here", s.who);
 }
 
 fn text(b: &[u8]) -> String {
@@ -147,7 +80,7 @@ fn a_foreign_build_runs_its_steps_emulated_and_its_native_stage_natively() {
     }
     let (platform, arch, foreign_machine, host_machine) = foreign();
     for who in identities() {
-        let s = Setup::new(who, &cross_dockerfile());
+        let s = Workspace::new(who, "foreign", &[("Dockerfile", &cross_dockerfile())]);
         let out = s.rbuild(&[], &["build", "--platform", platform, "-t", "fp", "."]);
         let err = text(&out.stderr);
         assert!(out.status.success(), "{who:?}: {err}");
@@ -176,7 +109,7 @@ fn a_foreign_build_runs_its_steps_emulated_and_its_native_stage_natively() {
         assert!(native.status.success(), "{who:?}: {}", text(&native.stderr));
         let run = s.rbuild(&[], &["run", "fp-native", "cat", "/arch"]);
         assert_eq!(text(&run.stdout).trim(), host_machine, "{who:?}");
-        s.assert_clean();
+        assert_clean(&s);
     }
 }
 
@@ -187,11 +120,15 @@ fn a_base_of_another_platform_warns_and_runs_as_its_binaries_need() {
     }
     let (platform, _, foreign_machine, _) = foreign();
     // The foreign image alone, extracted from the index, used by a host-platform build.
-    let s = Setup::new(As::Root, &format!("FROM {}\nRUN uname -m > /m\n", multi_layout()));
+    let s = Workspace::new(
+        As::Root,
+        "foreign",
+        &[("Dockerfile", &format!("FROM {}\nRUN uname -m > /m\n", multi_layout()))],
+    );
     let out = s.rbuild(&[], &["build", "--platform", platform, "-t", "foreign-only", "."]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     s.dir.write("ctx/Dockerfile", "FROM foreign-only\nRUN uname -m > /again\n");
-    let out = s.rbuild(&["RBUILD_OFFLINE=1".into()], &["build", "-t", "mixed", "."]);
+    let out = s.rbuild(&["RBUILD_OFFLINE=1"], &["build", "-t", "mixed", "."]);
     let err = text(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("InvalidBaseImagePlatform: Base image foreign-only was pulled with platform"), "{err}");
@@ -206,16 +143,15 @@ fn every_way_of_failing_says_why_before_any_step_and_leaves_nothing() {
     }
     let (platform, _, machine, _) = foreign();
     for who in identities() {
-        let s = Setup::new(who, &cross_dockerfile());
+        let s = Workspace::new(who, "foreign", &[("Dockerfile", &cross_dockerfile())]);
+        // An empty directory, and one with a dynamically linked program under the emulator's name.
         let none = s.dir.path().join("qemu-none");
-        // A directory with a dynamically linked program under the emulator's name.
+        fs::create_dir_all(&none).unwrap();
         let dynamic = s.dir.path().join("qemu-dynamic");
         fs::create_dir_all(&dynamic).unwrap();
         fs::copy("/bin/ls", dynamic.join(format!("qemu-{machine}-static"))).unwrap();
-        if running_as_root() && who != As::Root {
-            let user = if who == As::Subuid { TEST_USER } else { NOSUB_USER };
-            Command::new("chown").arg("-R").arg(format!("{user}:")).arg(&dynamic).status().unwrap();
-        }
+        who.own(&none);
+        who.own(&dynamic);
         let cases: [(Vec<String>, &str); 3] = [
             (vec![format!("RBUILD_QEMU_DIR={}", none.display()), format!("PATH={}", none.display())], "no qemu-"),
             (
@@ -225,6 +161,7 @@ fn every_way_of_failing_says_why_before_any_step_and_leaves_nothing() {
             (vec!["RBUILD_BINFMT=host-only".into()], "skipped (RBUILD_BINFMT=host-only)"),
         ];
         for (env, said) in cases {
+            let env: Vec<&str> = env.iter().map(String::as_str).collect();
             let out = s.rbuild(&env, &["build", "--platform", platform, "-t", "never", "."]);
             let err = text(&out.stderr);
             assert!(!out.status.success(), "{who:?} {env:?}: built");
@@ -235,7 +172,7 @@ fn every_way_of_failing_says_why_before_any_step_and_leaves_nothing() {
             // Before any step: not even the native stage's.
             assert!(!err.contains("RUN uname"), "{who:?} {env:?}: a step ran: {err}");
         }
-        s.assert_clean();
+        assert_clean(&s);
     }
 }
 
@@ -259,13 +196,10 @@ fn a_registration_held_by_an_outer_namespace_is_used() {
         ),
     };
     for who in identities() {
-        let s = Setup::new(who, &cross_dockerfile());
+        let s = Workspace::new(who, "foreign", &[("Dockerfile", &cross_dockerfile())]);
         let mount_point = s.dir.path().join("outer-binfmt");
         fs::create_dir_all(&mount_point).unwrap();
-        if running_as_root() && who != As::Root {
-            let user = if who == As::Subuid { TEST_USER } else { NOSUB_USER };
-            Command::new("chown").arg(format!("{user}:")).arg(&mount_point).status().unwrap();
-        }
+        who.own(&mount_point);
         let script = format!(
             "set -e\nmount -t binfmt_misc binfmt_misc {mp}\n\
              printf '%s' ':outer-{machine}:M::{magic}:{mask}:{qemu}:OPF' > {mp}/register\n\
@@ -276,12 +210,11 @@ fn a_registration_held_by_an_outer_namespace_is_used() {
             rbuild = rbuild_bin().display(),
             root = s.store().display(),
         );
-        let mut cmd = match who {
-            As::Root => Command::new("unshare"),
-            _ if !running_as_root() => Command::new("unshare"),
-            _ => {
+        let mut cmd = match who.user() {
+            None => Command::new("unshare"),
+            Some(user) => {
                 let mut c = Command::new("runuser");
-                c.args(["-u", if who == As::Subuid { TEST_USER } else { NOSUB_USER }, "--", "unshare"]);
+                c.args(["-u", user, "--", "unshare"]);
                 c
             }
         };
@@ -303,7 +236,11 @@ fn a_compose_service_with_a_foreign_platform_is_built_for_it() {
         return skip(&why);
     }
     let (platform, _, machine, _) = foreign();
-    let s = Setup::new(As::Root, &format!("FROM {}\nRUN uname -m > /m\n", multi_layout()));
+    let s = Workspace::new(
+        As::Root,
+        "foreign",
+        &[("Dockerfile", &format!("FROM {}\nRUN uname -m > /m\n", multi_layout()))],
+    );
     s.dir.write(
         "ctx/compose.yaml",
         &format!("services:\n  app:\n    image: app:foreign\n    platform: {platform}\n    build:\n      context: .\n"),
@@ -347,8 +284,8 @@ fn an_index_in_the_store_or_a_registry_gives_each_stage_its_platform() {
             df.push_str(&format!("COPY --from=other{i} /m /m{i}\n"));
         }
         df.push_str("RUN uname -m > /m\n");
-        let s = Setup::new(As::Root, &df);
-        let env = ["RBUILD_OFFLINE=0".to_string()];
+        let s = Workspace::new(As::Root, "foreign", &[("Dockerfile", &df)]);
+        let env = ["RBUILD_OFFLINE=0"];
         if base == "busybox-multi" {
             let out = s.rbuild(&env, &["load", "-i", layout.to_str().unwrap(), "--name", "busybox-multi"]);
             assert!(out.status.success(), "load: {}", text(&out.stderr));
@@ -362,6 +299,6 @@ fn an_index_in_the_store_or_a_registry_gives_each_stage_its_platform() {
             "{base}: {}",
             text(&run.stderr)
         );
-        s.assert_clean();
+        assert_clean(&s);
     }
 }

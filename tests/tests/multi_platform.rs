@@ -5,13 +5,12 @@
 //! root and as the unprivileged users with and without subordinate ids.
 
 use std::fs;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Command;
 
+use rbuild_tests::identity::{As, Workspace, identities};
 use rbuild_tests::registry_fixture::{RegistryAuth, RegistryServer};
-use rbuild_tests::{TEST_USER, TempDir, give_to_test_user, rbuild_bin, require_tool, running_as_root, test_image};
-
-const NOSUB_USER: &str = "rbuild-nosub";
+use rbuild_tests::{require_tool, test_image};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -31,70 +30,6 @@ fn unsupported_here() -> Option<String> {
         return Some(format!("kernel {} has no binfmt_misc per user namespace (6.7+)", release.trim()));
     }
     None
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum As {
-    Root,
-    Subuid,
-    NoSubuid,
-}
-
-fn identities() -> Vec<As> {
-    if running_as_root() { vec![As::Root, As::Subuid, As::NoSubuid] } else { vec![As::NoSubuid] }
-}
-
-struct Setup {
-    who: As,
-    dir: TempDir,
-}
-
-impl Setup {
-    fn new(who: As, files: &[(&str, &str)]) -> Setup {
-        let dir = TempDir::new(&format!("multi-{who:?}"));
-        for (name, content) in files {
-            dir.write(&format!("ctx/{name}"), content);
-        }
-        fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        match (running_as_root(), who) {
-            (true, As::Subuid) => give_to_test_user(dir.path()),
-            (true, As::NoSubuid) => {
-                let owner = format!("{NOSUB_USER}:");
-                assert!(Command::new("chown").arg("-R").arg(owner).arg(dir.path()).status().unwrap().success());
-            }
-            _ => {}
-        }
-        Setup { who, dir }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn rbuild(&self, env: &[&str], args: &[&str]) -> Output {
-        let mut cmd = match (running_as_root(), self.who) {
-            (true, As::Subuid) | (true, As::NoSubuid) => {
-                let mut c = Command::new("runuser");
-                let user = if self.who == As::Subuid { TEST_USER } else { NOSUB_USER };
-                c.args(["-u", user, "--", "env", "-u", "RBUILD_USERNS"]);
-                c.args(env).arg(rbuild_bin());
-                c
-            }
-            _ => {
-                let mut c = Command::new("env");
-                c.args(["-u", "RBUILD_USERNS"]).args(env).arg(rbuild_bin());
-                c
-            }
-        };
-        cmd.arg("--root").arg(self.store()).args(args).current_dir(self.dir.path().join("ctx"));
-        cmd.output().unwrap()
-    }
-
-    fn ok(&self, env: &[&str], args: &[&str]) -> String {
-        let out = self.rbuild(env, args);
-        assert!(out.status.success(), "{:?} rbuild {args:?}: {}", self.who, text(&out.stderr));
-        text(&out.stdout) + &text(&out.stderr)
-    }
 }
 
 fn base() -> String {
@@ -130,7 +65,7 @@ fn one_build_makes_every_platform_and_runs_the_buildplatform_stage_once() {
         return eprintln!("SKIPPED: {why}");
     }
     for who in identities() {
-        let s = Setup::new(who, &[("Dockerfile", &cross_dockerfile())]);
+        let s = Workspace::new(who, "multi", &[("Dockerfile", &cross_dockerfile())]);
         let out = s.rbuild(
             &[],
             &["build", "--progress", "rawjson", "--platform", "linux/amd64,linux/arm64", "-t", "multi", "."],
@@ -190,15 +125,12 @@ fn outputs_of_a_multi_platform_build() {
 }
 
 fn outputs_as(who: As) {
-    let s = Setup::new(who, &[("Dockerfile", &cross_dockerfile())]);
+    let s = Workspace::new(who, "multi", &[("Dockerfile", &cross_dockerfile())]);
     let out_dir = s.dir.path().join("out");
     let layout = out_dir.join("layout");
     let local = out_dir.join("local");
     fs::create_dir_all(&layout).unwrap();
-    if running_as_root() && who != As::Root {
-        let user = if who == As::Subuid { TEST_USER } else { NOSUB_USER };
-        Command::new("chown").arg("-R").arg(format!("{user}:")).arg(&out_dir).status().unwrap();
-    }
+    who.own(&out_dir);
     let oci = format!("type=oci,dest={},tar=false,name=multi:1", layout.display());
     let local_spec = format!("type=local,dest={}", local.display());
     let said = s.ok(
@@ -250,7 +182,7 @@ fn outputs_as(who: As) {
         assert_eq!(fs::read_to_string(local.join(dir).join("arch")).unwrap(), format!("{machine}\n"), "{dir}");
     }
     // Reproducible: the same index from an empty store, every step run again.
-    let other = Setup::new(As::Root, &[("Dockerfile", &cross_dockerfile())]);
+    let other = Workspace::new(As::Root, "multi", &[("Dockerfile", &cross_dockerfile())]);
     let again = other.ok(
         &["SOURCE_DATE_EPOCH=1700000000"],
         &["build", "-q", "--no-cache", "--platform", "linux/amd64,linux/arm64", "."],
@@ -278,7 +210,7 @@ fn registry_round_trip(reg: &RegistryServer, who: As) {
     let compose = format!(
         "services:\n  app:\n    image: {compose_image}\n    build:\n      context: .\n      platforms: [linux/amd64, linux/arm64]\n"
     );
-    let s = Setup::new(who, &[("Dockerfile", &cross_dockerfile()), ("compose.yaml", &compose)]);
+    let s = Workspace::new(who, "multi", &[("Dockerfile", &cross_dockerfile()), ("compose.yaml", &compose)]);
     let online = ["RBUILD_OFFLINE=0"];
     s.ok(&online, &["build", "--platform", "linux/amd64,linux/arm64", "-t", &target, "--push", "."]);
     s.ok(&online, &["compose", "build"]);
@@ -301,7 +233,7 @@ fn registry_round_trip(reg: &RegistryServer, who: As) {
         assert_eq!(v["Architecture"], "arm64", "{image}: {}", text(&arm.stderr));
     }
     // An empty store: pull the host's image, then arm64's; both run, the name holds the index.
-    let empty = Setup::new(who, &[("Dockerfile", "FROM scratch\n")]);
+    let empty = Workspace::new(who, "multi", &[("Dockerfile", "FROM scratch\n")]);
     empty.ok(&online, &["pull", &target]);
     let images = empty.ok(&[], &["images"]);
     assert!(images.contains("linux/amd64,(linux/arm64)"), "{images}");
@@ -313,7 +245,7 @@ fn registry_round_trip(reg: &RegistryServer, who: As) {
     let out = empty.ok(&[], &["run", &target, "cat", "/arch"]);
     assert!(out.starts_with("x86_64\n"), "{out}");
     // A store with one platform of the index pushes what it has, as a new index, and says so.
-    let partial = Setup::new(who, &[("Dockerfile", "FROM scratch\n")]);
+    let partial = Workspace::new(who, "multi", &[("Dockerfile", "FROM scratch\n")]);
     partial.ok(&online, &["pull", &target]);
     let copy = format!("{}/{who:?}/partial:1", reg.host()).to_lowercase();
     let said = partial.ok(&online, &["push", &target, &copy]);
@@ -339,7 +271,7 @@ fn tar_member(tar: &Path, member: &str) -> Option<String> {
 fn buildkit_tar_exporter_multi() {
     let df = "FROM scratch AS stage-linux\nCOPY foo forlinux\nFROM scratch AS stage-darwin\nCOPY bar fordarwin\n\
               FROM stage-$TARGETOS\n";
-    let s = Setup::new(As::Root, &[("Dockerfile", df), ("foo", "data"), ("bar", "data2")]);
+    let s = Workspace::new(As::Root, "multi", &[("Dockerfile", df), ("foo", "data"), ("bar", "data2")]);
     let one = s.dir.path().join("one.tar");
     s.ok(&[], &["build", "-o", &format!("type=tar,dest={}", one.display()), "."]);
     assert_eq!(tar_member(&one, "forlinux").as_deref(), Some("data"));
@@ -358,8 +290,9 @@ fn buildkit_tar_exporter_multi() {
 #[test]
 fn buildkit_export_multi_platform() {
     let df = "FROM scratch\nARG TARGETARCH\nARG TARGETPLATFORM\nLABEL target=$TARGETPLATFORM\nCOPY arch-$TARGETARCH whoami\n";
-    let s = Setup::new(
+    let s = Workspace::new(
         As::Root,
+        "multi",
         &[
             ("Dockerfile", df),
             ("arch-arm", "i am arm"),
@@ -444,7 +377,8 @@ fn buildkit_named_image_context_platform() {
     let reg = RegistryServer::start(RegistryAuth::None, false);
     let target = format!("{}/buildkit/testnamedimagecontextplatform:latest", reg.host());
     let online = ["RBUILD_OFFLINE=0"];
-    let s = Setup::new(As::Root, &[("Dockerfile", &format!("FROM --platform=$BUILDPLATFORM {}\n", base()))]);
+    let s =
+        Workspace::new(As::Root, "multi", &[("Dockerfile", &format!("FROM --platform=$BUILDPLATFORM {}\n", base()))]);
     s.ok(&online, &["build", "--build-arg", "BUILDKIT_MULTI_PLATFORM=true", "-t", &target, "--push", "."]);
     let raw = Command::new("skopeo")
         .args(["inspect", "--raw", "--tls-verify=false"])

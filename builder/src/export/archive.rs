@@ -27,15 +27,7 @@ pub enum ArchiveFormat {
 /// The image's files as one tar (`--output type=tar`): its snapshots merged, every entry with the owner it has
 /// in the image (not the owner its file has on disk, which rootless is the invoking user or a subordinate id).
 pub fn filesystem_tar(store: &Store, snapshots: &[PathBuf], ids: &crate::layer::IdMap, out: impl Write) -> Result<()> {
-    let dir = store.tmp().path("output");
-    let written = (|| {
-        crate::sandbox::snapshotter::merge_snapshots_for(snapshots, &["/".to_string()], &dir, ids)?;
-        let entries = collect_tree(&dir)?;
-        let mut out = crate::layer::tar_writer::write_tar(&entries, out, None)?;
-        out.flush().map_err(Error::io("write", &dir))
-    })();
-    let _ = crate::store::remove_path(&dir);
-    written
+    tar_of_merged(store, &[(String::new(), snapshots.to_vec())], ids, out)
 }
 
 /// Write several platforms' filesystems as one tar, each under a directory named for its platform (`linux_amd64/`),
@@ -46,10 +38,20 @@ pub fn filesystem_tar_per_platform(
     ids: &crate::layer::IdMap,
     out: impl Write,
 ) -> Result<()> {
+    tar_of_merged(store, parts, ids, out)
+}
+
+/// Merge each part's snapshots into its directory (`""`: the root) of a scratch tree, and write the tree as a tar.
+fn tar_of_merged(
+    store: &Store,
+    parts: &[(String, Vec<PathBuf>)],
+    ids: &crate::layer::IdMap,
+    out: impl Write,
+) -> Result<()> {
     let dir = store.tmp().path("output");
     let written = (|| {
         for (name, snapshots) in parts {
-            let sub = dir.join(name);
+            let sub = if name.is_empty() { dir.clone() } else { dir.join(name) };
             crate::sandbox::snapshotter::merge_snapshots_for(snapshots, &["/".to_string()], &sub, ids)?;
         }
         let entries = collect_tree(&dir)?;

@@ -97,25 +97,11 @@ impl StageBuilder<'_> {
     /// BuildKit's InvalidBaseImagePlatform: the image found is of another platform than the stage's (its RUN steps
     /// then run as the image's binaries need, emulated when foreign).
     fn warn_platform(&self, ins: &Instruction, base: &str, actual: &crate::platform::Platform) -> Result<()> {
-        const RULE: &str = "InvalidBaseImagePlatform";
-        let line = ins.span.start_line;
-        let check = crate::dockerfile::lint::build_check(self.df, &self.req.build_args);
-        if check.skip_all
-            || check.skip.contains(RULE)
-            || crate::dockerfile::lint::skipped_at(self.df, &self.req.dockerfile_text, line, RULE)
-        {
-            return Ok(());
-        }
         let message = format!(
             "Base image {base} was pulled with platform \"{actual}\", expected \"{}\" for current build",
             self.node.platform
         );
-        if check.error {
-            return Err(self.fail(ins, &format!("lint violation found for rules: {RULE} ({message})")));
-        }
-        let text = format!("WARN: {RULE}: {message} ({}:{line})", self.req.dockerfile_name);
-        self.session.progress.event(&Event::Note { text: &text });
-        Ok(())
+        self.raise_check(ins, "InvalidBaseImagePlatform", &message)
     }
 
     /// ` (did you mean stage "x"?)` when an image name is close to a stage name.

@@ -69,15 +69,7 @@ impl StageBuilder<'_> {
         unmatched: &std::collections::BTreeSet<String>,
         vars: &[(String, String)],
     ) -> Result<()> {
-        const RULE: &str = "UndefinedVar";
         let line = ins.span.start_line;
-        let check = crate::dockerfile::lint::build_check(self.df, &self.req.build_args);
-        if check.skip_all
-            || check.skip.contains(RULE)
-            || crate::dockerfile::lint::skipped_at(self.df, &self.req.dockerfile_text, line, RULE)
-        {
-            return Ok(());
-        }
         for name in unmatched {
             if self.args.iter().any(|(k, _)| k == name) {
                 continue;
@@ -88,13 +80,27 @@ impl StageBuilder<'_> {
             let hint = crate::dockerfile::suggest::closest(name, vars.iter().map(|(k, _)| k.as_str()))
                 .map(|m| format!(" (did you mean ${m}?)"))
                 .unwrap_or_default();
-            let message = format!("Usage of undefined variable '${name}'{hint}");
-            if check.error {
-                return Err(self.fail(ins, &format!("lint violation found for rules: {RULE} ({message})")));
-            }
-            let text = format!("WARN: {RULE}: {message} ({}:{line})", self.req.dockerfile_name);
-            self.session.progress.event(&Event::Note { text: &text });
+            self.raise_check(ins, "UndefinedVar", &format!("Usage of undefined variable '${name}'{hint}"))?;
         }
+        Ok(())
+    }
+
+    /// A BuildKit build check found while building: nothing where `# check=skip=` (or the build arg) skips the
+    /// rule, the build's error with `error=true`, else a warning line naming the Dockerfile's line.
+    pub(super) fn raise_check(&self, ins: &Instruction, rule: &str, message: &str) -> Result<()> {
+        let line = ins.span.start_line;
+        let check = crate::dockerfile::lint::build_check(self.df, &self.req.build_args);
+        if check.skip_all
+            || check.skip.contains(rule)
+            || crate::dockerfile::lint::skipped_at(self.df, &self.req.dockerfile_text, line, rule)
+        {
+            return Ok(());
+        }
+        if check.error {
+            return Err(self.fail(ins, &format!("lint violation found for rules: {rule} ({message})")));
+        }
+        let text = format!("WARN: {rule}: {message} ({}:{line})", self.req.dockerfile_name);
+        self.session.progress.event(&Event::Note { text: &text });
         Ok(())
     }
 

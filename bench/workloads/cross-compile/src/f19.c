@@ -1,0 +1,1 @@
+int f19(void) { return 19; }

@@ -1,0 +1,1 @@
+int f4(void) { return 4; }

@@ -1,0 +1,1 @@
+int f8(void) { return 8; }

@@ -1,0 +1,1 @@
+int f9(void) { return 9; }
