@@ -245,8 +245,8 @@ fn unsupported_build_keys_are_refused_clearly() {
     let b = Builder::new(false);
     let cases: [(&str, &str); 7] = [
         (
-            "platforms: [\"windows/amd64\"]",
-            "services.web.build.platforms[0]: invalid platform \"windows/amd64\": rbuild builds Linux images only",
+            "platforms: [\"linux\"]",
+            "services.web.build.platforms[0]: invalid platform \"linux\": write os/architecture[/variant]",
         ),
         (
             "isolation: hyperv",

@@ -180,11 +180,14 @@ pub fn ensure_image(
     let reference = Reference::parse(name)?;
     match pull_for(store, client, &reference, platform) {
         Ok(report) => Ok((load_image_for(store, &report.manifest_digest, platform)?, Some(report))),
-        // --pull with no network: the local copy will do, as docker does.
-        Err(Error::Registry(e)) if local.is_some() && matches!(*e, RegistryError::Offline { .. }) => match &local {
-            Some(d) => Ok((load_image_for(store, d, platform)?, None)),
-            None => Err(Error::Registry(e)),
-        },
+        // --pull with no network, or a local image of another platform that the registry cannot give (a build's
+        // own image): the local copy will do, as docker does (the stage then warns of its platform).
+        Err(Error::Registry(e)) if !always_pull || matches!(*e, RegistryError::Offline { .. }) => {
+            match local.as_ref().map(|d| load_image_for(store, d, platform)) {
+                Some(Ok(image)) => Ok((image, None)),
+                _ => Err(Error::Registry(e)),
+            }
+        }
         Err(e) => Err(e),
     }
 }

@@ -4,12 +4,9 @@
 //! which the build's names are given. Progress lines name the platform (`[linux/arm64 build 2/4]`), and step
 //! numbers stay unique across the platforms.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use serde_json::json;
 
-use super::progress::{Event, ProgressSink};
+use super::progress::{Labelled, ProgressSink, StepNumbers};
 use super::{BuildRequest, BuildResult, Worker};
 use crate::error::{Error, Result};
 use crate::export::image::{MediaTypes, descriptor};
@@ -23,62 +20,6 @@ fn index_media_type(media: MediaTypes) -> &'static str {
     }
 }
 
-/// The build's step numbers: the last one given, and each platform's steps' (by platform and its own number).
-#[derive(Default)]
-struct StepNumbers {
-    last: usize,
-    given: HashMap<(usize, usize), usize>,
-}
-
-/// A platform's progress: its steps renumbered into the build's one sequence, its step names prefixed.
-struct PlatformProgress<'a> {
-    inner: &'a dyn ProgressSink,
-    platform: String,
-    which: usize,
-    numbers: &'a Mutex<StepNumbers>,
-}
-
-impl PlatformProgress<'_> {
-    fn number(&self, step: usize) -> usize {
-        let Ok(mut n) = self.numbers.lock() else { return step };
-        let StepNumbers { last, given } = &mut *n;
-        *given.entry((self.which, step)).or_insert_with(|| {
-            *last += 1;
-            *last
-        })
-    }
-}
-
-impl ProgressSink for PlatformProgress<'_> {
-    fn event(&self, event: &Event<'_>) {
-        match event {
-            Event::Started { step, stage, name } => {
-                let name = match name.strip_prefix('[') {
-                    Some(rest) => format!("[{} {rest}", self.platform),
-                    None => format!("[{}] {name}", self.platform),
-                };
-                self.inner.event(&Event::Started { step: self.number(*step), stage, name: &name })
-            }
-            Event::Output { step, stream, line } => {
-                self.inner.event(&Event::Output { step: self.number(*step), stream: *stream, line })
-            }
-            Event::Cached { step } => self.inner.event(&Event::Cached { step: self.number(*step) }),
-            Event::Done { step, elapsed } => {
-                self.inner.event(&Event::Done { step: self.number(*step), elapsed: *elapsed })
-            }
-            Event::Failed { step, message } => self.inner.event(&Event::Failed { step: self.number(*step), message }),
-            Event::Note { text } => {
-                // `#N writing image ...`: the platform's own step number, renumbered.
-                let renumbered = text.strip_prefix('#').and_then(|rest| {
-                    let (n, tail) = rest.split_once(' ')?;
-                    Some(format!("#{} [{}] {tail}", self.number(n.parse().ok()?), self.platform))
-                });
-                self.inner.event(&Event::Note { text: renumbered.as_deref().unwrap_or(text) })
-            }
-        }
-    }
-}
-
 /// Build `req` for each of `platforms` at once and make the index of their images; the request's names are
 /// given to the index.
 pub(super) fn build(
@@ -87,19 +28,18 @@ pub(super) fn build(
     platforms: &[Platform],
     progress: &dyn ProgressSink,
 ) -> Result<BuildResult> {
-    let numbers = Mutex::new(StepNumbers::default());
+    let numbers = StepNumbers::default();
     let results: Vec<Result<super::Built>> = std::thread::scope(|scope| {
         let handles: Vec<_> = platforms
             .iter()
-            .enumerate()
-            .map(|(which, platform)| {
+            .map(|platform| {
                 let mut one = req.clone();
                 one.platform = platform.clone();
                 one.platforms = Vec::new();
                 one.tags = Vec::new();
                 let numbers = &numbers;
                 scope.spawn(move || {
-                    let sink = PlatformProgress { inner: progress, platform: platform.to_string(), which, numbers };
+                    let sink = Labelled::new(progress, platform.to_string(), numbers);
                     super::build_one(worker, &one, &sink)
                 })
             })

@@ -54,6 +54,65 @@ pub trait ProgressSink: Send + Sync {
     fn event(&self, event: &Event<'_>);
 }
 
+/// The step numbers of a run of several builds at once (a multi-platform build's platforms, a Compose project's
+/// services): one sequence, so `#N` names one step across them all.
+#[derive(Debug, Default)]
+pub struct StepNumbers(std::sync::atomic::AtomicUsize);
+
+/// One part's events in a run of several builds at once (a platform's, a service's): its steps renumbered into the
+/// run's sequence, its step names, stages and notes labelled with the part (`[linux/arm64 build 2/4] RUN make`).
+pub struct Labelled<'a> {
+    inner: &'a dyn ProgressSink,
+    label: String,
+    numbers: &'a StepNumbers,
+    own: Mutex<std::collections::BTreeMap<usize, usize>>,
+}
+
+impl std::fmt::Debug for Labelled<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Labelled").field("label", &self.label).finish()
+    }
+}
+
+impl<'a> Labelled<'a> {
+    pub fn new(inner: &'a dyn ProgressSink, label: impl Into<String>, numbers: &'a StepNumbers) -> Self {
+        Labelled { inner, label: label.into(), numbers, own: Mutex::new(Default::default()) }
+    }
+
+    fn number(&self, step: usize) -> usize {
+        let mut own = self.own.lock().unwrap_or_else(|p| p.into_inner());
+        *own.entry(step).or_insert_with(|| self.numbers.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1)
+    }
+}
+
+impl ProgressSink for Labelled<'_> {
+    fn event(&self, event: &Event<'_>) {
+        match event {
+            Event::Started { step, stage, name } => {
+                let stage = format!("{}/{stage}", self.label);
+                let name = match name.strip_prefix('[') {
+                    Some(rest) => format!("[{} {rest}", self.label),
+                    None => format!("[{}] {name}", self.label),
+                };
+                self.inner.event(&Event::Started { step: self.number(*step), stage: &stage, name: &name })
+            }
+            Event::Output { step, stream, line } => {
+                self.inner.event(&Event::Output { step: self.number(*step), stream: *stream, line })
+            }
+            Event::Cached { step } => self.inner.event(&Event::Cached { step: self.number(*step) }),
+            Event::Done { step, elapsed } => {
+                self.inner.event(&Event::Done { step: self.number(*step), elapsed: *elapsed })
+            }
+            Event::Failed { step, message } => self.inner.event(&Event::Failed { step: self.number(*step), message }),
+            Event::Note { text } => {
+                // A build's own notes are numbered by its steps (`#7 writing image ...`): the text after the number.
+                let text = text.strip_prefix('#').and_then(|t| t.split_once(' ')).map_or(*text, |(_, rest)| rest);
+                self.inner.event(&Event::Note { text: &format!("[{}] {text}", self.label) })
+            }
+        }
+    }
+}
+
 /// No progress at all.
 #[derive(Debug, Default)]
 pub struct NoProgress;

@@ -7,14 +7,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, mpsc};
+use std::sync::mpsc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
 use clap::Args;
 use rbuild_builder::compose::{DockerfileSource, Project, ServiceBuild};
-use rbuild_builder::engine::progress::{Event, ProgressSink};
+use rbuild_builder::engine::progress::{Labelled, StepNumbers};
 use rbuild_builder::engine::{BuildRequest, BuildResult, NamedContext, Network, PullPolicy};
 use rbuild_builder::store::Store;
 use rbuild_registry::Reference;
@@ -49,49 +48,6 @@ pub struct ComposeBuildArgs {
     /// Print nothing but the image IDs.
     #[arg(short, long)]
     pub quiet: bool,
-}
-
-/// Events of one service's build, renumbered into the project's step numbers and labelled with the service.
-struct ServiceProgress<'a> {
-    inner: &'a dyn ProgressSink,
-    service: String,
-    counter: &'a AtomicUsize,
-    steps: Mutex<BTreeMap<usize, usize>>,
-}
-
-impl ServiceProgress<'_> {
-    fn global(&self, step: usize) -> usize {
-        let mut steps = self.steps.lock().unwrap_or_else(|p| p.into_inner());
-        *steps.entry(step).or_insert_with(|| self.counter.fetch_add(1, Ordering::SeqCst) + 1)
-    }
-}
-
-impl ProgressSink for ServiceProgress<'_> {
-    fn event(&self, event: &Event<'_>) {
-        match event {
-            Event::Started { step, stage, name } => {
-                let stage = format!("{}/{stage}", self.service);
-                let name = match name.strip_prefix('[') {
-                    Some(rest) => format!("[{} {rest}", self.service),
-                    None => format!("[{}] {name}", self.service),
-                };
-                self.inner.event(&Event::Started { step: self.global(*step), stage: &stage, name: &name });
-            }
-            Event::Output { step, stream, line } => {
-                self.inner.event(&Event::Output { step: self.global(*step), stream: *stream, line })
-            }
-            Event::Cached { step } => self.inner.event(&Event::Cached { step: self.global(*step) }),
-            Event::Done { step, elapsed } => {
-                self.inner.event(&Event::Done { step: self.global(*step), elapsed: *elapsed })
-            }
-            Event::Failed { step, message } => self.inner.event(&Event::Failed { step: self.global(*step), message }),
-            Event::Note { text } => {
-                // The engine's own notes are numbered by its steps: keep only the text after the number.
-                let text = text.strip_prefix('#').and_then(|t| t.split_once(' ')).map_or(*text, |(_, rest)| rest);
-                self.inner.event(&Event::Note { text: &format!("[{}] {text}", self.service) })
-            }
-        }
-    }
 }
 
 /// One service ready to build: its resolved build, context and options.
@@ -302,7 +258,7 @@ pub fn build(
         args.jobs.unwrap_or(0),
     )?;
     let progress = super::progress_view::choose(&args.progress, args.quiet, store.root());
-    let counter = AtomicUsize::new(0);
+    let numbers = StepNumbers::default();
     type Outcome = (String, anyhow::Result<(BuildResult, f64)>);
     let mut results: BTreeMap<String, (BuildResult, f64)> = BTreeMap::new();
     let mut failures: Vec<(String, anyhow::Error)> = Vec::new();
@@ -318,15 +274,10 @@ pub fn build(
                 };
                 let service = pending.remove(pos).clone();
                 let p = &planned[&service];
-                let (tx, worker, progress, counter) = (tx.clone(), &worker, progress.as_ref(), &counter);
+                let (tx, worker, progress, numbers) = (tx.clone(), &worker, progress.as_ref(), &numbers);
                 running += 1;
                 scope.spawn(move || {
-                    let sink = ServiceProgress {
-                        inner: progress,
-                        service: service.clone(),
-                        counter,
-                        steps: Default::default(),
-                    };
+                    let sink = Labelled::new(progress, service.clone(), numbers);
                     let started = Instant::now();
                     let r = rbuild_builder::engine::build(worker, &p.opts, &sink)
                         .map(|r| (r, started.elapsed().as_secs_f64()))

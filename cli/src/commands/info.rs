@@ -1,6 +1,7 @@
 //! `rbuild info`: what this host allows a sandbox and which one builds will use — the facts the kernel gives
 //! (seccomp, capabilities, user-namespace switches, cgroup version, container), what the probe found (namespaces,
-//! a fresh /proc, pivot_root), the isolation tier with what it gives up, or why no RUN step can run here.
+//! a fresh /proc, pivot_root), the isolation tier with what it gives up, or why no RUN step can run here; and how
+//! each common platform's RUN steps would run (natively, emulated, or not at all).
 
 use std::process::ExitCode;
 
@@ -50,6 +51,19 @@ fn render(store: &Store, d: &Detection) -> String {
             Some(h) => h.join(", "),
         },
     );
+    // How each common foreign platform's RUN steps would run here (docs/multi-platform.md).
+    let mut emulated = Vec::new();
+    for p in ["linux/amd64", "linux/arm64", "linux/arm/v7", "linux/ppc64le", "linux/s390x", "linux/riscv64"] {
+        let Ok(platform) = rbuild_builder::platform::Platform::parse(p) else { continue };
+        use rbuild_builder::sandbox::emulation::{Emulation, plan};
+        emulated.push(match plan(&platform) {
+            Ok(Emulation::Native) => format!("{p}: native"),
+            Ok(Emulation::Sandboxed(e)) => format!("{p}: {} (own binfmt_misc)", e.interpreter.display()),
+            Ok(Emulation::Host(name)) => format!("{p}: host handler {name}"),
+            Err(_) => format!("{p}: cannot run"),
+        });
+    }
+    line("platforms", emulated.join("; "));
     let mut knobs = Vec::new();
     if f.userns_clone_disabled {
         knobs.push("kernel.unprivileged_userns_clone=0");
