@@ -104,6 +104,44 @@ fn build_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row, job: &Job<
     sh(engine, &args)
 }
 
+/// A `--platform linux/arm64` build from the multi-platform busybox in a container with `row`'s settings, qemu
+/// bound in read-only (`RBUILD_QEMU_DIR`): its RUN step must run emulated, in the step's own binfmt_misc.
+fn foreign_build_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row, dir: &Path) -> Result<(), String> {
+    let qemu = Path::new("/usr/bin/qemu-aarch64-static");
+    if !qemu.exists() || std::env::consts::ARCH != "x86_64" {
+        eprintln!("skipped the linux/arm64 row: no qemu-aarch64-static, or not an amd64 host");
+        return Ok(());
+    }
+    let (ctx, qemu_dir) = (dir.join("ctx"), dir.join("qemu"));
+    std::fs::create_dir_all(&ctx).unwrap();
+    std::fs::create_dir_all(&qemu_dir).unwrap();
+    std::fs::copy(qemu, qemu_dir.join("qemu-aarch64-static")).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM oci-layout:///multi:latest\nRUN uname -m > /m && echo \"machine: $(cat /m)\"\n",
+    )
+    .unwrap();
+    let mounts = [
+        format!("{}:/rbuild:ro", bin.display()),
+        format!("{}:/ctx:ro", ctx.display()),
+        format!("{}:/multi:ro", test_image("busybox-multi").display()),
+        format!("{}:/qemu:ro", qemu_dir.display()),
+    ];
+    let mut args: Vec<&str> = vec!["run", "--rm", "--network", "none"];
+    for m in &mounts {
+        args.extend(["-v", m.as_str()]);
+    }
+    args.extend(row.docker);
+    if let Some(u) = row.user {
+        args.extend(["--user", u, "-e", "HOME=/tmp"]);
+    }
+    args.extend(["-e", "RBUILD_OFFLINE=1", "-e", "RBUILD_QEMU_DIR=/qemu", "busybox", "/rbuild", "--root", "/tmp/fs"]);
+    args.extend(["build", "--progress", "plain", "--platform", "linux/arm64", "/ctx"]);
+    let out = sh(engine, &args);
+    let said = text(&out);
+    if out.status.success() && said.contains("machine: aarch64") { Ok(()) } else { Err(said) }
+}
+
 /// `rbuild info` in a container with `row`'s settings.
 fn info_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row, isolation: &str) -> Output {
     let mount = format!("{}:/rbuild:ro", bin.display());
@@ -307,6 +345,9 @@ fn rbuild_builds_inside_ci_containers_with_what_each_allows() {
                 failures.push(format!("{}: expected the full sandbox:\n{said}", row.name))
             }
             _ => {}
+        }
+        if let Err(e) = foreign_build_in_container(&engine, &bin, row, &work.path().join(format!("foreign-{i}"))) {
+            failures.push(format!("{}: a linux/arm64 build: {e}", row.name));
         }
         if row.store_volume && said.contains("snapshotter was refused") {
             failures.push(format!("{}: overlay snapshots were refused on a volume:\n{said}", row.name));
