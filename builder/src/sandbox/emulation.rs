@@ -81,28 +81,38 @@ fn candidates(qemu: &str) -> Vec<PathBuf> {
     dirs.iter().flat_map(|d| names.iter().map(move |n| d.join(n))).collect()
 }
 
-/// Whether an ELF file is statically linked (no program interpreter), by its program headers.
+/// Whether an ELF file is statically linked (no program interpreter), by its program headers (read alone: an
+/// emulator is megabytes, and this is asked before every build that runs a foreign step).
 pub fn is_static_elf(path: &Path) -> std::io::Result<bool> {
-    let bytes = std::fs::read(path)?;
+    use std::io::{Read, Seek, SeekFrom};
     let bad = || std::io::Error::new(std::io::ErrorKind::InvalidData, "not an ELF file");
-    if bytes.len() < 64 || &bytes[..4] != b"\x7fELF" {
+    let mut file = std::fs::File::open(path)?;
+    let mut header = [0u8; 64];
+    let n = file.read(&mut header)?;
+    if n < 52 || &header[..4] != b"\x7fELF" {
         return Err(bad());
     }
-    let (wide, little) = (bytes[4] == 2, bytes[5] == 1);
-    let int = |at: usize, n: usize| -> Option<u64> {
+    let (wide, little) = (header[4] == 2, header[5] == 1);
+    let int = |bytes: &[u8], at: usize, n: usize| -> Option<u64> {
         let b = bytes.get(at..at + n)?;
         Some(b.iter().enumerate().fold(0u64, |v, (i, x)| {
             let shift = if little { 8 * i } else { 8 * (n - 1 - i) };
             v | (u64::from(*x) << shift)
         }))
     };
-    let (phoff, phentsize, phnum) =
-        if wide { (int(32, 8), int(54, 2), int(56, 2)) } else { (int(28, 4), int(42, 2), int(44, 2)) };
+    let (phoff, phentsize, phnum) = if wide {
+        (int(&header, 32, 8), int(&header, 54, 2), int(&header, 56, 2))
+    } else {
+        (int(&header, 28, 4), int(&header, 42, 2), int(&header, 44, 2))
+    };
     let (phoff, phentsize, phnum) = (phoff.ok_or_else(bad)?, phentsize.ok_or_else(bad)?, phnum.ok_or_else(bad)?);
+    let mut table = vec![0u8; usize::try_from(phentsize * phnum).map_err(|_| bad())?];
+    file.seek(SeekFrom::Start(phoff))?;
+    file.read_exact(&mut table)?;
     for i in 0..phnum {
-        let at = usize::try_from(phoff + i * phentsize).map_err(|_| bad())?;
+        let at = usize::try_from(i * phentsize).map_err(|_| bad())?;
         // PT_INTERP (3): a dynamic loader is named.
-        if int(at, 4).ok_or_else(bad)? == 3 {
+        if int(&table, at, 4).ok_or_else(bad)? == 3 {
             return Ok(false);
         }
     }
