@@ -515,7 +515,7 @@ pub(crate) fn build_one(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn
         store.tag_image(t, &descriptor)?;
     }
     let step = shared.next_step();
-    progress.event(&Event::Note { text: &format!("#{step} writing image {} done", image.manifest_digest) });
+    progress.event(&Event::ImageWritten { step, digest: image.manifest_digest.as_str(), part: "" });
     let mut cache_records = Vec::new();
     let mut mounts_used = Vec::new();
     if !opts.cache_to.is_empty() {

@@ -43,10 +43,28 @@ pub enum Event<'a> {
         step: usize,
         message: &'a str,
     },
-    /// A note about the build as a whole (e.g. the image written).
+    /// A note about the build as a whole (a warning, a fallback, what the cache did).
     Note {
         text: &'a str,
     },
+    /// The build's image was written: its own step `#N`, and the part of a run of several builds it belongs to
+    /// (a platform, a service; empty for a build of its own).
+    ImageWritten {
+        step: usize,
+        digest: &'a str,
+        part: &'a str,
+    },
+}
+
+impl Event<'_> {
+    /// The plain-text line of an `ImageWritten` event (`#6 writing image sha256:... done`).
+    pub fn image_written_line(step: usize, digest: &str, part: &str) -> String {
+        if part.is_empty() {
+            format!("#{step} writing image {digest} done")
+        } else {
+            format!("#{step} [{part}] writing image {digest} done")
+        }
+    }
 }
 
 /// Receives a build's events; called from several stage threads at once.
@@ -104,10 +122,10 @@ impl ProgressSink for Labelled<'_> {
                 self.inner.event(&Event::Done { step: self.number(*step), elapsed: *elapsed })
             }
             Event::Failed { step, message } => self.inner.event(&Event::Failed { step: self.number(*step), message }),
-            Event::Note { text } => {
-                // A build's own notes are numbered by its steps (`#7 writing image ...`): the text after the number.
-                let text = text.strip_prefix('#').and_then(|t| t.split_once(' ')).map_or(*text, |(_, rest)| rest);
-                self.inner.event(&Event::Note { text: &format!("[{}] {text}", self.label) })
+            Event::Note { text } => self.inner.event(&Event::Note { text: &format!("[{}] {text}", self.label) }),
+            Event::ImageWritten { step, digest, part } => {
+                let part = if part.is_empty() { self.label.clone() } else { format!("{} {part}", self.label) };
+                self.inner.event(&Event::ImageWritten { step: self.number(*step), digest, part: &part })
             }
         }
     }
@@ -147,6 +165,7 @@ impl<W: Write + Send> ProgressSink for PlainProgress<W> {
             Event::Done { step, elapsed } => format!("#{step} DONE {:.1}s", elapsed.as_secs_f64()),
             Event::Failed { step, message } => format!("#{step} ERROR: {message}"),
             Event::Note { text } => text.to_string(),
+            Event::ImageWritten { step, digest, part } => Event::image_written_line(*step, digest, part),
         };
         if let Ok(mut out) = self.out.lock() {
             let _ = writeln!(out, "{line}");
@@ -186,6 +205,9 @@ impl<W: Write + Send> ProgressSink for JsonProgress<W> {
             Event::Done { step, elapsed } => json!({"event": "done", "step": step, "seconds": elapsed.as_secs_f64()}),
             Event::Failed { step, message } => json!({"event": "failed", "step": step, "error": message}),
             Event::Note { text } => json!({"event": "note", "text": text}),
+            Event::ImageWritten { step, digest, part } => {
+                json!({"event": "image", "step": step, "digest": digest, "part": part})
+            }
         };
         v["unix_nanos"] = json!(now.as_nanos() as u64);
         v["time"] = json!(super::config::rfc3339(now.as_secs() as i64));

@@ -149,6 +149,12 @@ impl ProgressSink for TtyProgress {
                 self.print(text);
                 self.name_log();
             }
+            Event::ImageWritten { step, digest, part } => {
+                let line = Event::image_written_line(*step, digest, part);
+                self.log(&line);
+                self.print(&line);
+                self.name_log();
+            }
         }
     }
 }

@@ -177,6 +177,7 @@ impl ProgressSink for Recorder {
             Event::Done { .. } => "done".to_string(),
             Event::Failed { message, .. } => format!("failed {message}"),
             Event::Note { text } => format!("note {text}"),
+            Event::ImageWritten { digest, .. } => format!("image {digest}"),
         };
         self.0.lock().unwrap().push(line);
     }
