@@ -121,5 +121,10 @@ mod tests {
         assert_eq!(select(&index, &p("linux/arm64/v8")).unwrap().digest, "sha256:c");
         assert_eq!(select(&index, &p("linux/arm64")).unwrap().digest, "sha256:c");
         assert!(select(&index, &p("linux/s390x")).is_none());
+        // An arm64 entry that names no variant is v8 too.
+        let plain =
+            json!({"manifests": [{"digest": "sha256:e", "platform": {"os": "linux", "architecture": "arm64"}}]});
+        assert_eq!(select(&plain, &p("linux/arm64")).unwrap().digest, "sha256:e");
+        assert_eq!(select(&plain, &p("linux/arm64/v8")).unwrap().digest, "sha256:e");
     }
 }
