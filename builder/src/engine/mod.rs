@@ -394,6 +394,17 @@ pub(crate) fn merge_cache_records(built: &[Built]) -> (Vec<Vec<(String, cache::C
     (records, mounts.into_iter().collect())
 }
 
+/// Import every `--cache-from` into the store's cache index. As in BuildKit, a cache source that cannot be read is
+/// a warning: the build goes on without it.
+pub(crate) fn import_cache(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) {
+    for spec in &opts.cache_from {
+        match remote_cache::import(worker.store, worker.registry.as_deref(), spec) {
+            Ok(n) => progress.event(&Event::Note { text: &format!("cache: imported {n} records from {spec}") }),
+            Err(e) => progress.event(&Event::Note { text: &format!("warning: cache from {spec} not used: {e}") }),
+        }
+    }
+}
+
 /// Export the build's cache to every non-inline `--cache-to`.
 pub(crate) fn export_cache(
     worker: &Worker<'_>,
@@ -464,13 +475,7 @@ pub(crate) fn build_one(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn
             text: &format!("note: --build-arg {name} is a BuildKit frontend option; rbuild ignores it"),
         });
     }
-    for spec in &opts.cache_from {
-        match remote_cache::import(store, worker.registry.as_deref(), spec) {
-            Ok(n) => progress.event(&Event::Note { text: &format!("cache: imported {n} records from {spec}") }),
-            // As in BuildKit, a cache source that cannot be read is a warning: the build goes on without it.
-            Err(e) => progress.event(&Event::Note { text: &format!("warning: cache from {spec} not used: {e}") }),
-        }
-    }
+    import_cache(worker, opts, progress);
     if let Some(text) = worker.executor.describe() {
         shared.note(&text);
     }

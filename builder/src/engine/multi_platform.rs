@@ -28,6 +28,8 @@ pub(super) fn build(
     platforms: &[Platform],
     progress: &dyn ProgressSink,
 ) -> Result<BuildResult> {
+    // The caches are imported once, for every platform (an inline cache of an index holds each platform's).
+    super::import_cache(worker, req, progress);
     let numbers = StepNumbers::default();
     let results: Vec<Result<super::Built>> = std::thread::scope(|scope| {
         let handles: Vec<_> = platforms
@@ -37,6 +39,7 @@ pub(super) fn build(
                 one.platform = platform.clone();
                 one.platforms = Vec::new();
                 one.tags = Vec::new();
+                one.cache_from = Vec::new();
                 let numbers = &numbers;
                 scope.spawn(move || {
                     let sink = Labelled::new(progress, platform.to_string(), numbers);
