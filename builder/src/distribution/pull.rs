@@ -62,18 +62,13 @@ pub fn manifest_blobs(bytes: &[u8], what: &str) -> Result<Vec<(Digest, Option<u6
 
 /// Pull `reference` for the host platform into the store and name it; returns what was done.
 pub fn pull(store: &Store, client: &Client, reference: &Reference) -> Result<PullReport> {
-    pull_for(store, client, reference, &crate::platform::Platform::host())
+    pull_for(store, client, reference, &Platform::host())
 }
 
 /// Pull `platform`'s image of `reference` into the store and name it; returns what was done. When the registry
 /// has an index, the index is kept (the name points at it) with the images of the platforms pulled so far; a
 /// pull for another platform adds that platform's image.
-pub fn pull_for(
-    store: &Store,
-    client: &Client,
-    reference: &Reference,
-    platform: &crate::platform::Platform,
-) -> Result<PullReport> {
+pub fn pull_for(store: &Store, client: &Client, reference: &Reference, platform: &Platform) -> Result<PullReport> {
     let want = platform.for_registry();
     let what = reference.familiar();
     let mut m = client.get_manifest(reference).map_err(registry_error)?;

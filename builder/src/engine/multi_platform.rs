@@ -83,9 +83,8 @@ pub(super) fn build(
     super::export_cache(worker, req, &records, &mounts, progress)?;
     let executed = built.iter().map(|b| b.result.executed).sum();
     let cached = built.iter().map(|b| b.result.cached).sum();
-    let first = built.remove(0).result;
-    let mut per_platform: Vec<(Platform, BuildResult)> = vec![(platforms[0].clone(), first)];
-    per_platform.extend(platforms[1..].iter().cloned().zip(built.into_iter().map(|b| b.result)));
+    let per_platform: Vec<(Platform, BuildResult)> =
+        platforms.iter().cloned().zip(built.into_iter().map(|b| b.result)).collect();
     let host = per_platform.iter().position(|(p, _)| *p == Platform::host()).unwrap_or(0);
     let representative = &per_platform[host].1;
     Ok(BuildResult {

@@ -92,13 +92,17 @@ pub fn media_type_of(store: &Store, digest: &Digest) -> Result<String> {
 
 /// The platforms an index lists (`os/architecture[/variant]`), for messages.
 fn listed_platforms(manifests: &[Value]) -> String {
-    let names: Vec<String> = manifests
-        .iter()
-        .filter_map(|m| Platform::of_config(&m["platform"]))
-        .filter(|p| p.os != "unknown")
-        .map(|p| p.to_string())
-        .collect();
+    let names: Vec<String> = index_platforms(manifests).into_iter().map(|(p, _)| p.to_string()).collect();
     if names.is_empty() { "none named".into() } else { names.join(", ") }
+}
+
+/// The images an index's entries name, with their platforms (attestation entries, `unknown/unknown`, left out).
+pub fn index_platforms(manifests: &[Value]) -> Vec<(Platform, Digest)> {
+    manifests
+        .iter()
+        .filter_map(|m| Some((Platform::of_config(&m["platform"])?, Digest::parse(m["digest"].as_str()?).ok()?)))
+        .filter(|(p, _)| p.os != "unknown")
+        .collect()
 }
 
 /// Load the image a manifest digest names, or `platform`'s image of an index (nested indexes followed: an index

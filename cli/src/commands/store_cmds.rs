@@ -8,6 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use rbuild_builder::digest::Digest;
 use rbuild_builder::export::{self, ArchiveFormat};
+use rbuild_builder::platform::Platform;
 use rbuild_builder::store::{PruneOptions, Store};
 use rbuild_registry::Reference;
 use serde_json::json;
@@ -37,24 +38,19 @@ pub struct InspectArgs {
 }
 
 /// The platforms an image holds: its config's, or an index's entries (`(platform, in the store)`).
-fn platforms_of(store: &Store, digest: &Digest) -> Vec<(String, bool)> {
+fn platforms_of(store: &Store, digest: &Digest) -> Vec<(Platform, bool)> {
     let Ok(doc) = store.read_blob(digest).map(|b| serde_json::from_slice::<serde_json::Value>(&b).unwrap_or_default())
     else {
         return Vec::new();
     };
     match doc["manifests"].as_array() {
-        Some(entries) => entries
-            .iter()
-            .filter_map(|e| {
-                let p = rbuild_builder::platform::Platform::of_config(&e["platform"])?;
-                let present = Digest::parse(e["digest"].as_str()?).is_ok_and(|d| store.has_blob(&d));
-                (p.os != "unknown").then(|| (p.to_string(), present))
-            })
-            .collect(),
+        Some(entries) => {
+            export::image::index_platforms(entries).into_iter().map(|(p, d)| (p, store.has_blob(&d))).collect()
+        }
         None => export::load_image(store, digest)
             .ok()
-            .and_then(|i| rbuild_builder::platform::Platform::of_config(&i.config))
-            .map(|p| vec![(p.to_string(), true)])
+            .and_then(|i| Platform::of_config(&i.config))
+            .map(|p| vec![(p, true)])
             .unwrap_or_default(),
     }
 }
@@ -68,14 +64,11 @@ pub fn images(store: &Store) -> anyhow::Result<ExitCode> {
         let size: u64 = platforms
             .iter()
             .filter(|(_, present)| *present)
-            .filter_map(|(p, _)| {
-                let p = rbuild_builder::platform::Platform::parse(p).ok()?;
-                export::image::load_image_for(store, &digest, &p).ok()
-            })
+            .filter_map(|(p, _)| export::image::load_image_for(store, &digest, p).ok())
             .map(|i| i.layers.iter().map(|l| l.size).sum::<u64>() + i.config_bytes.len() as u64)
             .sum();
         let shown: Vec<String> =
-            platforms.iter().map(|(p, present)| if *present { p.clone() } else { format!("({p})") }).collect();
+            platforms.iter().map(|(p, present)| if *present { p.to_string() } else { format!("({p})") }).collect();
         println!("{:<48} {:<14} {:>10}  {}", r.name.familiar(), &digest.hex()[..12], human_size(size), shown.join(","));
     }
     Ok(ExitCode::SUCCESS)
@@ -84,8 +77,8 @@ pub fn images(store: &Store) -> anyhow::Result<ExitCode> {
 pub fn inspect(store: &Store, args: InspectArgs) -> anyhow::Result<ExitCode> {
     let (name, digest) = resolve(store, &args.image)?;
     let platform = match &args.platform {
-        Some(p) => rbuild_builder::platform::Platform::parse(p).context("--platform")?,
-        None => rbuild_builder::platform::Platform::host(),
+        Some(p) => Platform::parse(p).context("--platform")?,
+        None => Platform::host(),
     };
     let img = export::image::load_image_for(store, &digest, &platform)?;
     let manifest: serde_json::Value = serde_json::from_slice(&img.manifest_bytes)?;
@@ -97,7 +90,8 @@ pub fn inspect(store: &Store, args: InspectArgs) -> anyhow::Result<ExitCode> {
     });
     if img.manifest_digest != digest {
         out["Index"] = json!(digest.as_str());
-        out["Platforms"] = json!(platforms_of(store, &digest).into_iter().map(|(p, _)| p).collect::<Vec<_>>());
+        out["Platforms"] =
+            json!(platforms_of(store, &digest).into_iter().map(|(p, _)| p.to_string()).collect::<Vec<_>>());
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
