@@ -108,6 +108,16 @@ pub enum Error {
     #[error(transparent)]
     Emulation(#[from] crate::sandbox::emulation::Unsupported),
 
+    /// A flag value (or the Compose key carrying it) that does not follow its grammar; the message names the flag,
+    /// the value and the form expected.
+    #[error("{message}")]
+    InvalidFlag { message: String },
+
+    /// A build context (or named context) that cannot be used as given (`what` may be empty when the caller
+    /// names it).
+    #[error("{}{reason}", if what.is_empty() { String::new() } else { format!("{what}: ") })]
+    BadContext { what: String, reason: String },
+
     /// A Dockerfile that cannot be read from disk.
     #[error("cannot read Dockerfile {path}: {source}")]
     DockerfileRead {

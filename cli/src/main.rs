@@ -96,14 +96,14 @@ fn main() -> ExitCode {
     use commands::store_cmds as sc;
     let store = || sc::open_store(&cli.root);
     let result = match cli.command {
-        Command::Build(args) if args.check => commands::build::check(*args),
+        Command::Build(args) if args.check => commands::build_check::check(*args),
         Command::Build(args) if args.call.is_some() => {
-            match commands::build::parse_call(args.call.as_deref().unwrap_or_default()) {
-                Ok((method, _)) if method == "check" => commands::build::check(*args),
+            match commands::build_check::parse_call(args.call.as_deref().unwrap_or_default()) {
+                Ok((method, _)) if method == "check" => commands::build_check::check(*args),
                 Ok((method, _)) if method == "build" => {
                     store().and_then(|s| commands::build::build(&s, *args, cli.userns.as_deref(), &cli.registry))
                 }
-                Ok((method, json)) => commands::build::call(*args, &method, json),
+                Ok((method, json)) => commands::build_check::call(*args, &method, json),
                 Err(e) => Err(e),
             }
         }

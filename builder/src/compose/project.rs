@@ -30,6 +30,14 @@ pub enum ComposeError {
     /// A problem with the project as a whole.
     #[error("{0}")]
     Project(String),
+    /// A service's build failed, or could not be planned (`what` says which part, when it is not the build).
+    #[error("service {service}{}", if what.is_empty() { String::new() } else { format!(": {what}") })]
+    Service {
+        service: String,
+        what: String,
+        #[source]
+        source: Box<crate::error::Error>,
+    },
 }
 
 /// How to find and read a project (the `rbuild compose` global flags and the environment).

@@ -10,6 +10,7 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::engine::NamedContext;
 use crate::engine::ports::Fetcher;
 use crate::error::{Error, Result};
 use crate::store::Store;
@@ -81,7 +82,7 @@ pub fn resolve(
     match source {
         ContextSource::Dir(dir) => {
             if !dir.is_dir() {
-                return Err(Error::Malformed {
+                return Err(Error::BadContext {
                     what: format!("build context {}", dir.display()),
                     reason: "not a directory (nor -, a git URL or an http(s) URL of a tarball)".into(),
                 });
@@ -117,6 +118,49 @@ pub fn resolve(
             unpacked.map(|_| resolved)
         }
     }
+}
+
+/// The context a command-line argument names (`-`, a git URL, an http(s) URL of a tarball or a directory); a
+/// tarball that cannot be fetched says which.
+pub fn resolve_arg(
+    store: &Store,
+    context: &str,
+    stdin: &mut dyn Read,
+    fetcher: &dyn Fetcher,
+    offline: bool,
+) -> Result<ResolvedContext> {
+    let source = ContextSource::parse(context);
+    resolve(store, &source, stdin, fetcher, offline).map_err(|e| match source {
+        ContextSource::Tarball(_) => {
+            Error::BadContext { what: format!("cannot fetch the build context {context}"), reason: e.to_string() }
+        }
+        _ => e,
+    })
+}
+
+/// A named context's value (`--build-context NAME=VALUE`, Compose `additional_contexts`) made a request's named
+/// context: a git URL checked out or an http(s) URL downloaded as the one file `context` (with the fetched files,
+/// to keep until the build ends, and their time for SOURCE_DATE_EPOCH=NAME), else a directory or an image.
+pub fn named_context(
+    store: &Store,
+    value: &str,
+    fetcher: &dyn Fetcher,
+    offline: bool,
+) -> Result<(NamedContext, Option<ResolvedContext>)> {
+    if ContextSource::parse(value).is_remote() {
+        let fetched = resolve_named_url(store, value, fetcher, offline)?;
+        return Ok((NamedContext::Dir(fetched.dir.clone()), Some(fetched)));
+    }
+    let nc = NamedContext::parse(value);
+    if let NamedContext::Dir(d) = &nc
+        && !d.is_dir()
+    {
+        return Err(Error::BadContext {
+            what: String::new(),
+            reason: "not a directory (nor docker-image://, oci-layout://, a git or http(s) URL)".into(),
+        });
+    }
+    Ok((nc, None))
 }
 
 /// A named context given as a URL (`--build-context NAME=URL`, Compose `additional_contexts`): a git repository

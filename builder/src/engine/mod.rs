@@ -14,6 +14,7 @@ pub mod multi_platform;
 pub mod ports;
 pub mod progress;
 pub mod remote_cache;
+pub mod request_flags;
 pub mod sharing;
 mod solve;
 mod source_epoch;
@@ -30,6 +31,7 @@ use rbuild_registry::Reference;
 
 use crate::context::IgnoreMatcher;
 use crate::digest::Digest;
+use crate::dockerfile::Dockerfile;
 use crate::error::{Error, Result};
 use crate::export::image::{LoadedImage, MediaTypes};
 use crate::layer::LayerOptions;
@@ -87,6 +89,22 @@ pub struct BuildRequest {
     pub cache_to: Vec<remote_cache::CacheSpec>,
     /// When the fetched contexts last changed, for `SOURCE_DATE_EPOCH=context` and `=NAME`.
     pub context_times: ContextTimes,
+    /// The Dockerfile parsed once, shared by the lint, the plan and every platform's build (clones share it).
+    parsed: ParsedDockerfile,
+}
+
+/// The parse of a request's Dockerfile, kept with the name and text it was made from (a request whose text was
+/// changed after parsing is parsed again).
+#[derive(Clone, Default)]
+struct ParsedDockerfile(std::sync::Arc<std::sync::Mutex<Option<ParsedFrom>>>);
+
+/// A parse and the Dockerfile name and text it was made from.
+type ParsedFrom = (String, String, std::sync::Arc<Dockerfile>);
+
+impl std::fmt::Debug for ParsedDockerfile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ParsedDockerfile")
+    }
 }
 
 /// When a build's fetched contexts last changed (seconds since 1970): a git context's commit time, a URL's
@@ -133,7 +151,22 @@ impl BuildRequest {
             cache_from: Vec::new(),
             cache_to: Vec::new(),
             context_times: ContextTimes::default(),
+            parsed: ParsedDockerfile::default(),
         }
+    }
+
+    /// The request's Dockerfile, parsed on first use and then shared (a parse error is returned each time).
+    pub fn dockerfile(&self) -> Result<std::sync::Arc<Dockerfile>> {
+        let mut cached = self.parsed.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((name, text, df)) = cached.as_ref()
+            && *name == self.dockerfile_name
+            && *text == self.dockerfile_text
+        {
+            return Ok(df.clone());
+        }
+        let df = std::sync::Arc::new(crate::dockerfile::load(&self.dockerfile_name, &self.dockerfile_text)?);
+        *cached = Some((self.dockerfile_name.clone(), self.dockerfile_text.clone(), df.clone()));
+        Ok(df)
     }
 }
 
@@ -287,8 +320,8 @@ impl Session<'_> {
 }
 
 /// Lower the Dockerfile for `opts` without building (for `rbuild debug graph`).
-pub fn plan(opts: &BuildRequest) -> Result<(crate::dockerfile::Dockerfile, Graph)> {
-    let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
+pub fn plan(opts: &BuildRequest) -> Result<(std::sync::Arc<Dockerfile>, Graph)> {
+    let df = opts.dockerfile()?;
     let graph = lower_with(&df, opts, &graph::ImageTriggers::new())?;
     Ok((df, graph))
 }
@@ -425,7 +458,7 @@ pub(crate) fn export_cache(
 /// Build the Dockerfile for the request's one platform.
 pub(crate) fn build_one(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn ProgressSink) -> Result<Built> {
     let store = worker.store;
-    let df = crate::dockerfile::load(&opts.dockerfile_name, &opts.dockerfile_text)?;
+    let df = opts.dockerfile()?;
     let with_epoch;
     let opts = match source_epoch::resolve(store, worker.fetcher.as_ref(), &df, opts)? {
         Some(epoch) => {

@@ -1,5 +1,6 @@
 //! `rbuild compose`: the project flags (`-f`, `-p`, `--project-directory`, `--env-file`, `--profile`) and the
-//! `config` and `push` commands; `build` is in `compose_build.rs`.
+//! `config` and `push` commands; `build`'s flags and summary are in `compose_build.rs`, which calls
+//! `rbuild_builder::compose`'s planner and scheduler.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -88,19 +89,6 @@ pub fn run(
     }
 }
 
-/// The services a command acts on: those named (which must exist), else every enabled one.
-pub fn selected(project: &Project, named: &[String]) -> anyhow::Result<Vec<String>> {
-    if named.is_empty() {
-        return Ok(project.enabled_services());
-    }
-    for n in named {
-        if !project.model.services.contains_key(n) {
-            anyhow::bail!("no such service: {n} (services: {})", project.enabled_services().join(", "));
-        }
-    }
-    Ok(named.to_vec())
-}
-
 /// `compose push`: each service's `image:` (and `build.tags`) from the store; a service without `image:` is
 /// skipped with a warning, as Compose does.
 fn push(
@@ -110,7 +98,7 @@ fn push(
     registry: &super::registry_cmds::RegistryFlags,
 ) -> anyhow::Result<ExitCode> {
     let client = super::registry_cmds::client(registry)?;
-    for name in selected(project, services)? {
+    for name in project.select_services(services)? {
         let spec = &project.model.services[&name];
         let Some(image) = &spec.image else {
             eprintln!("warning: service {name} has no image: to push to; skipped");

@@ -92,7 +92,11 @@ pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow:
             .map(rbuild_builder::platform::Platform::parse)
             .transpose()
             .context("--platform")?,
-        rlimits: args.ulimits.iter().map(|u| parse_ulimit(u)).collect::<anyhow::Result<Vec<_>>>()?,
+        rlimits: args
+            .ulimits
+            .iter()
+            .map(|u| rbuild_builder::engine::request_flags::parse_ulimit(u))
+            .collect::<Result<Vec<_>, _>>()?,
         mounts: args
             .mounts
             .iter()
@@ -129,20 +133,4 @@ pub fn run(store: &Store, args: RunArgs, userns_choice: Option<&str>) -> anyhow:
         eprintln!("rbuild: the command was killed by signal {sig}");
     }
     Ok(ExitCode::from(u8::try_from(outcome.status.code()).unwrap_or(255)))
-}
-
-/// `NAME=SOFT[:HARD]`, as `docker run --ulimit` takes it (`-1` is unlimited).
-pub fn parse_ulimit(s: &str) -> anyhow::Result<(String, u64, u64)> {
-    let err = || anyhow::anyhow!("--ulimit {s:?}: expected NAME=SOFT[:HARD], e.g. nofile=1024:2048");
-    let (name, values) = s.split_once('=').ok_or_else(err)?;
-    let value =
-        |v: &str| -> anyhow::Result<u64> { if v == "-1" { Ok(u64::MAX) } else { v.parse().map_err(|_| err()) } };
-    let (soft, hard) = match values.split_once(':') {
-        Some((a, b)) => (value(a)?, value(b)?),
-        None => (value(values)?, value(values)?),
-    };
-    if soft > hard {
-        anyhow::bail!("--ulimit {s:?}: the soft limit is above the hard limit");
-    }
-    Ok((name.to_string(), soft, hard))
 }
