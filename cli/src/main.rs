@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Build an image from a Dockerfile (`--check` validates without building).
-    Build(Box<commands::build::BuildArgs>),
+    Build(Box<commands::build_args::BuildArgs>),
     /// Build (and push, or print) the services of a Compose project.
     Compose(commands::compose::ComposeArgs),
     /// Pull an image from a registry into the store.

@@ -18,8 +18,8 @@ use nix::sched::{CloneFlags, unshare};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, fork};
 
-use crate::init::Failure;
-use crate::spec::{Emulator, UsernsMode};
+use crate::error::SetupStage;
+use crate::spec::{Emulator, Failure, UsernsMode};
 
 /// Where the instance is mounted inside the run's root.
 const MOUNT_POINT: &str = "/proc/sys/fs/binfmt_misc";
@@ -32,7 +32,8 @@ pub(crate) struct OpenEmulator {
 /// Open the emulator's binary, close-on-exec, while the host's files are still in view.
 pub(crate) fn open(emulator: &Emulator) -> Result<OpenEmulator, Failure> {
     let file = File::open(&emulator.interpreter).map_err(|e| Failure {
-        stage: "open emulator".into(),
+        stage: SetupStage::Emulation,
+        step: "open emulator".into(),
         message: format!("{}: {e}", emulator.interpreter.display()),
         hint: Some("set RBUILD_QEMU_DIR to a directory holding a static qemu-<arch>-static".into()),
     })?;
@@ -44,7 +45,8 @@ pub(crate) fn open(emulator: &Emulator) -> Result<OpenEmulator, Failure> {
 pub(crate) fn enable(emulator: &Emulator, open: &OpenEmulator, userns: UsernsMode) -> Result<(), Failure> {
     if userns == UsernsMode::Off {
         enter_identity_namespace()?;
-        unshare(CloneFlags::CLONE_NEWNS).map_err(|e| Failure::new("create mount namespace for emulation", e))?;
+        unshare(CloneFlags::CLONE_NEWNS)
+            .map_err(|e| Failure::new(SetupStage::Emulation, "create mount namespace for emulation", e))?;
     }
     mount(
         Some("binfmt_misc"),
@@ -54,7 +56,8 @@ pub(crate) fn enable(emulator: &Emulator, open: &OpenEmulator, userns: UsernsMod
         None::<&str>,
     )
     .map_err(|e| Failure {
-        stage: "mount binfmt_misc".into(),
+        stage: SetupStage::Emulation,
+        step: "mount binfmt_misc".into(),
         message: e.to_string(),
         hint: Some(
             "a binfmt_misc of a user namespace's own needs Linux 6.7 or later; on an older kernel register the \
@@ -68,7 +71,9 @@ pub(crate) fn enable(emulator: &Emulator, open: &OpenEmulator, userns: UsernsMod
         .write(true)
         .open(Path::new(MOUNT_POINT).join("register"))
         .and_then(|mut f| f.write_all(line.as_bytes()))
-        .map_err(|e| Failure::new("register emulator", format!("{}: {e}", emulator.interpreter.display())))
+        .map_err(|e| {
+            Failure::new(SetupStage::Emulation, "register emulator", format!("{}: {e}", emulator.interpreter.display()))
+        })
 }
 
 /// The `register` line: `:name:M::magic:mask:interpreter:flags`, bytes written as `\xHH`.
@@ -80,9 +85,10 @@ pub(crate) fn registration(emulator: &Emulator, interpreter: &str) -> String {
 /// Enter a new user namespace mapping every id to itself: a helper forked first (still real root outside it)
 /// writes the maps once this process has unshared, which only a process of the parent namespace may do.
 fn enter_identity_namespace() -> Result<(), Failure> {
-    let (go_read, go_write) = nix::unistd::pipe().map_err(|e| Failure::new("create user namespace", e))?;
+    let (go_read, go_write) =
+        nix::unistd::pipe().map_err(|e| Failure::new(SetupStage::Emulation, "create user namespace", e))?;
     // SAFETY: the sandbox's pid 1 is single-threaded (forked from the single-threaded init).
-    match unsafe { fork() }.map_err(|e| Failure::new("create user namespace", e))? {
+    match unsafe { fork() }.map_err(|e| Failure::new(SetupStage::Emulation, "create user namespace", e))? {
         ForkResult::Child => {
             drop(go_write);
             let code = match write_identity_maps(go_read) {
@@ -104,10 +110,14 @@ fn enter_identity_namespace() -> Result<(), Failure> {
                     other => break other,
                 }
             };
-            unshared.map_err(|e| Failure::new("create user namespace for emulation", e))?;
+            unshared.map_err(|e| Failure::new(SetupStage::Emulation, "create user namespace for emulation", e))?;
             match helper {
                 Ok(WaitStatus::Exited(_, 0)) => Ok(()),
-                other => Err(Failure::new("map ids for emulation", format!("the helper ended with {other:?}"))),
+                other => Err(Failure::new(
+                    SetupStage::Emulation,
+                    "map ids for emulation",
+                    format!("the helper ended with {other:?}"),
+                )),
             }
         }
     }

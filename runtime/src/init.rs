@@ -16,26 +16,14 @@ use nix::sys::signal::Signal;
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Gid, Uid, fork};
 
+use crate::error::SetupStage;
 use crate::mounts;
-use crate::spec::{ExitStatus, InitMessage, InitRequest, NetworkMode, RunSpec, UsernsMode};
+use crate::spec::{ExitStatus, Failure, InitMessage, InitRequest, NetworkMode, RunSpec, UsernsMode};
 use crate::user;
 
 /// File descriptors the launcher passes: the spec (and mapping acknowledgement) in, messages out.
 pub(crate) const SPEC_FD: RawFd = 3;
 pub(crate) const STATUS_FD: RawFd = 4;
-
-/// A setup failure: the stage, what went wrong, and a hint.
-pub(crate) struct Failure {
-    pub stage: String,
-    pub message: String,
-    pub hint: Option<String>,
-}
-
-impl Failure {
-    pub(crate) fn new(stage: &str, e: impl std::fmt::Display) -> Failure {
-        Failure { stage: stage.to_string(), message: e.to_string(), hint: None }
-    }
-}
 
 fn send(out: &mut File, msg: &InitMessage) {
     if let Ok(mut line) = serde_json::to_vec(msg) {
@@ -56,7 +44,7 @@ pub fn init_main() -> ! {
             0
         }
         Err(f) => {
-            send(&mut status, &InitMessage::Failed { stage: f.stage, message: f.message, hint: f.hint });
+            send(&mut status, &InitMessage::Failed { stage: f.stage, step: f.step, message: f.message, hint: f.hint });
             125
         }
     };
@@ -65,11 +53,12 @@ pub fn init_main() -> ! {
 
 fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
     // Die with rbuild, whatever kills it.
-    prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| Failure::new("set parent-death signal", e))?;
+    prctl::set_pdeathsig(Signal::SIGKILL).map_err(|e| Failure::new(SetupStage::Init, "set parent-death signal", e))?;
     let mut spec_in = BufReader::new(spec_in);
     let mut line = String::new();
-    spec_in.read_line(&mut line).map_err(|e| Failure::new("read spec", e))?;
-    let request: InitRequest = serde_json::from_str(&line).map_err(|e| Failure::new("read spec", e))?;
+    spec_in.read_line(&mut line).map_err(|e| Failure::new(SetupStage::Init, "read spec", e))?;
+    let request: InitRequest =
+        serde_json::from_str(&line).map_err(|e| Failure::new(SetupStage::Init, "read spec", e))?;
     let spec = match request {
         InitRequest::Run(spec) => *spec,
         InitRequest::RemoveTree { path, userns } => {
@@ -88,11 +77,11 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
             if userns != UsernsMode::Off
                 && let Err(f) = enter_user_namespace(userns, &mut spec_in, status)
             {
-                let namespaces = Some(format!("{}: {}", f.stage, f.message));
+                let namespaces = Some(format!("{}: {}", f.step, f.message));
                 send(status, &InitMessage::Probed(crate::probe::ProbeReport { namespaces, ..Default::default() }));
                 return Ok(ExitStatus::Exited(0));
             }
-            let mut out = status.try_clone().map_err(|e| Failure::new("probe", e))?;
+            let mut out = status.try_clone().map_err(|e| Failure::new(SetupStage::Init, "probe", e))?;
             let userxattr = userns != UsernsMode::Off;
             let code =
                 crate::probe::probe_namespaces(&dir, userxattr, &mut |r| send(&mut out, &InitMessage::Probed(r)));
@@ -110,20 +99,23 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
     if spec.network == NetworkMode::None {
         flags |= CloneFlags::CLONE_NEWNET;
     }
-    unshare(flags).map_err(|e| Failure::new("create namespaces", e))?;
+    unshare(flags).map_err(|e| Failure::new(SetupStage::Namespaces, "create namespaces", e))?;
     if spec.network == NetworkMode::None {
-        mounts::loopback_up().map_err(|e| Failure::new("bring up lo", e))?;
+        mounts::loopback_up().map_err(|e| Failure::new(SetupStage::Namespaces, "bring up lo", e))?;
     }
     if spec.isolation.shared_proc {
         // No pid namespace to end with the step: what it leaves running is reparented here and killed after it.
-        prctl::set_child_subreaper(true).map_err(|e| Failure::new("become a subreaper", e))?;
+        prctl::set_child_subreaper(true).map_err(|e| Failure::new(SetupStage::Process, "become a subreaper", e))?;
     }
     // SAFETY: this process is single-threaded (a fresh exec that started no threads), so fork is sound.
-    match unsafe { fork() }.map_err(|e| Failure::new("fork", e))? {
+    match unsafe { fork() }.map_err(|e| Failure::new(SetupStage::Init, "fork", e))? {
         ForkResult::Child => {
             // Pid 1 of the new pid namespace: set up the root and become the step.
             let err = step_main(&spec, status);
-            send(status, &InitMessage::Failed { stage: err.stage, message: err.message, hint: err.hint });
+            send(
+                status,
+                &InitMessage::Failed { stage: err.stage, step: err.step, message: err.message, hint: err.hint },
+            );
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
@@ -133,7 +125,7 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
                     Ok(WaitStatus::Signaled(_, sig, _)) => break ExitStatus::Signaled(sig as i32),
                     Ok(_) => continue,
                     Err(nix::errno::Errno::EINTR) => continue,
-                    Err(e) => return Err(Failure::new("wait for the step", e)),
+                    Err(e) => return Err(Failure::new(SetupStage::Init, "wait for the step", e)),
                 }
             };
             if spec.isolation.shared_proc {
@@ -180,7 +172,8 @@ fn kill_leftovers() {
 fn enter_user_namespace(mode: UsernsMode, spec_in: &mut BufReader<File>, status: &mut File) -> Result<(), Failure> {
     let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| Failure {
-        stage: "create user namespace".into(),
+        stage: SetupStage::UserNamespace,
+        step: "create user namespace".into(),
         message: e.to_string(),
         hint: Some("unprivileged user namespaces may be disabled (sysctl kernel.unprivileged_userns_clone=1, user.max_user_namespaces)".into()),
     })?;
@@ -188,7 +181,7 @@ fn enter_user_namespace(mode: UsernsMode, spec_in: &mut BufReader<File>, status:
         UsernsMode::Single => {
             let write = |file: &str, content: &str| {
                 std::fs::write(format!("/proc/self/{file}"), content)
-                    .map_err(|e| Failure::new(&format!("write {file}"), e))
+                    .map_err(|e| Failure::new(SetupStage::UserNamespace, &format!("write {file}"), e))
             };
             write("setgroups", "deny")?;
             write("uid_map", &format!("0 {uid} 1\n"))?;
@@ -197,9 +190,15 @@ fn enter_user_namespace(mode: UsernsMode, spec_in: &mut BufReader<File>, status:
         UsernsMode::Subuid { .. } | UsernsMode::Full => {
             send(status, &InitMessage::NeedsMapping { pid: std::process::id() as i32 });
             let mut ack = String::new();
-            spec_in.read_line(&mut ack).map_err(|e| Failure::new("wait for id mapping", e))?;
+            spec_in
+                .read_line(&mut ack)
+                .map_err(|e| Failure::new(SetupStage::UserNamespace, "wait for id mapping", e))?;
             if ack.trim() != "mapped" {
-                return Err(Failure::new("id mapping", format!("rbuild could not map ids: {}", ack.trim())));
+                return Err(Failure::new(
+                    SetupStage::UserNamespace,
+                    "id mapping",
+                    format!("rbuild could not map ids: {}", ack.trim()),
+                ));
             }
         }
         UsernsMode::Off => {}
@@ -209,8 +208,11 @@ fn enter_user_namespace(mode: UsernsMode, spec_in: &mut BufReader<File>, status:
 
 /// Run a helper and report how it ended.
 fn exec_helper(argv: &[String]) -> Result<ExitStatus, Failure> {
-    let (prog, args) = argv.split_first().ok_or_else(|| Failure::new("exec helper", "no command"))?;
-    let status = std::process::Command::new(prog).args(args).status().map_err(|e| Failure::new("exec helper", e))?;
+    let (prog, args) = argv.split_first().ok_or_else(|| Failure::new(SetupStage::Init, "exec helper", "no command"))?;
+    let status = std::process::Command::new(prog)
+        .args(args)
+        .status()
+        .map_err(|e| Failure::new(SetupStage::Init, "exec helper", e))?;
     Ok(match (status.code(), std::os::unix::process::ExitStatusExt::signal(&status)) {
         (Some(c), _) => ExitStatus::Exited(c),
         (None, Some(s)) => ExitStatus::Signaled(s),
@@ -223,14 +225,14 @@ fn remove_tree(path: &Path) -> Result<ExitStatus, Failure> {
     match std::fs::remove_dir_all(path) {
         Ok(()) => Ok(ExitStatus::Exited(0)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(ExitStatus::Exited(0)),
-        Err(e) => Err(Failure::new(&format!("remove {}", path.display()), e)),
+        Err(e) => Err(Failure::new(SetupStage::Init, &format!("remove {}", path.display()), e)),
     }
 }
 
 /// In pid 1 of the sandbox: mounts, root switch, identity, then exec. Returns only on failure.
 fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     if let Err(e) = prctl::set_pdeathsig(Signal::SIGKILL) {
-        return Failure::new("set parent-death signal", e);
+        return Failure::new(SetupStage::Init, "set parent-death signal", e);
     }
     let emulator = match spec.emulator.as_ref().map(crate::emulation::open).transpose() {
         Ok(e) => e,
@@ -242,7 +244,7 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     };
     send(status, &InitMessage::Mountpoints(created));
     if let Err(e) = nix::unistd::sethostname(&spec.hostname) {
-        return Failure::new("set hostname", e);
+        return Failure::new(SetupStage::Process, "set hostname", e);
     }
     if let (Some(e), Some(open)) = (&spec.emulator, &emulator)
         && let Err(f) = crate::emulation::enable(e, open, spec.userns)
@@ -251,7 +253,7 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     }
     let who = match user::resolve(Path::new("/"), spec.user.as_deref()) {
         Ok(u) => u,
-        Err(m) => return Failure { stage: "resolve user".into(), message: m, hint: None },
+        Err(m) => return Failure { stage: SetupStage::Process, step: "resolve user".into(), message: m, hint: None },
     };
     let mut env = spec.env.clone();
     if !env.iter().any(|e| e.starts_with("HOME=")) {
@@ -261,7 +263,7 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
         env.push("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     }
     if let Err(e) = std::fs::create_dir_all(&spec.cwd).and_then(|()| std::env::set_current_dir(&spec.cwd)) {
-        return Failure::new(&format!("enter working directory {}", spec.cwd), e);
+        return Failure::new(SetupStage::Process, &format!("enter working directory {}", spec.cwd), e);
     }
     // While still root of the namespace (dropping needs CAP_SETPCAP); setuid/setgid stay in the kept set.
     if !spec.all_capabilities
@@ -277,7 +279,7 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     }
     nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     if let Err(e) = prctl::set_no_new_privs() {
-        return Failure::new("set no_new_privs", e);
+        return Failure::new(SetupStage::Process, "set no_new_privs", e);
     }
     // The status pipe must not leak into the step.
     for fd in [STATUS_FD, SPEC_FD] {
@@ -306,10 +308,13 @@ fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), Failure> {
             "rtprio" => Resource::RLIMIT_RTPRIO,
             "sigpending" => Resource::RLIMIT_SIGPENDING,
             "stack" => Resource::RLIMIT_STACK,
-            other => return Err(Failure::new("set resource limit", format!("unknown limit {other:?}"))),
+            other => {
+                return Err(Failure::new(SetupStage::Process, "set resource limit", format!("unknown limit {other:?}")));
+            }
         };
         setrlimit(resource, *soft, *hard).map_err(|e| Failure {
-            stage: "set resource limit".into(),
+            stage: SetupStage::Process,
+            step: "set resource limit".into(),
             message: format!("{name}={soft}:{hard}: {e}"),
             hint: Some("a limit above the current hard limit needs root".into()),
         })?;
@@ -319,8 +324,9 @@ fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), Failure> {
 
 fn become_user(spec: &RunSpec, who: &user::ResolvedUser) -> Result<(), Failure> {
     let single = spec.userns == UsernsMode::Single;
-    let hint = |stage: &str, e: nix::errno::Errno| Failure {
-        stage: stage.to_string(),
+    let hint = |step: &str, e: nix::errno::Errno| Failure {
+        stage: SetupStage::Process,
+        step: step.to_string(),
         message: format!("{e} (user {})", spec.user.as_deref().unwrap_or("root")),
         hint: single.then(|| crate::userns::SUBUID_HINT.to_string()),
     };
@@ -367,7 +373,7 @@ fn drop_capabilities(chroot: bool) -> Result<(), Failure> {
         // SAFETY: PR_CAPBSET_DROP takes an integer and touches no memory.
         let r = unsafe { nix::libc::prctl(nix::libc::PR_CAPBSET_DROP, cap as nix::libc::c_ulong, 0, 0, 0) };
         if r != 0 {
-            return Err(Failure::new("drop capabilities", std::io::Error::last_os_error()));
+            return Err(Failure::new(SetupStage::Process, "drop capabilities", std::io::Error::last_os_error()));
         }
     }
     // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes integers and touches no memory.
@@ -391,7 +397,7 @@ fn drop_capabilities(chroot: bool) -> Result<(), Failure> {
     let mut data = [Data::default(); 2];
     // SAFETY: capget writes two `Data` records (version 3) into `data`, which has room for them.
     if unsafe { nix::libc::syscall(nix::libc::SYS_capget, &mut header as *mut Header, data.as_mut_ptr()) } != 0 {
-        return Err(Failure::new("read capabilities", std::io::Error::last_os_error()));
+        return Err(Failure::new(SetupStage::Process, "read capabilities", std::io::Error::last_os_error()));
     }
     for (i, d) in data.iter_mut().enumerate() {
         let mask = (keep >> (32 * i)) as u32;
@@ -401,7 +407,7 @@ fn drop_capabilities(chroot: bool) -> Result<(), Failure> {
     }
     // SAFETY: capset reads the two records it was given.
     if unsafe { nix::libc::syscall(nix::libc::SYS_capset, &mut header as *mut Header, data.as_ptr()) } != 0 {
-        return Err(Failure::new("set capabilities", std::io::Error::last_os_error()));
+        return Err(Failure::new(SetupStage::Process, "set capabilities", std::io::Error::last_os_error()));
     }
     Ok(())
 }
@@ -434,7 +440,7 @@ fn reset_signals() {
 /// Find `argv[0]` on the step's PATH (inside the new root) and exec it.
 fn exec(spec: &RunSpec, env: &[String]) -> Failure {
     let Some(prog) = spec.argv.first() else {
-        return Failure::new("exec", "no command given");
+        return Failure::new(SetupStage::Process, "exec", "no command given");
     };
     let path = env.iter().rev().find_map(|e| e.strip_prefix("PATH=")).unwrap_or("/usr/bin:/bin");
     let candidates: Vec<String> = if prog.contains('/') {
@@ -444,19 +450,20 @@ fn exec(spec: &RunSpec, env: &[String]) -> Failure {
     };
     let Some(found) = candidates.iter().find(|c| Path::new(c).is_file()) else {
         return Failure {
-            stage: "exec".into(),
+            stage: SetupStage::Process,
+            step: "exec".into(),
             message: format!("{prog}: executable file not found in $PATH"),
             hint: None,
         };
     };
-    let to_c = |s: &str| CString::new(s.as_bytes()).map_err(|e| Failure::new("exec", e));
+    let to_c = |s: &str| CString::new(s.as_bytes()).map_err(|e| Failure::new(SetupStage::Process, "exec", e));
     reset_signals();
     let result = (|| {
         let file = to_c(found)?;
         let args = spec.argv.iter().map(|a| to_c(a)).collect::<Result<Vec<_>, _>>()?;
         let envs = env.iter().map(|e| to_c(e)).collect::<Result<Vec<_>, _>>()?;
         Err(match nix::unistd::execve(&file, &args, &envs) {
-            Err(e) => Failure::new("exec", format!("{found}: {e}")),
+            Err(e) => Failure::new(SetupStage::Process, "exec", format!("{found}: {e}")),
             Ok(never) => match never {},
         })
     })();

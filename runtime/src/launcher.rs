@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 
 use nix::unistd::Pid;
 
-use crate::Error;
+use crate::error::Error;
 use crate::init::{SPEC_FD, STATUS_FD};
 use crate::spec::{ExitStatus, InitMessage, InitRequest, Rootfs, RunSpec, UsernsMode};
 
@@ -234,7 +234,9 @@ fn converse(
                 }
                 InitMessage::Mountpoints(m) => mountpoints = m,
                 InitMessage::Probed(r) => *probed = Some(r),
-                InitMessage::Failed { stage, message, hint } => return Err(Error::Setup { stage, message, hint }),
+                InitMessage::Failed { stage, step, message, hint } => {
+                    return Err(Error::Setup { stage, step, message, hint });
+                }
                 InitMessage::Exited(status) => return Ok((status, mountpoints)),
             }
         }

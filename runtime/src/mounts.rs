@@ -10,15 +10,23 @@ use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 
-use crate::init::Failure;
-use crate::spec::{Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
+use crate::error::SetupStage;
+use crate::spec::{Failure, Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
 
-fn fail(stage: &str) -> impl Fn(nix::errno::Errno) -> Failure + '_ {
-    move |e| Failure::new(stage, e)
+fn fail(step: &str) -> impl Fn(nix::errno::Errno) -> Failure + '_ {
+    move |e| Failure::new(SetupStage::Mounts, step, e)
 }
 
-fn io_fail(stage: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
-    move |e| Failure::new(stage, e)
+fn switch_fail(step: &str) -> impl Fn(nix::errno::Errno) -> Failure + '_ {
+    move |e| Failure::new(SetupStage::RootSwitch, step, e)
+}
+
+fn io_fail(step: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure::new(SetupStage::Mounts, step, e)
+}
+
+fn switch_io_fail(step: &str) -> impl Fn(std::io::Error) -> Failure + '_ {
+    move |e| Failure::new(SetupStage::RootSwitch, step, e)
 }
 
 /// Make sure `rel` exists in `root` (as a directory or an empty file), recording it when created.
@@ -66,7 +74,8 @@ fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
                 options.push_str(",userxattr");
             }
             mount_overlay(root, &options).map_err(|e| Failure {
-                stage: crate::ROOT_MOUNT_STAGES[0].into(),
+                stage: SetupStage::RootMount,
+                step: "mount overlay root".into(),
                 message: e.to_string(),
                 hint: Some("overlayfs was refused; set RBUILD_SNAPSHOTTER=copy to use copies instead".into()),
             })
@@ -88,13 +97,15 @@ fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
                 .stderr(std::process::Stdio::piped())
                 .output()
                 .map_err(|e| Failure {
-                    stage: crate::ROOT_MOUNT_STAGES[1].into(),
+                    stage: SetupStage::RootMount,
+                    step: "mount fuse-overlayfs root".into(),
                     message: e.to_string(),
                     hint: Some("install the fuse-overlayfs package, or set RBUILD_SNAPSHOTTER=copy".into()),
                 })?;
             if !out.status.success() {
                 return Err(Failure {
-                    stage: crate::ROOT_MOUNT_STAGES[1].into(),
+                    stage: SetupStage::RootMount,
+                    step: "mount fuse-overlayfs root".into(),
                     message: format!(
                         "fuse-overlayfs exited with {}: {}",
                         out.status,
@@ -107,7 +118,7 @@ fn mount_root(spec: &RunSpec, root: &Path) -> Result<(), Failure> {
         }
         Rootfs::Dir(dir) => {
             mount(Some(dir.as_path()), root, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-                .map_err(fail(crate::ROOT_MOUNT_STAGES[2]))
+                .map_err(|e| Failure::new(SetupStage::RootMount, "bind root directory", e))
         }
     }
 }
@@ -190,17 +201,18 @@ pub(crate) fn setup_root(spec: &RunSpec) -> Result<Vec<String>, Failure> {
         extra_mount(spec, i, &root, m, &mut created)?;
     }
 
-    std::env::set_current_dir(&root).map_err(io_fail("enter new root"))?;
+    std::env::set_current_dir(&root).map_err(switch_io_fail("enter new root"))?;
     if spec.isolation.chroot {
         // runc's no-pivot: the new root moved over /, then entered with chroot (the old root stays below it,
         // out of reach of a step without CAP_SYS_CHROOT... which it keeps: this is the weaker tier).
-        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(fail("move the root onto /"))?;
-        nix::unistd::chroot(".").map_err(fail("chroot"))?;
+        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>)
+            .map_err(switch_fail("move the root onto /"))?;
+        nix::unistd::chroot(".").map_err(switch_fail("chroot"))?;
     } else {
-        nix::unistd::pivot_root(".", ".").map_err(fail("pivot_root"))?;
-        umount2(".", MntFlags::MNT_DETACH).map_err(fail("detach old root"))?;
+        nix::unistd::pivot_root(".", ".").map_err(switch_fail("pivot_root"))?;
+        umount2(".", MntFlags::MNT_DETACH).map_err(switch_fail("detach old root"))?;
     }
-    std::env::set_current_dir("/").map_err(io_fail("enter new root"))?;
+    std::env::set_current_dir("/").map_err(switch_io_fail("enter new root"))?;
     Ok(created)
 }
 
@@ -242,7 +254,11 @@ fn protect_proc(proc: &Path) -> Result<(), Failure> {
 fn inside(target: &str) -> Result<String, Failure> {
     let rel: Vec<&str> = target.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
     if rel.is_empty() || rel.contains(&"..") {
-        return Err(Failure::new("mount", format!("invalid mount target {target:?}: it must be a path below /")));
+        return Err(Failure::new(
+            SetupStage::Mounts,
+            "mount",
+            format!("invalid mount target {target:?}: it must be a path below /"),
+        ));
     }
     Ok(rel.join("/"))
 }
@@ -255,7 +271,11 @@ fn extra_mount(spec: &RunSpec, index: usize, root: &Path, m: &Mount, created: &m
     for part in rel.split('/') {
         cur.push(part);
         if fs::symlink_metadata(&cur).is_ok_and(|md| md.file_type().is_symlink()) {
-            return Err(Failure::new("mount", format!("mount target {} goes through a symbolic link", m.target())));
+            return Err(Failure::new(
+                SetupStage::Mounts,
+                "mount",
+                format!("mount target {} goes through a symbolic link", m.target()),
+            ));
         }
     }
     match m {
@@ -267,8 +287,9 @@ fn extra_mount(spec: &RunSpec, index: usize, root: &Path, m: &Mount, created: &m
         }
         Mount::BindDiscardingWrites { source, .. } => {
             let scratch = spec.state_dir.join(format!("bind-{index}"));
-            let is_dir =
-                fs::metadata(source).map_err(|e| Failure::new(&format!("mount {}", source.display()), e))?.is_dir();
+            let is_dir = fs::metadata(source)
+                .map_err(|e| Failure::new(SetupStage::Mounts, &format!("mount {}", source.display()), e))?
+                .is_dir();
             ensure(root, &rel, is_dir, created)?;
             if !is_dir {
                 fs::create_dir_all(&scratch).map_err(io_fail("create bind scratch"))?;
@@ -293,8 +314,9 @@ fn extra_mount(spec: &RunSpec, index: usize, root: &Path, m: &Mount, created: &m
             mount_overlay(&target, &options).map_err(fail("mount writable bind"))
         }
         Mount::Bind { source, read_only, .. } => {
-            let is_dir =
-                fs::metadata(source).map_err(|e| Failure::new(&format!("mount {}", source.display()), e))?.is_dir();
+            let is_dir = fs::metadata(source)
+                .map_err(|e| Failure::new(SetupStage::Mounts, &format!("mount {}", source.display()), e))?
+                .is_dir();
             ensure(root, &rel, is_dir, created)?;
             mount(Some(source.as_path()), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
                 .map_err(fail("bind mount"))?;

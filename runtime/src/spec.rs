@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::SetupStage;
+
 /// The root filesystem of a run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Rootfs {
@@ -140,6 +142,21 @@ impl ExitStatus {
     }
 }
 
+/// A set-up failure inside the sandbox init (sent to rbuild as [`InitMessage::Failed`]): the stage, the step being
+/// done, what went wrong, and a hint.
+pub(crate) struct Failure {
+    pub stage: SetupStage,
+    pub step: String,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl Failure {
+    pub(crate) fn new(stage: SetupStage, step: &str, e: impl std::fmt::Display) -> Failure {
+        Failure { stage, step: step.to_string(), message: e.to_string(), hint: None }
+    }
+}
+
 /// Messages from the sandbox init to rbuild.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) enum InitMessage {
@@ -151,7 +168,8 @@ pub(crate) enum InitMessage {
     Mountpoints(Vec<String>),
     /// Setting up failed before the command ran.
     Failed {
-        stage: String,
+        stage: SetupStage,
+        step: String,
         message: String,
         hint: Option<String>,
     },

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use nix::unistd::{Gid, Pid, Uid, User};
 
-use crate::Error;
+use crate::error::{Error, SetupStage};
 use crate::spec::UsernsMode;
 
 /// A subordinate range of the user in `/etc/subuid` or `/etc/subgid` (by name or by id).
@@ -58,17 +58,20 @@ pub fn detect_with(choice: Option<&str>) -> Result<UsernsMode, Error> {
         "single" => Ok(UsernsMode::Single),
         "off" if Uid::effective().is_root() => Ok(UsernsMode::Off),
         "off" => Err(Error::Setup {
-            stage: "user namespace".into(),
+            stage: SetupStage::UserNamespace,
+            step: "user namespace".into(),
             message: "RBUILD_USERNS=off needs root".into(),
             hint: Some("use auto, single or subuid".into()),
         }),
         "subuid" => subuid_mode().ok_or_else(|| Error::Setup {
-            stage: "user namespace".into(),
+            stage: SetupStage::UserNamespace,
+            step: "user namespace".into(),
             message: "RBUILD_USERNS=subuid, but newuidmap/newgidmap or this user's /etc/subuid and /etc/subgid ranges are missing".into(),
             hint: Some(subuid_hint()),
         }),
         other => Err(Error::Setup {
-            stage: "user namespace".into(),
+            stage: SetupStage::UserNamespace,
+            step: "user namespace".into(),
             message: format!("unknown RBUILD_USERNS={other:?}"),
             hint: Some("use auto, single, subuid or off".into()),
         }),
@@ -121,7 +124,8 @@ pub(crate) fn write_mapping(pid: Pid, mode: UsernsMode) -> Result<(), Error> {
     if mode == UsernsMode::Full {
         for file in ["uid_map", "gid_map"] {
             std::fs::write(format!("/proc/{pid}/{file}"), "0 0 4294967295\n").map_err(|e| Error::Setup {
-                stage: format!("write {file}"),
+                stage: SetupStage::UserNamespace,
+                step: format!("write {file}"),
                 message: e.to_string(),
                 hint: Some("mapping every id needs CAP_SETUID and CAP_SETGID".into()),
             })?;
@@ -132,7 +136,8 @@ pub(crate) fn write_mapping(pid: Pid, mode: UsernsMode) -> Result<(), Error> {
     let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
     for (tool_name, own, start) in [("newuidmap", uid, uid_start), ("newgidmap", gid, gid_start)] {
         let path = tool(tool_name).ok_or_else(|| Error::Setup {
-            stage: "user namespace".into(),
+            stage: SetupStage::UserNamespace,
+            step: "user namespace".into(),
             message: format!("{tool_name} is missing"),
             hint: Some(subuid_hint()),
         })?;
@@ -140,10 +145,11 @@ pub(crate) fn write_mapping(pid: Pid, mode: UsernsMode) -> Result<(), Error> {
             .arg(pid.to_string())
             .args(["0", &own.to_string(), "1", "1", &start.to_string(), &count.to_string()])
             .output()
-            .map_err(|e| Error::Setup { stage: tool_name.into(), message: e.to_string(), hint: None })?;
+            .map_err(|e| Error::setup(SetupStage::UserNamespace, tool_name, e))?;
         if !out.status.success() {
             return Err(Error::Setup {
-                stage: tool_name.into(),
+                stage: SetupStage::UserNamespace,
+                step: tool_name.into(),
                 message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
                 hint: Some(subuid_hint()),
             });

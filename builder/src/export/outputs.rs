@@ -243,6 +243,48 @@ pub fn write(
     Ok(report)
 }
 
+/// What a build was asked to deliver besides its outputs.
+#[derive(Debug, Clone, Default)]
+pub struct Delivery<'a> {
+    pub outputs: &'a [Output],
+    /// `--load`.
+    pub load: bool,
+    pub iidfile: Option<&'a Path>,
+    pub metadata_file: Option<&'a Path>,
+}
+
+/// Deliver a build's result, in order: each output, `--load`, `--iidfile`, `--metadata-file`. Returns the lines to
+/// report.
+pub fn deliver(
+    store: &Store,
+    client: &Client,
+    result: &BuildResult,
+    tags: &[Reference],
+    delivery: &Delivery<'_>,
+) -> Result<Vec<String>> {
+    let mut report = Vec::new();
+    for o in delivery.outputs {
+        report.extend(write(store, client, result, o, tags)?);
+    }
+    if delivery.load {
+        report.push(load_into_engine(store, client, result, tags)?);
+        report.retain(|l| !l.is_empty());
+    }
+    let write_file = |p: &Path, bytes: &[u8]| {
+        std::fs::write(p, bytes)
+            .map_err(|e| Error::BadOutput { what: format!("cannot write {}", p.display()), reason: e.to_string() })
+    };
+    if let Some(p) = delivery.iidfile {
+        write_file(p, result.manifest_digest.as_str().as_bytes())?;
+    }
+    if let Some(p) = delivery.metadata_file {
+        let doc = serde_json::to_vec_pretty(&metadata(result, tags))
+            .map_err(|source| Error::Json { what: "the build metadata".into(), source })?;
+        write_file(p, &doc)?;
+    }
+    Ok(report)
+}
+
 /// The error for an output that holds one platform's image, given several.
 fn several_platforms(what: &str, why: &str) -> Error {
     Error::BadOutput {

@@ -76,7 +76,8 @@ pub struct Refusal {
 impl Refusal {
     pub fn to_runtime_error(&self) -> rbuild_runtime::Error {
         rbuild_runtime::Error::Setup {
-            stage: self.stage.clone(),
+            stage: rbuild_runtime::SetupStage::Host,
+            step: self.stage.clone(),
             message: self.message.clone(),
             hint: Some(self.hint.clone()),
         }

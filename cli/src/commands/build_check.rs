@@ -9,7 +9,7 @@ use rbuild_builder::dockerfile;
 use rbuild_builder::engine::BuildRequest;
 use rbuild_builder::engine::request_flags::{key_values, parse_build_args};
 
-use super::build::BuildArgs;
+use super::build_args::{BuildArgs, target_platforms};
 use super::dockerfile_input;
 
 /// A `--call` value: the method and whether it prints JSON.
@@ -64,7 +64,7 @@ pub fn call(args: BuildArgs, method: &str, json: bool) -> anyhow::Result<ExitCod
     }
     req.build_args = parse_build_args(&args.build_args);
     req.target = args.target.clone();
-    req.platform = super::build::target_platforms(args.platform.as_deref())?.remove(0);
+    req.platform = target_platforms(args.platform.as_deref())?.remove(0);
     for (name, value) in key_values(&args.build_contexts, "--build-context")? {
         req.named_contexts.insert(name, rbuild_builder::engine::NamedContext::parse(&value));
     }

@@ -1,6 +1,7 @@
 //! One module per `rbuild` subcommand, and the build command's helpers (context, progress view).
 
 pub mod build;
+pub mod build_args;
 pub mod build_check;
 pub mod compose;
 pub mod compose_build;
