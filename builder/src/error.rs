@@ -108,6 +108,43 @@ pub enum Error {
     #[error(transparent)]
     Emulation(#[from] crate::sandbox::emulation::Unsupported),
 
+    /// A worker thread panicked (a bug); what it was doing was stopped and nothing half-done was kept.
+    #[error("{what} panicked; the operation was stopped")]
+    WorkerPanicked { what: String },
+
+    /// A tree operation run inside the user namespace (remove, copy, export) failed or answered what rbuild
+    /// cannot read.
+    #[error("tree operation {op}: {reason}")]
+    TreeOpFailed { op: String, reason: String },
+
+    /// A setting (an `RBUILD_*` variable) that cannot be honoured as given.
+    #[error("{name}: {reason}")]
+    InvalidSetting { name: String, reason: String },
+
+    /// A `RUN --mount` the step cannot have (a bad option, a cache source leading out of its cache).
+    #[error("{what}: {reason}")]
+    BadMount { what: String, reason: String },
+
+    /// A COPY/ADD source outside what it may read (the context, its source directory).
+    #[error("{what}: {reason}")]
+    SourceOutside { what: String, reason: String },
+
+    /// An archive (a context tarball, an ADD'ed compressed tar) that cannot be unpacked.
+    #[error("archive {}: {reason}", path.display())]
+    BadArchive { path: PathBuf, reason: String },
+
+    /// A `--cache-from`/`--cache-to` that cannot be used as given.
+    #[error("cache {spec}: {reason}")]
+    BadCache { spec: String, reason: String },
+
+    /// A build request that cannot be carried out as given (`what` names the part: `--target`, an image to run).
+    #[error("{what}: {reason}")]
+    BadRequest { what: String, reason: String },
+
+    /// Something rbuild itself got wrong (a bug): said instead of panicking.
+    #[error("internal error ({what}); please report it")]
+    Bug { what: String },
+
     /// A flag value (or the Compose key carrying it) that does not follow its grammar; the message names the flag,
     /// the value and the form expected.
     #[error("{message}")]

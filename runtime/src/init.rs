@@ -309,7 +309,11 @@ fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), Failure> {
             "sigpending" => Resource::RLIMIT_SIGPENDING,
             "stack" => Resource::RLIMIT_STACK,
             other => {
-                return Err(Failure::new(SetupStage::Process, "set resource limit", format!("unknown limit {other:?}")));
+                return Err(Failure::new(
+                    SetupStage::Process,
+                    "set resource limit",
+                    format!("unknown limit {other:?}"),
+                ));
             }
         };
         setrlimit(resource, *soft, *hard).map_err(|e| Failure {

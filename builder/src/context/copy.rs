@@ -110,7 +110,7 @@ fn descendants(dir: &Path, rel: &str, out: &mut Vec<(PathBuf, String)>) {
 fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src: &str) -> Result<Vec<Selected>> {
     let cleaned = clean_path(src.trim_start_matches('/'));
     if cleaned == ".." || cleaned.starts_with("../") {
-        return Err(Error::Malformed {
+        return Err(Error::SourceOutside {
             what: format!("COPY source {src:?}"),
             reason: "it is outside the build context; only files in the context can be copied".into(),
         });
@@ -442,7 +442,7 @@ impl CopySelection {
             .skip(1)
             .map(|w| match w.abs.strip_prefix(&s.abs) {
                 Ok(inside) => Ok((w, to.join(inside))),
-                Err(_) => Err(Error::Malformed {
+                Err(_) => Err(Error::SourceOutside {
                     what: format!("COPY source {}", w.abs.display()),
                     reason: "not below its source directory".into(),
                 }),
@@ -513,12 +513,9 @@ fn copy_walked(w: &Walked, target: &Path, attrs: &Attributes, reuse: Option<&Inc
     // Held while the first name is copied, so that a name copied meanwhile (directories are copied in
     // parallel) waits for it and links to it.
     let mut links = match link_key {
-        Some(_) => Some(
-            attrs
-                .hard_links
-                .lock()
-                .map_err(|_| Error::Malformed { what: "copy".into(), reason: "a copying thread panicked".into() })?,
-        ),
+        Some(_) => {
+            Some(attrs.hard_links.lock().map_err(|_| Error::WorkerPanicked { what: "a copying thread".into() })?)
+        }
         None => None,
     };
     if let (Some(key), Some(map)) = (link_key, links.as_ref())
@@ -933,13 +930,14 @@ pub fn archive_reader(path: &Path) -> Result<Box<dyn std::io::Read>> {
     };
     match tool {
         Some(tool) => {
-            let out = std::process::Command::new(tool).arg("-dc").arg(path).output().map_err(|e| Error::Malformed {
-                what: format!("archive {}", path.display()),
-                reason: format!("cannot run {tool} to unpack it (install {tool}): {e}"),
-            })?;
+            let out =
+                std::process::Command::new(tool).arg("-dc").arg(path).output().map_err(|e| Error::BadArchive {
+                    path: path.to_path_buf(),
+                    reason: format!("cannot run {tool} to unpack it (install {tool}): {e}"),
+                })?;
             if !out.status.success() {
-                return Err(Error::Malformed {
-                    what: format!("archive {}", path.display()),
+                return Err(Error::BadArchive {
+                    path: path.to_path_buf(),
                     reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
                 });
             }

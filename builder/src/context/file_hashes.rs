@@ -103,7 +103,7 @@ impl FileHashes {
         let entries = self
             .entries
             .lock()
-            .map_err(|_| Error::Malformed { what: "context hash record".into(), reason: "poisoned lock".into() })?;
+            .map_err(|_| Error::WorkerPanicked { what: "a thread writing the context hash record".into() })?;
         let map: HashMap<&str, (u64, u64, u64, i64, i64, &str)> = entries
             .iter()
             .take(MAX_ENTRIES)

@@ -102,7 +102,7 @@ pub fn pull_for(store: &Store, client: &Client, reference: &Reference, platform:
     let missing: Vec<&(Digest, Option<u64>)> = blobs.iter().filter(|(d, _)| !store.has_blob(d)).collect();
     let bytes = AtomicU64::new(0);
     let workers = client.settings().max_concurrent_downloads.clamp(1, 16);
-    super::for_each_bounded(&missing, workers, |(digest, size)| {
+    super::bounded::for_each_bounded(&missing, workers, |(digest, size)| {
         let mut w = store.blob_writer()?;
         let n = client
             .fetch_blob(&reference.registry, &reference.repository, digest.as_str(), *size, &mut w)

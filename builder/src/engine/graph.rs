@@ -99,7 +99,7 @@ pub fn lower(
             let suggestion = crate::dockerfile::suggest::closest(&t.to_ascii_lowercase(), names.iter().copied())
                 .map(|s| format!(" (did you mean {s}?)"))
                 .unwrap_or_default();
-            Error::Malformed {
+            Error::BadRequest {
                 what: "--target".into(),
                 reason: format!(
                     "target stage {t:?} could not be found{suggestion}; the stages of {dockerfile_name}: {}",

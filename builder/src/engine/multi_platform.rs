@@ -7,7 +7,7 @@
 use serde_json::json;
 
 use super::progress::{Labelled, ProgressSink, StepNumbers};
-use super::{BuildRequest, BuildResult, Worker};
+use super::{BuildRequest, BuildResult, IndexDocument, Worker};
 use crate::error::{Error, Result};
 use crate::export::image::{MediaTypes, descriptor};
 use crate::platform::Platform;
@@ -98,11 +98,4 @@ pub(super) fn build(
         index: Some(IndexDocument { media_type: media_type.to_string(), bytes }),
         per_platform,
     })
-}
-
-/// The image index a multi-platform build made (its digest is the result's `manifest_digest`).
-#[derive(Debug, Clone)]
-pub struct IndexDocument {
-    pub media_type: String,
-    pub bytes: Vec<u8>,
 }

@@ -201,7 +201,7 @@ pub(crate) fn inline_records(records: &[(String, Cached)], image_layers: &[Diges
 }
 
 fn no_client(spec: &CacheSpec) -> Error {
-    Error::Malformed { what: format!("cache {spec}"), reason: "no registry client (offline?)".into() }
+    Error::BadCache { spec: spec.to_string(), reason: "no registry client (offline?)".into() }
 }
 
 /// A one-manifest OCI layout at `dir` (blobs added to whatever is there; index.json replaced).
@@ -278,7 +278,7 @@ pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -
             (m.bytes, Box::new(fetch), Box::new(fetch_manifest))
         }
         CacheLocation::Inline => {
-            return Err(Error::Malformed {
+            return Err(Error::BadRequest {
                 what: "--cache-from type=inline".into(),
                 reason: "name the image to read inline cache from: --cache-from REF".into(),
             });
@@ -348,8 +348,8 @@ fn import_records(store: &Store, spec: &CacheSpec, manifest_bytes: &[u8], fetch:
     } else if config[INLINE_KEY].is_object() {
         config[INLINE_KEY].clone()
     } else {
-        return Err(Error::Malformed {
-            what: format!("cache {spec}"),
+        return Err(Error::BadCache {
+            spec: spec.to_string(),
             reason: "neither an rbuild cache nor an image built with --cache-to type=inline".into(),
         });
     };

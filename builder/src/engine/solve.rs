@@ -46,9 +46,7 @@ pub(crate) fn solve(session: &Session<'_>, graph: &Graph, slots: &JobSlots) -> R
                         let mut b = StageBuilder::new(session, node, inputs);
                         b.run().map(|r| (r, b.executed, b.cached))
                     }))
-                    .unwrap_or_else(|_| {
-                        Err(Error::Malformed { what: "build".into(), reason: "a stage's builder panicked".into() })
-                    });
+                    .unwrap_or_else(|_| Err(Error::WorkerPanicked { what: "a stage's builder".into() }));
                     let _ = tx.send((index, outcome));
                 });
             }

@@ -45,7 +45,7 @@ pub(crate) fn resolve(
         let message = format!("invalid SOURCE_DATE_EPOCH: {value} ({reason})");
         match span {
             Some(span) => at(span, message),
-            None => Error::Malformed { what: format!("--build-arg SOURCE_DATE_EPOCH={value}"), reason: message },
+            None => Error::BadRequest { what: format!("--build-arg SOURCE_DATE_EPOCH={value}"), reason: message },
         }
     };
     if value.is_empty() {
@@ -80,7 +80,7 @@ enum StageSource {
 
 fn stage_source(df: &Dockerfile, stage: &Stage, req: &BuildRequest) -> std::result::Result<StageSource, String> {
     let lexer = Lexer::new(df.escape);
-    let no_span = |_: Span, m: String| Error::Malformed { what: "a global ARG".into(), reason: m };
+    let no_span = |_: Span, m: String| Error::BadRequest { what: "a global ARG".into(), reason: m };
     let mut env: Vec<(String, String)> =
         global_args(df, &req.build_args, req.target.as_deref(), &req.platform, &no_span)
             .map_err(|e| e.to_string())?

@@ -207,8 +207,8 @@ impl<'a> SandboxExecutor<'a> {
     /// A new directory for one run's overlay upper and work directories under the scratch directory.
     fn scratch_for_run(&self) -> Result<PathBuf> {
         static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let base = scratch_dir().ok_or_else(|| Error::Malformed {
-            what: "RBUILD_SNAPSHOTTER=overlay-scratch".into(),
+        let base = scratch_dir().ok_or_else(|| Error::InvalidSetting {
+            name: "RBUILD_SNAPSHOTTER=overlay-scratch".into(),
             reason: "no scratch directory off overlayfs with 1 GiB free: set RBUILD_SCRATCH=DIR".into(),
         })?;
         let uid = rustix::process::geteuid().as_raw();

@@ -39,7 +39,7 @@ impl PreparedMounts {
 }
 
 fn bad(spec: &str, reason: impl Into<String>) -> Error {
-    Error::Malformed { what: format!("mount {spec}"), reason: reason.into() }
+    Error::BadMount { what: format!("mount {spec}"), reason: reason.into() }
 }
 
 fn lock_file(path: &Path) -> Result<File> {
@@ -123,7 +123,7 @@ fn cache_subdir(cache: &Path, sub: &str) -> Result<PathBuf> {
     while fs::symlink_metadata(existing).is_err() {
         existing = existing.parent().unwrap_or(&root);
     }
-    let refuse = || Error::Malformed {
+    let refuse = || Error::BadMount {
         what: format!("cache mount source {sub:?}"),
         reason: "it leads outside the cache through a symbolic link".into(),
     };

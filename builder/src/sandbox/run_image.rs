@@ -134,7 +134,7 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
     let mut argv = strings(&config["Entrypoint"]);
     argv.extend(if opts.cmd.is_empty() { strings(&config["Cmd"]) } else { opts.cmd.clone() });
     if argv.is_empty() {
-        return Err(Error::Malformed {
+        return Err(Error::BadRequest {
             what: format!("image {}", opts.image),
             reason: "it has no ENTRYPOINT or CMD and no command was given".into(),
         });

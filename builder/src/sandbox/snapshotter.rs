@@ -94,8 +94,8 @@ pub fn choose(store: &Store) -> Result<(Snapshotter, bool)> {
         )),
         other => match Snapshotter::named(other) {
             Some(s) => Ok((s, true)),
-            None => Err(Error::Malformed {
-                what: "RBUILD_SNAPSHOTTER".into(),
+            None => Err(Error::InvalidSetting {
+                name: "RBUILD_SNAPSHOTTER".into(),
                 reason: format!(
                     "unknown snapshotter {other:?}; use auto, overlay, overlay-scratch, fuse-overlayfs or copy"
                 ),
@@ -168,9 +168,9 @@ fn merge_snapshots_within(
         std::thread::scope(|s| {
             let producer = s.spawn(move || write_layer(&entries, writer, &opts).map(|_| ()));
             let applied = apply_tar(reader, dest, &ApplyOptions::new(ApplyMode::Merge, name));
-            let produced = producer.join().unwrap_or_else(|_| {
-                Err(Error::Malformed { what: "snapshot copy".into(), reason: "the writer panicked".into() })
-            });
+            let produced = producer
+                .join()
+                .unwrap_or_else(|_| Err(Error::WorkerPanicked { what: "the snapshot copy's writer".into() }));
             applied.and(produced).map(|_| ())
         })?;
     }

@@ -37,8 +37,8 @@ impl UsernsTreeOps {
         argv.extend(args.iter().map(|a| a.display().to_string()));
         match self.runtime.exec_in_userns(&argv, self.userns).map_err(|e| Error::Sandbox(Box::new(e)))? {
             ExitStatus::Exited(0) => Ok(()),
-            other => Err(Error::Malformed {
-                what: format!("tree operation {:?}", &argv[2..]),
+            other => Err(Error::TreeOpFailed {
+                op: format!("{:?}", &argv[2..]),
                 reason: format!("it ended with {other:?} (its error is printed above)"),
             }),
         }
@@ -112,7 +112,7 @@ pub fn export_diff_as_sandbox(
 
 /// A layer's `digest size diff_id` line (`-` for none), as the `export-diff` helper writes it.
 fn parse_layer_info(text: &str, compression: crate::layer::Compression) -> Result<Option<LayerInfo>> {
-    let bad = || Error::Malformed { what: "layer export result".into(), reason: format!("{text:?}") };
+    let bad = || Error::TreeOpFailed { op: "export layer".into(), reason: format!("unreadable result {text:?}") };
     match text.split_whitespace().collect::<Vec<_>>().as_slice() {
         ["-"] => Ok(None),
         [digest, size, diff_id] => Ok(Some(LayerInfo {
@@ -129,7 +129,7 @@ fn parse_layer_info(text: &str, compression: crate::layer::Compression) -> Resul
 /// image's), written as a layer blob into the store; its line goes to `result`.
 fn export_diff(store: &str, result: &str, options: [&str; 3], upper: &str, pristine: Option<&String>) -> Result<()> {
     let [compression, threads, epoch] = options;
-    let bad = |what: &str| Error::Malformed { what: "tree operation".into(), reason: format!("bad {what}") };
+    let bad = |what: &str| Error::TreeOpFailed { op: "export layer".into(), reason: format!("bad {what}") };
     let opts = LayerOptions {
         compression: crate::layer::Compression::parse(compression).ok_or_else(|| bad("compression"))?,
         threads: threads.parse().map_err(|_| bad("threads"))?,
@@ -170,9 +170,9 @@ pub fn tree_op_main(args: &[String]) -> i32 {
             (Ok(uid), Ok(gid)) => std::os::unix::fs::chown(path, Some(uid), Some(gid))
                 .map_err(Error::io("chown", path))
                 .map(|_| crate::layer::ApplyReport::default()),
-            _ => Err(Error::Malformed { what: "tree operation".into(), reason: format!("bad ids: {args:?}") }),
+            _ => Err(Error::TreeOpFailed { op: "chown".into(), reason: format!("bad ids: {args:?}") }),
         },
-        _ => Err(Error::Malformed { what: "tree operation".into(), reason: format!("unknown: {args:?}") }),
+        _ => Err(Error::TreeOpFailed { op: format!("{args:?}"), reason: "unknown operation".into() }),
     };
     match result {
         Ok(_) => 0,

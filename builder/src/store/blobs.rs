@@ -171,7 +171,7 @@ impl Write for EarlyWriteback {
 impl BlobWriter<'_> {
     pub fn commit(mut self) -> Result<(Digest, u64)> {
         let Some(w) = self.inner.take() else {
-            return Err(Error::Malformed { what: "blob writer".into(), reason: "committed twice".into() });
+            return Err(Error::Bug { what: "a blob writer committed twice".into() });
         };
         let (digest, size, buf) = w.finish();
         let file = buf.into_inner().map_err(|e| Error::io("write blob", &self.path)(e.into_error()))?;

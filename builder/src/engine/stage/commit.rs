@@ -211,18 +211,6 @@ impl StageBuilder<'_> {
     }
 }
 
-/// Where a layer directory's files came from: whether it can become the layer's snapshot as it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum LayerDir {
-    /// An overlay upper directory written inside the sandbox: its files have their real owners.
-    Sandbox,
-    /// A tree rbuild wrote itself (COPY, WORKDIR): owners are real only when rbuild runs as root or without
-    /// subordinate ids.
-    Written,
-    /// A written tree whose entries were given attributes its files do not have.
-    Adjusted,
-}
-
 /// Give a directory rbuild wrote the image-side mode and owner, if this process can give that owner on disk: as
 /// root any; otherwise only root's, which the caller's own ids stand for. False when it cannot.
 fn set_written_dir_attrs(dir: &Path, (mode, uid, gid): (u32, u32, u32)) -> bool {

@@ -33,10 +33,20 @@ use crate::error::{Error, Result};
 use crate::export::image::{LayerRef, LoadedImage, MediaTypes, write_image};
 use crate::store::{Store, TreeOps};
 
-use commit::LayerDir;
-
 /// The PATH of an image that sets none (BuildKit's and Docker's default for Linux).
 const DEFAULT_PATH: &str = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Where a layer directory's files came from: whether it can become the layer's snapshot as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LayerDir {
+    /// An overlay upper directory written inside the sandbox: its files have their real owners.
+    Sandbox,
+    /// A tree rbuild wrote itself (COPY, WORKDIR): owners are real only when rbuild runs as root or without
+    /// subordinate ids.
+    Written,
+    /// A written tree whose entries were given attributes its files do not have.
+    Adjusted,
+}
 
 /// A built stage: its layers (with their snapshots, bottom first), config and cache key.
 #[derive(Debug, Clone)]

@@ -262,7 +262,7 @@ impl StageBuilder<'_> {
             // The sandbox could not start the step (an unknown USER, a bad mount target...): say which.
             Error::Sandbox(e) => self.fail(ins, &e.to_string()),
             // A mount the step cannot have (a cache source leading out of its cache...): say which step.
-            e @ Error::Malformed { .. } => self.fail(ins, &e.to_string()),
+            e @ Error::BadMount { .. } => self.fail(ins, &e.to_string()),
             e => e,
         })?;
         let tail = tail.into_inner().map(Vec::from).unwrap_or_default();
