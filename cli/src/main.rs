@@ -62,9 +62,9 @@ enum Command {
     /// Verify every blob and image in the store.
     Fsck,
     /// Write images to an OCI or Docker archive.
-    Save(commands::store_cmds::SaveArgs),
+    Save(commands::archive_cmds::SaveArgs),
     /// Load images from an OCI or Docker archive, or an OCI layout directory.
-    Load(commands::store_cmds::LoadArgs),
+    Load(commands::archive_cmds::LoadArgs),
     /// What this host allows a sandbox, and the isolation RUN steps will get (exit 1 when they cannot run).
     Info,
     /// Inspect rbuild's internals.
@@ -127,8 +127,8 @@ fn main() -> ExitCode {
         Command::Prune(args) => store().and_then(|s| sc::prune(&s, args, cli.userns.as_deref())),
         Command::System(sc::SystemCommand::Df) => store().and_then(|s| sc::system_df(&s)),
         Command::Fsck => store().and_then(|s| sc::fsck(&s)),
-        Command::Save(args) => store().and_then(|s| sc::save(&s, args)),
-        Command::Load(args) => store().and_then(|s| sc::load(&s, args)),
+        Command::Save(args) => store().and_then(|s| commands::archive_cmds::save(&s, args)),
+        Command::Load(args) => store().and_then(|s| commands::archive_cmds::load(&s, args)),
     };
     match result {
         Ok(code) => code,

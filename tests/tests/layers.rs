@@ -14,7 +14,7 @@ use std::process::Command;
 use rbuild_builder::Error;
 use rbuild_builder::layer::{
     ApplyMode, ApplyOptions, Compression, LayerOptions, apply_tar, collect_tree, decompressed, diff_overlay_upper,
-    diff_trees, export_layer, write_layer,
+    diff_trees, write_layer,
 };
 use rbuild_builder::store::{InProcess, Store};
 use rbuild_tests::{TempDir, running_as_root};
@@ -230,8 +230,8 @@ fn same_tree_same_digest_with_one_thread_and_all() {
     for compression in [Compression::Gzip { level: 6 }, Compression::Zstd { level: 3 }, Compression::None] {
         let one = LayerOptions { compression, threads: 1, source_date_epoch: Some(0) };
         let many = LayerOptions { threads: all, ..one };
-        let a = export_layer(&entries, &store, &one).unwrap();
-        let b = export_layer(&entries, &store, &many).unwrap();
+        let a = store.write_layer(&entries, &one).unwrap();
+        let b = store.write_layer(&entries, &many).unwrap();
         assert_eq!(a, b, "{compression:?} differs between 1 and {all} threads");
         // The blob decompresses to the tar whose digest is the diff_id.
         let (diff_id, _) =
@@ -371,9 +371,9 @@ fn several_layers_export_concurrently_with_the_same_results() {
         })
         .collect();
     let opts = LayerOptions { compression: Compression::Gzip { level: 6 }, threads: 2, source_date_epoch: Some(0) };
-    let sequential: Vec<_> = trees.iter().map(|t| export_layer(t, &store, &opts).unwrap()).collect();
+    let sequential: Vec<_> = trees.iter().map(|t| store.write_layer(t, &opts).unwrap()).collect();
     let parallel: Vec<_> = std::thread::scope(|s| {
-        let handles: Vec<_> = trees.iter().map(|t| s.spawn(|| export_layer(t, &store, &opts).unwrap())).collect();
+        let handles: Vec<_> = trees.iter().map(|t| s.spawn(|| store.write_layer(t, &opts).unwrap())).collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(sequential, parallel);

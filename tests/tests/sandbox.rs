@@ -421,7 +421,7 @@ fn cache_secret_and_tmpfs_mounts() {
 #[test]
 fn file_owners_from_layers_show_inside_with_subordinate_ids() {
     use rbuild_builder::export::image::{HistoryEntry, MediaTypes, write_image};
-    use rbuild_builder::layer::{Compression, LayerOptions, collect_tree, export_layer};
+    use rbuild_builder::layer::{Compression, LayerOptions, collect_tree};
     if !running_as_root() {
         let _ =
             std::io::Write::write_all(&mut std::io::stderr(), b"SKIPPED file_owners...: making the image needs root\n");
@@ -445,7 +445,7 @@ fn file_owners_from_layers_show_inside_with_subordinate_ids() {
         fs::write(tree.join("owned"), "mine").unwrap();
         std::os::unix::fs::chown(tree.join("owned"), Some(1000), Some(1000)).unwrap();
         let opts = LayerOptions { compression: Compression::Gzip { level: 1 }, threads: 1, source_date_epoch: Some(0) };
-        let layer = export_layer(&collect_tree(&tree).unwrap(), &store, &opts).unwrap();
+        let layer = store.write_layer(&collect_tree(&tree).unwrap(), &opts).unwrap();
         let history = [HistoryEntry { created_by: "test".into(), empty_layer: false }];
         let img = write_image(
             &store,

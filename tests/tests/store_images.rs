@@ -9,7 +9,7 @@ use std::process::Command;
 
 use rbuild_builder::digest::Digest;
 use rbuild_builder::export::image::{HistoryEntry, MediaTypes, write_image};
-use rbuild_builder::layer::{Compression, LayerOptions, collect_tree, export_layer};
+use rbuild_builder::layer::{Compression, LayerOptions, collect_tree};
 use rbuild_builder::store::Store;
 use rbuild_registry::Reference;
 use rbuild_tests::{
@@ -46,7 +46,7 @@ fn store_with_built_image(dir: &Path, media: MediaTypes) -> (PathBuf, Digest) {
     fs::create_dir_all(&tree).unwrap();
     fs::write(tree.join("hello.txt"), "hello from an rbuild layer\n").unwrap();
     let opts = LayerOptions { compression: Compression::Gzip { level: 6 }, threads: 0, source_date_epoch: Some(0) };
-    let layer = export_layer(&collect_tree(&tree).unwrap(), &store, &opts).unwrap();
+    let layer = store.write_layer(&collect_tree(&tree).unwrap(), &opts).unwrap();
     let mut config = base.config.clone();
     config["config"]["Cmd"] = serde_json::json!(["cat", "/hello.txt"]);
     config["config"]["Labels"] = serde_json::json!({"org.example": "rbuild"});

@@ -521,7 +521,7 @@ fn copy_walked(w: &Walked, target: &Path, attrs: &Attributes, reuse: Option<&Inc
     if let (Some(key), Some(map)) = (link_key, links.as_ref())
         && let Some(first) = map.get(&key)
     {
-        replacing(target, || fs::hard_link(first, target)).map_err(Error::io("link", target))?;
+        crate::fsops::replacing(target, || fs::hard_link(first, target)).map_err(Error::io("link", target))?;
         if let Some((reuse, hash)) = reuse.zip(w.content.get()) {
             reuse.record(target, hash);
         }
@@ -704,21 +704,9 @@ fn make_dir(to: &Path) -> Result<()> {
             if fs::symlink_metadata(to).is_ok_and(|m| m.is_dir()) {
                 return Ok(());
             }
-            replacing(to, || fs::create_dir(to)).map_err(Error::io("create", to))
+            crate::fsops::replacing(to, || fs::create_dir(to)).map_err(Error::io("create", to))
         }
         Err(e) => Err(Error::io("create", to)(e)),
-    }
-}
-
-/// Run `create` (which fails with `AlreadyExists` when something is at `to`); if something is there (an earlier
-/// source's entry), remove it and run `create` again.
-pub(super) fn replacing<T>(to: &Path, create: impl Fn() -> std::io::Result<T>) -> std::io::Result<T> {
-    match create() {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            crate::store::remove_path(to)?;
-            create()
-        }
-        other => other,
     }
 }
 
@@ -731,7 +719,7 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
     use std::os::unix::fs::OpenOptionsExt;
     if meta.file_type().is_symlink() {
         let target = fs::read_link(from).map_err(Error::io("read link", from))?;
-        replacing(to, || symlink(&target, to)).map_err(Error::io("symlink", to))?;
+        crate::fsops::replacing(to, || symlink(&target, to)).map_err(Error::io("symlink", to))?;
         // `--chown` owns links too (BuildKit lchowns them); the link keeps its mtime, as files do.
         attrs.give_link_owner(to, attrs.owner_of(from, meta))?;
         let mtime = rustix::fs::Timestamps {
@@ -743,7 +731,7 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
     }
     if std::os::unix::fs::FileTypeExt::is_socket(&meta.file_type()) {
         // A socket becomes an empty regular file with its mode, as BuildKit's context transfer makes it.
-        let dst = replacing(to, || fs::OpenOptions::new().write(true).create_new(true).open(to))
+        let dst = crate::fsops::replacing(to, || fs::OpenOptions::new().write(true).create_new(true).open(to))
             .map_err(Error::io("create", to))?;
         return attrs.apply_to_file(&dst, to, from, meta, false);
     }
@@ -755,8 +743,9 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
     let mode = attrs.mode(meta);
     let mode_at_create = !attrs.records_owner() && mode & (0o777 & !process_umask()) == mode;
     let create_mode = if mode_at_create { mode } else { 0o600 };
-    let mut dst = replacing(to, || fs::OpenOptions::new().write(true).create_new(true).mode(create_mode).open(to))
-        .map_err(Error::io("create", to))?;
+    let mut dst =
+        crate::fsops::replacing(to, || fs::OpenOptions::new().write(true).create_new(true).mode(create_mode).open(to))
+            .map_err(Error::io("create", to))?;
     if meta.len() <= SMALL_FILE {
         // A read and a write: cheaper than copy_file_range's in-kernel splice for the many small files of a context.
         use std::io::Write;

@@ -116,7 +116,7 @@ impl Incremental {
                 mtime: (meta.mtime(), meta.mtime_nsec()),
             } == *fresh
             && xattr::list(&old).is_ok_and(|mut names| names.next().is_none());
-        if !same || super::copy::replacing(target, || fs::hard_link(&old, target)).is_err() {
+        if !same || crate::fsops::replacing(target, || fs::hard_link(&old, target)).is_err() {
             return false;
         }
         self.linked.fetch_add(1, Ordering::Relaxed);
@@ -146,7 +146,7 @@ impl Incremental {
             fs::create_dir_all(dir).map_err(crate::error::Error::io("create", dir))?;
         }
         // A hint only: after a crash a lost or empty record costs copies.
-        crate::store::write_atomically_unsynced(record, &bytes)
+        crate::fsops::write_atomically_unsynced(record, &bytes)
     }
 }
 

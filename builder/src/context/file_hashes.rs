@@ -112,6 +112,6 @@ impl FileHashes {
         let bytes =
             serde_json::to_vec(&map).map_err(|source| Error::Json { what: "context hash record".into(), source })?;
         // Only a cache: after a crash an empty or missing record costs reads, never a wrong hash.
-        crate::store::write_atomically_unsynced(file, &bytes)
+        crate::fsops::write_atomically_unsynced(file, &bytes)
     }
 }

@@ -246,16 +246,6 @@ pub fn find_ignore_file(context: &Path, dockerfile: &Path) -> Option<PathBuf> {
     general.is_file().then_some(general)
 }
 
-/// The ignore rules of a build: its ignore file (see [`find_ignore_file`]) parsed, with the file's path; no file,
-/// no rules. The one loader: the build, its named directory contexts and `--check` all use it.
-pub fn load_for(context: &Path, dockerfile: &Path) -> crate::error::Result<(IgnoreMatcher, Option<PathBuf>)> {
-    let Some(path) = find_ignore_file(context, dockerfile) else {
-        return Ok((IgnoreMatcher::default(), None));
-    };
-    let text = std::fs::read_to_string(&path).map_err(crate::error::Error::io("read", &path))?;
-    Ok((IgnoreMatcher::parse(&text, &path.display().to_string())?, Some(path)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,10 +7,12 @@ pub mod copy_reuse;
 pub mod file_hashes;
 pub mod git;
 pub mod ignore;
+mod ignore_file;
 pub mod source;
 
 pub use file_hashes::FileHashes;
-pub use ignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path, find_ignore_file, load_for as load_ignore};
+pub use ignore::{IgnoreError, IgnoreMatcher, IgnorePattern, clean_path, find_ignore_file};
+pub use ignore_file::load_for as load_ignore;
 
 /// The Dockerfile of a context when none is named: `Dockerfile`, or `dockerfile` when only that one exists (as
 /// BuildKit's frontend falls back; testDockerfileLowercase).

@@ -65,7 +65,7 @@ pub struct ResolvedContext {
 impl Drop for ResolvedContext {
     fn drop(&mut self) {
         if let Some(t) = &self.temporary {
-            let _ = crate::store::remove_path(t);
+            let _ = crate::fsops::remove_path(t);
         }
     }
 }

@@ -195,5 +195,5 @@ pub(crate) fn put(store: &Store, key: &str, cached: &Cached) -> crate::error::Re
     let bytes = serde_json::to_vec(&record)
         .map_err(|source| crate::error::Error::Json { what: "cache record".into(), source })?;
     // The record is written after its blob is synced; the record itself is only a cache (a lost one is a miss).
-    crate::store::write_atomically_unsynced(&store.root().join("cache").join(format!("{key}.json")), &bytes)
+    crate::fsops::write_atomically_unsynced(&store.root().join("cache").join(format!("{key}.json")), &bytes)
 }

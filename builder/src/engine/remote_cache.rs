@@ -19,7 +19,7 @@ use super::cache::{self, Cached};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::export::image::LayerRef;
-use crate::layer::{ApplyMode, ApplyOptions, LayerOptions, apply_tar, collect_tree, decompressed, export_layer};
+use crate::layer::{ApplyMode, ApplyOptions, LayerOptions, apply_tar, collect_tree, decompressed};
 use crate::store::Store;
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.rbuild.cache.v1";
@@ -146,7 +146,7 @@ pub(crate) fn export(
         if !dir.is_dir() {
             continue;
         }
-        let info = export_layer(&collect_tree(&dir)?, store, layer_opts)?;
+        let info = store.write_layer(&collect_tree(&dir)?, layer_opts)?;
         let l = LayerRef {
             digest: info.digest.clone(),
             size: info.size,
@@ -229,7 +229,7 @@ fn write_layout(store: &Store, dir: &Path, blobs: &[Digest], manifest: &[u8]) ->
             "annotations": {"org.opencontainers.image.ref.name": "cache"},
         }],
     });
-    crate::store::write_atomically(&dir.join("index.json"), &json_bytes(&index, "cache layout index")?)
+    crate::fsops::write_atomically(&dir.join("index.json"), &json_bytes(&index, "cache layout index")?)
 }
 
 /// Puts a blob (digest, size if known) into the store from where a cache lives.

@@ -146,7 +146,7 @@ fn source_time(store: &Store, fetcher: &dyn Fetcher, source: &StageSource) -> Re
             })
         }
     };
-    let _ = crate::store::remove_path(&dir);
+    let _ = crate::fsops::remove_path(&dir);
     time
 }
 

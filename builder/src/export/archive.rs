@@ -58,7 +58,7 @@ fn tar_of_merged(
         let mut out = crate::layer::tar_writer::write_tar(&entries, out, None)?;
         out.flush().map_err(Error::io("write", &dir))
     })();
-    let _ = crate::store::remove_path(&dir);
+    let _ = crate::fsops::remove_path(&dir);
     written
 }
 
@@ -123,7 +123,7 @@ pub fn save(store: &Store, images: &[(Reference, Digest)], format: ArchiveFormat
             write_file_atomically(dest, |w| tar_directory(&staging, w))
         }
     })();
-    let _ = crate::store::remove_path(&staging);
+    let _ = crate::fsops::remove_path(&staging);
     result
 }
 
@@ -217,7 +217,7 @@ pub fn load_as(store: &Store, input: &Path, repository: Option<&str>) -> Result<
             ))
         }
     })();
-    let _ = crate::store::remove_path(&staging);
+    let _ = crate::fsops::remove_path(&staging);
     result
 }
 

@@ -185,8 +185,8 @@ pub fn export_layout(store: &Store, images: &[(Reference, Digest)], dir: &Path) 
         .image_layout_version("1.0.0")
         .build()
         .map_err(|e| malformed("oci-layout", &e.to_string()))?;
-    crate::store::write_atomically(&dir.join("oci-layout"), &serialize(&layout, "oci-layout")?)?;
-    crate::store::write_atomically(&dir.join("index.json"), &serialize(&index, "index.json")?)
+    crate::fsops::write_atomically(&dir.join("oci-layout"), &serialize(&layout, "oci-layout")?)?;
+    crate::fsops::write_atomically(&dir.join("index.json"), &serialize(&index, "index.json")?)
 }
 
 /// Serialise with object keys sorted (oci-spec keeps annotations in a HashMap, whose order varies by run).

@@ -249,7 +249,7 @@ impl ApplyState {
         if let Ok(existing) = fs::symlink_metadata(&target)
             && !(existing.is_dir() && etype.is_dir())
         {
-            crate::store::remove_path(&target).map_err(Error::io("replace", &target))?;
+            crate::fsops::remove_path(&target).map_err(Error::io("replace", &target))?;
         }
         self.seen.insert(raw.clone());
 
@@ -374,9 +374,9 @@ impl ApplyState {
 
     fn whiteout(&mut self, victim: &Path) -> Result<()> {
         match self.opts.mode {
-            ApplyMode::Merge => crate::store::remove_path(victim).map_err(Error::io("remove (whiteout)", victim)),
+            ApplyMode::Merge => crate::fsops::remove_path(victim).map_err(Error::io("remove (whiteout)", victim)),
             ApplyMode::Snapshot => {
-                let _ = crate::store::remove_path(victim);
+                let _ = crate::fsops::remove_path(victim);
                 let dev = rustix::fs::makedev(0, 0);
                 if rustix::fs::mknodat(CWD, victim, FileType::CharacterDevice, Mode::empty(), dev).is_ok() {
                     return Ok(());
@@ -407,7 +407,7 @@ impl ApplyState {
                     let p = e.path();
                     let rel = p.strip_prefix(&self.dest).map(|r| r.as_os_str().as_bytes().to_vec()).unwrap_or_default();
                     if !self.seen.contains(&rel) && !self.seen.contains(&[rel.clone(), b"/".to_vec()].concat()) {
-                        crate::store::remove_path(&p).map_err(Error::io("remove (opaque)", &p))?;
+                        crate::fsops::remove_path(&p).map_err(Error::io("remove (opaque)", &p))?;
                     }
                 }
                 Ok(())

@@ -1,6 +1,6 @@
 //! Layers: directory trees to deterministic tar streams and back. `tree` lists what a layer holds (a whole tree,
 //! an overlay upper directory, or the difference of two trees), `tar_writer` writes it, `compress` compresses it,
-//! and `export_layer` does all of it in one pass into the store, computing diff_id (uncompressed), digest
+//! and `Store::write_layer` does all of it in one pass into the store, computing diff_id (uncompressed), digest
 //! (compressed) and size on the way. `apply` unpacks a layer safely.
 
 pub mod apply;
@@ -22,7 +22,6 @@ pub use tree::{
 
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, Result};
-use crate::store::Store;
 
 /// How layers are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,12 +65,4 @@ pub fn write_layer<W: Write>(entries: &[TreeEntry], out: W, opts: &LayerOptions)
     let (diff_id, _, compressor) = hashing.finish();
     let out = compressor.finish().map_err(Error::io("finish compression", "layer"))?;
     Ok((diff_id, out))
-}
-
-/// Write `entries` as a layer blob into the store, in one pass.
-pub fn export_layer(entries: &[TreeEntry], store: &Store, opts: &LayerOptions) -> Result<LayerInfo> {
-    let blob = store.blob_writer()?;
-    let (diff_id, blob) = write_layer(entries, blob, opts)?;
-    let (digest, size) = blob.commit()?;
-    Ok(LayerInfo { digest, size, diff_id, compression: opts.compression })
 }

@@ -106,7 +106,7 @@ pub fn choose(store: &Store) -> Result<(Snapshotter, bool)> {
 
 /// Remember the snapshotter that works here, so later runs go straight to it.
 pub fn remember(store: &Store, s: Snapshotter) -> Result<()> {
-    crate::store::write_atomically(&remembered(store), format!("{}\n", s.name()).as_bytes())
+    crate::fsops::write_atomically(&remembered(store), format!("{}\n", s.name()).as_bytes())
 }
 
 /// Merge overlay snapshots (bottom layer first) into `dest`: each snapshot's changes, whiteouts included, are
@@ -130,7 +130,7 @@ pub fn merge_snapshots_for(bottom_first: &[PathBuf], sources: &[String], dest: &
     // Each round merges the paths known so far (afresh: an opaque directory re-applied would hide what an
     // earlier round merged below it), then adds where symlinks on their way lead.
     for _ in 0..40 {
-        let _ = crate::store::remove_path(dest);
+        let _ = crate::fsops::remove_path(dest);
         let as_bytes: Vec<Vec<u8>> = within.iter().map(|p| p.as_bytes().to_vec()).collect();
         merge_snapshots_within(bottom_first, dest, Some(&as_bytes), ids)?;
         let known = within.len();
@@ -146,7 +146,7 @@ pub fn merge_snapshots_for(bottom_first: &[PathBuf], sources: &[String], dest: &
         }
     }
     // Links that keep leading somewhere new: everything.
-    let _ = crate::store::remove_path(dest);
+    let _ = crate::fsops::remove_path(dest);
     merge_snapshots_within(bottom_first, dest, None, ids)
 }
 

@@ -143,7 +143,7 @@ fn export_diff(store: &str, result: &str, options: [&str; 3], upper: &str, prist
     let line = if entries.is_empty() {
         "-".to_string()
     } else {
-        let info = crate::layer::export_layer(&entries, &store, &opts)?;
+        let info = store.write_layer(&entries, &opts)?;
         format!("{} {} {}", info.digest, info.size, info.diff_id)
     };
     std::fs::write(result, line).map_err(Error::io("write", result))

@@ -8,10 +8,11 @@ use std::path::{Path, PathBuf};
 use super::Store;
 use crate::digest::{Digest, HashingWriter};
 use crate::error::{Error, Result};
+use crate::layer::{LayerInfo, LayerOptions, TreeEntry};
 
 impl Store {
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs/sha256").join(digest.hex())
+        self.root().join("blobs/sha256").join(digest.hex())
     }
 
     pub fn has_blob(&self, digest: &Digest) -> bool {
@@ -28,7 +29,7 @@ impl Store {
             let size = fs::metadata(self.blob_path(d)).map_err(Error::io("stat", self.blob_path(d)))?.len();
             return Ok((d.clone(), size));
         }
-        let tmp = self.tmp.path("blob");
+        let tmp = self.tmp().path("blob");
         let result = self.write_and_commit(reader, &tmp, expected);
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
@@ -86,7 +87,9 @@ impl Store {
     /// Open a blob for reading.
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
         File::open(self.blob_path(digest)).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::BlobNotFound { digest: digest.to_string(), root: self.root.clone() },
+            io::ErrorKind::NotFound => {
+                Error::BlobNotFound { digest: digest.to_string(), root: self.root().to_path_buf() }
+            }
             _ => Error::io("open", self.blob_path(digest))(e),
         })
     }
@@ -108,12 +111,12 @@ impl Store {
 
     /// Every blob digest in the store.
     pub fn list_blobs(&self) -> Result<Vec<Digest>> {
-        list_digest_names(&self.root.join("blobs/sha256"))
+        list_digest_names(&self.root().join("blobs/sha256"))
     }
 
     /// A writer for a blob whose digest is known only at the end; `finish` verifies nothing but commits.
     pub fn blob_writer(&self) -> Result<BlobWriter<'_>> {
-        let path = self.tmp.path("blob");
+        let path = self.tmp().path("blob");
         let file = EarlyWriteback::new(File::create(&path).map_err(Error::io("create", &path))?);
         Ok(BlobWriter { store: self, path, inner: Some(HashingWriter::new(BufWriter::with_capacity(1 << 20, file))) })
     }
@@ -212,4 +215,15 @@ pub(crate) fn list_digest_names(dir: &Path) -> Result<Vec<Digest>> {
     }
     out.sort();
     Ok(out)
+}
+
+impl Store {
+    /// Write `entries` as a layer blob into the store, in one pass (the tar, its diff_id, the compressed blob and
+    /// its digest).
+    pub fn write_layer(&self, entries: &[TreeEntry], opts: &LayerOptions) -> Result<LayerInfo> {
+        let blob = self.blob_writer()?;
+        let (diff_id, blob) = crate::layer::write_layer(entries, blob, opts)?;
+        let (digest, size) = blob.commit()?;
+        Ok(LayerInfo { digest, size, diff_id, compression: opts.compression })
+    }
 }

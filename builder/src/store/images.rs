@@ -8,9 +8,10 @@ use std::fs::{self, File};
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
 use rbuild_registry::Reference;
 
-use super::{Store, write_atomically};
+use super::Store;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::fsops::write_atomically;
 
 pub(crate) const REF_NAME: &str = "org.opencontainers.image.ref.name";
 
@@ -30,7 +31,7 @@ impl ImageRecord {
 
 impl Store {
     fn index_path(&self) -> std::path::PathBuf {
-        self.root.join("images/index.json")
+        self.root().join("images/index.json")
     }
 
     fn read_index(&self) -> Result<Vec<ImageRecord>> {
@@ -75,7 +76,7 @@ impl Store {
 
     /// Run `f` on the index under its lock and write the result back.
     fn update_index<T>(&self, f: impl FnOnce(&mut Vec<ImageRecord>) -> Result<T>) -> Result<T> {
-        let lock_path = self.root.join("images/index.lock");
+        let lock_path = self.root().join("images/index.lock");
         let lock = File::create(&lock_path).map_err(Error::io("create", &lock_path))?;
         lock.lock().map_err(Error::io("lock", &lock_path))?;
         let mut records = self.read_index()?;
@@ -115,7 +116,7 @@ impl Store {
     /// prefix of at least 12 hex digits as `rbuild images` shows).
     pub fn resolve_image(&self, name: &str) -> Result<ImageRecord> {
         let records = self.images()?;
-        let not_found = || Error::ImageNotFound { name: name.to_string(), root: self.root.clone() };
+        let not_found = || Error::ImageNotFound { name: name.to_string(), root: self.root().to_path_buf() };
         let hex = name.strip_prefix("sha256:").unwrap_or(name);
         if hex.len() >= 12 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             let hits: HashMap<String, &ImageRecord> = records

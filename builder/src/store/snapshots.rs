@@ -35,7 +35,7 @@ impl TreeOps for InProcess {
     }
 
     fn remove(&self, path: &Path) -> Result<()> {
-        super::remove_path(path).map_err(Error::io("remove", path))
+        crate::fsops::remove_path(path).map_err(Error::io("remove", path))
     }
 
     fn chown(&self, path: &Path, uid: u32, gid: u32) -> Result<()> {
@@ -49,7 +49,7 @@ impl Store {
     /// written with (`overlay-xattrs`), and when it differs the snapshots are dropped, to be unpacked again from
     /// their layers — a marker the mount does not read would let hidden files show through.
     pub fn reconcile_overlay_xattrs(&self, namespace: &str) -> Result<()> {
-        let marker = self.root.join("overlay-xattrs");
+        let marker = self.root().join("overlay-xattrs");
         let recorded = match fs::read_to_string(&marker) {
             Ok(v) => v.trim().to_string(),
             // Stores older than the marker: real root wrote `trusted` markers, everyone else `user` ones.
@@ -57,15 +57,15 @@ impl Store {
         };
         if recorded != namespace {
             let _exclusive = self.exclusive()?;
-            let dir = self.root.join("snapshots");
+            let dir = self.root().join("snapshots");
             if let Ok(entries) = fs::read_dir(&dir) {
                 for e in entries.flatten() {
-                    super::remove_path(&e.path()).map_err(Error::io("remove", e.path()))?;
+                    crate::fsops::remove_path(&e.path()).map_err(Error::io("remove", e.path()))?;
                 }
             }
         }
         if recorded != namespace || !marker.exists() {
-            let tmp = self.tmp.path("overlay-xattrs");
+            let tmp = self.tmp().path("overlay-xattrs");
             fs::write(&tmp, namespace).map_err(Error::io("write", &tmp))?;
             fs::rename(&tmp, &marker).map_err(Error::io("rename", &marker))?;
         }
@@ -73,7 +73,7 @@ impl Store {
     }
 
     pub fn snapshot_path(&self, diff_id: &Digest) -> PathBuf {
-        self.root.join("snapshots").join(diff_id.hex())
+        self.root().join("snapshots").join(diff_id.hex())
     }
 
     /// The snapshot of a layer, unpacking the layer blob first if needed.
@@ -82,7 +82,7 @@ impl Store {
         if path.is_dir() {
             return Ok(path);
         }
-        let tmp = self.tmp.path("snapshot");
+        let tmp = self.tmp().path("snapshot");
         let result = ops.unpack(&self.blob_path(blob), &tmp, blob.as_str());
         if let Err(e) = result {
             let _ = ops.remove(&tmp);
@@ -104,6 +104,6 @@ impl Store {
 
     /// Every snapshot's diff_id.
     pub fn list_snapshots(&self) -> Result<Vec<Digest>> {
-        super::blobs::list_digest_names(&self.root.join("snapshots"))
+        super::blobs::list_digest_names(&self.root().join("snapshots"))
     }
 }

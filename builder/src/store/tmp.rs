@@ -56,40 +56,8 @@ impl TmpArea {
 
 impl Drop for TmpArea {
     fn drop(&mut self) {
-        let _ = remove_any(&self.dir);
+        let _ = crate::fsops::remove_path(&self.dir);
         let _ = fs::remove_file(&self.lock_path);
-    }
-}
-
-/// Remove a file or a directory tree, whichever `path` is.
-pub fn remove_any(path: &Path) -> std::io::Result<()> {
-    match fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() => {
-            make_tree_writable(path);
-            fs::remove_dir_all(path)
-        }
-        Ok(_) => fs::remove_file(path),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Give the owner write and search permission on every directory below `path`, so that a tree unpacked with
-/// read-only directories can be removed.
-fn make_tree_writable(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let Ok(m) = fs::symlink_metadata(path) else { return };
-    if !m.is_dir() {
-        return;
-    }
-    let mode = m.permissions().mode();
-    if mode & 0o700 != 0o700 {
-        let _ = fs::set_permissions(path, fs::Permissions::from_mode(mode | 0o700));
-    }
-    if let Ok(entries) = fs::read_dir(path) {
-        for e in entries.flatten() {
-            make_tree_writable(&e.path());
-        }
     }
 }
 
@@ -105,7 +73,7 @@ fn sweep(tmp_root: &Path) -> Result<()> {
             match lock.try_lock() {
                 Ok(()) => {
                     if name.ends_with(".lock") {
-                        let _ = remove_any(&tmp_root.join(stem));
+                        let _ = crate::fsops::remove_path(&tmp_root.join(stem));
                     }
                     let _ = fs::remove_file(&path);
                 }
@@ -113,7 +81,7 @@ fn sweep(tmp_root: &Path) -> Result<()> {
             }
         } else if !tmp_root.join(format!("{name}.lock")).exists() {
             // A directory or file whose owner's lock file is gone: its owner finished or died.
-            let _ = remove_any(&path);
+            let _ = crate::fsops::remove_path(&path);
         }
     }
     Ok(())

@@ -1,5 +1,6 @@
 //! One module per `rbuild` subcommand, and the build command's helpers (context, progress view).
 
+pub mod archive_cmds;
 pub mod build;
 pub mod build_args;
 pub mod build_check;
@@ -13,6 +14,7 @@ pub mod registry_cmds;
 pub mod run;
 pub mod shell_docs;
 pub mod store_cmds;
+pub mod terminal_text;
 
 /// `--isolation` (`RBUILD_ISOLATION`) as given on the command line, for every command that runs sandboxes.
 static ISOLATION: std::sync::OnceLock<rbuild_builder::sandbox::isolation::IsolationChoice> = std::sync::OnceLock::new();

@@ -1,15 +1,17 @@
-//! The store commands: `images`, `inspect`, `tag`, `rmi`, `prune`, `system df`, `fsck`, `save`, `load`.
+//! The store commands: `images`, `inspect`, `tag`, `rmi`, `prune`, `system df`, `fsck` (`save` and `load` are in
+//! `archive_cmds.rs`).
 //! Wherever an image is named, `oci-layout://PATH[:TAG]` works too (the image is imported first).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
-use clap::{Args, Subcommand, ValueEnum};
+use anyhow::Context;
+use clap::{Args, Subcommand};
 use rbuild_builder::digest::Digest;
-use rbuild_builder::export::{self, ArchiveFormat};
+use rbuild_builder::export;
+use rbuild_builder::maintenance::PruneOptions;
 use rbuild_builder::platform::Platform;
-use rbuild_builder::store::{PruneOptions, Store};
+use rbuild_builder::store::Store;
 use rbuild_registry::Reference;
 use serde_json::json;
 
@@ -20,7 +22,7 @@ pub fn open_store(root: &Option<PathBuf>) -> anyhow::Result<Store> {
 }
 
 /// The manifest digest an image argument names: a store name or digest, or `oci-layout://...`.
-fn resolve(store: &Store, image: &str) -> anyhow::Result<(Option<Reference>, Digest)> {
+pub fn resolve(store: &Store, image: &str) -> anyhow::Result<(Option<Reference>, Digest)> {
     if image.starts_with("oci-layout://") {
         return Ok((None, export::import_layout_reference(store, image)?));
     }
@@ -177,67 +179,6 @@ pub fn fsck(store: &Store) -> anyhow::Result<ExitCode> {
     );
     Ok(if r.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum SaveFormat {
-    /// An OCI archive (a tar of an OCI image layout).
-    Oci,
-    /// A Docker archive, as `docker load` reads it.
-    Docker,
-}
-
-#[derive(Debug, Args)]
-pub struct SaveArgs {
-    /// Where to write the archive (`-` for standard output; an existing directory receives an OCI layout).
-    #[arg(short = 'o', long = "output")]
-    pub output: PathBuf,
-    #[arg(long, value_enum, default_value = "oci")]
-    pub format: SaveFormat,
-    /// The images to save.
-    #[arg(required = true)]
-    pub images: Vec<String>,
-}
-
-pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
-    let mut images = Vec::new();
-    for i in &args.images {
-        let (name, digest) = resolve(store, i)?;
-        let name = match name {
-            Some(n) => n,
-            None => Reference::parse(&format!("imported:{}", &digest.hex()[..12]))?,
-        };
-        images.push((name, digest));
-    }
-    let format = match args.format {
-        SaveFormat::Oci => ArchiveFormat::Oci,
-        SaveFormat::Docker => ArchiveFormat::Docker,
-    };
-    export::save(store, &images, format, &args.output)?;
-    Ok(ExitCode::SUCCESS)
-}
-
-#[derive(Debug, Args)]
-pub struct LoadArgs {
-    /// The archive or OCI layout directory (default: standard input).
-    #[arg(short = 'i', long = "input", default_value = "-")]
-    pub input: PathBuf,
-    /// The name for images the input names only by a tag or not at all (an OCI layout's usual case); without it
-    /// they are named after the file or directory: `busybox` for `images/busybox` or `busybox.tar`.
-    #[arg(long = "name", value_name = "NAME")]
-    pub name: Option<String>,
-}
-
-pub fn load(store: &Store, args: LoadArgs) -> anyhow::Result<ExitCode> {
-    let records = export::load_as(store, Path::new(&args.input), args.name.as_deref())?;
-    if records.is_empty() {
-        bail!("{} holds no named image", args.input.display());
-    }
-    for r in records {
-        println!("Loaded image: {} ({})", r.name.familiar(), r.digest()?);
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// `--keep-storage SIZE`, in the one size grammar (`rbuild_builder::size`).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     rbuild_builder::size::parse_size(s).map_err(|e| e.to_string())

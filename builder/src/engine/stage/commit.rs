@@ -3,7 +3,6 @@
 //! (layers, diff_ids, history, key). A cache hit takes the same way from its record.
 
 use super::*;
-use crate::layer::export_layer;
 
 impl StageBuilder<'_> {
     /// Directories of a new layer that the stage already has keep their mode and owner (a COPY or WORKDIR
@@ -140,7 +139,7 @@ impl StageBuilder<'_> {
             self.tree_ops.remove(dir)?;
             return Ok(None);
         }
-        let info = export_layer(&entries, self.store, &self.req.layers)?;
+        let info = self.store.write_layer(&entries, &self.req.layers)?;
         self.keep_layer(dir, info, usable_as_snapshot).map(Some)
     }
 
@@ -162,7 +161,7 @@ impl StageBuilder<'_> {
 
     /// The empty layer (a tar with no entries) and its snapshot, an empty directory.
     pub(super) fn empty_layer(&self) -> Result<(LayerRef, Digest, PathBuf)> {
-        let info = export_layer(&[], self.store, &self.req.layers)?;
+        let info = self.store.write_layer(&[], &self.req.layers)?;
         let dir = self.store.tmp().path("empty");
         fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
         self.keep_layer(&dir, info, true)

@@ -115,7 +115,7 @@ impl StageBuilder<'_> {
                     .and_then(|selection| {
                         self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), c.parents, None)
                     });
-                let _ = crate::store::remove_path(&dir);
+                let _ = crate::fsops::remove_path(&dir);
                 self.finish_step(&key, outcome?, created_by, step, start)?;
             }
             self.chain_linked(c.link, &parent_key);
@@ -202,7 +202,7 @@ impl StageBuilder<'_> {
             let shown: Vec<String> = names.iter().map(|n| format!("<<{n}")).collect();
             self.copy_generated(ins, c, keyword, Generated::Heredoc, &dir, &names, &shown, step, start)
         })();
-        let _ = crate::store::remove_path(&dir);
+        let _ = crate::fsops::remove_path(&dir);
         outcome
     }
 
@@ -288,7 +288,7 @@ impl StageBuilder<'_> {
         match outcome {
             Ok(modes) => self.commit_copied(&layer_dir, dest_abs, &modes),
             Err(e) => {
-                let _ = crate::store::remove_path(&layer_dir);
+                let _ = crate::fsops::remove_path(&layer_dir);
                 Err(e)
             }
         }
@@ -352,7 +352,7 @@ impl StageBuilder<'_> {
         let modes = match modes {
             Ok(modes) => modes,
             Err(e) => {
-                let _ = crate::store::remove_path(&layer_dir);
+                let _ = crate::fsops::remove_path(&layer_dir);
                 return Err(self.fail(ins, &e.to_string()));
             }
         };

@@ -57,7 +57,7 @@ impl StageBuilder<'_> {
             }
             self.copy_generated(ins, c, "ADD", Generated::Url, &dir, &names, urls, step, start)
         })();
-        let _ = crate::store::remove_path(&dir);
+        let _ = crate::fsops::remove_path(&dir);
         outcome
     }
 
@@ -133,7 +133,7 @@ impl StageBuilder<'_> {
             let kind = Generated::Git { commit: &format!("{url} {}", checkout.commit), keep_git_dir: c.keep_git_dir };
             self.copy_generated(ins, c, "ADD", kind, &checkout.root, &[".".to_string()], &shown, step, start)
         })();
-        let _ = crate::store::remove_path(&dir);
+        let _ = crate::fsops::remove_path(&dir);
         outcome
     }
 }

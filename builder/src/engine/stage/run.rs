@@ -158,7 +158,7 @@ impl StageBuilder<'_> {
         let secrets_dir = self.store.tmp().path("secrets");
         let cleanup = |dirs: &[PathBuf]| {
             for d in dirs.iter().chain([&secrets_dir]) {
-                let _ = crate::store::remove_path(d);
+                let _ = crate::fsops::remove_path(d);
             }
         };
         if self.reuse_cached(&key, step, &created_by)? {
@@ -361,7 +361,7 @@ impl StageBuilder<'_> {
         })();
         if let Err(e) = outcome {
             for d in &out.scratch_dirs {
-                let _ = crate::store::remove_path(d);
+                let _ = crate::fsops::remove_path(d);
             }
             return Err(e);
         }

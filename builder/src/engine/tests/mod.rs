@@ -24,7 +24,7 @@ use super::progress::{Event, ProgressSink, Stream};
 use super::{BuildRequest, BuildResult};
 use crate::error::{Error, Result};
 use crate::export::image::{LoadedImage, MediaTypes, write_image};
-use crate::layer::{LayerOptions, collect_tree, export_layer};
+use crate::layer::{LayerOptions, collect_tree};
 use crate::store::Store;
 
 /// A directory removed when dropped.
@@ -123,7 +123,7 @@ impl Executor for FakeExecutor<'_> {
             let entries = collect_tree(&upper)?;
             commit(StepChanges { dir: &upper, changes: Changes::Entries(entries), as_snapshot: true })?;
         }
-        let _ = crate::store::remove_path(&upper);
+        let _ = crate::fsops::remove_path(&upper);
         Ok(ExecOutcome { status, notes: Vec::new() })
     }
 }
@@ -221,7 +221,7 @@ impl Fixture {
         }
         fs::create_dir_all(&tree).unwrap();
         let entries = collect_tree(&tree).unwrap();
-        let layer = export_layer(&entries, &self.store, &LayerOptions::default()).unwrap();
+        let layer = self.store.write_layer(&entries, &LayerOptions::default()).unwrap();
         let mut full = json!({
             "architecture": Platform::host().architecture, "os": "linux",
             "config": {}, "rootfs": { "type": "layers", "diff_ids": [] }, "history": [],

@@ -7,10 +7,10 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use super::Store;
 use crate::digest::{Digest, digest_reader};
 use crate::error::{Error, Result};
 use crate::export::image::{image_blobs, load_image};
+use crate::store::Store;
 
 /// What `prune` may remove.
 #[derive(Debug, Clone, Copy, Default)]
@@ -106,7 +106,7 @@ impl Store {
 
     /// Remove what no named image references (and, with `all`, cache mounts), oldest first, down to
     /// `keep_storage` when given. Waits until no other process uses the store.
-    pub fn prune(&self, opts: PruneOptions, ops: &dyn super::TreeOps) -> Result<PruneReport> {
+    pub fn prune(&self, opts: PruneOptions, ops: &dyn crate::store::TreeOps) -> Result<PruneReport> {
         let _exclusive = self.exclusive()?;
         let (ref_blobs, ref_snapshots) = self.referenced()?;
         let mut candidates: Vec<(SystemTime, PathBuf, Prunable)> = Vec::new();
@@ -123,12 +123,12 @@ impl Store {
             }
         }
         if opts.all {
-            let mounts = self.root.join("mounts");
+            let mounts = self.root().join("mounts");
             for e in fs::read_dir(&mounts).map_err(Error::io("read", &mounts))?.flatten() {
                 candidates.push((mtime(&e.path()), e.path(), Prunable::CacheMount));
             }
             // Remembered ADD downloads (counted with the cache mounts: both are kept only to save work).
-            if let Ok(downloads) = fs::read_dir(self.root.join("downloads")) {
+            if let Ok(downloads) = fs::read_dir(self.root().join("downloads")) {
                 for e in downloads.flatten() {
                     candidates.push((mtime(&e.path()), e.path(), Prunable::CacheMount));
                 }
@@ -149,7 +149,7 @@ impl Store {
                 // Snapshots may hold files of subordinate ids: removed where those ids are mapped.
                 ops.remove(&path)?;
             } else {
-                super::remove_path(&path).map_err(Error::io("remove", &path))?;
+                crate::fsops::remove_path(&path).map_err(Error::io("remove", &path))?;
             }
             report.bytes += size;
             match kind {
@@ -160,7 +160,7 @@ impl Store {
             total = total.map(|t| t.saturating_sub(size));
         }
         // COPY's records of files it made point into snapshots: those whose snapshot has gone are dropped.
-        let copies = self.root.join("cache/copies");
+        let copies = self.root().join("cache/copies");
         for e in fs::read_dir(&copies).into_iter().flatten().flatten() {
             let gone = crate::context::copy_reuse::recorded_layer(&e.path())
                 .and_then(|d| Digest::parse(&d).ok())
@@ -193,7 +193,7 @@ impl Store {
             }
         }
         for (kind, slot) in [("cache", &mut r.cache_records), ("mounts", &mut r.mounts)] {
-            let dir = self.root.join(kind);
+            let dir = self.root().join(kind);
             for e in fs::read_dir(&dir).map_err(Error::io("read", &dir))?.flatten() {
                 slot.0 += 1;
                 slot.1 += tree_size(&e.path());
@@ -214,7 +214,7 @@ impl Store {
                 Err(e) => r.problems.push(format!("blob {d} cannot be read: {e}")),
             }
         }
-        let blobs_dir = self.root.join("blobs/sha256");
+        let blobs_dir = self.root().join("blobs/sha256");
         for e in fs::read_dir(&blobs_dir).map_err(Error::io("read", &blobs_dir))?.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if Digest::parse(&format!("sha256:{name}")).is_err() {
