@@ -12,6 +12,11 @@ pub enum Error {
     #[error(transparent)]
     Dockerfile(#[from] Box<DockerfileError>),
 
+    /// A build step failed: where (the Dockerfile, the instruction's line and source) and why. Shown as the
+    /// instruction's location with the cause's message, as BuildKit shows a failed vertex.
+    #[error("{}", at.render(&source.to_string()))]
+    Step { at: Box<crate::dockerfile::Location>, source: StepError },
+
     /// A `.dockerignore` pattern that does not compile.
     #[error(transparent)]
     Ignore(#[from] crate::context::IgnoreError),
@@ -164,6 +169,45 @@ pub enum Error {
     },
 }
 
+/// Why a build step failed (the cause of [`Error::Step`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StepError {
+    /// The step's process ran and did not succeed, in BuildKit's words, then its last output and the sandbox's
+    /// notes on why it may have failed.
+    #[error("process {process:?} did not complete successfully: exit code: {code}{}{}",
+        if tail.is_empty() { String::new() } else { format!("; its last output:\n{}", tail.join("\n")) },
+        notes.iter().map(|n| format!("\n(note: {n})")).collect::<String>())]
+    Exit { process: String, code: i32, tail: Vec<String>, notes: Vec<String> },
+
+    /// The sandbox could not start the step (an unknown USER, a mount target it refuses...).
+    #[error(transparent)]
+    Sandbox(Box<rbuild_runtime::Error>),
+
+    /// An ADD source (a URL, a git repository) could not be fetched.
+    #[error("{0}")]
+    Fetch(String),
+
+    /// A builder failure while carrying out the step (a RUN --mount it cannot have...).
+    #[error(transparent)]
+    Cause(Box<Error>),
+
+    /// The instruction cannot be carried out as written or with what it reads (a variable that does not expand, a
+    /// COPY source or user that does not exist, a checksum that does not match...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// The exit code of a step that ran and failed, if this is one.
+    pub fn step_exit_code(&self) -> Option<i32> {
+        match self {
+            Error::Step { source: StepError::Exit { code, .. }, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
 impl From<DockerfileError> for Error {
     fn from(e: DockerfileError) -> Self {
         Error::Dockerfile(Box::new(e))
@@ -180,3 +224,29 @@ impl Error {
 
 /// Results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dockerfile::{Location, Span};
+
+    #[test]
+    fn a_failed_step_reads_as_its_location_and_cause_and_keeps_the_exit_code() {
+        let text = "FROM busybox\nRUN false\n";
+        let at = Location::new("Dockerfile", text, Span::line(2));
+        let exit = StepError::Exit {
+            process: "/bin/sh -c false".into(),
+            code: 1,
+            tail: vec!["oops".into()],
+            notes: vec!["the step ran as root".into()],
+        };
+        let e = Error::Step { at: Box::new(at), source: exit };
+        assert_eq!(e.step_exit_code(), Some(1));
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:2: process \"/bin/sh -c false\" did not complete successfully: exit code: 1; its last \
+             output:\noops\n(note: the step ran as root)\n   |\n 2 | RUN false"
+        );
+        assert!(std::error::Error::source(&e).is_some(), "the cause stays reachable");
+    }
+}

@@ -72,11 +72,38 @@ impl DockerfileError {
 
 impl fmt::Display for DockerfileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let at = Location { file: self.file.clone(), span: self.span, source_line: self.source_line.clone() };
+        at.write(f, &self.message)?;
+        if let Some(hint) = &self.hint {
+            write!(f, "\nhint: {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where in a Dockerfile something happened: the file, the span, and the source line to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    pub file: String,
+    pub span: Span,
+    pub source_line: Option<String>,
+}
+
+impl Location {
+    /// The location of `span` in `source`, the text of `file`.
+    pub fn new(file: &str, source: &str, span: Span) -> Self {
+        let e = DockerfileError::new(file, source, span, "");
+        Location { file: e.file, span: e.span, source_line: e.source_line }
+    }
+
+    /// `message` at this location, as every located error is shown: `file:line[:column]: message`, then the
+    /// source line and a caret under the columns.
+    pub fn write(&self, f: &mut impl fmt::Write, message: &str) -> fmt::Result {
         let line = self.span.start_line;
         match (line, self.span.columns) {
-            (0, _) => write!(f, "{}: {}", self.file, self.message)?,
-            (l, Some((c, _))) => write!(f, "{}:{}:{}: {}", self.file, l, c, self.message)?,
-            (l, None) => write!(f, "{}:{}: {}", self.file, l, self.message)?,
+            (0, _) => write!(f, "{}: {message}", self.file)?,
+            (l, Some((c, _))) => write!(f, "{}:{l}:{c}: {message}", self.file)?,
+            (l, None) => write!(f, "{}:{l}: {message}", self.file)?,
         }
         if let Some(src) = &self.source_line {
             let number = line.to_string();
@@ -88,10 +115,14 @@ impl fmt::Display for DockerfileError {
                 write!(f, "\n {pad} | {lead}{}", "^".repeat(end.saturating_sub(start).max(1)))?;
             }
         }
-        if let Some(hint) = &self.hint {
-            write!(f, "\nhint: {hint}")?;
-        }
         Ok(())
+    }
+
+    /// [`Location::write`] into a string.
+    pub fn render(&self, message: &str) -> String {
+        let mut out = String::new();
+        let _ = self.write(&mut out, message);
+        out
     }
 }
 

@@ -16,7 +16,7 @@ mod run_mount;
 pub mod shell;
 pub(crate) mod suggest;
 
-pub use diagnostic::{DockerfileError, Span};
+pub use diagnostic::{DockerfileError, Location, Span};
 pub use dump::dump;
 pub use go_quote::quote as go_quote;
 pub use instructions::{

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 
 use super::{
     BuildRequest, BuildResult, Event, Graph, NamedContext, Platform, ProgressSink, PullPolicy, Session, Source,
-    ThrowawayMounts, Worker, cache, config, graph, remote_cache, solve, source_epoch,
+    ThrowawayMounts, Worker, cache, graph, remote_cache, solve, source_epoch,
 };
 
 /// Lower the Dockerfile for `opts` without building (for `rbuild debug graph`).
@@ -213,7 +213,7 @@ pub(crate) fn build_one(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn
         .remove(&graph.target)
         .ok_or_else(|| Error::Bug { what: "the target stage produced no result".into() })?;
     for (k, v) in &opts.labels {
-        config::set_label(&mut final_stage.config, k, v);
+        final_stage.config.set_label(k, v);
     }
     let inline = opts.cache_to.iter().any(|s| s.location == remote_cache::CacheLocation::Inline)
         || opts.build_args.get("BUILDKIT_INLINE_CACHE").is_some_and(|v| v == "1" || v == "true");
@@ -225,7 +225,7 @@ pub(crate) fn build_one(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn
             .map(|(_, k, c)| (k, c))
             .collect();
         let layers: Vec<Digest> = final_stage.layers.iter().map(|l| l.digest.clone()).collect();
-        final_stage.config[remote_cache::INLINE_KEY] = remote_cache::inline_records(&records, &layers);
+        final_stage.config.set_field(remote_cache::INLINE_KEY, remote_cache::inline_records(&records, &layers));
     }
     let image = final_stage.write(store, opts.media_types)?;
     let descriptor = image.descriptor()?;

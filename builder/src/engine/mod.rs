@@ -9,7 +9,7 @@
 
 mod build;
 mod cache;
-pub(crate) mod config;
+pub mod config;
 pub mod graph;
 pub mod multi_platform;
 pub mod ports;
@@ -29,6 +29,7 @@ mod tests;
 
 pub use build::plan;
 pub(crate) use build::{Built, build_one, export_cache, import_cache, merge_cache_records};
+pub use config::ImageConfig;
 pub use graph::{Graph, Source};
 pub use ports::{Network, Platform, PullPolicy, Worker};
 pub use progress::{Event, JsonProgress, NoProgress, PlainProgress, ProgressSink, Stream};

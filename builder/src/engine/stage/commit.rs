@@ -79,9 +79,7 @@ impl StageBuilder<'_> {
     ) -> Option<Digest> {
         match layer {
             Some((l, diff_id, snapshot)) => {
-                let mut ids = self.state.config["rootfs"]["diff_ids"].as_array().cloned().unwrap_or_default();
-                ids.push(Value::String(diff_id.to_string()));
-                self.state.config["rootfs"]["diff_ids"] = Value::Array(ids);
+                self.state.config.push_diff_id(&diff_id);
                 self.state.layers.push(l);
                 self.state.diff_ids.push(diff_id.clone());
                 self.state.snapshots.push(snapshot);

@@ -38,7 +38,7 @@ impl StageBuilder<'_> {
                 // Every value of one ENV line sees the environment from before the line (as in Docker).
                 let values: Vec<String> = kvs.iter().map(|kv| self.expand(ins, &kv.value)).collect::<Result<_>>()?;
                 for (kv, v) in kvs.iter().zip(values) {
-                    config::set_env(&mut self.state.config, &kv.key, &v);
+                    self.state.config.set_env(&kv.key, &v);
                     text.push_str(&format!(" {}={v}", kv.key));
                 }
                 created_by = Some(text);
@@ -47,32 +47,32 @@ impl StageBuilder<'_> {
                 let mut text = String::from("LABEL");
                 for kv in kvs {
                     let (k, v) = (self.expand(ins, &kv.key)?, self.expand(ins, &kv.value)?);
-                    config::set_label(&mut self.state.config, &k, &v);
+                    self.state.config.set_label(&k, &v);
                     text.push_str(&format!(" {k}={v}"));
                 }
                 created_by = Some(text);
             }
-            InstructionKind::Maintainer(m) => self.state.config["author"] = Value::String(m.clone()),
+            InstructionKind::Maintainer(m) => self.state.config.set_author(m),
             InstructionKind::User(u) => {
                 let u = self.expand(ins, u)?;
                 created_by = Some(format!("USER {u}"));
-                self.state.config["config"]["User"] = Value::String(u);
+                self.state.config.set_user(&u);
             }
             InstructionKind::Cmd(c) => {
                 let argv = self.argv(c);
                 created_by = Some(format!("CMD {}", quote_list(&argv)));
-                self.state.config["config"]["Cmd"] = json!(argv);
+                self.state.config.set_cmd(Some(&argv));
                 // BuildKit sets the (Docker-only) ArgsEscaped with every CMD.
-                self.state.config["config"]["ArgsEscaped"] = Value::Bool(true);
+                self.state.config.set_args_escaped();
                 self.cmd_set = true;
             }
             InstructionKind::Entrypoint(e) => {
                 let argv = e.as_ref().map(|c| self.argv(c)).unwrap_or_default();
                 created_by = Some(format!("ENTRYPOINT {}", quote_list(&argv)));
-                self.state.config["config"]["Entrypoint"] = if argv.is_empty() { Value::Null } else { json!(argv) };
+                self.state.config.set_entrypoint(&argv);
                 // ENTRYPOINT resets a CMD inherited from the base image.
                 if !self.cmd_set {
-                    self.state.config["config"]["Cmd"] = Value::Null;
+                    self.state.config.set_cmd(None);
                 }
             }
             InstructionKind::Expose(ports) => {
@@ -82,7 +82,7 @@ impl StageBuilder<'_> {
                     for word in self.expand_quiet(ins, p)?.split_whitespace() {
                         let spec = crate::dockerfile::expose::parse_port_spec(word).map_err(|e| self.fail(ins, &e))?;
                         for key in spec.ports {
-                            config::add_to_set(&mut self.state.config, "ExposedPorts", &key);
+                            self.state.config.expose(&key);
                             keys.push(key);
                         }
                     }
@@ -94,7 +94,7 @@ impl StageBuilder<'_> {
                 let mut all = Vec::new();
                 for v in vols {
                     let v = self.expand(ins, v)?;
-                    config::add_to_set(&mut self.state.config, "Volumes", &v);
+                    self.state.config.add_volume(&v);
                     all.push(v);
                 }
                 // Go's `%v` of the list, as BuildKit writes it.
@@ -103,7 +103,7 @@ impl StageBuilder<'_> {
             InstructionKind::StopSignal(s) => {
                 let s = self.expand(ins, s)?;
                 created_by = Some(format!("STOPSIGNAL {s}"));
-                self.state.config["config"]["StopSignal"] = Value::String(s);
+                self.state.config.set_stop_signal(&s);
             }
             InstructionKind::Healthcheck(h) => {
                 let mut v = json!({ "Test": h.test });
@@ -120,7 +120,7 @@ impl StageBuilder<'_> {
                 if h.retries != 0 {
                     v["Retries"] = json!(h.retries);
                 }
-                self.state.config["config"]["Healthcheck"] = v;
+                self.state.config.set_healthcheck(v);
                 // Go's `%+v` of BuildKit's HealthcheckConfig.
                 created_by = Some(format!(
                     "HEALTHCHECK {{Test:[{}] Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
@@ -134,12 +134,10 @@ impl StageBuilder<'_> {
             }
             InstructionKind::Shell(s) => {
                 created_by = Some(format!("SHELL [{}]", s.join(" ")));
-                self.state.config["config"]["Shell"] = json!(s);
+                self.state.config.set_shell(s);
             }
             InstructionKind::Onbuild(expr) => {
-                let mut ob = self.state.config["config"]["OnBuild"].as_array().cloned().unwrap_or_default();
-                ob.push(Value::String(expr.clone()));
-                self.state.config["config"]["OnBuild"] = Value::Array(ob);
+                self.state.config.push_onbuild(expr);
                 // A trigger is config only: BuildKit records no history entry for it.
                 return Ok(());
             }
@@ -160,19 +158,15 @@ impl StageBuilder<'_> {
     /// its steps ran — from the cache records for steps that came from the cache, so a fully cached rebuild is the
     /// same image, as with BuildKit — or, with no step, its base's; SOURCE_DATE_EPOCH wins over both.
     pub(super) fn stamp_created(&mut self, history_from: usize) {
-        let base = self.state.config["created"].as_str().map(str::to_string);
+        let base = self.state.config.created().map(str::to_string);
         let created = match (&self.req.layers.source_date_epoch, &self.newest_step, base) {
             (Some(_), _, _) => self.created.clone(),
             (None, Some(newest), _) => newest.clone(),
             (None, None, Some(base)) => base,
             (None, None, None) => self.created.clone(),
         };
-        if let Some(entries) = self.state.config["history"].as_array_mut() {
-            for e in entries.iter_mut().skip(history_from) {
-                e["created"] = Value::String(created.clone());
-            }
-        }
-        self.state.config["created"] = Value::String(created);
+        self.state.config.stamp_history(history_from, &created);
+        self.state.config.set_created(&created);
     }
 
     pub(super) fn history(&mut self, created_by: String, empty_layer: bool) {
@@ -180,19 +174,17 @@ impl StageBuilder<'_> {
         if empty_layer {
             e["empty_layer"] = Value::Bool(true);
         }
-        let mut h = self.state.config["history"].as_array().cloned().unwrap_or_default();
-        h.push(e);
-        self.state.config["history"] = Value::Array(h);
+        self.state.config.push_history(e);
     }
 
     /// WORKDIR: set the working directory, and create it (a layer of its own) when the stage lacks it.
     pub(super) fn workdir_step(&mut self, ins: &Instruction, w: &str) -> Result<()> {
         let w = self.expand(ins, w)?;
-        let cur = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/").to_string();
+        let cur = self.state.config.workdir().to_string();
         let joined = if w.starts_with('/') { w } else { format!("{}/{w}", cur.trim_end_matches('/')) };
         let joined = clean_path(&joined);
         let joined = if joined.starts_with('/') { joined } else { format!("/{joined}") };
-        self.state.config["config"]["WorkingDir"] = Value::String(joined.clone());
+        self.state.config.set_workdir(&joined);
         let created_by = format!("WORKDIR {joined}");
         // Made where the stage's links lead (`WORKDIR /bin/x` on a merged-/usr base is /usr/bin/x).
         let rel = self.resolve_in_stage(&joined, true).trim_start_matches('/').to_string();
@@ -230,10 +222,7 @@ impl StageBuilder<'_> {
         if !c.prepend_shell {
             return c.args.clone();
         }
-        let mut shell: Vec<String> = self.state.config["config"]["Shell"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|s| s.as_str().map(str::to_string)).collect())
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+        let mut shell = self.state.config.shell();
         shell.extend(c.args.iter().cloned());
         shell
     }

@@ -23,13 +23,14 @@ use std::time::Instant;
 
 use serde_json::{Value, json};
 
+use super::config::ImageConfig;
 use super::graph::{OpKind, Source, StageNode};
 use super::progress::{Event, Stream};
 use super::{BuildRequest, NamedContext, Session, cache, config};
 use crate::context::IgnoreMatcher;
 use crate::digest::Digest;
 use crate::dockerfile::{Dockerfile, Instruction, InstructionKind};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, StepError};
 use crate::export::image::{LayerRef, LoadedImage, MediaTypes, write_image};
 use crate::store::{Store, TreeOps};
 
@@ -54,7 +55,7 @@ pub struct StageResult {
     pub layers: Vec<LayerRef>,
     pub diff_ids: Vec<Digest>,
     pub snapshots: Vec<PathBuf>,
-    pub config: Value,
+    pub config: ImageConfig,
     pub cache_key: String,
     /// The ARGs the stage declared (with the ones it inherited), in order: a stage built `FROM` it starts with
     /// them, values and all, as BuildKit's stages inherit their base stage's build args and environment.
@@ -73,6 +74,7 @@ impl StageResult {
             "history": [],
         });
         platform.write_into_config(&mut config);
+        let config = ImageConfig::from_json(config);
         StageResult {
             layers: Vec::new(),
             diff_ids: Vec::new(),
@@ -85,8 +87,8 @@ impl StageResult {
 
     /// Write the stage as an image into the store.
     pub fn write(&self, store: &Store, media: MediaTypes) -> Result<LoadedImage> {
-        let created = self.config["created"].as_str().unwrap_or("1970-01-01T00:00:00Z").to_string();
-        write_image(store, self.config.clone(), &self.layers, &[], &[], &created, media)
+        let created = self.config.created().unwrap_or("1970-01-01T00:00:00Z").to_string();
+        write_image(store, self.config.json().clone(), &self.layers, &[], &[], &created, media)
     }
 }
 
@@ -164,14 +166,15 @@ impl<'a> StageBuilder<'a> {
         }
     }
 
+    /// The instruction cannot be carried out: `message` says why, at the instruction.
     fn fail(&self, ins: &Instruction, message: &str) -> Error {
-        let e = crate::dockerfile::DockerfileError::new(
-            &self.req.dockerfile_name,
-            &self.req.dockerfile_text,
-            ins.span,
-            message.to_string(),
-        );
-        Error::from(e)
+        self.step_error(ins, StepError::Invalid(message.to_string()))
+    }
+
+    /// A step failure at the instruction.
+    fn step_error(&self, ins: &Instruction, source: StepError) -> Error {
+        let at = crate::dockerfile::Location::new(&self.req.dockerfile_name, &self.req.dockerfile_text, ins.span);
+        Error::Step { at: Box::new(at), source }
     }
 
     fn stage_name(&self) -> String {
@@ -224,7 +227,7 @@ impl<'a> StageBuilder<'a> {
                 self.args = self.state.args.clone();
             }
         }
-        let history_from = self.state.config["history"].as_array().map_or(0, Vec::len);
+        let history_from = self.state.config.history_len();
         self.meta = meta;
         self.run_onbuild_triggers(&base_ins)?;
         for ins in &stage.instructions {
@@ -258,14 +261,11 @@ impl<'a> StageBuilder<'a> {
     /// The base image's ONBUILD triggers run first, in order, as if they followed FROM; the new image does not
     /// keep them (as in Docker and BuildKit).
     fn run_onbuild_triggers(&mut self, from: &Instruction) -> Result<()> {
-        let triggers: Vec<String> = self.state.config["config"]["OnBuild"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
+        let triggers = self.state.config.onbuild();
         if triggers.is_empty() {
             return Ok(());
         }
-        self.state.config["config"]["OnBuild"] = Value::Null;
+        self.state.config.clear_onbuild();
         let texts: Vec<&str> = triggers.iter().map(String::as_str).collect();
         let parsed = super::graph::parse_triggers(&texts)
             .map_err(|e| self.fail(from, &format!("the base image's ONBUILD triggers do not parse: {e}")))?;

@@ -30,7 +30,7 @@ impl StageBuilder<'_> {
                     if name.is_empty() || name.contains(':') { "__unnamed__".to_string() } else { name.to_string() };
                 let file = dir.join(&name);
                 let modified = self.session.worker.fetcher.url(url, &file).map_err(|e| match e {
-                    Error::Fetch { message } => self.fail(ins, &message),
+                    Error::Fetch { message } => self.step_error(ins, StepError::Fetch(message)),
                     // The fetcher's errors name the URL ("cannot download URL: ...", "URL answered HTTP 404").
                     e => self.fail(ins, &e.to_string()),
                 })?;

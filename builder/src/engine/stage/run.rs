@@ -131,13 +131,11 @@ impl StageBuilder<'_> {
         let network = self.run_network(ins, run)?;
         let mut env: Vec<String> = self.vars().into_iter().map(|(k, v)| format!("{k}={v}")).collect();
         env.dedup_by(|a, b| a.split('=').next() == b.split('=').next());
-        let workdir =
-            self.state.config["config"]["WorkingDir"].as_str().filter(|w| !w.is_empty()).unwrap_or("/").to_string();
-        let user = self.state.config["config"]["User"].as_str().filter(|u| !u.is_empty()).map(str::to_string);
+        let workdir = self.state.config.workdir().to_string();
+        let user = self.state.config.user().map(str::to_string);
         let resolved = self.resolve_mounts(ins, &run.mounts, reads)?;
         // The binaries are the image's: a base of another platform than the stage's runs as its own needs.
-        let platform =
-            crate::platform::Platform::of_config(&self.state.config).unwrap_or_else(|| self.node.platform.clone());
+        let platform = self.state.config.platform().unwrap_or_else(|| self.node.platform.clone());
         let key = cache::run(&cache::RunKey {
             parent: &self.state.cache_key,
             argv: &argv,
@@ -260,9 +258,9 @@ impl StageBuilder<'_> {
         }
         let outcome = status.map_err(|e| match e {
             // The sandbox could not start the step (an unknown USER, a bad mount target...): say which.
-            Error::Sandbox(e) => self.fail(ins, &e.to_string()),
+            Error::Sandbox(e) => self.step_error(ins, StepError::Sandbox(e)),
             // A mount the step cannot have (a cache source leading out of its cache...): say which step.
-            e @ Error::BadMount { .. } => self.fail(ins, &e.to_string()),
+            e @ Error::BadMount { .. } => self.step_error(ins, StepError::Cause(Box::new(e))),
             e => e,
         })?;
         let tail = tail.into_inner().map(Vec::from).unwrap_or_default();
@@ -276,15 +274,13 @@ impl StageBuilder<'_> {
     /// The error of a step that ran and failed, in BuildKit's words (`process "/bin/sh -c ..." did not complete
     /// successfully: exit code: N`), then its last output and why it may have failed.
     fn run_failed(&self, ins: &Instruction, process: &str, executed: &Executed) -> Error {
-        let mut msg =
-            format!("process {process:?} did not complete successfully: exit code: {}", executed.status.code());
-        if !executed.tail.is_empty() {
-            msg.push_str(&format!("; its last output:\n{}", executed.tail.join("\n")));
-        }
-        for note in &executed.notes {
-            msg.push_str(&format!("\n(note: {note})"));
-        }
-        self.fail(ins, &msg)
+        let exit = StepError::Exit {
+            process: process.to_string(),
+            code: executed.status.code(),
+            tail: executed.tail.clone(),
+            notes: executed.notes.clone(),
+        };
+        self.step_error(ins, exit)
     }
 
     /// Bind mounts read from the context, a named context, an image or another stage: their sources become host

@@ -32,7 +32,7 @@ impl StageBuilder<'_> {
                     selection.copy_into(&layer_dir, "/", None, None, None)?;
                     let layer = self.commit_dir(&layer_dir, collect_tree(&layer_dir)?, LayerDir::Written)?;
                     if let Some((l, diff_id, snap)) = layer {
-                        state.config["rootfs"]["diff_ids"] = json!([diff_id.to_string()]);
+                        state.config.set_only_diff_id(&diff_id);
                         state.layers.push(l);
                         state.diff_ids.push(diff_id);
                         state.snapshots.push(snap);
@@ -80,10 +80,7 @@ impl StageBuilder<'_> {
         for (l, d) in image.layers.iter().zip(&diff_ids) {
             snapshots.push(self.store.ensure_snapshot(self.tree_ops, d, &l.digest)?);
         }
-        let mut config = image.config.clone();
-        if !config["config"].is_object() {
-            config["config"] = json!({});
-        }
+        let config = super::config::ImageConfig::from_json(image.config.clone());
         Ok(StageResult {
             layers: image.layers,
             diff_ids,

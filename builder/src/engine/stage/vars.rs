@@ -31,7 +31,7 @@ impl StageBuilder<'_> {
 
     /// The variables an instruction sees: ARGs in scope, overridden by ENV.
     pub(super) fn vars(&self) -> Vec<(String, String)> {
-        let env = config::env_pairs(&self.state.config);
+        let env = self.state.config.env();
         let mut v: Vec<(String, String)> =
             self.arg_values().into_iter().filter(|(k, _)| !env.iter().any(|(e, _)| e == k)).collect();
         v.extend(env);

@@ -97,7 +97,7 @@ impl StageBuilder<'_> {
     /// The owner of what a file operation makes as the stage's USER (`None`: root), as BuildKit's mkdir for
     /// WORKDIR: `USER 1234` (not in /etc/passwd) makes 1234:1234.
     pub(super) fn user_ids(&self, ins: &Instruction) -> Result<Option<(u32, u32)>> {
-        let Some(user) = self.state.config["config"]["User"].as_str().filter(|u| !u.is_empty()) else {
+        let Some(user) = self.state.config.user() else {
             return Ok(None);
         };
         let ids = self.file_owner(ins, user, "USER")?;
@@ -109,7 +109,7 @@ impl StageBuilder<'_> {
         if dest.starts_with('/') {
             return dest.to_string();
         }
-        let workdir = self.state.config["config"]["WorkingDir"].as_str().unwrap_or("/");
+        let workdir = self.state.config.workdir();
         format!("{}/{dest}", workdir.trim_end_matches('/'))
     }
 
