@@ -106,7 +106,7 @@ impl Store {
 
     /// Remove what no named image references (and, with `all`, cache mounts), oldest first, down to
     /// `keep_storage` when given. Waits until no other process uses the store.
-    pub fn prune(&self, opts: PruneOptions, ops: &dyn crate::store::TreeOps) -> Result<PruneReport> {
+    pub fn prune(&self, opts: PruneOptions, tree_ops: &dyn crate::store::TreeOps) -> Result<PruneReport> {
         let _exclusive = self.exclusive()?;
         let (ref_blobs, ref_snapshots) = self.referenced()?;
         let mut candidates: Vec<(SystemTime, PathBuf, Prunable)> = Vec::new();
@@ -147,7 +147,7 @@ impl Store {
             let size = tree_size(&path);
             if kind == Prunable::Snapshot {
                 // Snapshots may hold files of subordinate ids: removed where those ids are mapped.
-                ops.remove(&path)?;
+                tree_ops.remove(&path)?;
             } else {
                 crate::fsops::remove_path(&path).map_err(Error::io("remove", &path))?;
             }

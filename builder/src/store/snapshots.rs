@@ -77,26 +77,26 @@ impl Store {
     }
 
     /// The snapshot of a layer, unpacking the layer blob first if needed.
-    pub fn ensure_snapshot(&self, ops: &dyn TreeOps, diff_id: &Digest, blob: &Digest) -> Result<PathBuf> {
+    pub fn ensure_snapshot(&self, tree_ops: &dyn TreeOps, diff_id: &Digest, blob: &Digest) -> Result<PathBuf> {
         let path = self.snapshot_path(diff_id);
         if path.is_dir() {
             return Ok(path);
         }
         let tmp = self.tmp().path("snapshot");
-        let result = ops.unpack(&self.blob_path(blob), &tmp, blob.as_str());
+        let result = tree_ops.unpack(&self.blob_path(blob), &tmp, blob.as_str());
         if let Err(e) = result {
-            let _ = ops.remove(&tmp);
+            let _ = tree_ops.remove(&tmp);
             return Err(e);
         }
         match fs::rename(&tmp, &path) {
             Ok(()) => Ok(path),
             // Another process made the same snapshot meanwhile: theirs is as good as ours.
             Err(_) if path.is_dir() => {
-                let _ = ops.remove(&tmp);
+                let _ = tree_ops.remove(&tmp);
                 Ok(path)
             }
             Err(e) => {
-                let _ = ops.remove(&tmp);
+                let _ = tree_ops.remove(&tmp);
                 Err(Error::io("rename into snapshots", &path)(e))
             }
         }

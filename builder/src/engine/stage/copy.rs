@@ -6,6 +6,7 @@
 use std::os::unix::ffi::OsStrExt;
 
 use super::sources::describe;
+use super::view::CopyFlags;
 use super::*;
 use crate::context::clean_path;
 use crate::context::copy;
@@ -78,17 +79,7 @@ impl StageBuilder<'_> {
         }
         let dest = self.expand(ins, &c.dest)?;
         let dest_abs = self.copy_destination(&dest, c.link, false);
-        let owner = match &c.chown {
-            None => None,
-            Some(o) => Some(self.resolve_owner(ins, o)?),
-        };
-        let chmod = match &c.chmod {
-            None => None,
-            Some(m) => {
-                let m = self.expand(ins, m)?;
-                Some(copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &crate::dockerfile::invalid_chmod(&m)))?)
-            }
-        };
+        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
         let created_by = format!("{keyword} {} {dest} # rbuild", sources.join(" "));
         let modifiers = format!("{owner:?}{chmod:?}{excludes:?}{}", if c.parents { " parents" } else { "" });
         let dest_abs = if c.parents && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
@@ -225,17 +216,7 @@ impl StageBuilder<'_> {
     ) -> Result<()> {
         let dest = self.expand(ins, &c.dest)?;
         let dest_abs = self.copy_destination(&dest, c.link, names.len() > 1);
-        let owner = match &c.chown {
-            Some(o) => Some(self.resolve_owner(ins, o)?),
-            None => None,
-        };
-        let chmod = match &c.chmod {
-            Some(m) => {
-                let m = self.expand(ins, m)?;
-                Some(copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &crate::dockerfile::invalid_chmod(&m)))?)
-            }
-            None => None,
-        };
+        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
         let selection = copy::select(dir, &IgnoreMatcher::default(), names)?;
         let (kind, checksum) = match kind {
             Generated::Heredoc => ("heredoc", selection.checksum()?),

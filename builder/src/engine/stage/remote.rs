@@ -2,6 +2,7 @@
 //! them; keyed by the downloaded content) and git repositories (checked out every build; keyed by the files).
 
 use super::copy::Generated;
+use super::view::CopyFlags;
 use super::*;
 use crate::context::copy;
 use crate::dockerfile::CopySpec;
@@ -76,10 +77,7 @@ impl StageBuilder<'_> {
     ) -> Result<()> {
         let dest = self.expand(ins, &c.dest)?;
         let dest_abs = self.copy_destination(&dest, c.link, true);
-        let owner = match &c.chown {
-            Some(o) => Some(self.resolve_owner(ins, o)?),
-            None => None,
-        };
+        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
         let selection = copy::select(dir, &IgnoreMatcher::default(), names)?;
         let archives = selection.archives();
         let created_by = format!("ADD --unpack=true {} {dest} # rbuild", urls.join(" "));
@@ -89,13 +87,6 @@ impl StageBuilder<'_> {
         if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
-        let chmod = match &c.chmod {
-            Some(m) => Some({
-                let m = self.expand(ins, m)?;
-                copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &crate::dockerfile::invalid_chmod(&m)))?
-            }),
-            None => None,
-        };
         let layer = self.commit_add_archives(ins, &selection, &archives, &dest_abs, owner, chmod.as_ref())?;
         self.finish_step(&key, layer, created_by, step, start)
     }

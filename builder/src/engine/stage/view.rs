@@ -3,6 +3,8 @@
 //! in the stage's own /etc/passwd and /etc/group.
 
 use super::*;
+use crate::context::copy;
+use crate::dockerfile::CopySpec;
 
 impl StageBuilder<'_> {
     /// What `rel` is in the stage's filesystem (without following a final symlink): the topmost snapshot that
@@ -114,6 +116,22 @@ impl StageBuilder<'_> {
     }
 
     /// `--chown=USER[:GROUP]`: names are looked up in the stage's own /etc/passwd and /etc/group.
+    /// A COPY/ADD's `--chown` and `--chmod`, resolved once: the owner's ids from the stage's /etc/passwd and
+    /// /etc/group, the mode parsed (octal or symbolic).
+    pub(super) fn copy_flags(&self, ins: &Instruction, c: &CopySpec) -> Result<CopyFlags> {
+        let owner = c.chown.as_ref().map(|o| self.resolve_owner(ins, o)).transpose()?;
+        let chmod = match &c.chmod {
+            None => None,
+            Some(m) => {
+                let m = self.expand(ins, m)?;
+                let spec =
+                    copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &crate::dockerfile::invalid_chmod(&m)))?;
+                Some(spec)
+            }
+        };
+        Ok(CopyFlags { owner, chmod })
+    }
+
     pub(super) fn resolve_owner(&self, ins: &Instruction, spec: &str) -> Result<(u32, u32)> {
         let spec = self.expand(ins, spec)?;
         self.file_owner(ins, &spec, "--chown")
@@ -161,4 +179,10 @@ impl StageBuilder<'_> {
         }
         self.state.snapshots.iter().rev().map(|s| s.join(rel)).find(|p| p.is_file()).and_then(|p| fs::read(p).ok())
     }
+}
+
+/// A COPY/ADD's resolved `--chown` (uid, gid) and `--chmod`.
+pub(super) struct CopyFlags {
+    pub owner: Option<(u32, u32)>,
+    pub chmod: Option<copy::ModeSpec>,
 }
