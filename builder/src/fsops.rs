@@ -76,3 +76,42 @@ fn write_atomically_with(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     }
     fs::rename(&tmp, path).map_err(Error::io("rename", &tmp))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn scratch(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("rbuild-fsops-{tag}-{}", std::process::id()));
+        let _ = remove_path(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn remove_path_removes_a_tree_with_read_only_directories_and_accepts_nothing_there() {
+        let d = scratch("remove");
+        fs::create_dir_all(d.join("a/b")).unwrap();
+        fs::write(d.join("a/b/f"), "x").unwrap();
+        fs::set_permissions(d.join("a/b"), fs::Permissions::from_mode(0o500)).unwrap();
+        remove_path(&d).unwrap();
+        assert!(!d.exists());
+        remove_path(&d).unwrap();
+    }
+
+    #[test]
+    fn replacing_removes_what_is_in_the_way_and_atomic_writes_replace_whole_files() {
+        let d = scratch("replace");
+        fs::create_dir_all(d.join("x/inner")).unwrap();
+        let x = d.join("x");
+        replacing(&x, || fs::create_dir(&x)).unwrap();
+        assert!(x.is_dir() && !x.join("inner").exists(), "the old directory was replaced by a new one");
+        replacing(&x, || fs::create_dir(d.join("nope/deeper"))).unwrap_err();
+        write_atomically(&d.join("f"), b"one").unwrap();
+        write_atomically_unsynced(&d.join("f"), b"two").unwrap();
+        assert_eq!(fs::read(d.join("f")).unwrap(), b"two");
+        assert_eq!(fs::read_dir(&d).unwrap().count(), 2, "no temporary file is left");
+        remove_path(&d).unwrap();
+    }
+}

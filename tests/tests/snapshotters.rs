@@ -42,6 +42,23 @@ fn builds_run_over_the_copy_snapshotter_when_it_is_forced() {
     }
 }
 
+/// An unknown `RBUILD_SNAPSHOTTER` is refused by name, with the values it takes (typed `InvalidSetting`: the
+/// message no longer calls the variable "malformed"), and the store stays clean.
+#[test]
+fn an_unknown_snapshotter_is_refused_with_the_values_it_takes() {
+    let b = builders().remove(0);
+    let ctx = b.context("bogus-snapshotter", &[("Dockerfile", "FROM busybox\nRUN true\n")]);
+    let out = b.rb_env(&["build", ctx.to_str().unwrap()], &[("RBUILD_SNAPSHOTTER", "bogus")]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("RBUILD_SNAPSHOTTER: unknown snapshotter \"bogus\"; use auto, overlay, overlay-scratch, fuse-overlayfs or copy"),
+        "{err}"
+    );
+    assert!(!err.contains("malformed"), "{err}");
+    b.assert_clean();
+}
+
 /// An overlayfs mounted for the test, unmounted when dropped.
 struct OverlayMount {
     dir: TempDir,
