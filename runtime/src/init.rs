@@ -63,19 +63,19 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
         InitRequest::Run(spec) => *spec,
         InitRequest::RemoveTree { path, userns } => {
             if userns != UsernsMode::Off {
-                enter_user_namespace(userns, &mut spec_in, status)?;
+                enter_user_namespace(userns, (0, 0), &mut spec_in, status)?;
             }
             return remove_tree(&path);
         }
         InitRequest::Exec { argv, userns } => {
             if userns != UsernsMode::Off {
-                enter_user_namespace(userns, &mut spec_in, status)?;
+                enter_user_namespace(userns, (0, 0), &mut spec_in, status)?;
             }
             return exec_helper(&argv);
         }
         InitRequest::Probe { dir, userns } => {
             if userns != UsernsMode::Off
-                && let Err(f) = enter_user_namespace(userns, &mut spec_in, status)
+                && let Err(f) = enter_user_namespace(userns, (0, 0), &mut spec_in, status)
             {
                 let namespaces = Some(format!("{}: {}", f.step, f.message));
                 send(status, &InitMessage::Probed(crate::probe::ProbeReport { namespaces, ..Default::default() }));
@@ -89,7 +89,7 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
         }
     };
     if spec.userns != UsernsMode::Off {
-        enter_user_namespace(spec.userns, &mut spec_in, status)?;
+        enter_user_namespace(spec.userns, spec.single_id_as, &mut spec_in, status)?;
     }
     // With the caller's /proc shared, so is its pid namespace (a /proc of another one would show wrong pids).
     let mut flags = CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC;
@@ -107,9 +107,16 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
         // No pid namespace to end with the step: what it leaves running is reparented here and killed after it.
         prctl::set_child_subreaper(true).map_err(|e| Failure::new(SetupStage::Process, "become a subreaper", e))?;
     }
+    // One id and a root step: ownership changes and id switches are answered here (installed before the fork,
+    // so the step inherits the filter; the chroot tier keeps the host's root here, where the paths would resolve).
+    let emulation = (spec.emulate_ids && spec.userns == UsernsMode::Single && !spec.isolation.chroot)
+        .then(crate::id_emulation::install)
+        .transpose()?;
     // SAFETY: this process is single-threaded (a fresh exec that started no threads), so fork is sound.
     match unsafe { fork() }.map_err(|e| Failure::new(SetupStage::Init, "fork", e))? {
         ForkResult::Child => {
+            // The step must not hold the listener.
+            drop(emulation);
             // Pid 1 of the new pid namespace: set up the root and become the step.
             let err = step_main(&spec, status);
             send(
@@ -119,6 +126,9 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
+            if let Some(listener) = &emulation {
+                crate::id_emulation::supervise(listener, child);
+            }
             let status = loop {
                 match waitpid(child, None) {
                     Ok(WaitStatus::Exited(_, code)) => break ExitStatus::Exited(code),
@@ -169,7 +179,13 @@ fn kill_leftovers() {
 
 /// Create the user namespace and get ids mapped: the caller alone (written by us), or the subordinate range
 /// (written by rbuild outside with newuidmap, which we wait for).
-fn enter_user_namespace(mode: UsernsMode, spec_in: &mut BufReader<File>, status: &mut File) -> Result<(), Failure> {
+/// With one id, that id is `inside` (uid, gid) in the namespace (the step's user; root otherwise).
+fn enter_user_namespace(
+    mode: UsernsMode,
+    inside: (u32, u32),
+    spec_in: &mut BufReader<File>,
+    status: &mut File,
+) -> Result<(), Failure> {
     let (uid, gid) = (Uid::current().as_raw(), Gid::current().as_raw());
     unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| Failure {
         stage: SetupStage::UserNamespace,
@@ -184,8 +200,8 @@ fn enter_user_namespace(mode: UsernsMode, spec_in: &mut BufReader<File>, status:
                     .map_err(|e| Failure::new(SetupStage::UserNamespace, &format!("write {file}"), e))
             };
             write("setgroups", "deny")?;
-            write("uid_map", &format!("0 {uid} 1\n"))?;
-            write("gid_map", &format!("0 {gid} 1\n"))?;
+            write("uid_map", &format!("{} {uid} 1\n", inside.0))?;
+            write("gid_map", &format!("{} {gid} 1\n", inside.1))?;
         }
         UsernsMode::Subuid { .. } | UsernsMode::Full => {
             send(status, &InitMessage::NeedsMapping { pid: std::process::id() as i32 });

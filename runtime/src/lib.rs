@@ -11,6 +11,7 @@
 
 mod emulation;
 mod error;
+mod id_emulation;
 mod init;
 mod launcher;
 mod mounts;

@@ -119,6 +119,14 @@ pub struct RunSpec {
     /// The emulator the run's binaries need (a foreign architecture), None for native ones.
     #[serde(default)]
     pub emulator: Option<Emulator>,
+    /// With one id mapped ([`UsernsMode::Single`]): the (uid, gid) the caller's one id is inside — the step's
+    /// USER, so that what it creates is its own and `id -u` is real; (0, 0) for root.
+    #[serde(default)]
+    pub single_id_as: (u32, u32),
+    /// With one id mapped and the step running as root: answer ownership changes and id switches in the init
+    /// (seccomp user notification) instead of failing them (`id_emulation`).
+    #[serde(default)]
+    pub emulate_ids: bool,
 }
 
 /// How a run ended.

@@ -40,6 +40,9 @@ pub struct ExecRequest {
     pub cwd: String,
     /// The stage's USER (resolved by the executor in the step's own /etc/passwd), `None` for root.
     pub user: Option<String>,
+    /// The USER's (uid, gid) as the stage's /etc/passwd and /etc/group give them (None: root, or not found there;
+    /// the executor then reports an unknown user itself). With one id mapped, that id becomes this user.
+    pub user_ids: Option<(u32, u32)>,
     pub network: Network,
     /// `--add-host` entries: (name, address).
     pub extra_hosts: Vec<(String, String)>,

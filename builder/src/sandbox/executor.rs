@@ -310,11 +310,27 @@ impl<'a> SandboxExecutor<'a> {
     /// may leave files this process cannot read (apt's 0700 `partial` directories of `_apt`): when the walk is
     /// refused or an entry is unreadable from here, the layer is exported inside the user namespace instead, where
     /// the step's ids are valid (one more helper process, so only then).
-    fn changes(&self, finished: &Finished<'_>, layer: &LayerOptions) -> Result<Changes> {
-        let ids = id_map_for(self.userns);
+    fn changes(
+        &self,
+        finished: &Finished<'_>,
+        layer: &LayerOptions,
+        lowers: &[PathBuf],
+        user_ids: Option<(u32, u32)>,
+    ) -> Result<Changes> {
+        let one_id_user = user_ids.filter(|_| self.userns == UsernsMode::Single && one_id_user_mapping());
+        let ids = match one_id_user {
+            Some(user) => super::idmap::one_id_as(user),
+            None => id_map_for(self.userns),
+        };
         let entries = match finished.pristine {
             Some(pristine) => diff_trees_mapped(pristine, finished.upper, &ids),
             None => diff_overlay_upper_mapped(finished.upper, &ids),
+        };
+        // With one id as the USER, a file or directory the step only copied up (a directory it created a file in)
+        // keeps the owner it had below; only what the step made is the USER's.
+        let entries = match (one_id_user, entries) {
+            (Some(user), Ok(entries)) => Ok(super::idmap::keep_lower_owners(entries, user, lowers)),
+            (_, entries) => entries,
         };
         let subordinate = matches!(self.userns, UsernsMode::Subuid { .. }) && !rustix::process::geteuid().is_root();
         match entries {
@@ -326,6 +342,30 @@ impl<'a> SandboxExecutor<'a> {
                 Ok(Changes::Exported(info))
             }
         }
+    }
+}
+
+/// `RBUILD_ONE_ID=root` keeps the one id as root in every step (before USER steps were mapped to their user and
+/// root steps' ownership changes were emulated); anything else (the default) does both.
+fn one_id_user_mapping() -> bool {
+    std::env::var("RBUILD_ONE_ID").map_or(true, |v| v != "root")
+}
+
+impl SandboxExecutor<'_> {
+    /// With one id mapped: a USER step's one id is that user; a root step gets ownership changes and id switches
+    /// emulated (`rbuild_runtime`'s id emulation).
+    fn with_one_id(&self, mut spec: RunSpec, user_ids: Option<(u32, u32)>) -> RunSpec {
+        if self.userns != UsernsMode::Single || !one_id_user_mapping() {
+            return spec;
+        }
+        match user_ids {
+            Some(ids) => {
+                spec.single_id_as = ids;
+                spec.emulate_ids = ids.0 == 0;
+            }
+            None => spec.emulate_ids = true,
+        }
+        spec
     }
 }
 
@@ -369,7 +409,10 @@ impl Executor for SandboxExecutor<'_> {
             all_capabilities: req.insecure,
             isolation: Isolation::default(),
             emulator: self.emulator_for(&req.platform)?,
+            single_id_as: (0, 0),
+            emulate_ids: false,
         };
+        let spec = self.with_one_id(spec, req.user_ids);
         // Output lines go through a channel (the runtime's sink must be 'static) to the caller's sink.
         let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
         let sink = std::sync::Arc::new(move |stream: OutputStream, line: &[u8]| {
@@ -402,7 +445,7 @@ impl Executor for SandboxExecutor<'_> {
                     notes = self.failure_notes(owner_trouble.load(std::sync::atomic::Ordering::Relaxed));
                     return Ok(());
                 }
-                let changes = self.changes(finished, &req.layer)?;
+                let changes = self.changes(finished, &req.layer, &req.lowers, req.user_ids)?;
                 commit(StepChanges { dir: finished.upper, changes, as_snapshot: finished.overlay })
             });
             let _ = forwarder.join();

@@ -156,6 +156,8 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
         all_capabilities: false,
         isolation: rbuild_runtime::Isolation::default(),
         emulator: executor.emulator_for(&platform)?,
+        single_id_as: (0, 0),
+        emulate_ids: false,
     };
     let run = SandboxRun {
         lowers: &lowers,

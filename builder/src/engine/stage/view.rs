@@ -115,7 +115,6 @@ impl StageBuilder<'_> {
         format!("{}/{dest}", workdir.trim_end_matches('/'))
     }
 
-    /// `--chown=USER[:GROUP]`: names are looked up in the stage's own /etc/passwd and /etc/group.
     /// A COPY/ADD's `--chown` and `--chmod`, resolved once: the owner's ids from the stage's /etc/passwd and
     /// /etc/group, the mode parsed (octal or symbolic).
     pub(super) fn copy_flags(&self, ins: &Instruction, c: &CopySpec) -> Result<CopyFlags> {
@@ -132,6 +131,7 @@ impl StageBuilder<'_> {
         Ok(CopyFlags { owner, chmod })
     }
 
+    /// `--chown=USER[:GROUP]`: names are looked up in the stage's own /etc/passwd and /etc/group.
     pub(super) fn resolve_owner(&self, ins: &Instruction, spec: &str) -> Result<(u32, u32)> {
         let spec = self.expand(ins, spec)?;
         self.file_owner(ins, &spec, "--chown")
