@@ -132,8 +132,13 @@ struct Creds {
 }
 
 impl Creds {
-    fn root(start: u64) -> Creds {
-        Creds { uid: [0; 3], gid: [0; 3], groups: Vec::new(), start }
+    /// Who the step starts as: its user's uid and gid (the one id), and its groups.
+    fn of_step(uid: u32, gid: u32, groups: Vec<u32>) -> Creds {
+        Creds { uid: [uid; 3], gid: [gid; 3], groups, start: 0 }
+    }
+
+    fn same_ids(&self, other: &Creds) -> bool {
+        self.uid == other.uid && self.gid == other.gid && self.groups == other.groups
     }
 
     fn privileged(&self) -> bool {
@@ -149,11 +154,13 @@ enum Answer {
     Continue,
 }
 
-/// Answer notifications until the step (`child`) ends. Returns when it has.
-pub(crate) fn supervise(listener: &Listener, child: nix::unistd::Pid) {
+/// Answer notifications until the step (`child`) ends. Returns when it has. The step starts as `ids` (its user's
+/// uid and gid, the one id) with `groups` (its user's groups, the primary first; None: as the kernel says).
+pub(crate) fn supervise(listener: &Listener, child: nix::unistd::Pid, ids: (u32, u32), groups: Option<Vec<u32>>) {
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
-    let mut state = Supervisor { creds: HashMap::new() };
+    let base = Creds::of_step(ids.0, ids.1, groups.clone().unwrap_or_default());
+    let mut state = Supervisor { creds: HashMap::new(), base, groups_known: groups.is_some() };
     loop {
         let mut fds = vec![libc::pollfd { fd: listener.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
         if pidfd >= 0 {
@@ -193,7 +200,11 @@ fn child_gone(child: nix::unistd::Pid) -> bool {
 }
 
 struct Supervisor {
+    /// The emulated ids of processes that switched (by thread group id); the others are `base`.
     creds: HashMap<i32, Creds>,
+    base: Creds,
+    /// Whether `base.groups` answers `getgroups` (else the kernel's answer stands).
+    groups_known: bool,
 }
 
 impl Supervisor {
@@ -221,6 +232,19 @@ impl Supervisor {
         let nr = i64::from(req.data.nr);
         let a = req.data.args;
         let pid = req.pid as i32;
+        if is_ownership_call(nr) {
+            // A process that is not (emulating) root changes owners as the kernel lets it: its own ids only.
+            let euid = match self.creds.is_empty() {
+                true => self.base.uid[1],
+                false => {
+                    let switched = process_of(pid).and_then(|(tgid, start)| self.creds_of(tgid, start));
+                    switched.map_or(self.base.uid[1], |c| c.uid[1])
+                }
+            };
+            if euid != 0 {
+                return Answer::Continue;
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         {
             if nr == libc::SYS_chown {
@@ -256,11 +280,14 @@ impl Supervisor {
             libc::SYS_getgroups,
         ]
         .contains(&nr);
-        let Some((tgid, start)) = process_of(pid) else { return Answer::Continue };
         if getter && self.creds.is_empty() {
-            return Answer::Continue;
+            return self.base_answer(nr, pid, &a);
         }
+        let Some((tgid, start)) = process_of(pid) else { return Answer::Continue };
         let mut creds = self.creds_of(tgid, start);
+        if getter && creds.is_none() {
+            return self.base_answer(nr, pid, &a);
+        }
         let answer = match nr {
             n if n == libc::SYS_getuid => return answer_or_continue(creds.as_ref(), |c| c.uid[0]),
             n if n == libc::SYS_geteuid => return answer_or_continue(creds.as_ref(), |c| c.uid[1]),
@@ -278,27 +305,16 @@ impl Supervisor {
             }
             n if n == libc::SYS_getgroups => {
                 let Some(c) = creds.as_ref() else { return Answer::Continue };
-                let size = a[0] as usize;
-                if size == 0 {
-                    return Answer::Value(c.groups.len() as i64);
-                }
-                if size < c.groups.len() {
-                    return Answer::Errno(libc::EINVAL);
-                }
-                let bytes: Vec<u8> = c.groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
-                if !write_memory(pid, a[1], &bytes) {
-                    return Answer::Errno(libc::EFAULT);
-                }
-                return Answer::Value(c.groups.len() as i64);
+                return groups_answer(&c.groups, pid, &a);
             }
             _ => {
-                let c = creds.get_or_insert_with(|| Creds::root(start));
+                let c = creds.get_or_insert_with(|| Creds { start, ..self.base.clone() });
                 switch_ids(c, nr, &a, |addr, n| read_groups(pid, addr, n))
             }
         };
         match creds {
-            // Back to plain root: nothing to emulate for this process any more.
-            Some(c) if c.uid == [0; 3] && c.gid == [0; 3] && c.groups.is_empty() => {
+            // Back to the step's own ids: nothing to emulate for this process any more.
+            Some(c) if c.same_ids(&self.base) => {
                 self.creds.remove(&tgid);
             }
             Some(c) => {
@@ -311,6 +327,15 @@ impl Supervisor {
             return Answer::Errno(libc::ESRCH);
         }
         answer
+    }
+
+    /// A getter's answer for a process with the step's own ids: the kernel's, but for the groups, which the one id
+    /// cannot have.
+    fn base_answer(&self, nr: i64, pid: i32, a: &[u64; 6]) -> Answer {
+        if nr != libc::SYS_getgroups || !self.groups_known {
+            return Answer::Continue;
+        }
+        groups_answer(&self.base.groups, pid, a)
     }
 
     /// The emulated ids of process `tgid`, or of its nearest ancestor that has some (a child inherits them).
@@ -395,6 +420,31 @@ impl Supervisor {
 enum Target {
     Fd(i32),
     Path { dirfd: Option<i32>, path: u64, follow: bool },
+}
+
+/// `getgroups(size, list)` answered with `groups`.
+fn groups_answer(groups: &[u32], pid: i32, a: &[u64; 6]) -> Answer {
+    let size = a[0] as usize;
+    if size == 0 {
+        return Answer::Value(groups.len() as i64);
+    }
+    if size < groups.len() {
+        return Answer::Errno(libc::EINVAL);
+    }
+    let bytes: Vec<u8> = groups.iter().flat_map(|g| g.to_ne_bytes()).collect();
+    if !bytes.is_empty() && !write_memory(pid, a[1], &bytes) {
+        return Answer::Errno(libc::EFAULT);
+    }
+    Answer::Value(groups.len() as i64)
+}
+
+/// Whether `nr` changes a file's owner.
+fn is_ownership_call(nr: i64) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if nr == libc::SYS_chown || nr == libc::SYS_lchown {
+        return true;
+    }
+    nr == libc::SYS_fchown || nr == libc::SYS_fchownat
 }
 
 fn answer_or_continue(creds: Option<&Creds>, id: impl Fn(&Creds) -> u32) -> Answer {
@@ -606,7 +656,7 @@ mod tests {
 
     #[test]
     fn only_root_switches_freely_and_a_dropped_process_cannot_regain_root() {
-        let mut c = Creds::root(1);
+        let mut c = Creds::of_step(0, 0, Vec::new());
         let args = |x: [u64; 3]| [x[0], x[1], x[2], 0, 0, 0];
         assert!(matches!(
             switch_ids(&mut c, libc::SYS_setgroups, &args([1, 0, 0]), |_, _| Some(vec![65534])),
@@ -624,7 +674,7 @@ mod tests {
             Answer::Errno(libc::EPERM)
         ));
         // seteuid (setresuid -1, u, -1) back and forth, as apt checks a directory as _apt and returns.
-        let mut c = Creds::root(1);
+        let mut c = Creds::of_step(0, 0, vec![0, 10]);
         let keep = u32::MAX as u64;
         assert!(matches!(
             switch_ids(&mut c, libc::SYS_setresuid, &args([keep, 42, keep]), |_, _| None),

@@ -107,7 +107,7 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
         // No pid namespace to end with the step: what it leaves running is reparented here and killed after it.
         prctl::set_child_subreaper(true).map_err(|e| Failure::new(SetupStage::Process, "become a subreaper", e))?;
     }
-    // One id and a root step: ownership changes and id switches are answered here (installed before the fork,
+    // One id: ownership changes and id switches are answered here (installed before the fork,
     // so the step inherits the filter; the chroot tier keeps the host's root here, where the paths would resolve).
     let emulation = (spec.emulate_ids && spec.userns == UsernsMode::Single && !spec.isolation.chroot)
         .then(crate::id_emulation::install)
@@ -127,7 +127,7 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
         }
         ForkResult::Parent { child } => {
             if let Some(listener) = &emulation {
-                crate::id_emulation::supervise(listener, child);
+                crate::id_emulation::supervise(listener, child, spec.single_id_as, spec.groups.clone());
             }
             let status = loop {
                 match waitpid(child, None) {

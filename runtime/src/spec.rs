@@ -127,6 +127,10 @@ pub struct RunSpec {
     /// (seccomp user notification) instead of failing them (`id_emulation`).
     #[serde(default)]
     pub emulate_ids: bool,
+    /// With id emulation: the step user's groups (the primary first) that `getgroups` answers, where the one id
+    /// cannot have supplementary groups.
+    #[serde(default)]
+    pub groups: Option<Vec<u32>>,
 }
 
 /// How a run ended.

@@ -14,6 +14,8 @@ pub struct Builder {
     pub root: PathBuf,
     pub work: PathBuf,
     pub as_user: bool,
+    /// As the user, but with one id mapped (`RBUILD_USERNS=single`: no subordinate ids used).
+    pub one_id: bool,
 }
 
 impl Builder {
@@ -23,6 +25,25 @@ impl Builder {
         assert!(b.rb(&["load", "-i", test_image("busybox").to_str().unwrap()]).status.success());
         assert!(b.rb(&["tag", "busybox", "localhost/busybox:latest"]).status.success());
         b
+    }
+
+    /// A builder as the unprivileged user with one id mapped (busybox loaded), as a user without subordinate ids
+    /// builds.
+    pub fn one_id() -> Builder {
+        let mut b = Builder::empty(true);
+        b.one_id = true;
+        assert!(b.rb(&["load", "-i", test_image("busybox").to_str().unwrap()]).status.success());
+        assert!(b.rb(&["tag", "busybox", "localhost/busybox:latest"]).status.success());
+        b
+    }
+
+    /// Who builds, for messages: `root`, `user` or `one-id`.
+    pub fn who(&self) -> &'static str {
+        match (self.as_user, self.one_id) {
+            (false, _) => "root",
+            (true, false) => "user",
+            (true, true) => "one-id",
+        }
     }
 
     /// A builder with an empty store.
@@ -35,7 +56,7 @@ impl Builder {
             fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
             crate::give_to_test_user(dir.path());
         }
-        Builder { _dir: dir, root, work, as_user }
+        Builder { _dir: dir, root, work, as_user, one_id: false }
     }
 
     pub fn rb(&self, args: &[&str]) -> Output {
@@ -52,6 +73,9 @@ impl Builder {
         let mut cmd = if self.as_user {
             let mut c = Command::new("runuser");
             c.args(["-u", TEST_USER, "--", "env", "-u", "RBUILD_USERNS", "RBUILD_OFFLINE=1"]);
+            if self.one_id {
+                c.arg("RBUILD_USERNS=single");
+            }
             c.args(env.iter().map(|(k, v)| format!("{k}={v}")));
             c.arg(rbuild_bin());
             c

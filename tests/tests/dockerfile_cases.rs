@@ -36,6 +36,9 @@ struct Case {
     expect: Expect,
     /// A second build after the first, to check what the cache does.
     rebuild: Option<Rebuild>,
+    /// Why the case cannot pass with one id mapped (it changes owners or users, so it would run that way too):
+    /// what it checks is what docs/one-id.md says a step cannot observe.
+    not_one_id: Option<String>,
 }
 
 fn dot() -> String {
@@ -177,7 +180,7 @@ fn text(b: &[u8]) -> String {
 
 /// Run one case with one builder; Err says what differed.
 fn run_case(builder: &Builder, id: &str, dir: &Path, case: &Case) -> Result<(), String> {
-    let work = builder.work.join(format!("{}-{}", id.replace('/', "-"), if builder.as_user { "user" } else { "root" }));
+    let work = builder.work.join(format!("{}-{}", id.replace('/', "-"), builder.who()));
     let ctx = work.join("ctx");
     copy_case(dir, &ctx, true);
     if builder.as_user {
@@ -355,6 +358,18 @@ fn cited_buildkit_tests(description: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether a case's Dockerfiles change owners or switch users (`chown`, `--chown`, `USER`).
+fn changes_owners(dir: &Path) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        let name = e.file_name().to_string_lossy().into_owned();
+        name.contains("Dockerfile")
+            && std::fs::read_to_string(e.path()).is_ok_and(|t| {
+                let t = t.to_ascii_lowercase();
+                t.contains("chown") || t.lines().any(|l| l.trim_start().starts_with("user "))
+            })
+    })
+}
+
 #[test]
 fn dockerfile_cases() {
     let filter = std::env::var("RBUILD_CASES").unwrap_or_default();
@@ -385,12 +400,17 @@ fn dockerfile_cases() {
     let mut builders = vec![Builder::new(root)];
     if root {
         builders.push(Builder::new(false));
+        // Cases that change owners or run as a USER also run with one id mapped (no subordinate ids).
+        builders.push(Builder::one_id());
     }
     let mut jobs = Vec::new();
     for (id, dir, case) in cases.iter().filter(|(id, _, _)| id.contains(&filter)) {
         jobs.push((id, dir, case, 0));
         if root && case.root {
             jobs.push((id, dir, case, 1));
+        }
+        if root && case.not_one_id.is_none() && changes_owners(dir) {
+            jobs.push((id, dir, case, 2));
         }
     }
     let next = AtomicUsize::new(0);
@@ -402,7 +422,7 @@ fn dockerfile_cases() {
                     let i = next.fetch_add(1, Ordering::SeqCst);
                     let Some(&(id, dir, case, b)) = jobs.get(i) else { break };
                     let builder = &builders[b];
-                    let who = if builder.as_user { "user" } else { "root" };
+                    let who = builder.who();
                     let r = run_case(builder, id, dir, case);
                     results.lock().unwrap().push((format!("{id} ({who})"), r));
                 }

@@ -40,9 +40,10 @@ pub struct ExecRequest {
     pub cwd: String,
     /// The stage's USER (resolved by the executor in the step's own /etc/passwd), `None` for root.
     pub user: Option<String>,
-    /// The USER's (uid, gid) as the stage's /etc/passwd and /etc/group give them (None: root, or not found there;
-    /// the executor then reports an unknown user itself). With one id mapped, that id becomes this user.
-    pub user_ids: Option<(u32, u32)>,
+    /// Who the step runs as, resolved in the stage's /etc/passwd and /etc/group as the sandbox resolves USER (None:
+    /// not found there; the executor then reports the unknown user itself). With one id mapped, that id becomes
+    /// this user.
+    pub identity: Option<rbuild_runtime::user::ResolvedUser>,
     pub network: Network,
     /// `--add-host` entries: (name, address).
     pub extra_hosts: Vec<(String, String)>,

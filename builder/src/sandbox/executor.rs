@@ -8,6 +8,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use rbuild_runtime::user::ResolvedUser;
 use rbuild_runtime::{
     Isolation, Mount, NetworkMode, OutputMode, OutputStream, Rootfs, RunOutcome, RunSpec, Runtime, UsernsMode,
 };
@@ -315,9 +316,11 @@ impl<'a> SandboxExecutor<'a> {
         finished: &Finished<'_>,
         layer: &LayerOptions,
         lowers: &[PathBuf],
-        user_ids: Option<(u32, u32)>,
+        identity: Option<&ResolvedUser>,
     ) -> Result<Changes> {
-        let one_id_user = user_ids.filter(|_| self.userns == UsernsMode::Single && one_id_user_mapping());
+        let one_id_user = identity
+            .map(|u| (u.uid, u.gid))
+            .filter(|ids| *ids != (0, 0) && self.userns == UsernsMode::Single && one_id_user_mapping());
         let ids = match one_id_user {
             Some(user) => super::idmap::one_id_as(user),
             None => id_map_for(self.userns),
@@ -352,18 +355,16 @@ fn one_id_user_mapping() -> bool {
 }
 
 impl SandboxExecutor<'_> {
-    /// With one id mapped: a USER step's one id is that user; a root step gets ownership changes and id switches
-    /// emulated (`rbuild_runtime`'s id emulation).
-    fn with_one_id(&self, mut spec: RunSpec, user_ids: Option<(u32, u32)>) -> RunSpec {
+    /// With one id mapped: the one id is the step's user (root or its USER), and ownership changes and id
+    /// switches are emulated (`rbuild_runtime`'s id emulation), with the user's supplementary groups.
+    fn with_one_id(&self, mut spec: RunSpec, identity: Option<&ResolvedUser>) -> RunSpec {
         if self.userns != UsernsMode::Single || !one_id_user_mapping() {
             return spec;
         }
-        match user_ids {
-            Some(ids) => {
-                spec.single_id_as = ids;
-                spec.emulate_ids = ids.0 == 0;
-            }
-            None => spec.emulate_ids = true,
+        spec.emulate_ids = true;
+        if let Some(u) = identity {
+            spec.single_id_as = (u.uid, u.gid);
+            spec.groups = Some(u.groups.clone());
         }
         spec
     }
@@ -411,8 +412,9 @@ impl Executor for SandboxExecutor<'_> {
             emulator: self.emulator_for(&req.platform)?,
             single_id_as: (0, 0),
             emulate_ids: false,
+            groups: None,
         };
-        let spec = self.with_one_id(spec, req.user_ids);
+        let spec = self.with_one_id(spec, req.identity.as_ref());
         // Output lines go through a channel (the runtime's sink must be 'static) to the caller's sink.
         let (tx, rx) = std::sync::mpsc::channel::<(Stream, String)>();
         let sink = std::sync::Arc::new(move |stream: OutputStream, line: &[u8]| {
@@ -445,7 +447,7 @@ impl Executor for SandboxExecutor<'_> {
                     notes = self.failure_notes(owner_trouble.load(std::sync::atomic::Ordering::Relaxed));
                     return Ok(());
                 }
-                let changes = self.changes(finished, &req.layer, &req.lowers, req.user_ids)?;
+                let changes = self.changes(finished, &req.layer, &req.lowers, req.identity.as_ref())?;
                 commit(StepChanges { dir: finished.upper, changes, as_snapshot: finished.overlay })
             });
             let _ = forwarder.join();

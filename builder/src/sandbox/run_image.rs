@@ -158,6 +158,7 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
         emulator: executor.emulator_for(&platform)?,
         single_id_as: (0, 0),
         emulate_ids: false,
+        groups: None,
     };
     let run = SandboxRun {
         lowers: &lowers,

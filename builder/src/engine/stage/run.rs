@@ -174,14 +174,14 @@ impl StageBuilder<'_> {
                     used.insert(crate::sandbox::mounts::cache_dir_name(m));
                 }
             }
-            let user_ids = self.user_ids(ins).ok().flatten();
+            let identity = self.step_identity();
             let request = ExecRequest {
                 lowers: self.state.snapshots.clone(),
                 argv,
                 env,
                 cwd: workdir,
                 user,
-                user_ids,
+                identity,
                 network,
                 extra_hosts: self.req.extra_hosts.clone(),
                 mounts,

@@ -106,6 +106,13 @@ impl StageBuilder<'_> {
         Ok(Some(ids).filter(|ids| *ids != (0, 0)))
     }
 
+    /// Who a RUN step runs as: the stage's USER resolved in its /etc/passwd and /etc/group exactly as the sandbox
+    /// resolves it (a numeric uid without an entry has gid 0; supplementary groups from /etc/group).
+    pub(super) fn step_identity(&self) -> Option<rbuild_runtime::user::ResolvedUser> {
+        let text = |f: &str| String::from_utf8_lossy(&self.read_stage_file(f).unwrap_or_default()).into_owned();
+        rbuild_runtime::user::resolve_in(&text("etc/passwd"), &text("etc/group"), self.state.config.user()).ok()
+    }
+
     /// A COPY/ADD destination made absolute against the stage's WORKDIR.
     pub(super) fn in_workdir(&self, dest: &str) -> String {
         if dest.starts_with('/') {
