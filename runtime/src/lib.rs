@@ -15,6 +15,7 @@ mod id_emulation;
 mod init;
 mod launcher;
 mod mounts;
+pub mod owner_record;
 pub mod probe;
 mod spec;
 pub mod user;

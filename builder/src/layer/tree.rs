@@ -62,7 +62,7 @@ pub struct TreeEntry {
 pub(crate) const WHITEOUT_PREFIX: &[u8] = b".wh.";
 pub(crate) const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 /// The xattr that records the real owner of a file unpacked rootless with one id mapped (as umoci does).
-pub const ROOTLESS_XATTR: &str = "user.rootlesscontainers";
+pub const ROOTLESS_XATTR: &str = rbuild_runtime::owner_record::NAME;
 /// The file capability xattr, the one a layer carries.
 pub const CAPABILITY_XATTR: &str = "security.capability";
 /// Where a file made rootless on the host records the capabilities it could not be given (an unprivileged user
