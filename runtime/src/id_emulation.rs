@@ -18,9 +18,6 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::libc;
 
-use crate::error::SetupStage;
-use crate::spec::Failure;
-
 use crate::owner_record::{self, NAME as OWNER_XATTR};
 
 #[cfg(target_arch = "x86_64")]
@@ -58,8 +55,9 @@ fn intercepted() -> Vec<i64> {
         libc::SYS_setgroups,
     ];
     calls.extend(GETTERS);
+    calls.extend([libc::SYS_fstat, libc::SYS_newfstatat, libc::SYS_statx]);
     #[cfg(target_arch = "x86_64")]
-    calls.extend([libc::SYS_chown, libc::SYS_lchown]);
+    calls.extend([libc::SYS_chown, libc::SYS_lchown, libc::SYS_stat, libc::SYS_lstat]);
     calls
 }
 
@@ -100,35 +98,84 @@ fn program(calls: &[i64]) -> Vec<SockFilter> {
     p
 }
 
-/// What the init keeps to answer: the listener and a handle on /proc as the init sees it now.
+/// The listener the init answers from.
 pub(crate) struct Listener {
     fd: OwnedFd,
 }
 
-/// Install the filter on this process (the init; the step it forks inherits it) and keep /proc as the working
-/// directory. Must run before the fork, while /proc is the init's own.
-pub(crate) fn install() -> Result<Listener, Failure> {
-    let fail = |step: &str, e: std::io::Error| Failure::new(SetupStage::Process, step, e);
+/// How the step hands its listener to the init: the step installs the filter on itself just before it execs (the
+/// init must not be under it: it makes the very calls it answers), tells the init the descriptor's number, and waits
+/// until the init has taken a copy (`pidfd_getfd`) before it closes its own.
+pub(crate) struct Channel {
+    to_init: (OwnedFd, OwnedFd),
+    to_step: (OwnedFd, OwnedFd),
+}
+
+/// In the init, before the fork: the channel, and /proc as the init's working directory (kept when the step's
+/// root replaces the init's, so the step's processes can be found through it).
+pub(crate) fn prepare() -> Option<Channel> {
     if AUDIT_ARCH == 0 {
-        return Err(fail("install the ownership filter", std::io::Error::from(std::io::ErrorKind::Unsupported)));
+        return None;
     }
-    std::env::set_current_dir("/proc").map_err(|e| fail("enter /proc for id emulation", e))?;
-    let filter = program(&intercepted());
-    let prog = SockFprog { len: filter.len() as u16, filter: filter.as_ptr() };
-    // SAFETY: the kernel reads `prog` and the filter it points to, both alive for the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_seccomp,
-            libc::SECCOMP_SET_MODE_FILTER,
-            libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
-            &prog as *const SockFprog,
-        )
-    };
-    if fd < 0 {
-        return Err(fail("install the ownership filter", std::io::Error::last_os_error()));
+    std::env::set_current_dir("/proc").ok()?;
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ok();
+    Some(Channel { to_init: pipe()?, to_step: pipe()? })
+}
+
+impl Channel {
+    /// In the step, after its last set-up call and before exec: install the filter and hand the listener over.
+    /// Without one (an old kernel), the step runs as if there were no emulation.
+    pub(crate) fn install_in_step(self) {
+        let filter = program(&intercepted());
+        let prog = SockFprog { len: filter.len() as u16, filter: filter.as_ptr() };
+        // SAFETY: the kernel reads `prog` and the filter it points to, both alive for the call.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_seccomp,
+                libc::SECCOMP_SET_MODE_FILTER,
+                libc::SECCOMP_FILTER_FLAG_NEW_LISTENER,
+                &prog as *const SockFprog,
+            )
+        } as i32;
+        let _ = nix::unistd::write(&self.to_init.1, &fd.to_ne_bytes());
+        if fd >= 0 {
+            let mut ack = [0u8; 1];
+            let _ = nix::unistd::read(&self.to_step.0, &mut ack);
+            // SAFETY: the descriptor the kernel gave us above; the init holds its own copy now.
+            unsafe { libc::close(fd) };
+        }
     }
-    // SAFETY: the kernel just returned this descriptor to us; nothing else owns it.
-    Ok(Listener { fd: unsafe { OwnedFd::from_raw_fd(fd as RawFd) } })
+
+    /// In the init: the step's listener, once the step has installed its filter (None: it could not, or it
+    /// ended before).
+    pub(crate) fn receive(self, child: nix::unistd::Pid) -> Option<Listener> {
+        let Channel { to_init: (from_step, to_init_w), to_step: (to_step_r, to_step) } = self;
+        drop((to_init_w, to_step_r));
+        let mut number = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match nix::unistd::read(&from_step, &mut number[got..]) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => got += n,
+            }
+        }
+        let fd = i32::from_ne_bytes(number);
+        if fd < 0 {
+            return None;
+        }
+        // SAFETY: pidfd_open and pidfd_getfd take integers and return new descriptors (or -1).
+        let copy = unsafe {
+            let pidfd = libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) as i32;
+            let copy = if pidfd >= 0 { libc::syscall(libc::SYS_pidfd_getfd, pidfd, fd, 0) as i32 } else { -1 };
+            if pidfd >= 0 {
+                libc::close(pidfd);
+            }
+            copy
+        };
+        let _ = nix::unistd::write(&to_step, &[1]);
+        // SAFETY: pidfd_getfd gave us this descriptor; nothing else owns it.
+        (copy >= 0).then(|| Listener { fd: unsafe { OwnedFd::from_raw_fd(copy) } })
+    }
 }
 
 /// A process's emulated ids (after it switched ids once).
@@ -242,6 +289,9 @@ impl Supervisor {
         let nr = i64::from(req.data.nr);
         let a = req.data.args;
         let pid = req.pid as i32;
+        if let Some((target, buf, statx)) = stat_call(nr, &a, |addr| self.read_path(pid, addr)) {
+            return self.stat(listener, req, target, buf, statx);
+        }
         if is_ownership_call(nr) {
             // A process that is not (emulating) root changes owners as the kernel lets it: its own ids only.
             let euid = match self.creds.is_empty() {
@@ -381,7 +431,7 @@ impl Supervisor {
             // A symbolic link's owner has nowhere to be recorded; its target's is not what was asked to change.
             return Answer::Value(0);
         }
-        let (old_uid, old_gid) = current_record(&c_path).unwrap_or((0, 0));
+        let (old_uid, old_gid) = current_record(&c_path, true).unwrap_or((0, 0));
         let new_uid = if uid as u32 == u32::MAX { old_uid } else { uid as u32 };
         let new_gid = if gid as u32 == u32::MAX { old_gid } else { gid as u32 };
         let record = owner_record::encode(new_uid, new_gid);
@@ -394,9 +444,74 @@ impl Supervisor {
         Answer::Value(0)
     }
 
+    /// A stat of a file with an owner record, in a root step: answered here with the recorded owner, so that what
+    /// a step chowned shows as chowned (and tools that copy owners from stat copy the right ones). Everything else
+    /// (no record, a USER step, anything unexpected) is left to the kernel.
+    fn stat(
+        &self,
+        listener: &Listener,
+        req: &libc::seccomp_notif,
+        target: Target,
+        buf: u64,
+        statx: Option<(i32, u32)>,
+    ) -> Answer {
+        if self.base.uid[0] != 0 {
+            return Answer::Continue;
+        }
+        let pid = req.pid as i32;
+        let follow = !matches!(target, Target::Path { follow: false, .. });
+        let Some(Ok(c_path)) = self.resolve(pid, &target).map(CString::new) else { return Answer::Continue };
+        let Some((uid, gid)) = current_record(&c_path, follow) else { return Answer::Continue };
+        let bytes = match statx {
+            None => {
+                // SAFETY: an all-zero stat is a valid buffer for the kernel to fill.
+                let mut st: libc::stat = unsafe { std::mem::zeroed() };
+                // SAFETY: `c_path` is NUL-terminated and `st` a live stat buffer.
+                let r = unsafe {
+                    if follow { libc::stat(c_path.as_ptr(), &mut st) } else { libc::lstat(c_path.as_ptr(), &mut st) }
+                };
+                if r != 0 {
+                    return Answer::Continue;
+                }
+                (st.st_uid, st.st_gid) = (uid, gid);
+                // SAFETY: viewing a plain C struct as its bytes.
+                unsafe {
+                    std::slice::from_raw_parts(
+                        (&st as *const libc::stat).cast::<u8>(),
+                        std::mem::size_of::<libc::stat>(),
+                    )
+                }
+                .to_vec()
+            }
+            Some((flags, mask)) => {
+                // SAFETY: an all-zero statx is a valid buffer for the kernel to fill.
+                let mut sx: libc::statx = unsafe { std::mem::zeroed() };
+                let flags = (flags & !libc::AT_EMPTY_PATH) | if follow { 0 } else { libc::AT_SYMLINK_NOFOLLOW };
+                // SAFETY: `c_path` is NUL-terminated and `sx` a live statx buffer.
+                if unsafe { libc::statx(libc::AT_FDCWD, c_path.as_ptr(), flags, mask, &mut sx) } != 0 {
+                    return Answer::Continue;
+                }
+                (sx.stx_uid, sx.stx_gid) = (uid, gid);
+                // SAFETY: viewing a plain C struct as its bytes.
+                unsafe {
+                    std::slice::from_raw_parts(
+                        (&sx as *const libc::statx).cast::<u8>(),
+                        std::mem::size_of::<libc::statx>(),
+                    )
+                }
+                .to_vec()
+            }
+        };
+        if !notification_valid(listener, req.id) || !write_memory(pid, buf, &bytes) {
+            return Answer::Continue;
+        }
+        Answer::Value(0)
+    }
+
     /// The path (relative to the init's working directory, /proc) that names the target's file.
     fn resolve(&self, pid: i32, target: &Target) -> Option<String> {
         match target {
+            Target::Fd(fd) if *fd == libc::AT_FDCWD => Some(format!("{pid}/cwd")),
             Target::Fd(fd) => Some(format!("{pid}/fd/{fd}")),
             Target::Path { dirfd, path, .. } => {
                 let p = self.read_path(pid, *path)?;
@@ -437,6 +552,44 @@ fn groups_answer(groups: &[u32], pid: i32, a: &[u64; 6]) -> Answer {
         return Answer::Errno(libc::EFAULT);
     }
     Answer::Value(groups.len() as i64)
+}
+
+/// A stat call: the file it names, the buffer it fills, and for `statx` its flags and mask.
+type StatCall = (Target, u64, Option<(i32, u32)>);
+
+/// For a stat call: the file it names, the buffer it fills, and for `statx` its flags and mask.
+fn stat_call(
+    nr: i64,
+    a: &[u64; 6],
+    read_path: impl Fn(u64) -> Option<String>,
+) -> Option<(Target, u64, Option<(i32, u32)>)> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if nr == libc::SYS_stat || nr == libc::SYS_lstat {
+            let follow = nr == libc::SYS_stat;
+            return Some((Target::Path { dirfd: None, path: a[0], follow }, a[1], None));
+        }
+    }
+    if nr == libc::SYS_fstat {
+        return Some((Target::Fd(a[0] as i32), a[1], None));
+    }
+    let at = |flags: i32, buf: u64, statx: Option<(i32, u32)>| {
+        let dirfd = a[0] as i32;
+        let target = if flags & libc::AT_EMPTY_PATH != 0 && read_path(a[1]).is_some_and(|p| p.is_empty()) {
+            Target::Fd(dirfd)
+        } else {
+            let dirfd = (dirfd != libc::AT_FDCWD).then_some(dirfd);
+            Target::Path { dirfd, path: a[1], follow: flags & libc::AT_SYMLINK_NOFOLLOW == 0 }
+        };
+        Some((target, buf, statx))
+    };
+    if nr == libc::SYS_newfstatat {
+        return at(a[3] as i32, a[2], None);
+    }
+    if nr == libc::SYS_statx {
+        return at(a[2] as i32, a[4], Some((a[2] as i32, a[3] as u32)));
+    }
+    None
 }
 
 /// Whether `nr` changes a file's owner.
@@ -594,12 +747,18 @@ fn write_memory(pid: i32, addr: u64, bytes: &[u8]) -> bool {
     n == bytes.len() as isize
 }
 
-/// The owner record a file has now, if any.
-fn current_record(path: &CString) -> Option<(u32, u32)> {
+/// The owner record a file has now, if any (`follow`: of the file a final symbolic link names).
+fn current_record(path: &CString, follow: bool) -> Option<(u32, u32)> {
     let name = CString::new(OWNER_XATTR).ok()?;
     let mut buf = [0u8; 32];
     // SAFETY: the kernel writes at most `buf.len()` bytes into `buf`.
-    let n = unsafe { libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe {
+        if follow {
+            libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        } else {
+            libc::lgetxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        }
+    };
     if n < 0 {
         return None;
     }

@@ -107,19 +107,17 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
         // No pid namespace to end with the step: what it leaves running is reparented here and killed after it.
         prctl::set_child_subreaper(true).map_err(|e| Failure::new(SetupStage::Process, "become a subreaper", e))?;
     }
-    // One id: ownership changes and id switches are answered here (installed before the fork,
-    // so the step inherits the filter; the chroot tier keeps the host's root here, where the paths would resolve).
-    // A kernel without seccomp user notification (before 5.0) runs the step without it, as before.
+    // One id: ownership changes, id switches and what stat says of recorded owners are answered here (the
+    // chroot tier keeps the host's root here, where the step's paths would resolve). A kernel without seccomp user
+    // notification (before 5.0) runs the step without it, as before.
     let emulation = (spec.emulate_ids && spec.userns == UsernsMode::Single && !spec.isolation.chroot)
-        .then(crate::id_emulation::install)
-        .and_then(Result::ok);
+        .then(crate::id_emulation::prepare)
+        .flatten();
     // SAFETY: this process is single-threaded (a fresh exec that started no threads), so fork is sound.
     match unsafe { fork() }.map_err(|e| Failure::new(SetupStage::Init, "fork", e))? {
         ForkResult::Child => {
-            // The step must not hold the listener.
-            drop(emulation);
             // Pid 1 of the new pid namespace: set up the root and become the step.
-            let err = step_main(&spec, status);
+            let err = step_main(&spec, status, emulation);
             send(
                 status,
                 &InitMessage::Failed { stage: err.stage, step: err.step, message: err.message, hint: err.hint },
@@ -127,8 +125,8 @@ fn run_init(spec_in: File, status: &mut File) -> Result<ExitStatus, Failure> {
             std::process::exit(127);
         }
         ForkResult::Parent { child } => {
-            if let Some(listener) = &emulation {
-                crate::id_emulation::supervise(listener, child, spec.single_id_as, spec.groups.clone());
+            if let Some(listener) = emulation.and_then(|channel| channel.receive(child)) {
+                crate::id_emulation::supervise(&listener, child, spec.single_id_as, spec.groups.clone());
             }
             let status = loop {
                 match waitpid(child, None) {
@@ -247,7 +245,7 @@ fn remove_tree(path: &Path) -> Result<ExitStatus, Failure> {
 }
 
 /// In pid 1 of the sandbox: mounts, root switch, identity, then exec. Returns only on failure.
-fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
+fn step_main(spec: &RunSpec, status: &mut File, emulation: Option<crate::id_emulation::Channel>) -> Failure {
     if let Err(e) = prctl::set_pdeathsig(Signal::SIGKILL) {
         return Failure::new(SetupStage::Init, "set parent-death signal", e);
     }
@@ -302,6 +300,10 @@ fn step_main(spec: &RunSpec, status: &mut File) -> Failure {
     for fd in [STATUS_FD, SPEC_FD] {
         // SAFETY: setting FD_CLOEXEC on descriptors this process owns has no memory-safety effect.
         unsafe { nix::libc::fcntl(fd, nix::libc::F_SETFD, nix::libc::FD_CLOEXEC) };
+    }
+    // Last: from here on the init answers this process's ownership and id calls.
+    if let Some(channel) = emulation {
+        channel.install_in_step();
     }
     exec(spec, &env)
 }
