@@ -558,11 +558,7 @@ fn groups_answer(groups: &[u32], pid: i32, a: &[u64; 6]) -> Answer {
 type StatCall = (Target, u64, Option<(i32, u32)>);
 
 /// For a stat call: the file it names, the buffer it fills, and for `statx` its flags and mask.
-fn stat_call(
-    nr: i64,
-    a: &[u64; 6],
-    read_path: impl Fn(u64) -> Option<String>,
-) -> Option<(Target, u64, Option<(i32, u32)>)> {
+fn stat_call(nr: i64, a: &[u64; 6], read_path: impl Fn(u64) -> Option<String>) -> Option<StatCall> {
     #[cfg(target_arch = "x86_64")]
     {
         if nr == libc::SYS_stat || nr == libc::SYS_lstat {
