@@ -394,3 +394,37 @@ fn buildkit_named_image_context_platform() {
     );
     assert!(out.contains("hello"), "{out}");
 }
+
+/// `rbuild save --format docker` of an image index takes one platform's image (a Docker archive holds one):
+/// the host's by default, the one `--platform` names otherwise; a platform the index lacks is an error naming it.
+#[test]
+fn save_as_a_docker_archive_takes_the_platform_asked_for() {
+    let s = Workspace::new(identities()[0], "save-platform", &[]);
+    let layout = test_image("busybox-multi");
+    s.ok(&[], &["load", "-i", layout.to_str().unwrap(), "--name", "multi"]);
+    let dir = s.dir.path();
+    let arch_in = |tar: &Path| {
+        let manifest: serde_json::Value = serde_json::from_str(&tar_member(tar, "manifest.json").unwrap()).unwrap();
+        let config: serde_json::Value =
+            serde_json::from_str(&tar_member(tar, manifest[0]["Config"].as_str().unwrap()).unwrap()).unwrap();
+        config["architecture"].as_str().unwrap().to_string()
+    };
+    let host = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    };
+    for (platform, want) in [(None, host), (Some("linux/arm64"), "arm64"), (Some("linux/s390x"), "s390x")] {
+        let out = dir.join(format!("{want}-{}.tar", platform.is_some()));
+        let mut args = vec!["save", "--format", "docker", "-o", out.to_str().unwrap()];
+        if let Some(p) = platform {
+            args.extend(["--platform", p]);
+        }
+        args.push("multi");
+        s.ok(&[], &args);
+        assert_eq!(arch_in(&out), want, "{platform:?}");
+    }
+    let out = s.rbuild(&[], &["save", "--format", "docker", "--platform", "linux/riscv64", "-o", "x.tar", "multi"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("linux/riscv64"), "{}", text(&out.stderr));
+}

@@ -15,6 +15,7 @@ use super::layout::{export_layout, import_layout};
 use crate::digest::{Digest, HashingWriter, digest_reader};
 use crate::error::{Error, Result};
 use crate::layer::{ApplyMode, ApplyOptions, TreeEntry, apply_tar, collect_tree, decompressed};
+use crate::platform::Platform;
 use crate::store::{ImageRecord, Store};
 
 /// The archive formats `rbuild save` writes.
@@ -103,7 +104,15 @@ fn write_file_atomically(dest: &Path, f: impl FnOnce(&mut io::BufWriter<fs::File
 }
 
 /// `rbuild save`: write `images` to `dest` (`-` is standard output) in `format`.
-pub fn save(store: &Store, images: &[(Reference, Digest)], format: ArchiveFormat, dest: &Path) -> Result<()> {
+/// `platform` picks the image of an index for a Docker archive (which holds one platform's image); the host's by
+/// default. An OCI archive keeps indexes whole.
+pub fn save(
+    store: &Store,
+    images: &[(Reference, Digest)],
+    format: ArchiveFormat,
+    dest: &Path,
+    platform: Option<&Platform>,
+) -> Result<()> {
     if format == ArchiveFormat::Oci && dest.is_dir() {
         // An existing directory receives an OCI layout (added to whatever layout it holds).
         return export_layout(store, images, dest);
@@ -113,7 +122,7 @@ pub fn save(store: &Store, images: &[(Reference, Digest)], format: ArchiveFormat
     let result = (|| {
         match format {
             ArchiveFormat::Oci => export_layout(store, images, &staging)?,
-            ArchiveFormat::Docker => stage_docker_archive(store, images, &staging)?,
+            ArchiveFormat::Docker => stage_docker_archive(store, images, &staging, platform)?,
         }
         if dest == Path::new("-") {
             let stdout = io::stdout();
@@ -129,11 +138,19 @@ pub fn save(store: &Store, images: &[(Reference, Digest)], format: ArchiveFormat
 
 /// Lay out a Docker archive in `dir`: per image `<config hex>.json`, `<diff_id hex>/layer.tar` (uncompressed,
 /// verified against the config's diff_ids), then `manifest.json` and `repositories`.
-fn stage_docker_archive(store: &Store, images: &[(Reference, Digest)], dir: &Path) -> Result<()> {
+fn stage_docker_archive(
+    store: &Store,
+    images: &[(Reference, Digest)],
+    dir: &Path,
+    platform: Option<&Platform>,
+) -> Result<()> {
     let mut manifest = Vec::new();
     let mut repositories = serde_json::Map::new();
     for (name, digest) in images {
-        let img = load_image(store, digest)?;
+        let img = match platform {
+            Some(p) => super::image::load_image_for(store, digest, p)?,
+            None => load_image(store, digest)?,
+        };
         let config_file = format!("{}.json", img.config_digest.hex());
         fs::write(dir.join(&config_file), &img.config_bytes).map_err(Error::io("write", dir.join(&config_file)))?;
         let diff_ids = img.diff_ids()?;

@@ -225,7 +225,7 @@ pub fn write(
             } else {
                 parse_names(names)?.into_iter().map(|r| (r, digest.clone())).collect()
             };
-            super::archive::save(store, &named, *format, dest)?;
+            super::archive::save(store, &named, *format, dest, None)?;
         }
         Output::Tar { dest } => {
             let out: Box<dyn std::io::Write> = if dest == Path::new("-") {

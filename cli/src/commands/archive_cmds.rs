@@ -26,6 +26,10 @@ pub struct SaveArgs {
     pub output: PathBuf,
     #[arg(long, value_enum, default_value = "oci")]
     pub format: SaveFormat,
+    /// With --format docker: the platform to take from an image index (a Docker archive holds one platform's
+    /// image; default: the host's).
+    #[arg(long)]
+    pub platform: Option<String>,
     /// The images to save.
     #[arg(required = true)]
     pub images: Vec<String>,
@@ -45,7 +49,12 @@ pub fn save(store: &Store, args: SaveArgs) -> anyhow::Result<ExitCode> {
         SaveFormat::Oci => ArchiveFormat::Oci,
         SaveFormat::Docker => ArchiveFormat::Docker,
     };
-    export::save(store, &images, format, &args.output)?;
+    let platform = match args.platform.as_deref().map(rbuild_builder::platform::Platform::parse) {
+        Some(Err(e)) => bail!("--platform: {e}"),
+        Some(Ok(p)) => Some(p),
+        None => None,
+    };
+    export::save(store, &images, format, &args.output, platform.as_ref())?;
     Ok(ExitCode::SUCCESS)
 }
 
