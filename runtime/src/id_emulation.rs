@@ -474,14 +474,7 @@ impl Supervisor {
                     return Answer::Continue;
                 }
                 (st.st_uid, st.st_gid) = (uid, gid);
-                // SAFETY: viewing a plain C struct as its bytes.
-                unsafe {
-                    std::slice::from_raw_parts(
-                        (&st as *const libc::stat).cast::<u8>(),
-                        std::mem::size_of::<libc::stat>(),
-                    )
-                }
-                .to_vec()
+                bytes_of(&st)
             }
             Some((flags, mask)) => {
                 // SAFETY: an all-zero statx is a valid buffer for the kernel to fill.
@@ -492,14 +485,7 @@ impl Supervisor {
                     return Answer::Continue;
                 }
                 (sx.stx_uid, sx.stx_gid) = (uid, gid);
-                // SAFETY: viewing a plain C struct as its bytes.
-                unsafe {
-                    std::slice::from_raw_parts(
-                        (&sx as *const libc::statx).cast::<u8>(),
-                        std::mem::size_of::<libc::statx>(),
-                    )
-                }
-                .to_vec()
+                bytes_of(&sx)
             }
         };
         if !notification_valid(listener, req.id) || !write_memory(pid, buf, &bytes) {
@@ -552,6 +538,13 @@ fn groups_answer(groups: &[u32], pid: i32, a: &[u64; 6]) -> Answer {
         return Answer::Errno(libc::EFAULT);
     }
     Answer::Value(groups.len() as i64)
+}
+
+/// The bytes of a plain C struct the kernel filled (`stat`, `statx`), to write into the target's memory.
+fn bytes_of<T: Copy>(value: &T) -> Vec<u8> {
+    // SAFETY: `T` is a plain-old-data struct (Copy, no references); its bytes are all initialised (zeroed, then
+    // filled by the kernel).
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }.to_vec()
 }
 
 /// A stat call: the file it names, the buffer it fills, and for `statx` its flags and mask.
