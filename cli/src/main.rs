@@ -18,8 +18,10 @@ struct Cli {
     #[arg(long, global = true, env = "RBUILD_USERNS", value_parser = ["auto", "single", "subuid", "off"])]
     userns: Option<String>,
     /// How much of the sandbox RUN steps may give up where the host refuses part of it (a CI container): auto
-    /// (the best this host allows, each thing given up said once) or sandbox (the full sandbox or fail).
-    #[arg(long, global = true, env = "RBUILD_ISOLATION", value_parser = ["auto", "sandbox"])]
+    /// (the best this host allows, each thing given up said once), sandbox (the full sandbox or fail), container
+    /// (no namespaces: steps run in this container's own root, as Kaniko did; root in a container only; the store
+    /// defaults to /rbuild/store) or auto+container (namespaces where allowed, else container).
+    #[arg(long, global = true, env = "RBUILD_ISOLATION", value_parser = ["auto", "sandbox", "container", "auto+container"])]
     isolation: Option<String>,
     #[command(flatten)]
     registry: commands::registry_cmds::RegistryFlags,
@@ -88,11 +90,18 @@ fn main() -> ExitCode {
     if args.get(1).is_some_and(|a| a == rbuild_builder::sandbox::tree_ops::TREE_OP_ARG) {
         return ExitCode::from(rbuild_builder::sandbox::tree_ops::tree_op_main(&args[2..]) as u8);
     }
-    let cli = Cli::parse();
-    commands::set_isolation(
+    let mut cli = Cli::parse();
+    let isolation =
         rbuild_builder::sandbox::isolation::IsolationChoice::parse(cli.isolation.as_deref().unwrap_or("auto"))
-            .unwrap_or_default(),
-    );
+            .unwrap_or_default();
+    commands::set_isolation(isolation);
+    if isolation.allows_container() {
+        let runs_steps = matches!(cli.command, Command::Build(_) | Command::Compose(_) | Command::Run(_));
+        if let Err(e) = commands::container_setup(&mut cli.root, isolation, runs_steps) {
+            eprintln!("error: {}", error_text(&e));
+            return ExitCode::FAILURE;
+        }
+    }
     use commands::store_cmds as sc;
     let store = || sc::open_store(&cli.root);
     let result = match cli.command {

@@ -310,30 +310,10 @@ fn step_main(spec: &RunSpec, status: &mut File, emulation: Option<crate::id_emul
 
 /// Apply `--ulimit`-style limits (names as Docker spells them).
 fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), Failure> {
-    use nix::sys::resource::{Resource, setrlimit};
+    use nix::sys::resource::setrlimit;
     for (name, soft, hard) in limits {
-        let resource = match name.as_str() {
-            "core" => Resource::RLIMIT_CORE,
-            "cpu" => Resource::RLIMIT_CPU,
-            "data" => Resource::RLIMIT_DATA,
-            "fsize" => Resource::RLIMIT_FSIZE,
-            "locks" => Resource::RLIMIT_LOCKS,
-            "memlock" => Resource::RLIMIT_MEMLOCK,
-            "msgqueue" => Resource::RLIMIT_MSGQUEUE,
-            "nice" => Resource::RLIMIT_NICE,
-            "nofile" => Resource::RLIMIT_NOFILE,
-            "nproc" => Resource::RLIMIT_NPROC,
-            "rss" => Resource::RLIMIT_RSS,
-            "rtprio" => Resource::RLIMIT_RTPRIO,
-            "sigpending" => Resource::RLIMIT_SIGPENDING,
-            "stack" => Resource::RLIMIT_STACK,
-            other => {
-                return Err(Failure::new(
-                    SetupStage::Process,
-                    "set resource limit",
-                    format!("unknown limit {other:?}"),
-                ));
-            }
+        let Some(resource) = crate::rlimit_resource(name) else {
+            return Err(Failure::new(SetupStage::Process, "set resource limit", format!("unknown limit {name:?}")));
         };
         setrlimit(resource, *soft, *hard).map_err(|e| Failure {
             stage: SetupStage::Process,

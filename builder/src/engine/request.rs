@@ -89,6 +89,30 @@ pub struct ContextTimes {
 }
 
 impl BuildRequest {
+    /// The host paths the build reads: its context, Dockerfile, named contexts (directories and OCI layouts),
+    /// secret files and SSH agent sockets (container isolation keeps them out of its steps' reach).
+    pub fn input_paths(&self) -> Vec<PathBuf> {
+        let mut paths = vec![self.context.clone()];
+        paths.extend(self.dockerfile_path.clone());
+        for nc in self.named_contexts.values() {
+            match nc {
+                NamedContext::Dir(d) => paths.push(d.clone()),
+                NamedContext::Image(r) => {
+                    if let Some(layout) = r.strip_prefix("oci-layout://") {
+                        let end = layout.find(['@', ':']).unwrap_or(layout.len());
+                        paths.push(PathBuf::from(&layout[..end]));
+                    }
+                }
+            }
+        }
+        paths.extend(self.secrets.values().filter_map(|s| match s {
+            SecretSource::File(p) => Some(p.clone()),
+            _ => None,
+        }));
+        paths.extend(self.ssh.values().cloned());
+        paths
+    }
+
     /// The platforms this build makes images for: `platforms` when it names several, else `platform`.
     pub fn target_platforms(&self) -> Vec<Platform> {
         if self.platforms.len() > 1 { self.platforms.clone() } else { vec![self.platform.clone()] }

@@ -16,8 +16,9 @@ pub use apply::{
 };
 pub use compress::{Compression, Compressor};
 pub use tree::{
-    EntryKind, IdMap, TreeEntry, collect_tree, collect_tree_mapped, diff_overlay_upper, diff_overlay_upper_mapped,
-    diff_overlay_upper_within, diff_trees, diff_trees_mapped, overlay_opaque, overlay_whiteout,
+    EntryKind, IdMap, TreeEntry, collect_tree, collect_tree_mapped, collect_tree_picked, diff_overlay_upper,
+    diff_overlay_upper_mapped, diff_overlay_upper_within, diff_trees, diff_trees_mapped, overlay_opaque,
+    overlay_whiteout,
 };
 
 use crate::digest::{Digest, HashingWriter};

@@ -264,6 +264,21 @@ pub fn collect_tree_mapped(root: &Path, ids: &IdMap) -> Result<Vec<TreeEntry>> {
     Ok(out)
 }
 
+/// The entries below `root` that `include` picks (it sees each path's metadata first; a directory it leaves out
+/// is not entered), parents before children. Container isolation reads a step's changes with it.
+pub fn collect_tree_picked(
+    root: &Path,
+    include: &mut dyn FnMut(&Path, &[u8], &fs::Metadata) -> bool,
+) -> Result<Vec<TreeEntry>> {
+    let mut out = Vec::new();
+    let mut links = Hardlinks::default();
+    let ids = IdMap { uids: Vec::new(), gids: Vec::new() };
+    walk(root, b"", &mut links, &ids, &mut out, &mut |abs, rel, meta| {
+        Ok(if include(abs, rel, meta) { Visit::Keep } else { Visit::Skip })
+    })?;
+    Ok(out)
+}
+
 enum Visit {
     Keep,
     Replace(Vec<TreeEntry>),

@@ -116,6 +116,11 @@ impl<'a> SandboxExecutor<'a> {
         self.userns
     }
 
+    /// Whether no namespace sandbox can run here (the first RUN step would fail with the refusal).
+    pub fn refused(&self) -> bool {
+        self.tier.is_err()
+    }
+
     /// What this host's sandbox gives up (one line each; empty for the full sandbox).
     pub fn gave_up(&self) -> &[String] {
         &self.gave_up
@@ -380,7 +385,7 @@ fn readable_here(e: &TreeEntry) -> bool {
 }
 
 /// The step's environment with `HOSTNAME` set, as BuildKit sets it, unless the environment has one.
-fn with_hostname(env: &[String], hostname: &str) -> Vec<String> {
+pub(super) fn with_hostname(env: &[String], hostname: &str) -> Vec<String> {
     let mut env = env.to_vec();
     if !env.iter().any(|e| e.starts_with("HOSTNAME=")) {
         env.push(format!("HOSTNAME={hostname}"));

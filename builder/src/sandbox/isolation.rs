@@ -4,7 +4,8 @@
 //! /proc (and pid namespace) shared, a refused `pivot_root` gives a move-mount and `chroot`. `--isolation sandbox`
 //! (`RBUILD_ISOLATION`) takes nothing less than the full sandbox. Where no namespace can be made at all, the
 //! refusal names the cause found (a container's seccomp profile, AppArmor, a sysctl) and the settings that lift
-//! it, and is the error of the first RUN step (a build without one needs no sandbox).
+//! it, and is the error of the first RUN step (a build without one needs no sandbox). `container` and
+//! `auto+container` choose container isolation (`super::container`) instead, or where no namespace can be made.
 
 use rbuild_runtime::probe::{HostFacts, ProbeReport};
 use rbuild_runtime::{Isolation, Runtime, UsernsMode};
@@ -19,6 +20,10 @@ pub enum IsolationChoice {
     Auto,
     /// The full sandbox or nothing.
     Sandbox,
+    /// Container isolation: steps in the container's own root, no namespaces (refused outside a container).
+    Container,
+    /// The namespace sandbox where this host allows one, else container isolation (the executor image's preset).
+    AutoContainer,
 }
 
 impl IsolationChoice {
@@ -26,8 +31,15 @@ impl IsolationChoice {
         match s {
             "" | "auto" => Some(IsolationChoice::Auto),
             "sandbox" => Some(IsolationChoice::Sandbox),
+            "container" => Some(IsolationChoice::Container),
+            "auto+container" => Some(IsolationChoice::AutoContainer),
             _ => None,
         }
+    }
+
+    /// Whether container isolation may be chosen (the store's default is then under /rbuild).
+    pub fn allows_container(self) -> bool {
+        matches!(self, IsolationChoice::Container | IsolationChoice::AutoContainer)
     }
 }
 

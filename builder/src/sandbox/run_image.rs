@@ -123,6 +123,14 @@ pub fn run_image(store: &Store, runtime: &Runtime, opts: &RunImageOptions) -> Re
         (None, _) => wanted,
     };
     let diff_ids = image.diff_ids()?;
+    if opts.isolation == super::isolation::IsolationChoice::Container {
+        return Err(Error::InvalidSetting {
+            name: "rbuild run --isolation container".into(),
+            reason: "container isolation builds images only; `rbuild run` needs the namespace sandbox (run the built \
+                     image with the container engine instead)"
+                .into(),
+        });
+    }
     // The sandbox first: it decides how snapshots are marked (and drops those marked otherwise).
     let executor = SandboxExecutor::detecting(store, runtime.clone(), opts.userns, opts.isolation)?;
     let mut lowers = Vec::new();

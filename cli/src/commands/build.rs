@@ -102,6 +102,7 @@ pub fn build(
         super::isolation(),
         Some(client.clone()),
         args.jobs.unwrap_or(0),
+        &req.input_paths(),
     )?;
     let result = rbuild_builder::engine::build(&worker, &req, progress.as_ref());
     drop(progress);

@@ -69,6 +69,7 @@ pub fn build(
         super::isolation(),
         Some(client.clone()),
         args.jobs.unwrap_or(0),
+        &plan.services.values().flat_map(|s| s.request.input_paths()).collect::<Vec<_>>(),
     )?;
     let progress = super::progress_view::choose(&args.progress, args.quiet, store.root());
     let built = rbuild_builder::compose::build_project(&plan, &worker, progress.as_ref());

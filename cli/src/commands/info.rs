@@ -5,15 +5,34 @@
 
 use std::process::ExitCode;
 
+use rbuild_builder::sandbox::container::guard;
 use rbuild_builder::sandbox::isolation::{self, Detection};
 use rbuild_builder::store::Store;
 
 pub fn info(store: &Store, userns_choice: Option<&str>) -> anyhow::Result<ExitCode> {
     let userns = rbuild_runtime::userns::detect_with(userns_choice)?;
     let runtime = rbuild_runtime::Runtime::current()?;
-    let detection = isolation::detect(store, &runtime, userns, super::isolation());
+    let choice = super::isolation();
+    let detection = isolation::detect(store, &runtime, userns, choice);
     print!("{}", render(store, &detection));
-    Ok(if detection.tier.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    // Container isolation where it is asked for (always, or where no namespace sandbox can run).
+    let container = match choice {
+        isolation::IsolationChoice::Container => Some(guard::check_may_run()),
+        isolation::IsolationChoice::AutoContainer if detection.tier.is_err() => Some(guard::check_may_run()),
+        _ => None,
+    };
+    let runs = match container {
+        None => detection.tier.is_ok(),
+        Some(Ok(mark)) => {
+            println!("{:<20} container: steps run in this container's own root ({mark}), no namespaces", "isolation");
+            true
+        }
+        Some(Err(e)) => {
+            println!("{:<20} none: {e}", "isolation");
+            false
+        }
+    };
+    Ok(if runs { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn yes(b: bool) -> &'static str {

@@ -26,3 +26,27 @@ pub fn set_isolation(choice: rbuild_builder::sandbox::isolation::IsolationChoice
 pub fn isolation() -> rbuild_builder::sandbox::isolation::IsolationChoice {
     ISOLATION.get().copied().unwrap_or_default()
 }
+
+/// Before the store is opened, for `--isolation container` and `auto+container`: the store's default becomes
+/// /rbuild/store and rbuild's temporary files go below it (out of a step's reach); `--isolation container` is
+/// refused outside a container, or with the store below a directory images use, before anything is touched
+/// (`runs_steps`: the command may run RUN steps).
+pub fn container_setup(
+    root: &mut Option<std::path::PathBuf>,
+    choice: rbuild_builder::sandbox::isolation::IsolationChoice,
+    runs_steps: bool,
+) -> anyhow::Result<()> {
+    use rbuild_builder::sandbox::container::guard;
+    let store = root.get_or_insert_with(|| guard::DEFAULT_STORE.into()).clone();
+    if choice == rbuild_builder::sandbox::isolation::IsolationChoice::Container && runs_steps {
+        guard::check_may_run()?;
+        guard::check_store(&store)?;
+    }
+    if guard::container_mark().is_some() && nix::unistd::geteuid().is_root() {
+        let tmp = guard::lexical_absolute(&store).join("tmpfiles");
+        std::fs::create_dir_all(&tmp)?;
+        // SAFETY: called from main before any other thread exists.
+        unsafe { std::env::set_var("TMPDIR", &tmp) };
+    }
+    Ok(())
+}
