@@ -3,6 +3,7 @@
 //! images made by `vendor-test-images/` (built once, cached under `target/test-images/`, shared between tests).
 
 pub mod build_fixture;
+pub mod docker_jobs;
 pub mod hostile_registry;
 pub mod identity;
 pub mod image_files;
@@ -323,6 +324,21 @@ impl PrivateDockerd {
     pub fn docker(&self, args: &[&str]) -> Output {
         let sock = format!("unix://{}", self.dir.path().join("docker.sock").display());
         Command::new("/usr/bin/docker").arg("-H").arg(sock).args(args).output().expect("run docker")
+    }
+
+    /// Load the OCI layout `layout` into the engine as `name` (`busybox:latest`), through a docker archive.
+    pub fn load_layout(&self, layout: &Path, name: &str) {
+        let archive = self.dir.path().join(format!("{}.tar", name.replace([':', '/'], "-")));
+        let copied = Command::new(require_tool("skopeo"))
+            .args(["copy", "-q"])
+            .arg(format!("oci:{}", layout.display()))
+            .arg(format!("docker-archive:{}:{name}", archive.display()))
+            .output()
+            .unwrap();
+        assert!(copied.status.success(), "skopeo: {}", String::from_utf8_lossy(&copied.stderr));
+        let loaded = self.docker(&["load", "-i", archive.to_str().unwrap()]);
+        assert!(loaded.status.success(), "docker load: {}", String::from_utf8_lossy(&loaded.stderr));
+        let _ = std::fs::remove_file(&archive);
     }
 }
 
