@@ -50,6 +50,20 @@ pub fn replacing<T>(to: &Path, create: impl Fn() -> std::io::Result<T>) -> std::
     }
 }
 
+/// A name part no other writer uses: this process's id, a random number fixed for the process (processes in
+/// different pid namespaces — containers sharing a store on a volume — have the same ids), and a counter (threads).
+pub fn unique_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let nonce = *NONCE.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        // Seeded from the OS's randomness.
+        std::collections::hash_map::RandomState::new().build_hasher().finish() & 0xffff_ffff
+    });
+    format!("{}-{nonce:08x}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst))
+}
+
 /// Write `bytes` to `path` atomically: a temporary file beside it, synced, then renamed over it.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomically_with(path, bytes, true)
@@ -64,11 +78,8 @@ pub fn write_atomically_unsynced(path: &Path, bytes: &[u8]) -> Result<()> {
 fn write_atomically_with(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
+    let tmp =
+        dir.join(format!(".{}.tmp-{}", path.file_name().and_then(|n| n.to_str()).unwrap_or("file"), unique_suffix()));
     let mut f = File::create(&tmp).map_err(Error::io("create", &tmp))?;
     f.write_all(bytes).map_err(Error::io("write", &tmp))?;
     if sync {

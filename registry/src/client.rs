@@ -487,11 +487,7 @@ impl Client {
         if self.transport.settings.offline {
             return Err(RegistryError::Offline { registry: url_host(url), what: url.to_string() });
         }
-        reqwest::Client::builder()
-            .resolve_to_addrs("localhost", &crate::transport::LOOPBACK)
-            .connect_timeout(std::time::Duration::from_secs(15))
-            .read_timeout(self.transport.settings.read_timeout)
-            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+        crate::transport::http_client_builder(self.transport.settings.read_timeout)
             .build()
             .map_err(|e| RegistryError::Protocol { registry: url_host(url), reason: e.to_string() })
     }

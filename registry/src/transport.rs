@@ -107,20 +107,9 @@ impl Transport {
         if let Some(c) = clients.get(registry) {
             return Ok(c.clone());
         }
-        let mut b = reqwest::Client::builder()
+        let mut b = http_client_builder(self.settings.read_timeout)
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(15))
-            .read_timeout(self.settings.read_timeout)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")));
-        // `localhost` is loopback without asking anyone (RFC 6761): an empty root or a container without
-        // /etc/hosts still reaches a registry on this machine.
-        b = b.resolve_to_addrs("localhost", &LOOPBACK);
-        // Mozilla's roots (built in) join the system's store (with SSL_CERT_FILE / SSL_CERT_DIR): a static rbuild in
-        // a scratch or distroless container, which has no store, still verifies registries.
-        b = b.tls_certs_merge(
-            webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|c| reqwest::Certificate::from_der(c).ok()),
-        );
+            .pool_idle_timeout(Duration::from_secs(30));
         for ca in self.settings.ca_files(registry) {
             let pem =
                 std::fs::read(&ca).map_err(|e| RegistryError::Config { path: ca.clone(), reason: e.to_string() })?;
@@ -379,4 +368,20 @@ pub async fn status_error(ep: &Endpoint, what: &str, resp: reqwest::Response) ->
             body: body.trim().to_string(),
         },
     }
+}
+
+/// What every HTTP client of rbuild starts from (registries and ADD's URLs): timeouts, the user agent, `localhost`
+/// as loopback without asking anyone (RFC 6761: an empty root or a container without /etc/hosts still reaches a
+/// server on this machine), and Mozilla's roots (built in) joining the system's store (with SSL_CERT_FILE /
+/// SSL_CERT_DIR): a static rbuild in a scratch, busybox or distroless container, which has no store, still
+/// verifies servers (without them, making the client fails there).
+pub fn http_client_builder(read_timeout: Duration) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(15))
+        .read_timeout(read_timeout)
+        .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+        .resolve_to_addrs("localhost", &LOOPBACK)
+        .tls_certs_merge(
+            webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().filter_map(|c| reqwest::Certificate::from_der(c).ok()),
+        )
 }

@@ -5,7 +5,20 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::{TEST_USER, TempDir, rbuild_bin, running_as_root, test_image};
+use crate::{PrivateDockerd, TEST_USER, TempDir, rbuild_bin, running_as_root, test_image, test_images_dir};
+
+/// Where a container builder's directory (store and work) and the test images appear inside its containers: out of
+/// the directories images use, so container isolation keeps them out of the steps' reach.
+const CONTAINER_DIR: &str = "/rbuild-tests";
+const CONTAINER_IMAGES: &str = "/rbuild-test-images";
+
+/// rbuild run in containers of a private Docker engine under Docker's default security settings (container
+/// isolation), as root; the static binary bound in at /rbuild/bin/rbuild.
+#[derive(Debug, Clone)]
+pub struct InContainer {
+    pub engine: std::sync::Arc<PrivateDockerd>,
+    pub bin: PathBuf,
+}
 
 /// A store for builds, as root or as the unprivileged test user.
 #[derive(Debug)]
@@ -16,6 +29,9 @@ pub struct Builder {
     pub as_user: bool,
     /// As the user, but with one id mapped (`RBUILD_USERNS=single`: no subordinate ids used).
     pub one_id: bool,
+    /// Every rbuild in a container of a private engine, in container isolation (`rbuild run` in the namespace
+    /// sandbox there, which needs the seccomp profile lifted).
+    pub container: Option<InContainer>,
 }
 
 impl Builder {
@@ -37,8 +53,20 @@ impl Builder {
         b
     }
 
-    /// Who builds, for messages: `root`, `user` or `one-id`.
+    /// A builder whose every rbuild runs in a container of `c.engine` in container isolation (busybox loaded).
+    pub fn in_container(c: InContainer) -> Builder {
+        let mut b = Builder::empty(false);
+        b.container = Some(c);
+        assert!(b.rb(&["load", "-i", test_image("busybox").to_str().unwrap()]).status.success());
+        assert!(b.rb(&["tag", "busybox", "localhost/busybox:latest"]).status.success());
+        b
+    }
+
+    /// Who builds, for messages: `root`, `user`, `one-id` or `container`.
     pub fn who(&self) -> &'static str {
+        if self.container.is_some() {
+            return "container";
+        }
         match (self.as_user, self.one_id) {
             (false, _) => "root",
             (true, false) => "user",
@@ -56,7 +84,7 @@ impl Builder {
             fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
             crate::give_to_test_user(dir.path());
         }
-        Builder { _dir: dir, root, work, as_user, one_id: false }
+        Builder { _dir: dir, root, work, as_user, one_id: false, container: None }
     }
 
     pub fn rb(&self, args: &[&str]) -> Output {
@@ -70,6 +98,9 @@ impl Builder {
 
     /// Run rbuild in directory `cwd` (relative paths in flags resolve there) with extra environment variables.
     pub fn rb_in(&self, cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
+        if let Some(c) = &self.container {
+            return self.rb_in_container(c, cwd, args, env);
+        }
         let mut cmd = if self.as_user {
             let mut c = Command::new("runuser");
             c.args(["-u", TEST_USER, "--", "env", "-u", "RBUILD_USERNS", "RBUILD_OFFLINE=1"]);
@@ -90,6 +121,39 @@ impl Builder {
             cmd.current_dir(dir);
         }
         cmd.arg("--root").arg(&self.root).args(args).output().unwrap()
+    }
+
+    /// [`Builder::rb_in`] in a container: this builder's directory and the test images are bound in (paths in the
+    /// arguments, the environment and the working directory mapped), the host's loopback is reachable.
+    fn rb_in_container(&self, c: &InContainer, cwd: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let base = self._dir.path().to_string_lossy().into_owned();
+        let images = test_images_dir().to_string_lossy().into_owned();
+        let map = |s: &str| s.replace(&base, CONTAINER_DIR).replace(&images, CONTAINER_IMAGES);
+        let mut docker: Vec<String> = vec!["run".into(), "--rm".into(), "--network".into(), "host".into()];
+        let mut add = |v: &[String]| docker.extend(v.iter().cloned());
+        add(&["-v".into(), format!("{base}:{CONTAINER_DIR}")]);
+        add(&["-v".into(), format!("{images}:{CONTAINER_IMAGES}:ro")]);
+        add(&["-v".into(), format!("{}:/rbuild/bin/rbuild:ro", c.bin.display())]);
+        add(&["-w".into(), cwd.map_or("/".into(), |d| map(&d.to_string_lossy()))]);
+        add(&["-e".into(), "RBUILD_OFFLINE=1".into()]);
+        for (k, v) in env {
+            add(&["-e".into(), format!("{k}={}", map(v))]);
+        }
+        if args.first() == Some(&"run") {
+            // `rbuild run` needs a namespace sandbox: this one container gets the seccomp profile lifted.
+            add(&["--security-opt".into(), "seccomp=unconfined".into(), "-e".into(), "RBUILD_ISOLATION=auto".into()]);
+        } else {
+            add(&["-e".into(), "RBUILD_ISOLATION=container".into()]);
+        }
+        add(&["busybox".into(), "/rbuild/bin/rbuild".into(), "--root".into(), map(&self.root.to_string_lossy())]);
+        docker.extend(args.iter().map(|a| map(a)));
+        let docker: Vec<&str> = docker.iter().map(String::as_str).collect();
+        let mut out = c.engine.docker(&docker);
+        // What rbuild said names the paths as the host has them.
+        let unmap = |b: &[u8]| String::from_utf8_lossy(b).replace(CONTAINER_DIR, &base).into_bytes();
+        out.stdout = unmap(&out.stdout);
+        out.stderr = unmap(&out.stderr);
+        out
     }
 
     /// Build `context` (tag `tag`); returns (success, stdout, stderr).

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use rbuild_tests::build_fixture::{Builder, counts};
+use rbuild_tests::build_fixture::{Builder, InContainer, counts};
 use rbuild_tests::image_files::ImageFiles;
 use rbuild_tests::{FileServer, running_as_root, workspace_root};
 use serde::Deserialize;
@@ -39,6 +39,8 @@ struct Case {
     /// Why the case cannot pass with one id mapped (it changes owners or users, so it would run that way too):
     /// what it checks is what docs/one-id.md says a step cannot observe.
     not_one_id: Option<String>,
+    /// Why the case cannot pass in container isolation (docs/ci.md lists what it cannot do).
+    not_container: Option<String>,
 }
 
 fn dot() -> String {
@@ -358,6 +360,27 @@ fn cited_buildkit_tests(description: &str) -> Vec<String> {
         .collect()
 }
 
+/// A builder running rbuild in containers of a private Docker engine, in container isolation.
+fn container_builder() -> Result<Builder, String> {
+    let bin = rbuild_tests::static_rbuild_bin().ok_or("no static rbuild here (scripts/test builds it static)")?;
+    let engine = rbuild_tests::PrivateDockerd::try_start()?;
+    engine.load_layout(&rbuild_tests::test_image("busybox"), "busybox:latest");
+    Ok(Builder::in_container(InContainer { engine: std::sync::Arc::new(engine), bin }))
+}
+
+/// Whether a case's Dockerfiles have RUN steps (the only ones container isolation runs differently).
+fn has_run_steps(dir: &Path) -> bool {
+    std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
+        e.file_name().to_string_lossy().contains("Dockerfile")
+            && std::fs::read_to_string(e.path()).is_ok_and(|t| {
+                t.lines().any(|l| {
+                    let l = l.trim_start().to_ascii_uppercase();
+                    l.starts_with("RUN ") || l.starts_with("RUN\t") || l.starts_with("ONBUILD RUN")
+                })
+            })
+    })
+}
+
 /// Whether a case's Dockerfiles change owners or switch users (`chown`, `--chown`, `USER`).
 fn changes_owners(dir: &Path) -> bool {
     std::fs::read_dir(dir).into_iter().flatten().flatten().any(|e| {
@@ -402,6 +425,11 @@ fn dockerfile_cases() {
         builders.push(Builder::new(false));
         // Cases that change owners or run as a USER also run with one id mapped (no subordinate ids).
         builders.push(Builder::one_id());
+        // Cases with RUN steps also run in container isolation, in containers of a private Docker engine.
+        match container_builder() {
+            Ok(b) => builders.push(b),
+            Err(why) => eprintln!("the container-isolation runs are skipped: {why}"),
+        }
     }
     let mut jobs = Vec::new();
     for (id, dir, case) in cases.iter().filter(|(id, _, _)| id.contains(&filter)) {
@@ -411,6 +439,9 @@ fn dockerfile_cases() {
         }
         if root && case.not_one_id.is_none() && changes_owners(dir) {
             jobs.push((id, dir, case, 2));
+        }
+        if builders.len() > 3 && case.not_container.is_none() && has_run_steps(dir) {
+            jobs.push((id, dir, case, 3));
         }
     }
     let next = AtomicUsize::new(0);

@@ -69,7 +69,7 @@ impl UrlCache {
                 last_modified: meta.last_modified.clone(),
                 size: meta.size,
             };
-            let pid = std::process::id();
+            let pid = crate::fsops::unique_suffix();
             let tmp_data = data.with_extension(format!("data.{pid}.tmp"));
             fs::copy(file, &tmp_data)?;
             fs::rename(&tmp_data, &data)?;

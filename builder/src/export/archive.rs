@@ -85,7 +85,7 @@ fn write_file_atomically(dest: &Path, f: impl FnOnce(&mut io::BufWriter<fs::File
     let tmp = parent.join(format!(
         ".{}.rbuild-{}",
         dest.file_name().and_then(|n| n.to_str()).unwrap_or("archive"),
-        std::process::id()
+        crate::fsops::unique_suffix()
     ));
     // Errors name `dest`, the file the user asked for, not the temporary name beside it.
     let file = fs::File::create(&tmp).map_err(Error::io("create", dest))?;

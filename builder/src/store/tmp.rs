@@ -1,5 +1,6 @@
-//! The store's `tmp/` area. Each process gets its own directory `tmp/<pid>-<n>/` and holds an exclusive lock on
-//! `tmp/<pid>-<n>.lock` while it lives; at start, every entry whose lock can be taken belongs to a process that
+//! The store's `tmp/` area. Each process gets its own directory `tmp/<pid>-<nonce>-<n>/` and holds an exclusive
+//! lock on `tmp/<pid>-<nonce>-<n>.lock` while it lives (a random part: processes in different pid namespaces —
+//! containers sharing a store on a volume, each rbuild their pid 1 — have the same pids); at start, every entry whose lock can be taken belongs to a process that
 //! is gone and is swept. A live process's entries are never touched.
 
 use std::fs::{self, File, TryLockError};
@@ -22,13 +23,12 @@ impl TmpArea {
     pub(crate) fn open(tmp_root: &Path) -> Result<TmpArea> {
         fs::create_dir_all(tmp_root).map_err(Error::io("create", tmp_root))?;
         sweep(tmp_root)?;
-        static SEQ: AtomicU64 = AtomicU64::new(0);
         // The lock file appears under its final name only once it is locked, and the directory only after that,
         // so a concurrent sweep never mistakes a starting process for a dead one. A sweep may still remove the
         // `.lock.new` file between its creation and its locking; then the rename fails and we start over.
         let mut attempts = 0;
         let (name, lock_path, lock) = loop {
-            let name = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
+            let name = crate::fsops::unique_suffix();
             let lock_path = tmp_root.join(format!("{name}.lock"));
             let new_path = tmp_root.join(format!("{name}.lock.new"));
             let lock = File::create(&new_path).map_err(Error::io("create", &new_path))?;

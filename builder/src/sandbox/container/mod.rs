@@ -139,7 +139,9 @@ impl Executor for ContainerExecutor<'_> {
             Ok(Emulation::Host(name)) => {
                 Ok(Some(format!("note: {platform} steps run under emulation (the host's binfmt_misc handler {name})")))
             }
-            Ok(Emulation::Sandboxed(_)) | Err(_) => Err(Error::InvalidSetting {
+            // Not Linux, or no emulator at all: what the namespace sandbox says too.
+            Err(unsupported) => Err(Error::Emulation(unsupported)),
+            Ok(Emulation::Sandboxed(_)) => Err(Error::InvalidSetting {
                 name: format!("--platform {platform}"),
                 reason: "in container isolation a foreign platform's steps run only through the host's binfmt_misc \
                          (register qemu there, e.g. `docker run --privileged --rm tonistiigi/binfmt --install all`), \

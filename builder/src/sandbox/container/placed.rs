@@ -3,10 +3,11 @@
 //! directories made to reach a target are removed again (when the step left them empty), and the times of the
 //! directories placing touched are restored, so the step's layer holds none of it. A cache directory is moved into
 //! place and back (copied in and out across file systems); read-only binds, binds whose writes are discarded and
-//! secrets are copies; tmpfs is an empty directory; an SSH agent socket is a symbolic link to rbuild's proxy.
+//! secrets are copies; tmpfs is an empty directory; an SSH agent socket is a hard link to rbuild's proxy socket
+//! (across file systems, a proxy of its own at the target).
 
 use std::fs;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use rbuild_runtime::Mount;
@@ -35,6 +36,8 @@ pub struct PlacedMounts {
     times: Vec<(PathBuf, (i64, i64), (i64, i64))>,
     /// `/etc/hosts` as it was before `--add-host` entries were added.
     hosts: Option<(PathBuf, Vec<u8>)>,
+    /// SSH agent proxies listening at their targets, stopped when the mounts are taken away.
+    proxies: Vec<crate::sandbox::ssh_proxy::SshProxy>,
 }
 
 impl PlacedMounts {
@@ -64,7 +67,7 @@ impl PlacedMounts {
         extra_hosts: &[(String, String)],
     ) -> Result<()> {
         for m in mounts {
-            let target = self.prepare_target(root, protected, m.target())?;
+            let target = self.prepare_target(root, protected, m.target(), false)?;
             match m {
                 Mount::Tmpfs { .. } => {
                     fs::create_dir(&target).map_err(Error::io("create", &target))?;
@@ -74,7 +77,16 @@ impl PlacedMounts {
                 Mount::Bind { source, read_only, .. } => {
                     let meta = fs::metadata(source).map_err(Error::io("stat", source))?;
                     if meta.file_type().is_socket() {
-                        std::os::unix::fs::symlink(source, &target).map_err(Error::io("symlink", &target))?;
+                        // The proxy's socket itself (its mode and owner as the mount asks), or where the store is
+                        // on another file system, one more proxy listening at the target, given the same.
+                        if fs::hard_link(source, &target).is_err() {
+                            let proxy = crate::sandbox::ssh_proxy::SshProxy::start(&target, source)?;
+                            std::os::unix::fs::chown(&target, Some(meta.uid()), Some(meta.gid()))
+                                .map_err(Error::io("chown", &target))?;
+                            fs::set_permissions(&target, fs::Permissions::from_mode(meta.mode() & 0o7777))
+                                .map_err(Error::io("chmod", &target))?;
+                            self.proxies.push(proxy);
+                        }
                     } else if !read_only && meta.is_dir() {
                         let moved = fs::rename(source, &target).is_ok();
                         if !moved {
@@ -91,7 +103,8 @@ impl PlacedMounts {
             }
         }
         if let Some((target, content)) = script {
-            let target = self.prepare_target(root, protected, target)?;
+            // BuildKit's place for it is /dev/pipes/, in the container's own /dev (a tmpfs, never in a layer).
+            let target = self.prepare_target(root, protected, target, true)?;
             fs::write(&target, content).map_err(Error::io("write", &target))?;
             fs::set_permissions(&target, std::os::unix::fs::PermissionsExt::from_mode(0o755))
                 .map_err(Error::io("chmod", &target))?;
@@ -113,10 +126,13 @@ impl PlacedMounts {
     }
 
     /// Make `target` (an absolute path in the step) free: what is there moved aside, missing directories made.
-    fn prepare_target(&mut self, root: &Path, protected: &Protected, target: &str) -> Result<PathBuf> {
+    /// `in_dev`: a place below /dev is allowed (the heredoc script's).
+    fn prepare_target(&mut self, root: &Path, protected: &Protected, target: &str, in_dev: bool) -> Result<PathBuf> {
         let rel = crate::context::clean_path(target);
         let rel = rel.trim_start_matches('/');
-        if rel.is_empty() || protected.is_kept(rel.as_bytes()) || protected.holds_kept(rel.as_bytes()) {
+        let dev_file = in_dev && rel.starts_with("dev/") && !rel.contains("/../");
+        if rel.is_empty() || (!dev_file && (protected.is_kept(rel.as_bytes()) || protected.holds_kept(rel.as_bytes())))
+        {
             return Err(Error::BadMount {
                 what: format!("mount target {target}"),
                 reason: "in container isolation a mount cannot be placed over the container's mounts, /proc, /sys, \
@@ -168,6 +184,7 @@ impl PlacedMounts {
     /// moved aside. Every mount is taken away even when one fails; the first failure is returned.
     pub fn take_away(&mut self) -> Result<()> {
         let mut first_error = None;
+        self.proxies.clear();
         if let Some((hosts, before)) = self.hosts.take()
             && let Err(e) = fs::write(&hosts, before)
         {
