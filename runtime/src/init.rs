@@ -312,7 +312,7 @@ fn step_main(spec: &RunSpec, status: &mut File, emulation: Option<crate::id_emul
 fn set_rlimits(limits: &[(String, u64, u64)]) -> Result<(), Failure> {
     use nix::sys::resource::setrlimit;
     for (name, soft, hard) in limits {
-        let Some(resource) = crate::rlimit_resource(name) else {
+        let Some(resource) = crate::rlimit::rlimit_resource(name) else {
             return Err(Failure::new(SetupStage::Process, "set resource limit", format!("unknown limit {name:?}")));
         };
         setrlimit(resource, *soft, *hard).map_err(|e| Failure {

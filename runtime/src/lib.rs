@@ -17,6 +17,7 @@ mod launcher;
 mod mounts;
 pub mod owner_record;
 pub mod probe;
+mod rlimit;
 mod spec;
 pub mod user;
 pub mod userns;
@@ -24,29 +25,8 @@ pub mod userns;
 pub use error::{Error, SetupStage};
 pub use init::init_main;
 pub use launcher::{LineSink, OutputMode, OutputStream, RunOutcome, Runtime, kill_running_sandboxes};
+pub use rlimit::rlimit_resource;
 pub use spec::{Emulator, ExitStatus, Isolation, Mount, NetworkMode, Rootfs, RunSpec, UsernsMode};
 
 /// The argument that makes the rbuild binary act as the sandbox init.
 pub const INIT_ARG: &str = "__sandbox-init";
-
-/// The resource a `--ulimit` name (as Docker spells it) limits, or None for an unknown name.
-pub fn rlimit_resource(name: &str) -> Option<nix::sys::resource::Resource> {
-    use nix::sys::resource::Resource;
-    Some(match name {
-        "core" => Resource::RLIMIT_CORE,
-        "cpu" => Resource::RLIMIT_CPU,
-        "data" => Resource::RLIMIT_DATA,
-        "fsize" => Resource::RLIMIT_FSIZE,
-        "locks" => Resource::RLIMIT_LOCKS,
-        "memlock" => Resource::RLIMIT_MEMLOCK,
-        "msgqueue" => Resource::RLIMIT_MSGQUEUE,
-        "nice" => Resource::RLIMIT_NICE,
-        "nofile" => Resource::RLIMIT_NOFILE,
-        "nproc" => Resource::RLIMIT_NPROC,
-        "rss" => Resource::RLIMIT_RSS,
-        "rtprio" => Resource::RLIMIT_RTPRIO,
-        "sigpending" => Resource::RLIMIT_SIGPENDING,
-        "stack" => Resource::RLIMIT_STACK,
-        _ => return None,
-    })
-}

@@ -2,7 +2,9 @@
 //! minus `case.toml`) and a `case.toml` saying how to build it and what must come out — files with content, mode
 //! and owner read from the image's layers, config fields, history, output lines, or the expected error. Every
 //! case runs as the unprivileged user with subuid mapping; those marked `root = true` (at least a third) also as
-//! root. `RBUILD_CASES=substring` runs only the matching cases. Reports `N passed, N failed`.
+//! root; those changing owners also with one id mapped; and those with RUN steps also in container isolation (each
+//! rbuild in a container of a private Docker engine under Docker's default seccomp profile; `not_container` says
+//! why a case cannot). `RBUILD_CASES=substring` runs only the matching cases. Reports `N passed, N failed`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -174,7 +174,9 @@ fn refusal(facts: &HostFacts, mode: UsernsMode, why: &str) -> Refusal {
              default profile does). Lift it for this job: Docker `--security-opt seccomp=unconfined` (add \
              `--security-opt systempaths=unconfined` for a fresh /proc); Kubernetes `securityContext: \
              {{seccompProfile: {{type: Unconfined}}, procMount: Unmasked}}`; GitLab's docker executor \
-             `security_opt = [\"seccomp:unconfined\"]` in config.toml. See docs/ci.md",
+             `security_opt = [\"seccomp:unconfined\"]` in config.toml. Or, as root in a disposable container, build \
+             without namespaces: --isolation container (RBUILD_ISOLATION=container; the rbuild executor image \
+             presets auto+container). See docs/ci.md",
             facts.container.as_deref().map_or("process".to_string(), |c| format!("{c} container"))
         )
     } else if facts.apparmor_restricts_userns && mode != UsernsMode::Off {

@@ -16,6 +16,9 @@ use super::guard::Protected;
 use super::root_sync::copy_tree;
 use crate::error::{Error, Result};
 
+/// A directory's access and modification times: (path, (seconds, nanoseconds) twice).
+type DirTimes = (PathBuf, (i64, i64), (i64, i64));
+
 /// One placed mount, and how to take it away.
 #[derive(Debug)]
 struct Placed {
@@ -32,8 +35,8 @@ struct Placed {
 #[derive(Debug, Default)]
 pub struct PlacedMounts {
     placed: Vec<Placed>,
-    /// Directories whose times placing changed: (path, atime, mtime), restored last.
-    times: Vec<(PathBuf, (i64, i64), (i64, i64))>,
+    /// Directories whose times placing changed, restored last.
+    times: Vec<DirTimes>,
     /// `/etc/hosts` as it was before `--add-host` entries were added.
     hosts: Option<(PathBuf, Vec<u8>)>,
     /// SSH agent proxies listening at their targets, stopped when the mounts are taken away.

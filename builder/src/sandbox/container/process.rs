@@ -145,7 +145,9 @@ fn read_lines(
     done: &std::sync::atomic::AtomicBool,
 ) {
     use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    let mut streams: Vec<(Box<dyn Read + Send>, Stream, Vec<u8>, bool)> = Vec::new();
+    // Each stream: its reader, which it is, the partial line read so far, and whether it is still open.
+    type Open = (Box<dyn Read + Send>, Stream, Vec<u8>, bool);
+    let mut streams: Vec<Open> = Vec::new();
     let mut fds: Vec<std::os::fd::RawFd> = Vec::new();
     if let Some(s) = stdout {
         let _ = nix::fcntl::fcntl(&s, nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK));

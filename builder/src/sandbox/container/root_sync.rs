@@ -270,7 +270,7 @@ mod tests {
         let mut protected = Protected::default();
         protected.add(Path::new("/mnt/vol"));
         let mut state = RootState::default();
-        assert_eq!(make_root(&root, &protected, &[l1.clone()], &mut state).unwrap(), 1);
+        assert_eq!(make_root(&root, &protected, std::slice::from_ref(&l1), &mut state).unwrap(), 1);
         assert!(!root.join("old").exists(), "the container's own files go");
         assert_eq!(fs::read_to_string(root.join("mnt/vol/data")).unwrap(), "volume");
         assert_eq!(fs::read_link(root.join("to-a")).unwrap(), Path::new("d/a"));
@@ -285,7 +285,7 @@ mod tests {
             assert!(!root.join("d/sub").exists(), "the whiteout removes d/sub");
         }
         // Another stack: the root is emptied first.
-        assert_eq!(make_root(&root, &protected, &[l2.clone()], &mut state).unwrap(), 1);
+        assert_eq!(make_root(&root, &protected, std::slice::from_ref(&l2), &mut state).unwrap(), 1);
         assert!(!root.join("d/a").exists() && !root.join("to-a").exists());
         assert_eq!(fs::read_to_string(root.join("mnt/vol/data")).unwrap(), "volume");
         fs::remove_dir_all(&base).unwrap();
