@@ -3,9 +3,24 @@
 //! opaque directory and a whiteout ([`BASE`]), ownership changes ([`IDS`]: `chown`, `COPY --chown`, `USER`), and
 //! [`check_image`], which reads the image a job wrote with the tests' own reader.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::image_files::ImageFiles;
+use crate::{PrivateDockerd, running_as_root, static_rbuild_bin};
+
+/// A private Docker engine with busybox loaded, and the static rbuild to run in its containers; or why not (root is
+/// needed, a static binary, an engine that starts), for the test to say it skipped.
+pub fn engine_and_static_rbuild() -> Result<(PrivateDockerd, PathBuf), String> {
+    if !running_as_root() {
+        return Err("starting a Docker engine needs root".into());
+    }
+    let bin = static_rbuild_bin()
+        .ok_or("rbuild is linked dynamically here (scripts/test builds it static; or run scripts/dist)")?;
+    let engine =
+        PrivateDockerd::try_start().map_err(|why| format!("the private Docker engine did not start: {why}"))?;
+    engine.load_layout(&crate::test_image("busybox"), "busybox:latest");
+    Ok((engine, bin))
+}
 
 pub const BASE: &str = "FROM busybox
 RUN mkdir -p /d/sub && echo a > /d/a && echo b > /d/sub/b && echo gone > /gone

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Output;
 
 use rbuild_tests::docker_jobs::{BASE, IDS, check_image};
-use rbuild_tests::{PrivateDockerd, TempDir, running_as_root, static_rbuild_bin, test_image};
+use rbuild_tests::{PrivateDockerd, TempDir, test_image};
 
 /// What the progress says when a tier gives something up.
 const TIER_NOTES: [&str; 3] =
@@ -140,23 +140,14 @@ fn info_in_container(engine: &PrivateDockerd, bin: &Path, row: &Row, isolation: 
 
 #[test]
 fn rbuild_builds_inside_ci_containers_with_what_each_allows() {
-    if !running_as_root() {
-        eprintln!("skipped: starting a Docker engine needs root");
-        return;
-    }
-    let Some(bin) = static_rbuild_bin() else {
-        eprintln!("skipped: rbuild is linked dynamically here (scripts/test builds it static; or run scripts/dist)");
-        return;
-    };
-    let engine = match PrivateDockerd::try_start() {
-        Ok(e) => e,
+    let (engine, bin) = match rbuild_tests::docker_jobs::engine_and_static_rbuild() {
+        Ok(found) => found,
         Err(why) => {
-            eprintln!("skipped: the private Docker engine did not start: {why}");
+            eprintln!("skipped: {why}");
             return;
         }
     };
     let work = TempDir::new("ci-containers");
-    engine.load_layout(&test_image("busybox"), "busybox:latest");
 
     let rows = [
         Row {

@@ -101,22 +101,13 @@ fn executor_image(bin: &Path, dir: &Path) -> Result<PathBuf, String> {
 
 #[test]
 fn builds_in_unmodified_ci_containers_as_kaniko_did() {
-    if !running_as_root() {
-        eprintln!("skipped: starting a Docker engine needs root");
-        return;
-    }
-    let Some(bin) = static_rbuild_bin() else {
-        eprintln!("skipped: rbuild is linked dynamically here (scripts/test builds it static; or run scripts/dist)");
-        return;
-    };
-    let engine = match PrivateDockerd::try_start() {
-        Ok(e) => e,
+    let (engine, bin) = match rbuild_tests::docker_jobs::engine_and_static_rbuild() {
+        Ok(found) => found,
         Err(why) => {
-            eprintln!("skipped: the private Docker engine did not start: {why}");
+            eprintln!("skipped: {why}");
             return;
         }
     };
-    engine.load_layout(&test_image("busybox"), "busybox:latest");
     let work = TempDir::new("container-isolation");
     let archive = executor_image(&bin, &work.path().join("dist")).expect("scripts/dist image");
     let loaded = engine.docker(&["load", "-i", archive.to_str().unwrap()]);

@@ -364,9 +364,7 @@ fn cited_buildkit_tests(description: &str) -> Vec<String> {
 
 /// A builder running rbuild in containers of a private Docker engine, in container isolation.
 fn container_builder() -> Result<Builder, String> {
-    let bin = rbuild_tests::static_rbuild_bin().ok_or("no static rbuild here (scripts/test builds it static)")?;
-    let engine = rbuild_tests::PrivateDockerd::try_start()?;
-    engine.load_layout(&rbuild_tests::test_image("busybox"), "busybox:latest");
+    let (engine, bin) = rbuild_tests::docker_jobs::engine_and_static_rbuild()?;
     Ok(Builder::in_container(InContainer { engine: std::sync::Arc::new(engine), bin }))
 }
 

@@ -74,19 +74,8 @@ impl Record {
     }
 
     fn walk(&mut self, dir: &Path, rel: Vec<u8>, protected: &Protected) -> Result<()> {
-        use std::os::unix::ffi::OsStrExt;
-        for entry in fs::read_dir(dir).map_err(Error::io("read directory", dir))? {
-            let entry = entry.map_err(Error::io("read directory", dir))?;
-            let child = join(&rel, entry.file_name().as_bytes());
-            if protected.is_kept(&child) {
-                continue;
-            }
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
-            self.add(child.clone(), &meta);
-            if meta.is_dir() {
-                self.walk(&path, child, protected)?;
-            }
+        for (child, meta) in signatures_below(dir, &rel, protected)? {
+            self.add(child, &meta);
         }
         Ok(())
     }
@@ -170,6 +159,34 @@ impl Record {
         entries.sort_by(|a, b| a.path.split(|c| *c == b'/').cmp(b.path.split(|c| *c == b'/')));
         Ok((entries, now))
     }
+}
+
+/// Every path below `dir` (relative to the root, `dir` being `rel`) out of `protected`'s reach, with its metadata;
+/// directories are read on all CPUs.
+fn signatures_below(dir: &Path, rel: &[u8], protected: &Protected) -> Result<Vec<(Vec<u8>, fs::Metadata)>> {
+    use rayon::prelude::*;
+    use std::os::unix::ffi::OsStrExt;
+    let entries: Vec<fs::DirEntry> = fs::read_dir(dir)
+        .map_err(Error::io("read directory", dir))?
+        .collect::<std::io::Result<_>>()
+        .map_err(Error::io("read directory", dir))?;
+    let nested: Vec<Vec<(Vec<u8>, fs::Metadata)>> = entries
+        .into_par_iter()
+        .map(|entry| {
+            let child = join(rel, entry.file_name().as_bytes());
+            if protected.is_kept(&child) {
+                return Ok(Vec::new());
+            }
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(Error::io("stat", &path))?;
+            let below = if meta.is_dir() { signatures_below(&path, &child, protected)? } else { Vec::new() };
+            let mut out = Vec::with_capacity(below.len() + 1);
+            out.push((child, meta));
+            out.extend(below);
+            Ok(out)
+        })
+        .collect::<Result<_>>()?;
+    Ok(nested.into_iter().flatten().collect())
 }
 
 fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {

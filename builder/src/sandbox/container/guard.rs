@@ -148,6 +148,13 @@ impl Protected {
         }
     }
 
+    /// Keep `rel` (relative to the root, `/`-separated).
+    pub fn add_relative(&mut self, rel: &[u8]) {
+        if !rel.is_empty() && !self.paths.iter().any(|p| p.as_slice() == rel) {
+            self.paths.push(rel.to_vec());
+        }
+    }
+
     /// Whether `rel` (relative to the root) is kept, or lies inside something kept.
     pub fn is_kept(&self, rel: &[u8]) -> bool {
         self.paths.iter().any(|p| rel == p.as_slice() || (rel.starts_with(p) && rel.get(p.len()) == Some(&b'/')))

@@ -43,6 +43,8 @@ pub struct ContainerExecutor<'a> {
     /// How the container was recognised, for the progress.
     mark: String,
     between: Mutex<Between>,
+    /// What to tell the build's progress, taken by [`Executor::take_notes`].
+    notes: Mutex<Vec<String>>,
 }
 
 impl<'a> ContainerExecutor<'a> {
@@ -52,7 +54,20 @@ impl<'a> ContainerExecutor<'a> {
         let mark = guard::check_may_run()?;
         guard::check_store(store.root())?;
         let protected = Protected::for_container(store.root(), keep);
-        Ok(ContainerExecutor { store, root: PathBuf::from("/"), protected, mark, between: Mutex::default() })
+        Ok(ContainerExecutor {
+            store,
+            root: PathBuf::from("/"),
+            protected,
+            mark,
+            between: Mutex::default(),
+            notes: Mutex::default(),
+        })
+    }
+
+    fn note(&self, line: String) {
+        if let Ok(mut notes) = self.notes.lock() {
+            notes.push(line);
+        }
     }
 
     fn step(&self, req: &ExecRequest, output: OutputSink<'_>, commit: CommitChanges<'_>) -> Result<ExecOutcome> {
@@ -60,10 +75,19 @@ impl<'a> ContainerExecutor<'a> {
         // Until the step has been committed, the root is unknown: a failure leaves it to be made anew.
         let mut state = std::mem::take(&mut *between);
         let unchanged = state.root.applied == req.lowers;
+        let shadowed_before = state.root.shadowed.len();
         make_root(&self.root, &self.protected, &req.lowers, &mut state.root)?;
+        for s in &state.root.shadowed[shadowed_before.min(state.root.shadowed.len())..] {
+            self.note(format!(
+                "note: the image's /{} is not a directory, but this container keeps one there holding its mounts: \
+                 steps see the container's directory, and nothing below it goes into a layer",
+                String::from_utf8_lossy(s)
+            ));
+        }
+        let protected = state.root.protected(&self.protected);
         let record = match state.record.take() {
             Some(r) if unchanged => r,
-            _ => Record::take(&self.root, &self.protected)?,
+            _ => Record::take(&self.root, &protected)?,
         };
         let user = match &req.identity {
             Some(u) => u.clone(),
@@ -76,13 +100,13 @@ impl<'a> ContainerExecutor<'a> {
             })?,
         };
         let scratch = self.store.tmp().path("container-step");
-        let status = self.run_with_mounts(req, &user, &scratch, &record, output);
+        let status = self.run_with_mounts(req, &user, &scratch, &record, &protected, output);
         let _ = crate::fsops::remove_path(&scratch);
         let status = status?;
         if !status.success() {
             return Ok(ExecOutcome { status, notes: Vec::new() });
         }
-        let (entries, now) = record.changes(&self.root, &self.protected)?;
+        let (entries, now) = record.changes(&self.root, &protected)?;
         let info = self.store.write_layer(&entries, &req.layer)?;
         let dir = self.store.tmp().path("container-layer");
         std::fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
@@ -101,11 +125,12 @@ impl<'a> ContainerExecutor<'a> {
         user: &rbuild_runtime::user::ResolvedUser,
         scratch: &Path,
         record: &Record,
+        protected: &Protected,
         output: OutputSink<'_>,
     ) -> Result<crate::engine::ports::ExitStatus> {
         let mut prepared = super::mounts::prepare(self.store, &req.mounts, &scratch.join("mounts"))?;
         let script = req.script.as_ref().map(|(t, c)| (t.as_str(), c.as_str()));
-        let mut placed = PlacedMounts::place(&self.root, &self.protected, &prepared.mounts, script, &req.extra_hosts)?;
+        let mut placed = PlacedMounts::place(&self.root, protected, &prepared.mounts, script, &req.extra_hosts)?;
         let mut env = super::executor::with_hostname(&req.env, &req.hostname);
         env.extend(prepared.env.iter().cloned());
         record.wait_for_clock();
@@ -149,6 +174,10 @@ impl Executor for ContainerExecutor<'_> {
                     .into(),
             }),
         }
+    }
+
+    fn take_notes(&self) -> Vec<String> {
+        self.notes.lock().map(|mut n| std::mem::take(&mut *n)).unwrap_or_default()
     }
 
     fn describe(&self) -> Option<String> {

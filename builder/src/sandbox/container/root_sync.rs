@@ -10,6 +10,8 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
+use rayon::prelude::*;
+
 use super::guard::Protected;
 use crate::error::{Error, Result};
 use crate::layer::{overlay_opaque, overlay_whiteout};
@@ -18,6 +20,21 @@ use crate::layer::{overlay_opaque, overlay_whiteout};
 #[derive(Debug, Default)]
 pub struct RootState {
     pub applied: Vec<PathBuf>,
+    /// Where the image has a non-directory (Debian's `/var/run -> /run`) but the container keeps a directory
+    /// holding its mounts (Kubernetes' `/var/run/secrets/...`): the container's directory stays, out of reach like
+    /// what it holds. Relative paths.
+    pub shadowed: Vec<Vec<u8>>,
+}
+
+impl RootState {
+    /// `protected` with the shadowed paths added.
+    pub fn protected(&self, protected: &Protected) -> Protected {
+        let mut p = protected.clone();
+        for s in &self.shadowed {
+            p.add_relative(s);
+        }
+        p
+    }
 }
 
 /// Make `root` hold `lowers` (bottom first). Returns how many snapshots were applied.
@@ -29,11 +46,14 @@ pub fn make_root(root: &Path, protected: &Protected, lowers: &[PathBuf], state: 
         state.applied.len()
     } else {
         state.applied.clear();
+        state.shadowed.clear();
         empty_root(root, protected)?;
         0
     };
     for snapshot in &lowers[from..] {
-        apply_snapshot(snapshot, root, protected)?;
+        let mut links = HashMap::new();
+        let kept = state.protected(protected);
+        apply_dir(snapshot, root, b"", &kept, &mut links, &mut state.shadowed)?;
         state.applied.push(snapshot.clone());
     }
     Ok(lowers.len() - from)
@@ -66,18 +86,15 @@ fn remove_unkept(abs: &Path, rel: &[u8], protected: &Protected) -> Result<()> {
     crate::fsops::remove_path(abs).map_err(Error::io("remove", abs))
 }
 
-/// Apply one snapshot directory (overlay form) onto `root`.
-pub fn apply_snapshot(snapshot: &Path, root: &Path, protected: &Protected) -> Result<()> {
-    let mut links = HashMap::new();
-    apply_dir(snapshot, root, b"", protected, &mut links)
-}
-
+/// Apply one snapshot directory (overlay form) onto `root`, below `rel`. A non-directory of the image where the
+/// container keeps a directory holding kept paths is left as the container's directory, and said in `shadowed`.
 fn apply_dir(
     src_dir: &Path,
     root: &Path,
     rel: &[u8],
     protected: &Protected,
     links: &mut HashMap<(u64, u64), PathBuf>,
+    shadowed: &mut Vec<Vec<u8>>,
 ) -> Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let mut children: Vec<_> = fs::read_dir(src_dir)
@@ -85,6 +102,7 @@ fn apply_dir(
         .collect::<std::io::Result<Vec<_>>>()
         .map_err(Error::io("read directory", src_dir))?;
     children.sort_by_key(|e| e.file_name());
+    let mut singles = Vec::new();
     for entry in children {
         let child = join(rel, entry.file_name().as_bytes());
         if protected.is_kept(&child) {
@@ -110,24 +128,28 @@ fn apply_dir(
                 }
                 Err(_) => fs::create_dir(&dest).map_err(Error::io("create", &dest))?,
             }
-            apply_dir(&src, root, &child, protected, links)?;
+            apply_dir(&src, root, &child, protected, links, shadowed)?;
             copy_attributes(&src, &dest, &meta)?;
             continue;
         }
         if protected.holds_kept(&child) {
-            return Err(Error::InvalidSetting {
-                name: "--isolation container".into(),
-                reason: format!(
-                    "the image has a file at /{}, where this container keeps a mount point or rbuild's own files \
-                     below a directory: build this image in the namespace sandbox, or move the mount",
-                    String::from_utf8_lossy(&child)
-                ),
-            });
+            if !shadowed.contains(&child) {
+                shadowed.push(child);
+            }
+            continue;
+        }
+        if meta.nlink() == 1 {
+            // Single-name files are copied on all CPUs below (copy-many's 20,000 files).
+            singles.push((src, dest, child, meta));
+            continue;
         }
         remove_unkept(&dest, &child, protected)?;
         copy_entry(&src, &dest, &meta, links)?;
     }
-    Ok(())
+    singles.into_par_iter().try_for_each(|(src, dest, child, meta)| {
+        remove_unkept(&dest, &child, protected)?;
+        copy_entry(&src, &dest, &meta, &mut HashMap::new())
+    })
 }
 
 /// Copy one non-directory entry `src` to `dest` (which does not exist) with its attributes; a further name of an
@@ -288,6 +310,28 @@ mod tests {
         assert_eq!(make_root(&root, &protected, std::slice::from_ref(&l2), &mut state).unwrap(), 1);
         assert!(!root.join("d/a").exists() && !root.join("to-a").exists());
         assert_eq!(fs::read_to_string(root.join("mnt/vol/data")).unwrap(), "volume");
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn an_image_symlink_over_a_directory_holding_mounts_leaves_the_directory() {
+        let base = std::env::temp_dir().join(format!("rbuild-root-shadow-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&base);
+        let (root, layer) = (base.join("root"), base.join("layer"));
+        fs::create_dir_all(root.join("var/run/secrets")).unwrap();
+        fs::write(root.join("var/run/secrets/token"), "kube").unwrap();
+        fs::write(root.join("var/run/other"), "container's").unwrap();
+        fs::create_dir_all(layer.join("var")).unwrap();
+        fs::create_dir_all(layer.join("run")).unwrap();
+        std::os::unix::fs::symlink("/run", layer.join("var/run")).unwrap();
+        let mut protected = Protected::default();
+        protected.add(Path::new("/var/run/secrets"));
+        let mut state = RootState::default();
+        make_root(&root, &protected, std::slice::from_ref(&layer), &mut state).unwrap();
+        assert_eq!(state.shadowed, vec![b"var/run".to_vec()]);
+        assert!(fs::symlink_metadata(root.join("var/run")).unwrap().is_dir());
+        assert_eq!(fs::read_to_string(root.join("var/run/secrets/token")).unwrap(), "kube");
+        assert!(state.protected(&protected).is_kept(b"var/run/other"));
         fs::remove_dir_all(&base).unwrap();
     }
 }
