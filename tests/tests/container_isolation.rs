@@ -230,6 +230,60 @@ fn builds_in_unmodified_ci_containers_as_kaniko_did() {
     if ran.status.code() != Some(1) || !said.contains("/rbuild/store") || said.contains("#1 ") {
         failures.push(format!("a store under /tmp was not refused: {said}"));
     }
+
+    // 6. A job that is not root: container isolation is refused, naming why; the executor image's auto+container
+    // keeps the namespace refusal, which names what lifts it (and container isolation for root jobs).
+    let user_store = work.path().join("user-store");
+    std::fs::create_dir_all(&user_store).unwrap();
+    std::fs::set_permissions(&user_store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    for (image, isolation, wanted) in
+        [("busybox", "container", "run the job as root"), (executor.as_str(), "auto+container", "seccomp")]
+    {
+        let mut flags = volumes(&ctx, &out);
+        flags.extend(["-v".into(), format!("{}:/rbuild/bin/rbuild:ro", bin.display())]);
+        flags.extend(["-v".into(), format!("{}:/user-store", user_store.display())]);
+        flags.extend(["--user".into(), "1000:1000".into(), "-e".into(), "HOME=/user-store".into()]);
+        flags.extend(["-e".into(), format!("RBUILD_ISOLATION={isolation}")]);
+        let script = "/rbuild/bin/rbuild --root /user-store/s build --build-context busybox=oci-layout:///bb /ctx";
+        let ran = run_job(&engine, &Job { image, flags, script: script.into() });
+        let said = text(&ran);
+        if ran.status.success() || !said.contains(wanted) {
+            failures.push(format!("uid 1000, {isolation} in {image}: expected a refusal saying {wanted:?}: {said}"));
+        }
+    }
+
+    // 7. `rbuild compose build` in container isolation: a service built FROM another (additional_contexts:
+    // service:), both in one graph; the second run builds nothing; a build on the result sees its files and owners.
+    let project = work.path().join("compose");
+    for (path, content) in [
+        (
+            "compose.yaml",
+            "services:\n  base:\n    image: base:ci\n    build: ./base\n  app:\n    image: app:ci\n    build:\n      \
+             context: ./app\n      additional_contexts:\n        base: service:base\n",
+        ),
+        ("base/Dockerfile", "FROM oci-layout:///bb\nRUN echo from-base > /base-file\n"),
+        ("app/Dockerfile", "FROM base\nRUN cp /base-file /app-file && chown 1000:1000 /app-file\n"),
+        (
+            "check/Dockerfile",
+            "FROM app:ci\nRUN test \"$(cat /app-file)\" = from-base && test \"$(stat -c %u /app-file)\" = 1000\n",
+        ),
+    ] {
+        std::fs::create_dir_all(project.join(path).parent().unwrap()).unwrap();
+        std::fs::write(project.join(path), content).unwrap();
+    }
+    let mut flags = volumes(&project, &out);
+    flags.extend(["-v".into(), format!("{}:/rbuild/bin/rbuild:ro", bin.display())]);
+    flags.extend(["-e".into(), "RBUILD_ISOLATION=container".into(), "-w".into(), "/ctx".into()]);
+    let compose = "/rbuild/bin/rbuild compose build --progress plain";
+    let check = "/rbuild/bin/rbuild build --progress plain /ctx/check";
+    let script = format!("{compose} && {compose} && {check}");
+    let ran = run_job(&engine, &Job { image: "busybox", flags, script });
+    let said = text(&ran);
+    let services: Vec<&str> = said.lines().filter(|l| l.starts_with("service ")).collect();
+    let second_cached = services.len() == 4 && services[2..].iter().all(|l| l.ends_with("(CACHED)"));
+    if !ran.status.success() || !second_cached {
+        failures.push(format!("compose build in container isolation: {said}"));
+    }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 

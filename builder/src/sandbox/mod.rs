@@ -48,9 +48,11 @@ pub fn sandboxed_worker<'a>(
         return container_worker(store, Box::new(images), Box::new(fetcher), registry, keep);
     }
     let executor = SandboxExecutor::detecting(store, runtime.clone(), userns, isolation)?;
+    // Only root may build in the container's own root; a user job keeps the refusal, which says what lifts it.
     if isolation == isolation::IsolationChoice::AutoContainer
         && executor.refused()
         && container::guard::container_mark().is_some()
+        && rustix::process::geteuid().is_root()
     {
         return container_worker(store, Box::new(images), Box::new(fetcher), registry, keep);
     }

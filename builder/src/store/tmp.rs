@@ -1,7 +1,8 @@
-//! The store's `tmp/` area. Each process gets its own directory `tmp/<pid>-<nonce>-<n>/` and holds an exclusive
-//! lock on `tmp/<pid>-<nonce>-<n>.lock` while it lives (a random part: processes in different pid namespaces —
-//! containers sharing a store on a volume, each rbuild their pid 1 — have the same pids); at start, every entry whose lock can be taken belongs to a process that
-//! is gone and is swept. A live process's entries are never touched.
+//! The store's `tmp/` area. Each process gets its own directory `tmp/<pid>-<n>/` and holds an exclusive lock on
+//! `tmp/<pid>-<n>.lock` while it lives (a name is taken only when free: processes in different pid namespaces —
+//! containers sharing a store on a volume, each rbuild their pid 1 — have the same pids); at start, every entry
+//! whose lock can be taken belongs to a process that is gone and is swept. A live process's entries are never
+//! touched.
 
 use std::fs::{self, File, TryLockError};
 use std::path::{Path, PathBuf};
@@ -25,22 +26,36 @@ impl TmpArea {
         sweep(tmp_root)?;
         // The lock file appears under its final name only once it is locked, and the directory only after that,
         // so a concurrent sweep never mistakes a starting process for a dead one. A sweep may still remove the
-        // `.lock.new` file between its creation and its locking; then the rename fails and we start over.
+        // `.lock.new` file between its creation and its locking; then the link fails and we start over. Names are
+        // taken, never replaced (`create_new`, `hard_link`): a process of another pid namespace (a container sharing
+        // this store on a volume) may have the same pid, and then takes the next free name.
+        static SEQ: AtomicU64 = AtomicU64::new(0);
         let mut attempts = 0;
         let (name, lock_path, lock) = loop {
-            let name = crate::fsops::unique_suffix();
+            attempts += 1;
+            let name = format!("{}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::SeqCst));
             let lock_path = tmp_root.join(format!("{name}.lock"));
             let new_path = tmp_root.join(format!("{name}.lock.new"));
-            let lock = File::create(&new_path).map_err(Error::io("create", &new_path))?;
+            let lock = match File::options().write(true).create_new(true).open(&new_path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 1000 => continue,
+                Err(e) => return Err(Error::io("create", &new_path)(e)),
+            };
             lock.lock().map_err(Error::io("lock", &new_path))?;
-            match fs::rename(&new_path, &lock_path) {
+            let linked = fs::hard_link(&new_path, &lock_path);
+            let _ = fs::remove_file(&new_path);
+            match linked {
                 Ok(()) => break (name, lock_path, lock),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && attempts < 100 => attempts += 1,
-                Err(e) => return Err(Error::io("rename", &new_path)(e)),
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::AlreadyExists)
+                        && attempts < 1000 => {}
+                Err(e) => return Err(Error::io("link", &new_path)(e)),
             }
         };
         let dir = tmp_root.join(&name);
-        fs::create_dir_all(&dir).map_err(Error::io("create", &dir))?;
+        // A directory of this name left by a dead owner of the name whose sweep has not happened yet.
+        crate::fsops::remove_path(&dir).map_err(Error::io("remove", &dir))?;
+        fs::create_dir(&dir).map_err(Error::io("create", &dir))?;
         Ok(TmpArea { dir, lock_path, _lock: lock, counter: AtomicU64::new(0) })
     }
 
