@@ -27,18 +27,24 @@ pub fn isolation() -> rbuild_builder::sandbox::isolation::IsolationChoice {
     ISOLATION.get().copied().unwrap_or_default()
 }
 
-/// Before the store is opened, for `--isolation container` and `auto+container`: the store's default becomes
-/// /rbuild/store and rbuild's temporary files go below it (out of a step's reach); `--isolation container` is
-/// refused outside a container, or with the store below a directory images use, before anything is touched
-/// (`runs_steps`: the command may run RUN steps).
+/// Before the store is opened, for `--isolation container`, and `auto+container` as root in a container: the
+/// store's default becomes /rbuild/store and rbuild's temporary files go below it (out of a step's reach);
+/// `--isolation container` is refused outside a container, or with the store below a directory images use, before
+/// anything is touched (`runs_steps`: the command may run RUN steps).
 pub fn container_setup(
     root: &mut Option<std::path::PathBuf>,
     choice: rbuild_builder::sandbox::isolation::IsolationChoice,
     runs_steps: bool,
 ) -> anyhow::Result<()> {
     use rbuild_builder::sandbox::container::guard;
+    let explicit = choice == rbuild_builder::sandbox::isolation::IsolationChoice::Container;
+    // Where container isolation may be chosen: explicitly, or as root in a container (auto+container).
+    let may_be_chosen = explicit || (guard::container_mark().is_some() && nix::unistd::geteuid().is_root());
+    if !may_be_chosen {
+        return Ok(());
+    }
     let store = root.get_or_insert_with(|| guard::DEFAULT_STORE.into()).clone();
-    if choice == rbuild_builder::sandbox::isolation::IsolationChoice::Container && runs_steps {
+    if explicit && runs_steps {
         guard::check_may_run()?;
         guard::check_store(&store)?;
     }
