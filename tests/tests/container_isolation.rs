@@ -119,171 +119,217 @@ fn builds_in_unmodified_ci_containers_as_kaniko_did() {
     std::fs::write(ctx.join("Dockerfile"), format!("{SIDE_STAGE}{BASE}{IDS}{FROM_SIDE}")).unwrap();
     std::fs::write(ctx.join("f"), "context\n").unwrap();
     let bin_volume = format!("{}:/rbuild/bin/rbuild:ro", bin.display());
-    let mut failures = Vec::new();
-
+    // The jobs are independent: they run at once, each in its own containers.
     // 1. The executor image: nothing but `rbuild build`; two builds in one job, the second fully cached.
-    let out = work.path().join("out-executor");
-    std::fs::create_dir_all(&out).unwrap();
-    let job = Job {
-        image: &executor,
-        flags: volumes(&ctx, &out),
-        script: format!(
-            "rbuild info | grep ^isolation && {} && {}",
-            build_cmd("rbuild", "layout"),
-            build_cmd("rbuild", "again")
-        ),
-    };
-    let ran = run_job(&engine, &job);
-    let said = text(&ran);
-    let told = said.contains("container: steps run in this container's own root");
-    if !ran.status.success() || !told || !said.contains("container isolation") || !second_is_cached(&said) {
-        failures.push(format!("the executor image: {said}"));
-    } else if let Err(e) = check_multi_stage(&out.join("layout")) {
-        failures.push(format!("the executor image: {e}\n{said}"));
-    }
-
-    // 2. A plain busybox container with RBUILD_ISOLATION=container, the store in the container (its default).
-    let out = work.path().join("out-busybox");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut flags = volumes(&ctx, &out);
-    flags.extend(["-v".into(), bin_volume.clone(), "-e".into(), "RBUILD_ISOLATION=container".into()]);
-    let job = Job { image: "busybox", flags, script: build_cmd("/rbuild/bin/rbuild", "layout") };
-    let ran = run_job(&engine, &job);
-    let said = text(&ran);
-    if !ran.status.success() {
-        failures.push(format!("busybox, store in the container: {said}"));
-    } else if let Err(e) = check_multi_stage(&out.join("layout")) {
-        failures.push(format!("busybox, store in the container: {e}\n{said}"));
-    }
-
-    // 3. The store on a volume: a second job (a new container) on the same store runs no step.
-    let out = work.path().join("out-volume");
-    std::fs::create_dir_all(out.join("store")).unwrap();
-    let mut flags = volumes(&ctx, &out);
-    let store_volume = format!("{}:/ci-cache", out.join("store").display());
-    flags.extend([
-        "-v".into(),
-        bin_volume.clone(),
-        "-v".into(),
-        store_volume,
-        "-e".into(),
-        "RBUILD_ROOT=/ci-cache/store".into(),
-    ]);
-    flags.extend(["-e".into(), "RBUILD_ISOLATION=container".into()]);
-    for (dest, cached) in [("layout", false), ("again", true)] {
-        let job = Job { image: "busybox", flags: flags.clone(), script: build_cmd("/rbuild/bin/rbuild", dest) };
+    let job1 = || {
+        let mut failures = Vec::new();
+        let out = work.path().join("out-executor");
+        std::fs::create_dir_all(&out).unwrap();
+        let job = Job {
+            image: &executor,
+            flags: volumes(&ctx, &out),
+            script: format!(
+                "rbuild info | grep ^isolation && {} && {}",
+                build_cmd("rbuild", "layout"),
+                build_cmd("rbuild", "again")
+            ),
+        };
         let ran = run_job(&engine, &job);
         let said = text(&ran);
-        let none_run = said.lines().any(|l| l.starts_with("built ") && l.contains("(0 steps run"));
-        if !ran.status.success() || none_run != cached {
-            failures.push(format!("busybox, store on a volume ({dest}): {said}"));
+        let told = said.contains("container: steps run in this container's own root");
+        if !ran.status.success() || !told || !said.contains("container isolation") || !second_is_cached(&said) {
+            failures.push(format!("the executor image: {said}"));
+        } else if let Err(e) = check_multi_stage(&out.join("layout")) {
+            failures.push(format!("the executor image: {e}\n{said}"));
         }
-    }
-    if let Err(e) = check_multi_stage(&out.join("layout")) {
-        failures.push(format!("busybox, store on a volume: {e}"));
-    }
+        failures
+    };
+
+    // 2. A plain busybox container with RBUILD_ISOLATION=container, the store in the container (its default).
+    let job2 = || {
+        let mut failures = Vec::new();
+        let out = work.path().join("out-busybox");
+        std::fs::create_dir_all(&out).unwrap();
+        let mut flags = volumes(&ctx, &out);
+        flags.extend(["-v".into(), bin_volume.clone(), "-e".into(), "RBUILD_ISOLATION=container".into()]);
+        let job = Job { image: "busybox", flags, script: build_cmd("/rbuild/bin/rbuild", "layout") };
+        let ran = run_job(&engine, &job);
+        let said = text(&ran);
+        if !ran.status.success() {
+            failures.push(format!("busybox, store in the container: {said}"));
+        } else if let Err(e) = check_multi_stage(&out.join("layout")) {
+            failures.push(format!("busybox, store in the container: {e}\n{said}"));
+        }
+        failures
+    };
+
+    // 3. The store on a volume: a second job (a new container) on the same store runs no step.
+    let job3 = || {
+        let mut failures = Vec::new();
+        let out = work.path().join("out-volume");
+        std::fs::create_dir_all(out.join("store")).unwrap();
+        let mut flags = volumes(&ctx, &out);
+        let store_volume = format!("{}:/ci-cache", out.join("store").display());
+        flags.extend([
+            "-v".into(),
+            bin_volume.clone(),
+            "-v".into(),
+            store_volume,
+            "-e".into(),
+            "RBUILD_ROOT=/ci-cache/store".into(),
+        ]);
+        flags.extend(["-e".into(), "RBUILD_ISOLATION=container".into()]);
+        for (dest, cached) in [("layout", false), ("again", true)] {
+            let job = Job { image: "busybox", flags: flags.clone(), script: build_cmd("/rbuild/bin/rbuild", dest) };
+            let ran = run_job(&engine, &job);
+            let said = text(&ran);
+            let none_run = said.lines().any(|l| l.starts_with("built ") && l.contains("(0 steps run"));
+            if !ran.status.success() || none_run != cached {
+                failures.push(format!("busybox, store on a volume ({dest}): {said}"));
+            }
+        }
+        if let Err(e) = check_multi_stage(&out.join("layout")) {
+            failures.push(format!("busybox, store on a volume: {e}"));
+        }
+        failures
+    };
 
     // 4. A merged-/usr Debian (/bin -> usr/bin, where the busybox container has a /bin directory): apt installs a
     // package from a file repository, useradd, su to the new user; a cache mount over /var/cache/apt, which the
     // image has, leaves it as it was.
-    let dctx = work.path().join("ctx-debian");
-    std::fs::create_dir_all(&dctx).unwrap();
-    std::fs::write(
-        dctx.join("Dockerfile"),
-        "FROM debian\n\
-         RUN echo 'deb [trusted=yes] file:/repo ./' > /etc/apt/sources.list && rm -f /etc/apt/sources.list.d/* \
-         && apt-get update && apt-get install -y --no-install-recommends attr && getfattr --version\n\
-         RUN useradd -m -u 1234 bob && su bob -c 'id -u > /home/bob/me && touch /home/bob/mine'\n\
-         RUN --mount=type=cache,target=/var/cache/apt ls /var/cache/apt > /apt-cache-seen\n",
-    )
-    .unwrap();
-    let out = work.path().join("out-debian");
-    std::fs::create_dir_all(&out).unwrap();
-    let mut flags = volumes(&dctx, &out);
-    flags.extend(["-v".into(), bin_volume.clone(), "-e".into(), "RBUILD_ISOLATION=container".into()]);
-    let job = Job { image: "busybox", flags, script: build_cmd("/rbuild/bin/rbuild", "layout") };
-    let ran = run_job(&engine, &job);
-    let said = text(&ran);
-    match ImageFiles::from_layout(&out.join("layout")) {
-        Ok(image) if ran.status.success() => {
-            let content = |p: &str| image.files.get(p).map(|f| String::from_utf8_lossy(&f.content).into_owned());
-            let owner = |p: &str| image.files.get(p).map(|f| (f.uid, f.gid));
-            if !image.files.contains_key("/usr/bin/getfattr")
-                || content("/home/bob/me").as_deref() != Some("1234\n")
-                || owner("/home/bob/mine") != Some((1234, 1234))
-                || image.files.get("/bin").map(|f| f.kind) != Some("symlink")
-                || image.files.contains_key("/repo")
-                || image.files.contains_key("/ctx")
-            {
-                failures.push(format!("debian: the image is not as built: {said}"));
+    let job4 = || {
+        let mut failures = Vec::new();
+        let dctx = work.path().join("ctx-debian");
+        std::fs::create_dir_all(&dctx).unwrap();
+        std::fs::write(
+            dctx.join("Dockerfile"),
+            "FROM debian\n\
+             RUN echo 'deb [trusted=yes] file:/repo ./' > /etc/apt/sources.list && rm -f /etc/apt/sources.list.d/* \
+             && apt-get update && apt-get install -y --no-install-recommends attr && getfattr --version\n\
+             RUN useradd -m -u 1234 bob && su bob -c 'id -u > /home/bob/me && touch /home/bob/mine'\n\
+             RUN --mount=type=cache,target=/var/cache/apt ls /var/cache/apt > /apt-cache-seen\n",
+        )
+        .unwrap();
+        let out = work.path().join("out-debian");
+        std::fs::create_dir_all(&out).unwrap();
+        let mut flags = volumes(&dctx, &out);
+        flags.extend(["-v".into(), bin_volume.clone(), "-e".into(), "RBUILD_ISOLATION=container".into()]);
+        let job = Job { image: "busybox", flags, script: build_cmd("/rbuild/bin/rbuild", "layout") };
+        let ran = run_job(&engine, &job);
+        let said = text(&ran);
+        match ImageFiles::from_layout(&out.join("layout")) {
+            Ok(image) if ran.status.success() => {
+                let content = |p: &str| image.files.get(p).map(|f| String::from_utf8_lossy(&f.content).into_owned());
+                let owner = |p: &str| image.files.get(p).map(|f| (f.uid, f.gid));
+                if !image.files.contains_key("/usr/bin/getfattr")
+                    || content("/home/bob/me").as_deref() != Some("1234\n")
+                    || owner("/home/bob/mine") != Some((1234, 1234))
+                    || image.files.get("/bin").map(|f| f.kind) != Some("symlink")
+                    || image.files.contains_key("/repo")
+                    || image.files.contains_key("/ctx")
+                {
+                    failures.push(format!("debian: the image is not as built: {said}"));
+                }
             }
+            _ => failures.push(format!("debian: {said}")),
         }
-        _ => failures.push(format!("debian: {said}")),
-    }
+        failures
+    };
 
     // 5. A store below a directory images use is refused, naming the fix, before any step.
-    let mut flags = volumes(&ctx, &out);
-    flags.extend(["-v".into(), bin_volume, "-e".into(), "RBUILD_ISOLATION=container".into()]);
-    let job = Job { image: "busybox", flags, script: "/rbuild/bin/rbuild --root /tmp/store build /ctx".into() };
-    let ran = run_job(&engine, &job);
-    let said = text(&ran);
-    if ran.status.code() != Some(1) || !said.contains("/rbuild/store") || said.contains("#1 ") {
-        failures.push(format!("a store under /tmp was not refused: {said}"));
-    }
+    let job5 = || {
+        let mut failures = Vec::new();
+        let out = work.path().join("out-job5");
+        std::fs::create_dir_all(&out).unwrap();
+        let mut flags = volumes(&ctx, &out);
+        flags.extend(["-v".into(), bin_volume.clone(), "-e".into(), "RBUILD_ISOLATION=container".into()]);
+        let job = Job { image: "busybox", flags, script: "/rbuild/bin/rbuild --root /tmp/store build /ctx".into() };
+        let ran = run_job(&engine, &job);
+        let said = text(&ran);
+        if ran.status.code() != Some(1) || !said.contains("/rbuild/store") || said.contains("#1 ") {
+            failures.push(format!("a store under /tmp was not refused: {said}"));
+        }
+        failures
+    };
 
     // 6. A job that is not root: container isolation is refused, naming why; the executor image's auto+container
     // keeps the namespace refusal, which names what lifts it (and container isolation for root jobs).
-    let user_store = work.path().join("user-store");
-    std::fs::create_dir_all(&user_store).unwrap();
-    std::fs::set_permissions(&user_store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
-    for (image, isolation, wanted) in
-        [("busybox", "container", "run the job as root"), (executor.as_str(), "auto+container", "seccomp")]
-    {
-        let mut flags = volumes(&ctx, &out);
-        flags.extend(["-v".into(), format!("{}:/rbuild/bin/rbuild:ro", bin.display())]);
-        flags.extend(["-v".into(), format!("{}:/user-store", user_store.display())]);
-        flags.extend(["--user".into(), "1000:1000".into(), "-e".into(), "HOME=/user-store".into()]);
-        flags.extend(["-e".into(), format!("RBUILD_ISOLATION={isolation}")]);
-        let script = "/rbuild/bin/rbuild --root /user-store/s build --build-context busybox=oci-layout:///bb /ctx";
-        let ran = run_job(&engine, &Job { image, flags, script: script.into() });
-        let said = text(&ran);
-        if ran.status.success() || !said.contains(wanted) {
-            failures.push(format!("uid 1000, {isolation} in {image}: expected a refusal saying {wanted:?}: {said}"));
+    let job6 = || {
+        let mut failures = Vec::new();
+        let out = work.path().join("out-job6");
+        std::fs::create_dir_all(&out).unwrap();
+        let user_store = work.path().join("user-store");
+        std::fs::create_dir_all(&user_store).unwrap();
+        std::fs::set_permissions(&user_store, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        for (image, isolation, wanted) in
+            [("busybox", "container", "run the job as root"), (executor.as_str(), "auto+container", "seccomp")]
+        {
+            let mut flags = volumes(&ctx, &out);
+            flags.extend(["-v".into(), format!("{}:/rbuild/bin/rbuild:ro", bin.display())]);
+            flags.extend(["-v".into(), format!("{}:/user-store", user_store.display())]);
+            flags.extend(["--user".into(), "1000:1000".into(), "-e".into(), "HOME=/user-store".into()]);
+            flags.extend(["-e".into(), format!("RBUILD_ISOLATION={isolation}")]);
+            let script = "/rbuild/bin/rbuild --root /user-store/s build --build-context busybox=oci-layout:///bb /ctx";
+            let ran = run_job(&engine, &Job { image, flags, script: script.into() });
+            let said = text(&ran);
+            if ran.status.success() || !said.contains(wanted) {
+                failures
+                    .push(format!("uid 1000, {isolation} in {image}: expected a refusal saying {wanted:?}: {said}"));
+            }
         }
-    }
+        failures
+    };
 
     // 7. `rbuild compose build` in container isolation: a service built FROM another (additional_contexts:
     // service:), both in one graph; the second run builds nothing; a build on the result sees its files and owners.
-    let project = work.path().join("compose");
-    for (path, content) in [
-        (
-            "compose.yaml",
-            "services:\n  base:\n    image: base:ci\n    build: ./base\n  app:\n    image: app:ci\n    build:\n      \
-             context: ./app\n      additional_contexts:\n        base: service:base\n",
-        ),
-        ("base/Dockerfile", "FROM oci-layout:///bb\nRUN echo from-base > /base-file\n"),
-        ("app/Dockerfile", "FROM base\nRUN cp /base-file /app-file && chown 1000:1000 /app-file\n"),
-        (
-            "check/Dockerfile",
-            "FROM app:ci\nRUN test \"$(cat /app-file)\" = from-base && test \"$(stat -c %u /app-file)\" = 1000\n",
-        ),
-    ] {
-        std::fs::create_dir_all(project.join(path).parent().unwrap()).unwrap();
-        std::fs::write(project.join(path), content).unwrap();
-    }
-    let mut flags = volumes(&project, &out);
-    flags.extend(["-v".into(), format!("{}:/rbuild/bin/rbuild:ro", bin.display())]);
-    flags.extend(["-e".into(), "RBUILD_ISOLATION=container".into(), "-w".into(), "/ctx".into()]);
-    let compose = "/rbuild/bin/rbuild compose build --progress plain";
-    let check = "/rbuild/bin/rbuild build --progress plain /ctx/check";
-    let script = format!("{compose} && {compose} && {check}");
-    let ran = run_job(&engine, &Job { image: "busybox", flags, script });
-    let said = text(&ran);
-    let services: Vec<&str> = said.lines().filter(|l| l.starts_with("service ")).collect();
-    let second_cached = services.len() == 4 && services[2..].iter().all(|l| l.ends_with("(CACHED)"));
-    if !ran.status.success() || !second_cached {
-        failures.push(format!("compose build in container isolation: {said}"));
-    }
+    let job7 = || {
+        let mut failures = Vec::new();
+        let out = work.path().join("out-job7");
+        std::fs::create_dir_all(&out).unwrap();
+        let project = work.path().join("compose");
+        for (path, content) in [
+            (
+                "compose.yaml",
+                "services:\n  base:\n    image: base:ci\n    build: ./base\n  app:\n    image: app:ci\n    build:\n      \
+                 context: ./app\n      additional_contexts:\n        base: service:base\n",
+            ),
+            ("base/Dockerfile", "FROM oci-layout:///bb\nRUN echo from-base > /base-file\n"),
+            ("app/Dockerfile", "FROM base\nRUN cp /base-file /app-file && chown 1000:1000 /app-file\n"),
+            (
+                "check/Dockerfile",
+                "FROM app:ci\nRUN test \"$(cat /app-file)\" = from-base && test \"$(stat -c %u /app-file)\" = 1000\n",
+            ),
+        ] {
+            std::fs::create_dir_all(project.join(path).parent().unwrap()).unwrap();
+            std::fs::write(project.join(path), content).unwrap();
+        }
+        let mut flags = volumes(&project, &out);
+        flags.extend(["-v".into(), format!("{}:/rbuild/bin/rbuild:ro", bin.display())]);
+        flags.extend(["-e".into(), "RBUILD_ISOLATION=container".into(), "-w".into(), "/ctx".into()]);
+        let compose = "/rbuild/bin/rbuild compose build --progress plain";
+        let check = "/rbuild/bin/rbuild build --progress plain /ctx/check";
+        let script = format!("{compose} && {compose} && {check}");
+        let ran = run_job(&engine, &Job { image: "busybox", flags, script });
+        let said = text(&ran);
+        let services: Vec<&str> = said.lines().filter(|l| l.starts_with("service ")).collect();
+        let second_cached = services.len() == 4 && services[2..].iter().all(|l| l.ends_with("(CACHED)"));
+        if !ran.status.success() || !second_cached {
+            failures.push(format!("compose build in container isolation: {said}"));
+        }
+        failures
+    };
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let handles = vec![
+            scope.spawn(job1),
+            scope.spawn(job2),
+            scope.spawn(job3),
+            scope.spawn(job4),
+            scope.spawn(job5),
+            scope.spawn(job6),
+            scope.spawn(job7),
+        ];
+        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }
 
