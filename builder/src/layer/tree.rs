@@ -78,7 +78,8 @@ fn path_bytes(p: &Path) -> Vec<u8> {
     p.as_os_str().as_bytes().to_vec()
 }
 
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
+/// `parent/name` of relative `/`-separated byte paths (`name` alone at the top).
+pub(crate) fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
     if parent.is_empty() {
         name.to_vec()
     } else {

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use super::guard::Protected;
 use crate::error::{Error, Result};
+use crate::layer::tree::join;
 use crate::layer::{EntryKind, TreeEntry, collect_tree_picked};
 
 /// What is compared of a path.
@@ -69,15 +70,10 @@ impl Record {
     /// Record everything under `root` out of `protected`'s reach.
     pub fn take(root: &Path, protected: &Protected) -> Result<Record> {
         let mut record = Record::default();
-        record.walk(root, Vec::new(), protected)?;
-        Ok(record)
-    }
-
-    fn walk(&mut self, dir: &Path, rel: Vec<u8>, protected: &Protected) -> Result<()> {
-        for (child, meta) in signatures_below(dir, &rel, protected)? {
-            self.add(child, &meta);
+        for (rel, meta) in signatures_below(root, b"", protected)? {
+            record.add(rel, &meta);
         }
-        Ok(())
+        Ok(record)
     }
 
     fn add(&mut self, rel: Vec<u8>, meta: &fs::Metadata) {
@@ -187,10 +183,6 @@ fn signatures_below(dir: &Path, rel: &[u8], protected: &Protected) -> Result<Vec
         })
         .collect::<Result<_>>()?;
     Ok(nested.into_iter().flatten().collect())
-}
-
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    if parent.is_empty() { name.to_vec() } else { [parent, b"/", name].concat() }
 }
 
 /// A whiteout or opaque marker entry in `dir`.

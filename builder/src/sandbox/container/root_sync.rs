@@ -14,6 +14,7 @@ use rayon::prelude::*;
 
 use super::guard::Protected;
 use crate::error::{Error, Result};
+use crate::layer::tree::join;
 use crate::layer::{overlay_opaque, overlay_whiteout};
 
 /// The snapshots the root holds now, bottom first (empty: unknown, the root must be emptied first).
@@ -259,10 +260,6 @@ fn copy_attributes(src: &Path, dest: &Path, meta: &fs::Metadata) -> Result<()> {
     };
     rustix::fs::utimensat(CWD, dest, &times, AtFlags::SYMLINK_NOFOLLOW)
         .map_err(|e| Error::io("set times", dest)(e.into()))
-}
-
-fn join(parent: &[u8], name: &[u8]) -> Vec<u8> {
-    if parent.is_empty() { name.to_vec() } else { [parent, b"/", name].concat() }
 }
 
 #[cfg(test)]
