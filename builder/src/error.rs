@@ -50,6 +50,13 @@ pub enum Error {
     #[error("blob {digest} is not in the store ({root}); pull or load the image again")]
     BlobNotFound { digest: String, root: PathBuf },
 
+    /// A remote layer (known to be in a registry, named by a cache record or an image) that could not be fetched.
+    #[error(
+        "layer {digest} is not in the store yet (it is at {place}) and cannot be fetched: {reason}; run the \
+         command without --offline once (the layer is fetched, verified and kept)"
+    )]
+    RemoteLayer { digest: String, place: String, reason: String },
+
     /// An image name the store does not know.
     #[error("image {name:?} not found in the store ({root}); `rbuild images` lists what is there")]
     ImageNotFound { name: String, root: PathBuf },

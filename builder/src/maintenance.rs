@@ -1,5 +1,6 @@
 //! Store maintenance: `prune` (drop what no named image references, oldest first, optionally down to a size
-//! budget), `fsck` (verify every blob's digest and every image's references), and `system df` (sizes by kind).
+//! budget; remote layers' `sources/` records are kept), `fsck` (verify every blob's digest and every image's
+//! references; remote layers are reported as such), and `system df` (sizes by kind).
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -45,6 +46,8 @@ pub struct FsckReport {
     pub blobs_checked: u64,
     pub images_checked: u64,
     pub snapshots_checked: u64,
+    /// Layers images name that are remote (known to be in a registry, fetched when needed): not problems.
+    pub remote_layers: Vec<String>,
     pub problems: Vec<String>,
 }
 
@@ -233,8 +236,15 @@ impl Store {
                     match check {
                         Ok(blobs) => {
                             for b in blobs.iter().filter(|b| !self.has_blob(b)) {
-                                r.problems
-                                    .push(format!("image {} needs blob {b}, which is missing", img.name.familiar()));
+                                let places = self.blob_sources(b);
+                                if places.is_empty() {
+                                    r.problems.push(format!(
+                                        "image {} needs blob {b}, which is missing",
+                                        img.name.familiar()
+                                    ));
+                                } else if !r.remote_layers.iter().any(|l| l.starts_with(b.as_str())) {
+                                    r.remote_layers.push(format!("{b} (at {})", places.join(", ")));
+                                }
                             }
                         }
                         Err(e) => r.problems.push(format!("image {}: {e}", img.name.familiar())),

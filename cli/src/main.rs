@@ -3,6 +3,7 @@
 mod commands;
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{CommandFactory, Parser, Subcommand};
 
@@ -103,7 +104,16 @@ fn main() -> ExitCode {
         }
     }
     use commands::store_cmds as sc;
-    let store = || sc::open_store(&cli.root);
+    // Remote layers (named by an imported cache or a build's base, not fetched yet) come through a registry
+    // client made only if one is needed.
+    let flags = cli.registry.clone();
+    let remote = Arc::new(rbuild_builder::distribution::LazyRegistry::new(move || {
+        commands::registry_cmds::client(&flags).map_err(|e| format!("{e:#}"))
+    }));
+    let store = || {
+        sc::open_store(&cli.root)
+            .inspect(|s| s.attach_remote(remote.clone() as Arc<dyn rbuild_builder::store::RemoteBlobs>))
+    };
     let result = match cli.command {
         Command::Build(args) if args.check => commands::build_check::check(*args),
         Command::Build(args) if args.call.is_some() => {

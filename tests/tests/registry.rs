@@ -42,6 +42,15 @@ impl Client {
         self.b.rb_env(args, &all)
     }
 
+    /// `rbuild run` with the network allowed (remote layers are fetched).
+    fn run(&self, image: &str, cmd: &[&str]) -> String {
+        let mut args = vec!["run", image];
+        args.extend_from_slice(cmd);
+        let out = self.rb(&args);
+        assert!(out.status.success(), "run {image}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn ok(&self, args: &[&str]) -> String {
         let out = self.rb(args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -390,7 +399,7 @@ fn remote_cache_through_a_registry_and_a_local_layout_with_warm_cache_mounts() {
         let err = fresh.ok(&["build", "--progress", "plain", "-t", "app", "--cache-from", &from, ctx]);
         assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 3), "{from}: {err}");
         assert_eq!(built(&err), first_digest, "{from}: the image from the imported cache is the first build's");
-        assert_eq!(fresh.b.run("app", &["cat", "/seen", "/two", "/f.txt"]), "filled-once\ntwo\nfile\n");
+        assert_eq!(fresh.run("app", &["cat", "/seen", "/two", "/f.txt"]), "filled-once\ntwo\nfile\n");
         let warm = from.starts_with("type=registry");
         if warm {
             // The cache mount came along (mounts=true): a step that re-runs finds it filled.
@@ -399,7 +408,7 @@ fn remote_cache_through_a_registry_and_a_local_layout_with_warm_cache_mounts() {
                 &format!("FROM {}/library/busybox:latest\nRUN --mount=type=cache,target=/cache,id=warm cat /cache/filled > /again\n", reg.host()),
             )]);
             fresh.ok(&["build", "--progress", "plain", "-t", "again", ctx2.to_str().unwrap()]);
-            assert_eq!(fresh.b.run("again", &["cat", "/again"]), "filled-once\n");
+            assert_eq!(fresh.run("again", &["cat", "/again"]), "filled-once\n");
         }
         fresh.b.assert_clean();
     }
@@ -426,6 +435,88 @@ fn remote_cache_through_a_registry_and_a_local_layout_with_warm_cache_mounts() {
     let missing = format!("type=registry,ref={}/cache/none:1", reg.host());
     let err = fresh.ok(&["build", "--progress", "plain", "--cache-from", &missing, ctx]);
     assert!(err.contains("warning: cache from") && err.contains("not used"), "{err}");
+}
+
+/// The layer digests of an image in the registry (skopeo reads its manifest).
+fn registry_layers(image: &str) -> Vec<String> {
+    let out = skopeo(&["inspect", "--raw", "--tls-verify=false", &format!("docker://{image}")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
+}
+
+/// A CI runner that starts empty with a registry cache (issue 27): the cached steps' layers and the base's stay
+/// remote — the build downloads no layer, its push to another repository mounts them — until something needs
+/// their bytes (`run`, a changed step), which fetches and verifies them; offline that is a clear error and the
+/// store stays sound; fsck names remote layers, prune keeps them.
+#[test]
+fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
+    let reg = RegistryServer::start(RegistryAuth::None, false);
+    seed_busybox(&reg, "library/busybox", &["--dest-tls-verify=false"]);
+    let dockerfile = format!(
+        "FROM {}/library/busybox:latest\nCOPY files/ /data/\nRUN find /data -type f | wc -l > /count\n\
+         WORKDIR /app\nCOPY --chown=1:1 f.txt ./\nRUN cat /data/a > /copy-of-a\n",
+        reg.host()
+    );
+    let files: Vec<(String, String)> = (0..40).map(|i| (format!("files/{i}.txt"), format!("file {i}\n"))).collect();
+    let mut all: Vec<(&str, &str)> = files.iter().map(|(p, c)| (p.as_str(), c.as_str())).collect();
+    all.extend([("Dockerfile", dockerfile.as_str()), ("f.txt", "f\n"), ("files/a", "a\n")]);
+    let first = Client::new();
+    let ctx = first.b.context("app", &all);
+    let ctx = ctx.to_str().unwrap();
+    let cache = format!("type=registry,ref={}/cache/app:ci,mode=max", reg.host());
+    let first_image = format!("{}/team/app:1", reg.host());
+    let err = first.ok(&["build", "--progress", "plain", "-t", &first_image, "--cache-to", &cache, "--push", ctx]);
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (5, 0), "{err}");
+    let built = |err: &str| err.split("built ").nth(1).map(|s| s[..71].to_string()).unwrap_or_default();
+    let digest = built(&err);
+    let layers = registry_layers(&first_image);
+    assert_eq!(layers.len(), 6, "busybox + 5 steps: {layers:?}");
+    let layer_gets = || layers.iter().map(|l| reg.count("GET", &format!("blobs/{l}"))).sum::<usize>();
+    let layer_puts = || layers.iter().map(|l| reg.count("PUT", l)).sum::<usize>();
+
+    // The fresh runner: every step cached, the same image, pushed to another repository: no layer downloaded
+    // or uploaded (each mounted from where the store knows it is).
+    let (gets, puts, mounts) = (layer_gets(), layer_puts(), reg.count("POST", "mount="));
+    let fresh = Client::new();
+    let from = format!("type=registry,ref={}/cache/app:ci", reg.host());
+    let pushed = format!("{}/other/app:1", reg.host());
+    let err = fresh.ok(&["build", "--progress", "plain", "-t", &pushed, "--cache-from", &from, "--push", ctx]);
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 5), "{err}");
+    assert_eq!(built(&err), digest, "the image from the imported cache is the first build's");
+    assert_eq!((layer_gets(), layer_puts()), (gets, puts), "a layer moved: {err}");
+    assert!(reg.count("POST", "mount=") >= mounts + layers.len(), "the layers are mounted: {err}");
+    assert_eq!(registry_layers(&pushed), layers);
+    let store_blobs = fresh.b.root.join("blobs/sha256");
+    assert!(layers.iter().all(|l| !store_blobs.join(&l[7..]).exists()), "a layer is in the store");
+    // fsck names them remote, not missing; prune keeps them.
+    let out = fresh.b.rb(&["fsck"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("(6 remote layers)") && text.contains("remote layer"), "{text}");
+    fresh.ok(&["prune"]);
+    let err = fresh.ok(&["build", "--progress", "plain", "-t", &pushed, "--cache-from", &from, ctx]);
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 5), "after prune: {err}");
+
+    // Offline, a command that needs the files fails naming the layer and what to do; the store stays sound.
+    let out = fresh.rb_with(&["run", &pushed, "cat", "/count"], &[("RBUILD_OFFLINE", "1")]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("is not in the store yet") && text.contains("without --offline"), "{text}");
+    assert!(fresh.b.rb(&["fsck"]).status.success());
+    // Online it fetches (verified) what it needs.
+    assert_eq!(fresh.run(&pushed, &["cat", "/count", "/copy-of-a", "/app/f.txt"]), "41\na\nf\n");
+    assert!(layer_gets() > gets, "run fetched the layers");
+
+    // One file changed on another empty runner: the steps after it run on the fetched layers below them.
+    let changed = Client::new();
+    let ctx2 = changed.b.context("app", &all);
+    fs::write(ctx2.join("f.txt"), "changed\n").unwrap();
+    let err = changed.ok(&["build", "--progress", "plain", "-t", "app", "--cache-from", &from, ctx2.to_str().unwrap()]);
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (2, 3), "{err}");
+    assert_eq!(changed.run("app", &["stat", "-c", "%u:%g %n", "/app/f.txt"]), "1:1 /app/f.txt\n");
+    assert_eq!(changed.run("app", &["cat", "/count", "/copy-of-a", "/app/f.txt"]), "41\na\nchanged\n");
+    fresh.b.assert_clean();
+    changed.b.assert_clean();
 }
 
 /// What the scripted proxy does with one request.

@@ -153,6 +153,8 @@ impl BuildRequest {
         use crate::engine::request_flags::{parse_cache_specs, parse_ssh};
         let (dockerfile_name, text, path) = read_dockerfile(b, &context.dir)?;
         let mut req = BuildRequest::new(context.dir.clone(), dockerfile_name, text);
+        // A service is an image: its layers may stay remote.
+        req.files_unneeded = true;
         req.dockerfile_path = path;
         let tags = b.tags.iter().map(|t| Reference::parse(t)).collect::<Result<_, _>>();
         req.tags = tags.map_err(|e| in_service(&b.service, "")(e.into()))?;

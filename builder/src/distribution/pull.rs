@@ -6,7 +6,6 @@ use rbuild_registry::platform;
 use rbuild_registry::{Client, Reference, RegistryError};
 use serde_json::Value;
 
-use super::sources;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::export::image::{LoadedImage, descriptor, load_image_for};
@@ -60,15 +59,31 @@ pub fn manifest_blobs(bytes: &[u8], what: &str) -> Result<Vec<(Digest, Option<u6
     Ok(blobs)
 }
 
+/// Whether a pull downloads the layers or leaves them remote (fetched when something needs their bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerFetch {
+    /// Everything into the store now (`rbuild pull`: the store then has the image for offline use).
+    Now,
+    /// Manifest and config now; the layers are remote layers (a build base: a fully cached build, or one pushed
+    /// to the same registry, never downloads them).
+    WhenNeeded,
+}
+
 /// Pull `reference` for the host platform into the store and name it; returns what was done.
 pub fn pull(store: &Store, client: &Client, reference: &Reference) -> Result<PullReport> {
-    pull_for(store, client, reference, &Platform::host())
+    pull_for(store, client, reference, &Platform::host(), LayerFetch::Now)
 }
 
 /// Pull `platform`'s image of `reference` into the store and name it; returns what was done. When the registry
 /// has an index, the index is kept (the name points at it) with the images of the platforms pulled so far; a
 /// pull for another platform adds that platform's image.
-pub fn pull_for(store: &Store, client: &Client, reference: &Reference, platform: &Platform) -> Result<PullReport> {
+pub fn pull_for(
+    store: &Store,
+    client: &Client,
+    reference: &Reference,
+    platform: &Platform,
+    layers: LayerFetch,
+) -> Result<PullReport> {
     let want = platform.for_registry();
     let what = reference.familiar();
     let mut m = client.get_manifest(reference).map_err(registry_error)?;
@@ -98,8 +113,13 @@ pub fn pull_for(store: &Store, client: &Client, reference: &Reference, platform:
             .map_err(registry_error)?;
     }
     let blobs = manifest_blobs(&m.bytes, &what)?;
+    for (d, _) in &blobs {
+        store.record_source(d, &reference.registry, &reference.repository);
+    }
     let present = blobs.iter().filter(|(d, _)| store.has_blob(d)).count();
-    let missing: Vec<&(Digest, Option<u64>)> = blobs.iter().filter(|(d, _)| !store.has_blob(d)).collect();
+    // The config is always fetched (the first blob); the layers only when asked to.
+    let wanted = if layers == LayerFetch::Now { blobs.len() } else { 1 };
+    let missing: Vec<&(Digest, Option<u64>)> = blobs.iter().take(wanted).filter(|(d, _)| !store.has_blob(d)).collect();
     let bytes = AtomicU64::new(0);
     let workers = client.settings().max_concurrent_downloads.clamp(1, 16);
     super::bounded::for_each_bounded(&missing, workers, |(digest, size)| {
@@ -119,9 +139,6 @@ pub fn pull_for(store: &Store, client: &Client, reference: &Reference, platform:
         Ok(())
     })?;
     let manifest_digest = store.put_blob_bytes(&m.bytes)?;
-    for (d, _) in &blobs {
-        sources::record(store, d, &reference.registry, &reference.repository);
-    }
     let desc = match &index {
         Some((bytes, media_type)) => {
             let index_digest = store.put_blob_bytes(bytes)?;
@@ -173,7 +190,7 @@ pub fn ensure_image(
         return Err(Error::ImageNotFound { name: name.to_string(), root: store.root().to_path_buf() });
     };
     let reference = Reference::parse(name)?;
-    match pull_for(store, client, &reference, platform) {
+    match pull_for(store, client, &reference, platform, LayerFetch::WhenNeeded) {
         Ok(report) => Ok((load_image_for(store, &report.manifest_digest, platform)?, Some(report))),
         // --pull with no network, or a local image of another platform that the registry cannot give (a build's
         // own image): the local copy will do, as docker does (the stage then warns of its platform).

@@ -4,7 +4,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rbuild_registry::{Client, Reference, RegistryError};
 
-use super::sources;
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::export::image::load_image;
@@ -124,22 +123,24 @@ fn push_blob(
     let (registry, repo) = (&dest.registry, &dest.repository);
     if client.blob_exists(registry, repo, d.as_str()).map_err(registry_error)? {
         present.fetch_add(1, Ordering::Relaxed);
-        sources::record(store, d, registry, repo);
+        store.record_source(d, registry, repo);
         return Ok(());
     }
     let prefix = format!("{registry}/");
-    for source in sources::known(store, d) {
+    for source in store.blob_sources(d) {
         if let Some(from) = source.strip_prefix(&prefix)
             && from != repo
             && client.mount_blob(registry, repo, d.as_str(), from).map_err(registry_error)?
         {
             mounted.fetch_add(1, Ordering::Relaxed);
-            sources::record(store, d, registry, repo);
+            store.record_source(d, registry, repo);
             return Ok(());
         }
     }
+    // A remote layer no repository of this registry has: fetched from where it is, then uploaded.
+    store.ensure_blob(d)?;
     client.upload_blob(registry, repo, d.as_str(), &store.blob_path(d)).map_err(registry_error)?;
     uploaded.fetch_add(1, Ordering::Relaxed);
-    sources::record(store, d, registry, repo);
+    store.record_source(d, registry, repo);
     Ok(())
 }

@@ -227,6 +227,9 @@ pub(crate) fn build_one(worker: &Worker<'_>, opts: &BuildRequest, progress: &dyn
         let layers: Vec<Digest> = final_stage.layers.iter().map(|l| l.digest.clone()).collect();
         final_stage.config.set_field(remote_cache::INLINE_KEY, remote_cache::inline_records(&records, &layers));
     }
+    if !opts.files_unneeded {
+        final_stage.ensure_files(store, worker.tree_ops.as_ref())?;
+    }
     let image = final_stage.write(store, opts.media_types)?;
     let descriptor = image.descriptor()?;
     for t in &opts.tags {

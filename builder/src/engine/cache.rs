@@ -169,7 +169,8 @@ pub(crate) fn get(store: &Store, key: &str) -> Option<Cached> {
         return Some(Cached { layer: None, created });
     }
     let digest = Digest::parse(v["layer"]["digest"].as_str()?).ok()?;
-    if !store.has_blob(&digest) {
+    // A remote layer (imported from a registry cache, not fetched yet) is a hit: it is fetched when needed.
+    if !store.has_or_knows_blob(&digest) {
         return None;
     }
     let layer = LayerRef {

@@ -211,6 +211,7 @@ fn write_layout(store: &Store, dir: &Path, blobs: &[Digest], manifest: &[u8]) ->
     for d in blobs {
         let to = blob_dir.join(d.hex());
         if !to.exists() {
+            store.ensure_blob(d)?;
             let from = store.blob_path(d);
             if fs::hard_link(&from, &to).is_err() {
                 fs::copy(&from, &to).map_err(Error::io("copy", &to))?;
@@ -238,8 +239,28 @@ type BlobFetcher<'a> = Box<dyn Fn(&Digest, Option<u64>) -> Result<()> + 'a>;
 /// Reads a manifest (by digest, verified) from where a cache lives.
 type ManifestFetcher<'a> = Box<dyn Fn(&Digest) -> Result<Vec<u8>> + 'a>;
 
-/// Import a cache: its records into the local cache index (their layers into the store first) and, when it has
-/// them, the cache mounts' contents into mounts this store does not have yet. Returns the records imported.
+/// How a cache's blobs reach the store: the config and cache mounts' contents are fetched now; a record's layer
+/// only when `lazy_from` names where it is (a registry): it stays a remote layer, fetched when first needed.
+struct Fetchers<'a> {
+    fetch: BlobFetcher<'a>,
+    lazy_from: Option<(String, String)>,
+}
+
+impl Fetchers<'_> {
+    fn layer(&self, store: &Store, l: &LayerRef) -> Result<()> {
+        match &self.lazy_from {
+            Some((registry, repository)) if !store.has_blob(&l.digest) => {
+                store.record_source(&l.digest, registry, repository);
+                Ok(())
+            }
+            _ => (self.fetch)(&l.digest, Some(l.size)),
+        }
+    }
+}
+
+/// Import a cache: its records into the local cache index and, when it has them, the cache mounts' contents into
+/// mounts this store does not have yet. Returns the records imported. The records' layers of a registry cache stay
+/// remote until a build needs their bytes (a fully cached build never does); a local cache's are copied in.
 pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -> Result<usize> {
     // How to get a blob into the store, and the manifest's bytes.
     let (manifest_bytes, fetch, fetch_manifest): (Vec<u8>, BlobFetcher<'_>, ManifestFetcher<'_>) = match &spec.location
@@ -321,19 +342,25 @@ pub(crate) fn import(store: &Store, client: Option<&Client>, spec: &CacheSpec) -
     let top: Value = serde_json::from_slice(&manifest_bytes)
         .map_err(|source| Error::Json { what: "cache manifest".into(), source })?;
     // An image index (an inline cache of a multi-platform image): every platform's image carries records.
+    let lazy_from = match &spec.location {
+        CacheLocation::Registry(r) => Some((r.registry.clone(), r.repository.clone())),
+        _ => None,
+    };
+    let fetchers = Fetchers { fetch, lazy_from };
     let Some(entries) = top["manifests"].as_array() else {
-        return import_records(store, spec, &manifest_bytes, &fetch);
+        return import_records(store, spec, &manifest_bytes, &fetchers);
     };
     let mut n = 0;
     for e in entries {
         let d = Digest::parse(e["digest"].as_str().unwrap_or(""))?;
-        n += import_records(store, spec, &fetch_manifest(&d)?, &fetch)?;
+        n += import_records(store, spec, &fetch_manifest(&d)?, &fetchers)?;
     }
     Ok(n)
 }
 
 /// Import the records (and cache mounts) of one cache manifest or inline-cache image manifest.
-fn import_records(store: &Store, spec: &CacheSpec, manifest_bytes: &[u8], fetch: &BlobFetcher<'_>) -> Result<usize> {
+fn import_records(store: &Store, spec: &CacheSpec, manifest_bytes: &[u8], fetchers: &Fetchers<'_>) -> Result<usize> {
+    let fetch = &fetchers.fetch;
     let manifest: Value = serde_json::from_slice(manifest_bytes)
         .map_err(|source| Error::Json { what: "cache manifest".into(), source })?;
     let is_artifact = manifest["artifactType"].as_str() == Some(ARTIFACT_TYPE)
@@ -370,7 +397,7 @@ fn import_records(store: &Store, spec: &CacheSpec, manifest_bytes: &[u8], fetch:
             None
         } else {
             let (l, diff_id) = parse_layer(&r["layer"])?;
-            fetch(&l.digest, Some(l.size))?;
+            fetchers.layer(store, &l)?;
             Some((l, diff_id))
         };
         let created = r["created"].as_str().filter(|c| c.len() == 20 && c.ends_with('Z')).map(str::to_string);

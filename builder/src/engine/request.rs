@@ -61,6 +61,9 @@ pub struct BuildRequest {
     pub cache_to: Vec<remote_cache::CacheSpec>,
     /// When the fetched contexts last changed, for `SOURCE_DATE_EPOCH=context` and `=NAME`.
     pub context_times: ContextTimes,
+    /// The result's files are not wanted (the outputs are images: stored, pushed, saved): its layers may stay
+    /// remote and unpacked. False: the result's snapshots are all present (`BuildResult::snapshots` readable).
+    pub files_unneeded: bool,
     /// The Dockerfile parsed once, shared by the lint, the plan and every platform's build (clones share it).
     parsed: ParsedDockerfile,
 }
@@ -147,6 +150,7 @@ impl BuildRequest {
             cache_from: Vec::new(),
             cache_to: Vec::new(),
             context_times: ContextTimes::default(),
+            files_unneeded: false,
             parsed: ParsedDockerfile::default(),
         }
     }

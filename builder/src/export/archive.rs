@@ -160,6 +160,8 @@ fn stage_docker_archive(
                 &format!("{} layers but {} diff_ids", img.layers.len(), diff_ids.len()),
             ));
         }
+        // Remote layers fetched first, several at once.
+        store.ensure_blobs(&img.layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>())?;
         let mut layer_files = Vec::new();
         for (layer, diff_id) in img.layers.iter().zip(&diff_ids) {
             let rel = format!("{}/layer.tar", diff_id.hex());

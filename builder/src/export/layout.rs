@@ -153,9 +153,12 @@ pub fn export_layout(store: &Store, images: &[(Reference, Digest)], dir: &Path) 
     fs::create_dir_all(&blobs).map_err(Error::io("create", &blobs))?;
     let mut manifests = Vec::new();
     for (name, digest) in images {
-        for b in image_blobs(store, digest)? {
+        let image_blobs = image_blobs(store, digest)?;
+        store.ensure_blobs(&image_blobs)?;
+        for b in image_blobs {
             let dest = blobs.join(b.hex());
             if !dest.is_file() {
+                store.ensure_blob(&b)?;
                 let tmp = blobs.join(format!(".{}.tmp", b.hex()));
                 fs::copy(store.blob_path(&b), &tmp).map_err(Error::io("copy blob", &tmp))?;
                 fs::rename(&tmp, &dest).map_err(Error::io("rename", &dest))?;

@@ -42,6 +42,9 @@ pub fn sandboxed_worker<'a>(
     jobs: usize,
     keep: &[PathBuf],
 ) -> Result<Worker<'a>> {
+    if let Some(client) = &registry {
+        store.attach_remote(client.clone());
+    }
     let images = StoreImageSource::new(store, registry.clone());
     let fetcher = NetworkFetcher::new(registry.clone()).remembering_downloads(store.root().join("downloads"));
     if isolation == isolation::IsolationChoice::Container {

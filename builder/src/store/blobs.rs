@@ -84,8 +84,11 @@ impl Store {
         Ok(digest)
     }
 
-    /// Open a blob for reading.
+    /// Open a blob for reading (a remote layer is fetched first).
     pub fn open_blob(&self, digest: &Digest) -> Result<File> {
+        if !self.has_blob(digest) {
+            self.ensure_blob(digest)?;
+        }
         File::open(self.blob_path(digest)).map_err(|e| match e.kind() {
             io::ErrorKind::NotFound => {
                 Error::BlobNotFound { digest: digest.to_string(), root: self.root().to_path_buf() }

@@ -13,6 +13,8 @@ pub struct Store {
     root: PathBuf,
     usage_lock: File,
     tmp: TmpArea,
+    /// How remote layers are fetched (see `remote.rs`); none attached: they cannot be.
+    pub(super) remote: std::sync::OnceLock<std::sync::Arc<dyn super::RemoteBlobs>>,
 }
 
 impl Store {
@@ -47,7 +49,7 @@ impl Store {
             .map_err(Error::io("open", &lock_path))?;
         usage_lock.lock_shared().map_err(Error::io("lock", &lock_path))?;
         let tmp = TmpArea::open(&root.join("tmp"))?;
-        Ok(Store { root: root.to_path_buf(), usage_lock, tmp })
+        Ok(Store { root: root.to_path_buf(), usage_lock, tmp, remote: Default::default() })
     }
 
     pub fn root(&self) -> &Path {

@@ -76,12 +76,13 @@ impl Store {
         self.root().join("snapshots").join(diff_id.hex())
     }
 
-    /// The snapshot of a layer, unpacking the layer blob first if needed.
+    /// The snapshot of a layer, unpacking the layer blob first if needed (a remote layer is fetched first).
     pub fn ensure_snapshot(&self, tree_ops: &dyn TreeOps, diff_id: &Digest, blob: &Digest) -> Result<PathBuf> {
         let path = self.snapshot_path(diff_id);
         if path.is_dir() {
             return Ok(path);
         }
+        self.ensure_blob(blob)?;
         let tmp = self.tmp().path("snapshot");
         let result = tree_ops.unpack(&self.blob_path(blob), &tmp, blob.as_str());
         if let Err(e) = result {
@@ -100,6 +101,18 @@ impl Store {
                 Err(Error::io("rename into snapshots", &path)(e))
             }
         }
+    }
+
+    /// The snapshots of these layers (blob, diff_id), bottom first: the remote blobs among them fetched several at
+    /// once, then the missing snapshots unpacked.
+    pub fn ensure_snapshots(&self, tree_ops: &dyn TreeOps, layers: &[(Digest, Digest)]) -> Result<()> {
+        let missing: Vec<&(Digest, Digest)> = layers.iter().filter(|(_, d)| !self.snapshot_path(d).is_dir()).collect();
+        let blobs: Vec<Digest> = missing.iter().map(|(b, _)| b.clone()).collect();
+        self.ensure_blobs(&blobs)?;
+        for (blob, diff_id) in missing {
+            self.ensure_snapshot(tree_ops, diff_id, blob)?;
+        }
+        Ok(())
     }
 
     /// Every snapshot's diff_id.

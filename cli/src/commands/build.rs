@@ -94,6 +94,8 @@ pub fn build(
     if args.push {
         outputs.push(Output::Image { names: Vec::new(), push: true });
     }
+    // Images (stored, pushed, saved) need no files: a cached step's layer may stay remote until something reads it.
+    req.files_unneeded = outputs.iter().all(|o| matches!(o, Output::Image { .. } | Output::Archive { .. }));
     let progress = progress_view::choose(&args.progress, args.quiet, store.root());
     let worker = rbuild_builder::sandbox::sandboxed_worker(
         store,

@@ -43,7 +43,13 @@ pub fn pull(store: &Store, flags: &RegistryFlags, args: PullArgs) -> anyhow::Res
         Some(p) => rbuild_builder::platform::Platform::parse(p).context("--platform")?,
         None => rbuild_builder::platform::Platform::host(),
     };
-    let r = rbuild_builder::distribution::pull_for(store, &client, &reference, &platform)?;
+    let r = rbuild_builder::distribution::pull_for(
+        store,
+        &client,
+        &reference,
+        &platform,
+        rbuild_builder::distribution::LayerFetch::Now,
+    )?;
     eprintln!(
         "pulled {} ({}): {} blobs downloaded ({} bytes), {} already present, {:.1}s",
         reference.familiar(),

@@ -170,10 +170,14 @@ pub fn fsck(store: &Store) -> anyhow::Result<ExitCode> {
     for p in &r.problems {
         println!("problem: {p}");
     }
+    for l in &r.remote_layers {
+        println!("remote layer (fetched when needed): {l}");
+    }
     println!(
-        "checked {} blobs, {} images, {} snapshots: {}",
+        "checked {} blobs, {} images ({} remote layers), {} snapshots: {}",
         r.blobs_checked,
         r.images_checked,
+        r.remote_layers.len(),
         r.snapshots_checked,
         if r.is_clean() { "store is clean".to_string() } else { format!("{} problems", r.problems.len()) }
     );

@@ -100,12 +100,13 @@ impl StageBuilder<'_> {
         self.state.cache_key = cache::after_step(step_key, diff_id);
     }
 
-    /// A cache hit: the layer (re-unpacked if its snapshot was pruned).
+    /// A cache hit: the layer, whose snapshot (or blob: a remote layer) is made present only when a later step
+    /// reads the stage's files (`ensure_files`).
     pub(super) fn apply_cached(&mut self, hit: cache::Cached, created_by: String) -> Result<Option<Digest>> {
         self.note_step_time(&hit.created.unwrap_or_else(|| self.created.clone()));
         let layer = match hit.layer {
             Some((l, diff_id)) => {
-                let snap = self.store.ensure_snapshot(self.tree_ops, &diff_id, &l.digest)?;
+                let snap = self.store.snapshot_path(&diff_id);
                 Some((l, diff_id, snap))
             }
             None => None,
@@ -195,6 +196,7 @@ impl StageBuilder<'_> {
         step: usize,
         start: Instant,
     ) -> Result<()> {
+        self.files_failed()?;
         let created = Some(self.created.clone());
         let result = cache::Cached { layer: layer.as_ref().map(|(l, d, _)| (l.clone(), d.clone())), created };
         self.cache_put(key, &result)?;

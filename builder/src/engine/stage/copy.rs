@@ -78,11 +78,15 @@ impl StageBuilder<'_> {
             return self.copy_inline(ins, c, keyword, step, start);
         }
         let dest = self.expand(ins, &c.dest)?;
-        let dest_abs = self.copy_destination(&dest, c.link, false);
-        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
+        let (dest_key, flags_key) = self.copy_key_parts(ins, c, &dest, false)?;
         let created_by = format!("{keyword} {} {dest} # rbuild", sources.join(" "));
-        let modifiers = format!("{owner:?}{chmod:?}{excludes:?}{}", if c.parents { " parents" } else { "" });
-        let dest_abs = if c.parents && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
+        let modifiers = format!("{flags_key}{excludes:?}{}", if c.parents { " parents" } else { "" });
+        // Where the files go and their owner, looked up in the stage's files: only when the step runs.
+        let target = |this: &Self| -> Result<(String, CopyFlags)> {
+            let dest_abs = this.copy_destination(&dest, c.link, false);
+            let dest_abs = if c.parents && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
+            Ok((dest_abs, this.copy_flags(ins, c)?))
+        };
         // From a stage or an image, the source's key stands for its files (it follows their content), so a
         // cache hit needs no file read. From the context (or a named directory), the selected files' checksum.
         let image_source = match from {
@@ -95,8 +99,10 @@ impl StageBuilder<'_> {
             _ => None,
         };
         if let Some(src) = &image_source {
-            let key = cache::copy_from_image(&base_key, keyword, &src.cache_key, &sources, &dest_abs, &modifiers);
+            let key = cache::copy_from_image(&base_key, keyword, &src.cache_key, &sources, &dest_key, &modifiers);
             if !self.reuse_cached(&key, step, &created_by)? {
+                let (dest_abs, CopyFlags { owner, chmod }) = target(self)?;
+                src.ensure_files(self.store, self.tree_ops)?;
                 let dir = self.store.tmp().path("from");
                 // With the image's owners (the snapshots hold the executor's host ids): a copy keeps them.
                 merge_snapshots_for(&src.snapshots, &sources, &dir, &self.session.worker.id_map)?;
@@ -125,10 +131,12 @@ impl StageBuilder<'_> {
         })?;
         // ADD unpacks local tar archives (by content) into the destination directory.
         let archives = if is_add && c.unpack != Some(false) { selection.archives() } else { Vec::new() };
-        let dest_abs = if !archives.is_empty() && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
         let key =
-            cache::copy_from_context(&base_key, keyword, &checksum, &dest_abs, &modifiers, &format!("{archives:?}"));
+            cache::copy_from_context(&base_key, keyword, &checksum, &dest_key, &modifiers, &format!("{archives:?}"));
         if !self.reuse_cached(&key, step, &created_by)? {
+            let (dest_abs, CopyFlags { owner, chmod }) = target(self)?;
+            let dest_abs =
+                if !archives.is_empty() && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
             let layer = if archives.is_empty() {
                 // The same COPY's previous result (any content) lends its unchanged files.
                 let record_name = cache::copy_record(&root.to_string_lossy(), &sources, &dest_abs, &modifiers);
@@ -141,6 +149,29 @@ impl StageBuilder<'_> {
         }
         self.chain_linked(c.link, &parent_key);
         Ok(())
+    }
+
+    /// What of a COPY/ADD's destination and `--chown`/`--chmod` goes into its cache key: as written (made absolute
+    /// against WORKDIR, variables expanded), since the stage's key already stands for the files they are resolved
+    /// in — so a cache hit reads none of the stage's files (which may be remote layers). A `--link` copy's key
+    /// does not follow the stage: its owner is resolved (`--chown=app` means the stage's app).
+    pub(super) fn copy_key_parts(
+        &self,
+        ins: &Instruction,
+        c: &CopySpec,
+        dest: &str,
+        into_dir: bool,
+    ) -> Result<(String, String)> {
+        if c.link {
+            let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
+            return Ok((self.copy_destination(dest, true, into_dir), format!("{owner:?}{chmod:?}")));
+        }
+        let chown = c.chown.as_ref().map(|o| self.expand(ins, o)).transpose()?;
+        let chmod = self.copy_chmod(ins, c)?;
+        Ok((
+            format!("{}{}", self.in_workdir(dest), if into_dir { " (into)" } else { "" }),
+            format!("{chown:?}{chmod:?}"),
+        ))
     }
 
     /// Where a COPY/ADD writes: `dest` made absolute against WORKDIR, with the stage's symlinks on its way
@@ -215,8 +246,7 @@ impl StageBuilder<'_> {
         start: Instant,
     ) -> Result<()> {
         let dest = self.expand(ins, &c.dest)?;
-        let dest_abs = self.copy_destination(&dest, c.link, names.len() > 1);
-        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
+        let (dest_key, modifiers) = self.copy_key_parts(ins, c, &dest, names.len() > 1)?;
         let selection = copy::select(dir, &IgnoreMatcher::default(), names)?;
         let (kind, checksum) = match kind {
             Generated::Heredoc => ("heredoc", selection.checksum()?),
@@ -224,11 +254,12 @@ impl StageBuilder<'_> {
             Generated::Git { commit, keep_git_dir } => ("git", format!("{commit} {keep_git_dir}")),
         };
         let created_by = format!("{keyword} {} {dest} # rbuild", shown_sources.join(" "));
-        let modifiers = format!("{owner:?}{chmod:?}");
-        let key = cache::generated(&self.state.cache_key, keyword, kind, &checksum, &dest_abs, &modifiers);
+        let key = cache::generated(&self.state.cache_key, keyword, kind, &checksum, &dest_key, &modifiers);
         if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
+        let dest_abs = self.copy_destination(&dest, c.link, names.len() > 1);
+        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
         let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), false, None)?;
         self.finish_step(&key, layer, created_by, step, start)
     }

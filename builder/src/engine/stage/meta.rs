@@ -186,14 +186,11 @@ impl StageBuilder<'_> {
         let joined = if joined.starts_with('/') { joined } else { format!("/{joined}") };
         self.state.config.set_workdir(&joined);
         let created_by = format!("WORKDIR {joined}");
-        // Made where the stage's links lead (`WORKDIR /bin/x` on a merged-/usr base is /usr/bin/x).
-        let rel = self.resolve_in_stage(&joined, true).trim_start_matches('/').to_string();
-        if rel.is_empty() {
+        if joined == "/" {
             self.history(created_by, true);
             return Ok(());
         }
         // Any other WORKDIR is a step with a layer, an empty one when the directory exists (BuildKit's mkdir -p).
-        let exists = self.path_exists(&rel);
         // Named as BuildKit names it: the instruction with its variables expanded.
         let shown = self.step_text(ins, crate::dockerfile::shell::Lexer::new(self.df.escape), &self.vars());
         let step = self.start(&shown);
@@ -202,6 +199,13 @@ impl StageBuilder<'_> {
         if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
+        // Made where the stage's links lead (`WORKDIR /bin/x` on a merged-/usr base is /usr/bin/x); read from the
+        // stage's files only now (a cache hit needs none of them).
+        let rel = self.resolve_in_stage(&joined, true).trim_start_matches('/').to_string();
+        if rel.is_empty() {
+            return self.finish_step(&key, None, created_by, step, start);
+        }
+        let exists = self.path_exists(&rel);
         // BuildKit creates a missing WORKDIR as the stage's USER.
         let owner = self.user_ids(ins).map_err(|e| self.step_failed(step, e))?;
         let layer = if exists {

@@ -85,6 +85,17 @@ impl StageResult {
         }
     }
 
+    /// Make every layer's snapshot present (remote layers fetched, missing snapshots unpacked): before anything
+    /// reads the stage's files.
+    pub(crate) fn ensure_files(&self, store: &Store, tree_ops: &dyn TreeOps) -> Result<()> {
+        if self.snapshots.iter().all(|s| s.is_dir()) {
+            return Ok(());
+        }
+        let layers: Vec<(Digest, Digest)> =
+            self.layers.iter().zip(&self.diff_ids).map(|(l, d)| (l.digest.clone(), d.clone())).collect();
+        store.ensure_snapshots(tree_ops, &layers)
+    }
+
     /// Write the stage as an image into the store.
     pub fn write(&self, store: &Store, media: MediaTypes) -> Result<LoadedImage> {
         let created = self.config.created().unwrap_or("1970-01-01T00:00:00Z").to_string();
@@ -126,6 +137,12 @@ pub(crate) struct StageBuilder<'a> {
     claimed: Option<super::sharing::StepGuard>,
     /// Undefined variables reported already, by line and name (an instruction's words may be expanded twice).
     reported: std::cell::RefCell<std::collections::BTreeSet<(usize, String)>>,
+    /// How many of the stage's snapshots are known to be present: a cached step's or a base image's layer may be
+    /// remote, or its snapshot pruned, and is made present only when the stage's files are first read.
+    files_ready: std::cell::Cell<usize>,
+    /// Making them present failed while the view looked at the stage (which cannot fail): raised at the next
+    /// cache lookup or step result, so nothing is keyed or recorded on a view that could not be read.
+    files_error: std::cell::RefCell<Option<Error>>,
 }
 
 impl<'a> StageBuilder<'a> {
@@ -163,6 +180,34 @@ impl<'a> StageBuilder<'a> {
             cached: 0,
             claimed: None,
             reported: Default::default(),
+            files_ready: Default::default(),
+            files_error: Default::default(),
+        }
+    }
+
+    /// Make the stage's files present (see `files_ready`): every step that reads or runs on them calls this first.
+    fn ensure_files(&self) -> Result<()> {
+        let n = self.state.snapshots.len();
+        if self.files_ready.get() >= n && self.state.snapshots.last().is_none_or(|s| s.is_dir()) {
+            return Ok(());
+        }
+        self.state.ensure_files(self.store, self.tree_ops)?;
+        self.files_ready.set(n);
+        Ok(())
+    }
+
+    /// The view's way to `ensure_files`: a failure is kept for [`Self::files_failed`].
+    fn ensure_files_for_view(&self) {
+        if let Err(e) = self.ensure_files() {
+            self.files_error.borrow_mut().get_or_insert(e);
+        }
+    }
+
+    /// A failure to make the stage's files present while the view read them.
+    fn files_failed(&self) -> Result<()> {
+        match self.files_error.borrow_mut().take() {
+            Some(e) => Err(e),
+            None => Ok(()),
         }
     }
 
@@ -221,6 +266,7 @@ impl<'a> StageBuilder<'a> {
             let step = self.start(&format!("FROM {base_text}"));
             let start = Instant::now();
             self.state = self.resolve_source_image(&base, &base_ins).map_err(|e| self.step_failed(step, e))?;
+            self.files_ready.set(0);
             self.done(step, start);
             // A stage of this Dockerfile as the base: its ARGs (and their values) are this stage's too.
             if matches!(base, Source::Stage(_)) {
@@ -244,6 +290,7 @@ impl<'a> StageBuilder<'a> {
     /// On a cache hit (and unless the cache is off for this stage): report the step CACHED, add its layer and
     /// advance the stage's key; returns whether it hit.
     fn reuse_cached(&mut self, key: &str, step: usize, created_by: &str) -> Result<bool> {
+        self.files_failed()?;
         // Another stage or build executing this very step finishes first; then its record is a hit.
         self.claimed = None;
         self.claimed = Some(super::sharing::StepLocks::claim(&self.session.worker.step_locks, key));

@@ -76,17 +76,17 @@ impl StageBuilder<'_> {
         start: Instant,
     ) -> Result<()> {
         let dest = self.expand(ins, &c.dest)?;
-        let dest_abs = self.copy_destination(&dest, c.link, true);
-        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
+        let (dest_key, modifiers) = self.copy_key_parts(ins, c, &dest, true)?;
         let selection = copy::select(dir, &IgnoreMatcher::default(), names)?;
         let archives = selection.archives();
         let created_by = format!("ADD --unpack=true {} {dest} # rbuild", urls.join(" "));
-        let modifiers = format!("{owner:?}{:?}", c.chmod);
         let key =
-            cache::generated(&self.state.cache_key, "ADD", "url-unpack", &selection.checksum()?, &dest_abs, &modifiers);
+            cache::generated(&self.state.cache_key, "ADD", "url-unpack", &selection.checksum()?, &dest_key, &modifiers);
         if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
+        let dest_abs = self.copy_destination(&dest, c.link, true);
+        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
         let layer = self.commit_add_archives(ins, &selection, &archives, &dest_abs, owner, chmod.as_ref())?;
         self.finish_step(&key, layer, created_by, step, start)
     }

@@ -164,6 +164,10 @@ impl StageBuilder<'_> {
             return Ok(());
         }
         let process = argv.join(" ");
+        if let Err(e) = self.ensure_files() {
+            cleanup(&resolved.scratch_dirs);
+            return Err(e);
+        }
         let executed = self.with_agent_sources(ins, &resolved.mounts, &secrets_dir).and_then(|mounts| {
             let throwaway = self.session.throwaway_mounts.as_ref().map(|t| t.token.as_str());
             for m in mounts.iter().filter(|m| m.kind == MountType::Cache) {

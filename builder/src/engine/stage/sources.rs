@@ -76,10 +76,8 @@ impl StageBuilder<'_> {
         }
         let digest = image.manifest_digest.clone();
         let diff_ids = image.diff_ids()?;
-        let mut snapshots = Vec::new();
-        for (l, d) in image.layers.iter().zip(&diff_ids) {
-            snapshots.push(self.store.ensure_snapshot(self.tree_ops, d, &l.digest)?);
-        }
+        // Made present when the stage's files are first read (`ensure_files`): the layers may be remote.
+        let snapshots = diff_ids.iter().map(|d| self.store.snapshot_path(d)).collect();
         let config = super::config::ImageConfig::from_json(image.config.clone());
         Ok(StageResult {
             layers: image.layers,
@@ -117,6 +115,7 @@ impl StageBuilder<'_> {
         source: Option<&Source>,
     ) -> Result<(PathBuf, String, Option<PathBuf>)> {
         let merged = |result: &StageResult| -> Result<(PathBuf, String, Option<PathBuf>)> {
+            result.ensure_files(self.store, self.tree_ops)?;
             let dir = self.store.tmp().path("from");
             merge_snapshots(&result.snapshots, &dir)?;
             Ok((dir.clone(), result.cache_key.clone(), Some(dir)))

@@ -17,6 +17,7 @@ impl StageBuilder<'_> {
     /// is not followed (it would be followed on the host): such a path is not in the view; resolve it first
     /// ([`Self::resolve_in_stage`]).
     fn stage_entry(&self, rel: &str) -> Option<(PathBuf, fs::Metadata)> {
+        self.ensure_files_for_view();
         let comps: Vec<&str> = rel.split('/').filter(|c| !c.is_empty() && *c != ".").collect();
         for snap in self.state.snapshots.iter().rev() {
             let mut p = snap.clone();
@@ -126,16 +127,14 @@ impl StageBuilder<'_> {
     /// /etc/group, the mode parsed (octal or symbolic).
     pub(super) fn copy_flags(&self, ins: &Instruction, c: &CopySpec) -> Result<CopyFlags> {
         let owner = c.chown.as_ref().map(|o| self.resolve_owner(ins, o)).transpose()?;
-        let chmod = match &c.chmod {
-            None => None,
-            Some(m) => {
-                let m = self.expand(ins, m)?;
-                let spec =
-                    copy::ModeSpec::parse(&m).ok_or_else(|| self.fail(ins, &crate::dockerfile::invalid_chmod(&m)))?;
-                Some(spec)
-            }
-        };
-        Ok(CopyFlags { owner, chmod })
+        Ok(CopyFlags { owner, chmod: self.copy_chmod(ins, c)? })
+    }
+
+    /// A COPY/ADD's `--chmod` parsed (octal or symbolic); it needs none of the stage's files.
+    pub(super) fn copy_chmod(&self, ins: &Instruction, c: &CopySpec) -> Result<Option<copy::ModeSpec>> {
+        let Some(m) = &c.chmod else { return Ok(None) };
+        let m = self.expand(ins, m)?;
+        copy::ModeSpec::parse(&m).map(Some).ok_or_else(|| self.fail(ins, &crate::dockerfile::invalid_chmod(&m)))
     }
 
     /// `--chown=USER[:GROUP]`: names are looked up in the stage's own /etc/passwd and /etc/group.
