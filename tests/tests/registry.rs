@@ -517,6 +517,18 @@ fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
     assert_eq!(changed.run("app", &["cat", "/count", "/copy-of-a", "/app/f.txt"]), "41\na\nchanged\n");
     fresh.b.assert_clean();
     changed.b.assert_clean();
+    // Rootless (subordinate ids): the same empty-runner build, then the layers unpacked in the user namespace.
+    if rbuild_tests::running_as_root() {
+        let user = Client { b: Builder::empty(true), home: TempDir::new("home") };
+        rbuild_tests::give_to_test_user(user.home.path());
+        let ctx3 = user.b.context("app", &all);
+        let err =
+            user.ok(&["build", "--progress", "plain", "-t", "app", "--cache-from", &from, ctx3.to_str().unwrap()]);
+        assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 5), "rootless: {err}");
+        assert_eq!(built(&err), digest, "rootless: the same image");
+        assert_eq!(user.run("app", &["cat", "/count", "/copy-of-a", "/app/f.txt"]), "41\na\nf\n");
+        user.b.assert_clean();
+    }
 }
 
 /// What the scripted proxy does with one request.

@@ -287,7 +287,13 @@ impl CopySelection {
                 // The raw name too: two names that are not UTF-8 may read the same once converted.
                 h.update(w.abs.file_name().map(|n| n.as_encoded_bytes()).unwrap_or_default());
                 h.update([0]);
-                h.update(format!("{:o} {}:{}", w.meta.mode(), w.meta.uid(), w.meta.gid()).as_bytes());
+                // The owner only where the files keep it: context files become root's (unless --chown, which is in
+                // the key), so the same checkout owned by another user (another CI runner) is the same copy.
+                if self.keep_owners {
+                    h.update(format!("{:o} {}:{}", w.meta.mode(), w.meta.uid(), w.meta.gid()).as_bytes());
+                } else {
+                    h.update(format!("{:o}", w.meta.mode()).as_bytes());
+                }
                 if w.meta.file_type().is_symlink() {
                     h.update(
                         fs::read_link(&w.abs).map_err(Error::io("read link", &w.abs))?.as_os_str().as_encoded_bytes(),

@@ -295,9 +295,9 @@ impl<'a> SandboxExecutor<'a> {
     }
 
     /// Why a step that failed may have failed, measured before its files are removed: a step that filled the
-    /// disk fails with whatever its program says (often "I/O error"); with one id mapped, changing owners or ids
-    /// fails (`owner_change_failed`: the step's output said so).
-    fn failure_notes(&self, owner_change_failed: bool) -> Vec<String> {
+    /// disk fails with whatever its program says (often "I/O error"). (With one id mapped, a step whose output
+    /// says changing owners failed gets the subordinate-id note once its output has all been read.)
+    fn failure_notes(&self) -> Vec<String> {
         let mut notes = Vec::new();
         let free = rustix::fs::statvfs(self.store.root()).map(|s| s.f_bavail.saturating_mul(s.f_frsize)).ok();
         if free.is_some_and(|f| f < 1 << 20) {
@@ -305,9 +305,6 @@ impl<'a> SandboxExecutor<'a> {
                 "no space left on the store's filesystem ({}): free some, `rbuild prune`, or use another --root",
                 self.store.root().display()
             ));
-        }
-        if self.userns == UsernsMode::Single && owner_change_failed {
-            notes.push(rbuild_runtime::userns::subuid_hint());
         }
         notes
     }
@@ -449,13 +446,20 @@ impl Executor for SandboxExecutor<'_> {
             });
             let outcome = self.run_sandboxed(run, &mut |finished| {
                 if !finished.outcome.status.success() {
-                    notes = self.failure_notes(owner_trouble.load(std::sync::atomic::Ordering::Relaxed));
+                    notes = self.failure_notes();
                     return Ok(());
                 }
                 let changes = self.changes(finished, &req.layer, &req.lowers, req.identity.as_ref())?;
                 commit(StepChanges { dir: finished.upper, changes, as_snapshot: finished.overlay })
             });
+            // The output's last lines are read only once the forwarder is done with them.
             let _ = forwarder.join();
+            if outcome.as_ref().is_ok_and(|o| !o.status.success())
+                && self.userns == UsernsMode::Single
+                && owner_trouble.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                notes.push(rbuild_runtime::userns::subuid_hint());
+            }
             outcome
         })?;
         let status = match outcome.status {

@@ -396,8 +396,10 @@ impl StageBuilder<'_> {
         from: Option<&Source>,
     ) -> Result<String> {
         let ignore = if from.is_none() { self.ignore.clone() } else { IgnoreMatcher::default() };
+        // The mount shows the files with their owners: they are part of what it mounts.
         let selection = copy::select(root, &ignore, &[source.to_string()])
-            .map_err(|e| self.fail(ins, &format!("bind mount source: {e} in {}", describe(from))))?;
+            .map_err(|e| self.fail(ins, &format!("bind mount source: {e} in {}", describe(from))))?
+            .keeping_owners();
         selection.checksum_with(&self.session.file_hashes)
     }
 
