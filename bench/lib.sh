@@ -1,11 +1,11 @@
 # Shared set-up for the benchmark scripts (sourced): the packages they need installed (idempotently), a release
 # build of rbuild ($rbuild), the busybox test image ($layout), and `median`.
 missing=()
-for pkg in buildah docker.io skopeo umoci pigz zstd docker-registry time bc uidmap; do
+for pkg in buildah docker.io docker-compose skopeo umoci pigz zstd docker-registry time bc uidmap; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -qq
+  apt-get update -qq || echo "bench: apt-get update reported errors; installing from the indexes it read" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 scripts/install-test-deps.sh >/dev/null

@@ -28,7 +28,9 @@ as_root() {
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "install-test-deps: installing ${missing[*]}"
-  as_root apt-get update -qq
+  # A mirror caught mid-sync fails one index of many (often a foreign architecture's): go on with what was read;
+  # the install itself says so if a package cannot be found.
+  as_root apt-get update -qq || echo "install-test-deps: apt-get update reported errors; installing from the indexes it read" >&2
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
