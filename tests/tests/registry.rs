@@ -447,8 +447,8 @@ fn registry_layers(image: &str) -> Vec<String> {
 
 /// A CI runner that starts empty with a registry cache (issue 27): the cached steps' layers and the base's stay
 /// remote — the build downloads no layer, its push to another repository mounts them — until something needs
-/// their bytes (`run`, a changed step), which fetches and verifies them; offline that is a clear error and the
-/// store stays sound; fsck names remote layers, prune keeps them.
+/// their bytes (`run`, a changed step, a push to another registry), which fetches and verifies them; offline that
+/// is a clear error and the store stays sound; fsck names remote layers, prune keeps them. As root and rootless.
 #[test]
 fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
     let reg = RegistryServer::start(RegistryAuth::None, false);
@@ -515,8 +515,30 @@ fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
     assert_eq!(rbuild_tests::build_fixture::counts(&err), (2, 3), "{err}");
     assert_eq!(changed.run("app", &["stat", "-c", "%u:%g %n", "/app/f.txt"]), "1:1 /app/f.txt\n");
     assert_eq!(changed.run("app", &["cat", "/count", "/copy-of-a", "/app/f.txt"]), "41\na\nchanged\n");
+    // To a registry that has none of the layers (no mount possible): each is fetched from where it is, verified,
+    // and uploaded.
+    let reg2 = RegistryServer::start(RegistryAuth::None, false);
+    let elsewhere = Client::new();
+    let ctx4 = elsewhere.b.context("app", &all);
+    let copied = format!("{}/copied/app:1", reg2.host());
+    let err = elsewhere.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-t",
+        &copied,
+        "--cache-from",
+        &from,
+        "--push",
+        ctx4.to_str().unwrap(),
+    ]);
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 5), "{err}");
+    assert_eq!(built(&err), digest, "{err}");
+    assert_eq!(registry_layers(&copied), layers);
+    assert!(layers.iter().all(|l| reg2.count("PUT", l) == 1), "every layer uploaded once: {err}");
     fresh.b.assert_clean();
     changed.b.assert_clean();
+    elsewhere.b.assert_clean();
     // Rootless (subordinate ids): the same empty-runner build, then the layers unpacked in the user namespace.
     if rbuild_tests::running_as_root() {
         let user = Client { b: Builder::empty(true), home: TempDir::new("home") };

@@ -13,12 +13,13 @@ mod blobs;
 mod handle;
 mod images;
 mod remote;
+mod remote_blobs;
 mod snapshots;
 mod tmp;
 
 pub use blobs::BlobWriter;
 pub use handle::Store;
 pub use images::ImageRecord;
-pub use remote::RemoteBlobs;
+pub use remote_blobs::RemoteBlobs;
 pub use snapshots::{InProcess, TreeOps};
 pub use tmp::TmpArea;

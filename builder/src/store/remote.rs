@@ -9,15 +9,9 @@ use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::sync::Arc;
 
-use super::Store;
+use super::{RemoteBlobs, Store};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
-
-/// Fetches blobs from registries (the registry client, made when first needed).
-pub trait RemoteBlobs: Send + Sync + std::fmt::Debug {
-    /// Write the blob `digest` of `registry/repository` into `out`; returns the bytes written.
-    fn fetch(&self, registry: &str, repository: &str, digest: &Digest, out: &mut dyn Write) -> Result<u64>;
-}
 
 impl Store {
     /// Let this store fetch remote layers with `remote` (the first one attached stays).
