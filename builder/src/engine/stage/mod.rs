@@ -188,7 +188,7 @@ impl<'a> StageBuilder<'a> {
     /// Make the stage's files present (see `files_ready`): every step that reads or runs on them calls this first.
     fn ensure_files(&self) -> Result<()> {
         let n = self.state.snapshots.len();
-        if self.files_ready.get() >= n && self.state.snapshots.last().is_none_or(|s| s.is_dir()) {
+        if self.files_ready.get() >= n {
             return Ok(());
         }
         self.state.ensure_files(self.store, self.tree_ops)?;
