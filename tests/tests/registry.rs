@@ -453,9 +453,12 @@ fn registry_layers(image: &str) -> Vec<String> {
 fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
     let reg = RegistryServer::start(RegistryAuth::None, false);
     seed_busybox(&reg, "library/busybox", &["--dest-tls-verify=false"]);
+    // A side stage mounted by the last RUN: a cached step with a bind mount from a stage reads none of its files.
     let dockerfile = format!(
-        "FROM {}/library/busybox:latest\nCOPY files/ /data/\nRUN find /data -type f | wc -l > /count\n\
-         WORKDIR /app\nCOPY --chown=1:1 f.txt ./\nRUN cat /data/a > /copy-of-a\n",
+        "FROM {0}/library/busybox:latest AS side\nRUN echo side > /side\n\
+         FROM {0}/library/busybox:latest\nCOPY files/ /data/\nRUN find /data -type f | wc -l > /count\n\
+         WORKDIR /app\nCOPY --chown=1:1 f.txt ./\nRUN cat /data/a > /copy-of-a\n\
+         RUN --mount=from=side,target=/s cat /s/side > /from-side\n",
         reg.host()
     );
     let files: Vec<(String, String)> = (0..40).map(|i| (format!("files/{i}.txt"), format!("file {i}\n"))).collect();
@@ -467,24 +470,27 @@ fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
     let cache = format!("type=registry,ref={}/cache/app:ci,mode=max", reg.host());
     let first_image = format!("{}/team/app:1", reg.host());
     let err = first.ok(&["build", "--progress", "plain", "-t", &first_image, "--cache-to", &cache, "--push", ctx]);
-    assert_eq!(rbuild_tests::build_fixture::counts(&err), (5, 0), "{err}");
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (7, 0), "{err}");
     let built = |err: &str| err.split("built ").nth(1).map(|s| s[..71].to_string()).unwrap_or_default();
     let digest = built(&err);
     let layers = registry_layers(&first_image);
-    assert_eq!(layers.len(), 6, "busybox + 5 steps: {layers:?}");
+    assert_eq!(layers.len(), 7, "busybox + 6 steps: {layers:?}");
     let layer_gets = || layers.iter().map(|l| reg.count("GET", &format!("blobs/{l}"))).sum::<usize>();
     let layer_puts = || layers.iter().map(|l| reg.count("PUT", l)).sum::<usize>();
 
     // The fresh runner: every step cached, the same image, pushed to another repository: no layer downloaded
     // or uploaded (each mounted from where the store knows it is).
     let (gets, puts, mounts) = (layer_gets(), layer_puts(), reg.count("POST", "mount="));
+    let blob_gets = reg.count("GET", "/blobs/sha256:");
     let fresh = Client::new();
     let from = format!("type=registry,ref={}/cache/app:ci", reg.host());
     let pushed = format!("{}/other/app:1", reg.host());
     let err = fresh.ok(&["build", "--progress", "plain", "-t", &pushed, "--cache-from", &from, "--push", ctx]);
-    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 5), "{err}");
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 7), "{err}");
     assert_eq!(built(&err), digest, "the image from the imported cache is the first build's");
     assert_eq!((layer_gets(), layer_puts()), (gets, puts), "a layer moved: {err}");
+    // Two blobs downloaded in all: the cache's config and the base image's config (not the side stage's layer).
+    assert_eq!(reg.count("GET", "/blobs/sha256:"), blob_gets + 2, "{err}");
     assert!(reg.count("POST", "mount=") >= mounts + layers.len(), "the layers are mounted: {err}");
     assert_eq!(registry_layers(&pushed), layers);
     let store_blobs = fresh.b.root.join("blobs/sha256");
@@ -492,10 +498,10 @@ fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
     // fsck names them remote, not missing; prune keeps them.
     let out = fresh.b.rb(&["fsck"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("(6 remote layers)") && text.contains("remote layer"), "{text}");
+    assert!(out.status.success() && text.contains("(7 remote layers)") && text.contains("remote layer"), "{text}");
     fresh.ok(&["prune"]);
     let err = fresh.ok(&["build", "--progress", "plain", "-t", &pushed, "--cache-from", &from, ctx]);
-    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 5), "after prune: {err}");
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 7), "after prune: {err}");
 
     // Offline, a command that needs the files fails naming the layer and what to do; the store stays sound.
     let out = fresh.rb_with(&["run", &pushed, "cat", "/count"], &[("RBUILD_OFFLINE", "1")]);
@@ -504,7 +510,7 @@ fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
     assert!(text.contains("is not in the store yet") && text.contains("without --offline"), "{text}");
     assert!(fresh.b.rb(&["fsck"]).status.success());
     // Online it fetches (verified) what it needs.
-    assert_eq!(fresh.run(&pushed, &["cat", "/count", "/copy-of-a", "/app/f.txt"]), "41\na\nf\n");
+    assert_eq!(fresh.run(&pushed, &["cat", "/count", "/copy-of-a", "/app/f.txt", "/from-side"]), "41\na\nf\nside\n");
     assert!(layer_gets() > gets, "run fetched the layers");
 
     // One file changed on another empty runner: the steps after it run on the fetched layers below them.
@@ -512,9 +518,12 @@ fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
     let ctx2 = changed.b.context("app", &all);
     fs::write(ctx2.join("f.txt"), "changed\n").unwrap();
     let err = changed.ok(&["build", "--progress", "plain", "-t", "app", "--cache-from", &from, ctx2.to_str().unwrap()]);
-    assert_eq!(rbuild_tests::build_fixture::counts(&err), (2, 3), "{err}");
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (3, 4), "{err}");
     assert_eq!(changed.run("app", &["stat", "-c", "%u:%g %n", "/app/f.txt"]), "1:1 /app/f.txt\n");
-    assert_eq!(changed.run("app", &["cat", "/count", "/copy-of-a", "/app/f.txt"]), "41\na\nchanged\n");
+    assert_eq!(
+        changed.run("app", &["cat", "/count", "/copy-of-a", "/app/f.txt", "/from-side"]),
+        "41\na\nchanged\nside\n"
+    );
     // To a registry that has none of the layers (no mount possible): each is fetched from where it is, verified,
     // and uploaded.
     let reg2 = RegistryServer::start(RegistryAuth::None, false);
@@ -532,7 +541,7 @@ fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
         "--push",
         ctx4.to_str().unwrap(),
     ]);
-    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 5), "{err}");
+    assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 7), "{err}");
     assert_eq!(built(&err), digest, "{err}");
     assert_eq!(registry_layers(&copied), layers);
     assert!(layers.iter().all(|l| reg2.count("PUT", l) == 1), "every layer uploaded once: {err}");
@@ -546,7 +555,7 @@ fn a_fresh_runner_downloads_no_layer_until_one_is_needed() {
         let ctx3 = user.b.context("app", &all);
         let err =
             user.ok(&["build", "--progress", "plain", "-t", "app", "--cache-from", &from, ctx3.to_str().unwrap()]);
-        assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 5), "rootless: {err}");
+        assert_eq!(rbuild_tests::build_fixture::counts(&err), (0, 7), "rootless: {err}");
         assert_eq!(built(&err), digest, "rootless: the same image");
         assert_eq!(user.run("app", &["cat", "/count", "/copy-of-a", "/app/f.txt"]), "41\na\nf\n");
         user.b.assert_clean();

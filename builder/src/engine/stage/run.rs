@@ -21,6 +21,9 @@ struct ResolvedMounts {
     mounts: Vec<RunMount>,
     key_parts: Vec<String>,
     scratch_dirs: Vec<PathBuf>,
+    /// Bind mounts of a stage's or an image's files (by index in `mounts`): keyed by the source's key, their files
+    /// merged only when the step runs (`place_deferred_binds`), not for a cache hit.
+    deferred: Vec<(usize, Source)>,
 }
 
 /// What an executed step left: how it ended, its last output lines, and its layer (when it succeeded and
@@ -133,7 +136,7 @@ impl StageBuilder<'_> {
         env.dedup_by(|a, b| a.split('=').next() == b.split('=').next());
         let workdir = self.state.config.workdir().to_string();
         let user = self.state.config.user().map(str::to_string);
-        let resolved = self.resolve_mounts(ins, &run.mounts, reads)?;
+        let mut resolved = self.resolve_mounts(ins, &run.mounts, reads)?;
         // The binaries are the image's: a base of another platform than the stage's runs as its own needs.
         let platform = self.state.config.platform().unwrap_or_else(|| self.node.platform.clone());
         let key = cache::run(&cache::RunKey {
@@ -164,7 +167,7 @@ impl StageBuilder<'_> {
             return Ok(());
         }
         let process = argv.join(" ");
-        if let Err(e) = self.ensure_files() {
+        if let Err(e) = self.ensure_files().and_then(|()| self.place_deferred_binds(ins, &mut resolved)) {
             cleanup(&resolved.scratch_dirs);
             return Err(e);
         }
@@ -293,13 +296,28 @@ impl StageBuilder<'_> {
     /// paths, and their key parts name the content they mount. A cache seeded `from=` a source gets a cache of its
     /// own (per id and seed), filled with the seed's files when first made.
     fn resolve_mounts(&self, ins: &Instruction, mounts: &[RunMount], reads: &[Source]) -> Result<ResolvedMounts> {
-        let mut out = ResolvedMounts { mounts: Vec::new(), key_parts: Vec::new(), scratch_dirs: Vec::new() };
+        let mut out = ResolvedMounts {
+            mounts: Vec::new(),
+            key_parts: Vec::new(),
+            scratch_dirs: Vec::new(),
+            deferred: Vec::new(),
+        };
         let mut reads = reads.iter();
         let outcome = (|| -> Result<()> {
             for m in mounts {
                 let mut m = self.expand_mount(ins, m)?;
                 let from = m.from.as_ref().and_then(|_| reads.next());
-                if m.kind == MountType::Bind {
+                if m.kind == MountType::Bind
+                    && let Some(source_image) = from.filter(|f| self.source_is_merged(f))
+                {
+                    // A stage's or an image's files: the source's key stands for them (it follows their content).
+                    let key = self.resolve_source_image(source_image, ins)?.cache_key;
+                    let source = clean_path(m.source.as_deref().unwrap_or("."));
+                    let target = m.target.clone().unwrap_or_default();
+                    out.key_parts.push(cache::bind_mount_part(&source, &key, &target, m.read_only));
+                    m.source = Some(source);
+                    out.deferred.push((out.mounts.len(), source_image.clone()));
+                } else if m.kind == MountType::Bind {
                     let (root, key, tmp) = self.source_root(ins, from)?;
                     let from_files = tmp.is_none();
                     out.scratch_dirs.extend(tmp);
@@ -313,14 +331,7 @@ impl StageBuilder<'_> {
                     } else {
                         root
                     };
-                    let path = root.join(source.trim_start_matches('/'));
-                    let real = fs::canonicalize(&path).map_err(|_| {
-                        self.fail(ins, &format!("bind mount source {source:?} does not exist in {}", describe(from)))
-                    })?;
-                    let real_root = fs::canonicalize(&root).map_err(Error::io("resolve", &root))?;
-                    if !real.starts_with(&real_root) {
-                        return Err(self.fail(ins, &format!("bind mount source {source:?} leaves its context")));
-                    }
+                    let real = self.bind_source_path(ins, &root, &source, from)?;
                     // Context files (the build's or a named directory's) are keyed by their content, as COPY's are.
                     let content_key =
                         if from_files { self.mounted_files_checksum(ins, &root, &source, from)? } else { key };
@@ -368,6 +379,32 @@ impl StageBuilder<'_> {
             return Err(e);
         }
         Ok(out)
+    }
+
+    /// Where a bind mount's `source` is under `root` (the files of `from`): it must exist and stay inside.
+    fn bind_source_path(&self, ins: &Instruction, root: &Path, source: &str, from: Option<&Source>) -> Result<PathBuf> {
+        let path = root.join(source.trim_start_matches('/'));
+        let real = fs::canonicalize(&path).map_err(|_| {
+            self.fail(ins, &format!("bind mount source {source:?} does not exist in {}", describe(from)))
+        })?;
+        let real_root = fs::canonicalize(root).map_err(Error::io("resolve", root))?;
+        if !real.starts_with(&real_root) {
+            return Err(self.fail(ins, &format!("bind mount source {source:?} leaves its context")));
+        }
+        Ok(real)
+    }
+
+    /// The step runs: the deferred bind mounts get their source's files (merged into a scratch directory).
+    fn place_deferred_binds(&self, ins: &Instruction, resolved: &mut ResolvedMounts) -> Result<()> {
+        for (i, from) in std::mem::take(&mut resolved.deferred) {
+            let (root, _, tmp) = self.source_root(ins, Some(&from))?;
+            resolved.scratch_dirs.extend(tmp);
+            let m = &mut resolved.mounts[i];
+            let source = m.source.clone().unwrap_or_else(|| ".".into());
+            m.source = Some(self.bind_source_path(ins, &root, &source, Some(&from))?.display().to_string());
+            m.from = None;
+        }
+        Ok(())
     }
 
     /// The mount with the variables in its values expanded with the step's (BuildKit's testMountEnvVar, testMountArg).

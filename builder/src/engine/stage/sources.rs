@@ -107,6 +107,11 @@ impl StageBuilder<'_> {
             .unwrap_or_default()
     }
 
+    /// Whether a source's files are read from a merge of its snapshots (a stage or an image), not a directory.
+    pub(super) fn source_is_merged(&self, source: &Source) -> bool {
+        !matches!(source, Source::NamedContext(n) if matches!(self.req.named_contexts.get(n), Some(NamedContext::Dir(_))))
+    }
+
     /// The root directory a source's files are read from, its cache identity, and a temporary directory to remove
     /// afterwards (a stage's or image's merged snapshots). `None` is the build context.
     pub(super) fn source_root(
