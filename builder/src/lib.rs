@@ -9,6 +9,7 @@
 // Library code reports errors; it never panics on input (tests may unwrap, see clippy.toml).
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+mod bounded;
 pub mod compose;
 pub mod context;
 pub mod digest;

@@ -4,7 +4,6 @@
 //! registry when rbuild knows one that has them; the manifest's exact bytes put under each tag) and a small record
 //! of where blobs came from (the store's `sources/`) that makes mounts and remote layers possible.
 
-mod bounded;
 mod fetcher;
 mod image_source;
 mod pull;

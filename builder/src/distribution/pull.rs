@@ -122,7 +122,7 @@ pub fn pull_for(
     let missing: Vec<&(Digest, Option<u64>)> = blobs.iter().take(wanted).filter(|(d, _)| !store.has_blob(d)).collect();
     let bytes = AtomicU64::new(0);
     let workers = client.settings().max_concurrent_downloads.clamp(1, 16);
-    super::bounded::for_each_bounded(&missing, workers, |(digest, size)| {
+    crate::bounded::for_each_bounded(&missing, workers, |(digest, size)| {
         let mut w = store.blob_writer()?;
         let n = client
             .fetch_blob(&reference.registry, &reference.repository, digest.as_str(), *size, &mut w)

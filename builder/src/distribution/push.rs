@@ -97,7 +97,7 @@ pub fn push_artifact(
     let mut blobs = blobs.to_vec();
     blobs.dedup();
     let (uploaded, mounted, present) = (AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0));
-    super::bounded::for_each_bounded(&blobs, 3, |d| push_blob(store, client, d, dest, &uploaded, &mounted, &present))?;
+    crate::bounded::for_each_bounded(&blobs, 3, |d| push_blob(store, client, d, dest, &uploaded, &mounted, &present))?;
     let reference = dest.tag.clone().or_else(|| dest.digest.clone()).unwrap_or_else(|| "latest".into());
     let manifest_digest = client
         .put_manifest(&dest.registry, &dest.repository, &reference, media_type, manifest_bytes)

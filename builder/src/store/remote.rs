@@ -83,28 +83,9 @@ impl Store {
         Err(not_fetched(reasons.join("; ")))
     }
 
-    /// Fetch every blob of `digests` the store lacks, several at once.
+    /// Fetch every blob of `digests` the store lacks, four at once.
     pub fn ensure_blobs(&self, digests: &[Digest]) -> Result<()> {
         let missing: Vec<&Digest> = digests.iter().filter(|d| !self.has_blob(d)).collect();
-        if missing.len() <= 1 {
-            return missing.iter().try_for_each(|d| self.ensure_blob(d));
-        }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|s| {
-            let workers: Vec<_> = (0..missing.len().min(4))
-                .map(|_| {
-                    s.spawn(|| -> Result<()> {
-                        loop {
-                            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                            let Some(d) = missing.get(i) else { return Ok(()) };
-                            self.ensure_blob(d)?;
-                        }
-                    })
-                })
-                .collect();
-            workers
-                .into_iter()
-                .try_for_each(|w| w.join().unwrap_or_else(|_| Err(Error::Bug { what: "a blob fetch panicked".into() })))
-        })
+        crate::bounded::for_each_bounded(&missing, 4, |d| self.ensure_blob(d))
     }
 }

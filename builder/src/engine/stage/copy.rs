@@ -83,9 +83,9 @@ impl StageBuilder<'_> {
         let modifiers = format!("{flags_key}{excludes:?}{}", if c.parents { " parents" } else { "" });
         // Where the files go and their owner, looked up in the stage's files: only when the step runs.
         let target = |this: &Self| -> Result<(String, CopyFlags)> {
-            let dest_abs = this.copy_destination(&dest, c.link, false);
+            let (dest_abs, flags) = this.copy_target(ins, c, &dest, false)?;
             let dest_abs = if c.parents && !dest_abs.ends_with('/') { format!("{dest_abs}/") } else { dest_abs };
-            Ok((dest_abs, this.copy_flags(ins, c)?))
+            Ok((dest_abs, flags))
         };
         // From a stage or an image, the source's key stands for its files (it follows their content), so a
         // cache hit needs no file read. From the context (or a named directory), the selected files' checksum.
@@ -174,6 +174,18 @@ impl StageBuilder<'_> {
         ))
     }
 
+    /// Where a step that runs writes its files and their `--chown`/`--chmod`, looked up in the stage's files
+    /// (the counterpart of [`Self::copy_key_parts`]).
+    pub(super) fn copy_target(
+        &self,
+        ins: &Instruction,
+        c: &CopySpec,
+        dest: &str,
+        into_dir: bool,
+    ) -> Result<(String, CopyFlags)> {
+        Ok((self.copy_destination(dest, c.link, into_dir), self.copy_flags(ins, c)?))
+    }
+
     /// Where a COPY/ADD writes: `dest` made absolute against WORKDIR, with the stage's symlinks on its way
     /// resolved (not with `--link`, which does not look at the stage). A destination ending in `/` or `/.`,
     /// naming a directory the stage has (through links too), or `into_dir`, receives the sources inside (it ends
@@ -258,8 +270,7 @@ impl StageBuilder<'_> {
         if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
-        let dest_abs = self.copy_destination(&dest, c.link, names.len() > 1);
-        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
+        let (dest_abs, CopyFlags { owner, chmod }) = self.copy_target(ins, c, &dest, names.len() > 1)?;
         let layer = self.commit_copy(ins, &selection, &dest_abs, owner, chmod.as_ref(), false, None)?;
         self.finish_step(&key, layer, created_by, step, start)
     }

@@ -85,8 +85,7 @@ impl StageBuilder<'_> {
         if self.reuse_cached(&key, step, &created_by)? {
             return Ok(());
         }
-        let dest_abs = self.copy_destination(&dest, c.link, true);
-        let CopyFlags { owner, chmod } = self.copy_flags(ins, c)?;
+        let (dest_abs, CopyFlags { owner, chmod }) = self.copy_target(ins, c, &dest, true)?;
         let layer = self.commit_add_archives(ins, &selection, &archives, &dest_abs, owner, chmod.as_ref())?;
         self.finish_step(&key, layer, created_by, step, start)
     }

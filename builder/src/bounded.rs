@@ -1,5 +1,5 @@
-//! Transfers several at a time: a fixed number of worker threads taking items in order, stopping at the first
-//! failure.
+//! Transfers several at a time (pulls, pushes, remote layers fetched by the store): a fixed number of worker
+//! threads taking items in order, stopping at the first failure.
 
 /// Run `work` on every item with at most `workers` threads; returns the first error (the others finish their
 /// current item and stop taking new ones).
