@@ -1,5 +1,6 @@
 //! File operations every layer of the builder uses, at the bottom (they import nothing but the error type):
-//! removing a file or tree whatever it is, replacing what is in the way, and writing a file atomically.
+//! removing a file or tree whatever it is, replacing what is in the way, writing a file atomically, and reading
+//! a file whose size is known.
 
 use std::fs::{self, File};
 use std::path::Path;
@@ -86,6 +87,24 @@ fn write_atomically_with(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
         f.sync_all().map_err(Error::io("sync", &tmp))?;
     }
     fs::rename(&tmp, path).map_err(Error::io("rename", &tmp))
+}
+
+/// A file's content, `len` bytes as its metadata says: read without the end-of-file probe and the size query
+/// `read_to_end` makes (a file that shrank meanwhile gives what it has).
+pub fn read_known_size(f: &mut fs::File, len: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut data = vec![0u8; len as usize];
+    let mut filled = 0;
+    while filled < data.len() {
+        match f.read(&mut data[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(filled);
+    Ok(data)
 }
 
 #[cfg(test)]

@@ -13,9 +13,11 @@ use sha2::{Digest as _, Sha256};
 
 use super::FileHashes;
 use super::copy_reuse::{FreshFile, Incremental};
+use super::file_hashes::KeptFile;
 use super::ignore::{IgnoreMatcher, clean_path};
 use crate::error::{Error, Result};
 use crate::glob::ShellPattern;
+use crate::layer::{KnownFile, KnownFiles};
 
 /// One selected source: its path in the context and the relative path it gets under the destination.
 #[derive(Debug, Clone)]
@@ -180,6 +182,15 @@ fn resolve(context: &Path, ignore: &IgnoreMatcher, exclude: &IgnoreMatcher, src:
 /// copying process (not root) out, by path.
 pub type EntryModes = Vec<(PathBuf, EntryAttr)>;
 
+/// What a copy leaves beside the files it made.
+#[derive(Debug, Default)]
+pub struct Copied {
+    /// The attributes the layer's entries take that their files on disk do not have.
+    pub modes: EntryModes,
+    /// The files it wrote from memory, with what it gave them: the layer is made from there.
+    pub known: KnownFiles,
+}
+
 /// An attribute a layer entry takes that its file on disk does not have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EntryAttr {
@@ -203,7 +214,13 @@ pub struct CopySelection {
     walks: std::sync::Mutex<std::collections::HashMap<(PathBuf, String), WalkedTree>>,
     /// See [`CopySelection::keeping_owners`].
     keep_owners: bool,
+    /// Bytes of small files' contents the checksum may still keep for the copy (see [`KeptFile`]).
+    keep_budget: std::sync::atomic::AtomicU64,
 }
+
+/// What a selection keeps in memory of the small files its checksum reads, at most: the copy writes them from
+/// there, and the layer writer tars them from there (a cold COPY of many small files opens each once, not thrice).
+const KEEP_BUDGET: u64 = 64 << 20;
 
 /// Resolve the sources of a COPY.
 pub fn select(context: &Path, ignore: &IgnoreMatcher, sources: &[String]) -> Result<CopySelection> {
@@ -227,6 +244,7 @@ pub fn select_excluding(
         exclude: exclude.clone(),
         walks: Default::default(),
         keep_owners: false,
+        keep_budget: KEEP_BUDGET.into(),
     })
 }
 
@@ -252,6 +270,7 @@ impl CopySelection {
             exclude: self.exclude.clone(),
             walks: Default::default(),
             keep_owners: self.keep_owners,
+            keep_budget: KEEP_BUDGET.into(),
         }
     }
 
@@ -275,7 +294,7 @@ impl CopySelection {
             let walked = self.walk(s)?;
             let contents: Vec<Option<String>> = walked
                 .par_iter()
-                .map(|w| if w.meta.is_file() { hashes.hash(&w.abs, &w.meta).map(Some) } else { Ok(None) })
+                .map(|w| if w.meta.is_file() { self.hash_keeping(w, hashes).map(Some) } else { Ok(None) })
                 .collect::<Result<_>>()?;
             for (w, content) in walked.iter().zip(contents) {
                 if let Some(c) = &content {
@@ -308,6 +327,28 @@ impl CopySelection {
         Ok(hex::encode(h.finalize()))
     }
 
+    /// A walked file's content hash; its content is kept for the copy while the budget lasts.
+    fn hash_keeping(&self, w: &Walked, hashes: &FileHashes) -> Result<String> {
+        use std::sync::atomic::Ordering;
+        let size = w.meta.len();
+        let keep = size <= SMALL_FILE
+            && self
+                .keep_budget
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(size))
+                .is_ok();
+        let (hash, kept) = hashes.hash_keeping(&w.abs, &w.meta, keep)?;
+        match kept {
+            Some(kept) => {
+                let _ = w.kept.set(kept);
+            }
+            None if keep => {
+                self.keep_budget.fetch_add(size, Ordering::Relaxed);
+            }
+            None => {}
+        }
+        Ok(hash)
+    }
+
     /// A source and, for a directory, everything visible below it, parents before children, siblings by name.
     /// Walked once per selection.
     fn walk(&self, s: &Selected) -> Result<WalkedTree> {
@@ -324,7 +365,13 @@ impl CopySelection {
 
     fn walk_uncached(&self, s: &Selected) -> Result<Vec<Walked>> {
         let meta = fs::symlink_metadata(&s.abs).map_err(Error::io("stat", &s.abs))?;
-        let mut out = vec![Walked { abs: s.abs.clone(), rel: s.rel.clone(), meta, content: Default::default() }];
+        let mut out = vec![Walked {
+            abs: s.abs.clone(),
+            rel: s.rel.clone(),
+            meta,
+            content: Default::default(),
+            kept: Default::default(),
+        }];
         self.walk_below(0, &s.base, &mut out)?;
         Ok(out)
     }
@@ -340,7 +387,7 @@ impl CopySelection {
             .into_par_iter()
             .map(|(abs, rel)| {
                 let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
-                Ok(Walked { abs, rel, meta, content: Default::default() })
+                Ok(Walked { abs, rel, meta, content: Default::default(), kept: Default::default() })
             })
             .collect::<Result<_>>()?;
         for child in children {
@@ -361,7 +408,7 @@ impl CopySelection {
         owner: Option<(u32, u32)>,
         chmod: Option<&ModeSpec>,
         reuse: Option<&Incremental>,
-    ) -> Result<EntryModes> {
+    ) -> Result<Copied> {
         let dest_is_dir = dest.ends_with('/') || self.sources.len() > 1 || self.sources.iter().any(|s| s.abs.is_dir());
         let dest_path = dest_in(layer_root, dest);
         let parent =
@@ -377,7 +424,7 @@ impl CopySelection {
                 // A symlink source is copied under its own name, holding what it leads to (testCopySymlinks).
                 let name = Path::new(&s.rel).file_name().or(s.abs.file_name()).map(PathBuf::from).unwrap_or_default();
                 let target = if dest_is_dir { dest_path.join(name) } else { dest_path.clone() };
-                copy_walked(&walked[0], &target, &attrs, reuse)?;
+                copy_walked(&walked[0], &target, &attrs, reuse, &DirHandles::default())?;
             }
         }
         Ok(attrs.finish())
@@ -392,7 +439,7 @@ impl CopySelection {
         owner: Option<(u32, u32)>,
         chmod: Option<&ModeSpec>,
         reuse: Option<&Incremental>,
-    ) -> Result<EntryModes> {
+    ) -> Result<Copied> {
         let dest_path = dest_in(layer_root, dest);
         let attrs = Attributes::new(owner, chmod, self.keep_owners);
         // The destination directory is made even when a wildcard matched nothing (testCopyParentsMissingDirectory).
@@ -406,7 +453,7 @@ impl CopySelection {
                 make_dirs(layer_root, &target, &attrs)?;
                 self.copy_dir_contents(s, &target, &attrs, reuse)?;
             } else {
-                copy_walked(&walked[0], &target, &attrs, reuse)?;
+                copy_walked(&walked[0], &target, &attrs, reuse, &DirHandles::default())?;
             }
         }
         Ok(attrs.finish())
@@ -457,10 +504,14 @@ impl CopySelection {
         for (_, target) in below.iter().filter(|(w, _)| w.meta.is_dir()) {
             make_dir(target)?;
         }
+        // Files are made relative to their directory's handle: no walk of the whole path for each one.
+        let dirs = DirHandles::open(
+            std::iter::once(to).chain(below.iter().filter(|(w, _)| w.meta.is_dir()).map(|(_, t)| t.as_path())),
+        );
         below
             .par_iter()
             .filter(|(w, _)| !w.meta.is_dir())
-            .try_for_each(|(w, target)| copy_walked(w, target, attrs, reuse))?;
+            .try_for_each(|(w, target)| copy_walked(w, target, attrs, reuse, &dirs))?;
         for (w, target) in below.iter().rev().filter(|(w, _)| w.meta.is_dir()) {
             attrs.apply_to_dir(target, &w.abs, &w.meta)?;
         }
@@ -479,6 +530,8 @@ struct Walked {
     meta: fs::Metadata,
     /// A regular file's content hash, once the checksum has it.
     content: std::sync::OnceLock<String>,
+    /// A small file's content, when the checksum read it and kept it.
+    kept: std::sync::OnceLock<KeptFile>,
 }
 
 /// [`make_dirs`] for a destination directory an ADD unpacks archives into.
@@ -490,7 +543,7 @@ pub(crate) fn make_dest_dirs(
 ) -> Result<EntryModes> {
     let attrs = Attributes::new(owner, chmod, false);
     make_dirs(root, dir, &attrs)?;
-    Ok(attrs.finish())
+    Ok(attrs.finish().modes)
 }
 
 /// Create the missing directories from `root` down to `dir`, as BuildKit creates a copy's destination path: owned
@@ -512,10 +565,17 @@ fn make_dirs(root: &Path, dir: &Path, attrs: &Attributes) -> Result<()> {
 
 /// Copy a walked file or symlink; a regular file whose content the checksum hashed is linked from the copy's
 /// previous run instead when it is unchanged there, and noted for the next run.
-fn copy_walked(w: &Walked, target: &Path, attrs: &Attributes, reuse: Option<&Incremental>) -> Result<()> {
+fn copy_walked(
+    w: &Walked,
+    target: &Path,
+    attrs: &Attributes,
+    reuse: Option<&Incremental>,
+    dirs: &DirHandles,
+) -> Result<()> {
     // Hard links among the copied files stay hard links (as BuildKit copies them): the second name of a file is
     // linked to the first's copy.
     let link_key = (w.meta.is_file() && w.meta.nlink() > 1).then(|| (w.meta.dev(), w.meta.ino()));
+    attrs.forget(target);
     // Held while the first name is copied, so that a name copied meanwhile (directories are copied in
     // parallel) waits for it and links to it.
     let mut links = match link_key {
@@ -534,10 +594,10 @@ fn copy_walked(w: &Walked, target: &Path, attrs: &Attributes, reuse: Option<&Inc
         return Ok(());
     }
     match reuse.zip(w.content.get()).filter(|_| w.meta.is_file()) {
-        None => copy_entry_with(&w.abs, &w.meta, target, attrs)?,
+        None => copy_entry_with(&w.abs, &w.meta, target, attrs, w.kept.get(), dirs)?,
         Some((reuse, hash)) => {
             if !attrs.fresh_file(&w.meta).is_some_and(|fresh| reuse.try_link(target, hash, &fresh)) {
-                copy_entry_with(&w.abs, &w.meta, target, attrs)?;
+                copy_entry_with(&w.abs, &w.meta, target, attrs, w.kept.get(), dirs)?;
             }
             reuse.record(target, hash);
         }
@@ -563,6 +623,8 @@ struct Attributes<'a> {
     entry_modes: std::sync::Mutex<EntryModes>,
     /// The copy of each source file with other names, by (device, inode): its other names are linked to it.
     hard_links: std::sync::Mutex<std::collections::HashMap<(u64, u64), PathBuf>>,
+    /// The files written from memory, with what they were given (for the layer).
+    known: std::sync::Mutex<KnownFiles>,
 }
 
 impl<'a> Attributes<'a> {
@@ -578,6 +640,7 @@ impl<'a> Attributes<'a> {
             keep_source_owner,
             entry_modes: Default::default(),
             hard_links: Default::default(),
+            known: Default::default(),
         }
     }
 
@@ -623,14 +686,13 @@ impl<'a> Attributes<'a> {
     }
 
     /// Owner first (a change of owner clears set-id bits), then the mode (unless the file was created with it:
-    /// `mode_set`), then the mtime; on an open file or directory.
-    fn apply_to_file(&self, f: &fs::File, to: &Path, from: &Path, meta: &fs::Metadata, mode_set: bool) -> Result<()> {
+    /// `mode_set`), then the mtime; on an open file or directory. Whether the mtime could be set.
+    fn apply_to_file(&self, f: &fs::File, to: &Path, from: &Path, meta: &fs::Metadata, mode_set: bool) -> Result<bool> {
         self.give_owner(f, to, self.owner_of(from, meta))?;
         if !mode_set {
             f.set_permissions(fs::Permissions::from_mode(self.mode(meta))).map_err(Error::io("chmod", to))?;
         }
-        let _ = f.set_modified(filetime_of(meta));
-        Ok(())
+        Ok(f.set_modified(filetime_of(meta)).is_ok())
     }
 
     /// Give an entry this process made its owner: as root for real (nothing to do for root's own), rootless in the
@@ -687,9 +749,38 @@ impl<'a> Attributes<'a> {
         dir.set_permissions(fs::Permissions::from_mode(on_disk)).map_err(Error::io("chmod", to))
     }
 
-    /// The modes the layer's entries take that their files on disk do not have (see `entry_modes`).
-    fn finish(self) -> EntryModes {
-        self.entry_modes.into_inner().unwrap_or_default()
+    /// A regular file written with `kept`'s content (and no xattrs): its layer entry is known without reading it
+    /// back, when its owner is one the layer reads from the disk (not only recorded).
+    fn wrote_from_memory(&self, to: &Path, from: &Path, meta: &fs::Metadata, kept: &KeptFile) {
+        let owner = self.owner_of(from, meta);
+        if !self.as_root && owner != (0, 0) {
+            return;
+        }
+        let file = KnownFile {
+            data: kept.data.clone(),
+            mode: self.mode(meta),
+            uid: owner.0,
+            gid: owner.1,
+            mtime: meta.mtime(),
+        };
+        if let Ok(mut known) = self.known.lock() {
+            known.insert(to.to_path_buf(), file);
+        }
+    }
+
+    /// Something other than a known file is written at `to`.
+    fn forget(&self, to: &Path) {
+        if let Ok(mut known) = self.known.lock() {
+            known.remove(to);
+        }
+    }
+
+    /// What the copy leaves beside its files (see [`Copied`]).
+    fn finish(self) -> Copied {
+        Copied {
+            modes: self.entry_modes.into_inner().unwrap_or_default(),
+            known: self.known.into_inner().unwrap_or_default(),
+        }
     }
 
     fn apply_to_dir(&self, to: &Path, from: &Path, meta: &fs::Metadata) -> Result<()> {
@@ -721,8 +812,16 @@ const SMALL_FILE: u64 = 256 * 1024;
 
 /// Copy a file or symlink whose metadata is known; what is in its place already (an earlier source's) is
 /// replaced. A socket becomes an empty file; devices and fifos in a context are not copied.
-fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attributes) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// `kept`: the source's content and capabilities as the checksum read them (the source is not opened again);
+/// a regular file is created through its directory's handle when `dirs` has it.
+fn copy_entry_with(
+    from: &Path,
+    meta: &fs::Metadata,
+    to: &Path,
+    attrs: &Attributes,
+    kept: Option<&KeptFile>,
+    dirs: &DirHandles,
+) -> Result<()> {
     if meta.file_type().is_symlink() {
         let target = fs::read_link(from).map_err(Error::io("read link", from))?;
         crate::fsops::replacing(to, || symlink(&target, to)).map_err(Error::io("symlink", to))?;
@@ -739,32 +838,46 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
         // A socket becomes an empty regular file with its mode, as BuildKit's context transfer makes it.
         let dst = crate::fsops::replacing(to, || fs::OpenOptions::new().write(true).create_new(true).open(to))
             .map_err(Error::io("create", to))?;
-        return attrs.apply_to_file(&dst, to, from, meta, false);
+        return attrs.apply_to_file(&dst, to, from, meta, false).map(drop);
     }
     if !meta.is_file() {
         return Ok(());
     }
-    let mut src = fs::File::open(from).map_err(Error::io("open", from))?;
     // Created with its final mode where the umask leaves it whole (no chmod needed after); else private until set.
     let mode = attrs.mode(meta);
     let mode_at_create = !attrs.records_owner() && mode & (0o777 & !process_umask()) == mode;
     let create_mode = if mode_at_create { mode } else { 0o600 };
-    let mut dst =
-        crate::fsops::replacing(to, || fs::OpenOptions::new().write(true).create_new(true).mode(create_mode).open(to))
-            .map_err(Error::io("create", to))?;
-    if meta.len() <= SMALL_FILE {
-        // A read and a write: cheaper than copy_file_range's in-kernel splice for the many small files of a context.
-        use std::io::Write;
-        let data = read_known_size(&mut src, meta.len()).map_err(Error::io("read", from))?;
-        dst.write_all(&data).map_err(Error::io("write", to))?;
-    } else {
-        std::io::copy(&mut src, &mut dst).map_err(Error::io("copy", from))?;
+    let mut dst = crate::fsops::replacing(to, || dirs.create_file(to, create_mode)).map_err(Error::io("create", to))?;
+    use std::io::Write;
+    let caps = match kept {
+        Some(kept) => {
+            dst.write_all(&kept.data).map_err(Error::io("write", to))?;
+            kept.capabilities.clone()
+        }
+        None => {
+            let mut src = fs::File::open(from).map_err(Error::io("open", from))?;
+            if meta.len() <= SMALL_FILE {
+                // A read and a write: cheaper than copy_file_range's in-kernel splice for the many small files of
+                // a context.
+                let data = crate::fsops::read_known_size(&mut src, meta.len()).map_err(Error::io("read", from))?;
+                dst.write_all(&data).map_err(Error::io("write", to))?;
+            } else {
+                std::io::copy(&mut src, &mut dst).map_err(Error::io("copy", from))?;
+            }
+            super::file_hashes::capabilities_of(&src)
+        }
+    };
+    let mtime_set = attrs.apply_to_file(&dst, to, from, meta, mode_at_create)?;
+    if let Some(kept) = kept
+        && caps.is_none()
+        && mtime_set
+        && meta.nlink() == 1
+    {
+        attrs.wrote_from_memory(to, from, meta, kept);
     }
-    attrs.apply_to_file(&dst, to, from, meta, mode_at_create)?;
     // File capabilities come along (the one xattr BuildKit's layers carry), set after the owner, which clears
     // them. Rootless on the host they cannot be set: they are recorded, and the layer's entry carries them.
     use crate::layer::tree::{CAPABILITY_RECORD_XATTR, CAPABILITY_XATTR};
-    let caps = [CAPABILITY_XATTR, CAPABILITY_RECORD_XATTR].iter().find_map(|n| xattr::get(from, n).ok().flatten());
     if let Some(caps) = caps
         && xattr::set(to, CAPABILITY_XATTR, &caps).is_err()
         && xattr::set(to, CAPABILITY_RECORD_XATTR, &caps).is_ok()
@@ -774,24 +887,6 @@ fn copy_entry_with(from: &Path, meta: &fs::Metadata, to: &Path, attrs: &Attribut
         fixes.push((to.to_path_buf(), EntryAttr::Recorded));
     }
     Ok(())
-}
-
-/// A file's content, `len` bytes as its metadata says: read without the end-of-file probe and the size query
-/// `read_to_end` makes (a file that shrank meanwhile gives what it has).
-pub(crate) fn read_known_size(f: &mut fs::File, len: u64) -> std::io::Result<Vec<u8>> {
-    use std::io::Read;
-    let mut data = vec![0u8; len as usize];
-    let mut filled = 0;
-    while filled < data.len() {
-        match f.read(&mut data[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    data.truncate(filled);
-    Ok(data)
 }
 
 /// The process's umask (read once; it does not change while rbuild runs).
@@ -939,6 +1034,37 @@ pub fn archive_reader(path: &Path) -> Result<Box<dyn std::io::Read>> {
             Ok(Box::new(std::io::Cursor::new(out.stdout)))
         }
         None => crate::layer::decompressed(fs::File::open(path).map_err(Error::io("open", path))?),
+    }
+}
+
+/// Handles of the directories a copy fills, by path: files are created relative to them.
+#[derive(Default)]
+struct DirHandles(std::collections::HashMap<PathBuf, std::os::fd::OwnedFd>);
+
+/// At most this many directory handles are held (well within the usual limit of 1,024 open files, which the
+/// copying threads' files share); files of the directories beyond are created by path.
+const MAX_DIR_HANDLES: usize = 128;
+
+impl DirHandles {
+    /// Handles of the first of `dirs` that open (the others' files are created by path).
+    fn open<'a>(dirs: impl Iterator<Item = &'a Path>) -> DirHandles {
+        use rustix::fs::{Mode, OFlags};
+        let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let handles = dirs
+            .take(MAX_DIR_HANDLES)
+            .filter_map(|d| Some((d.to_path_buf(), rustix::fs::open(d, flags, Mode::empty()).ok()?)));
+        DirHandles(handles.collect())
+    }
+
+    /// Create the new file `to` with `mode` (less the umask), open for writing.
+    fn create_file(&self, to: &Path, mode: u32) -> std::io::Result<fs::File> {
+        use rustix::fs::{Mode, OFlags};
+        if let (Some(dir), Some(name)) = (to.parent().and_then(|p| self.0.get(p)), to.file_name()) {
+            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+            return Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?.into());
+        }
+        use std::os::unix::fs::OpenOptionsExt;
+        fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(to)
     }
 }
 

@@ -59,39 +59,44 @@ impl FileHashes {
 
     /// The sha256 (hex) of a regular file's content, from the record when its identity is unchanged.
     pub fn hash(&self, abs: &Path, meta: &fs::Metadata) -> Result<String> {
+        self.hash_keeping(abs, meta, false).map(|(hash, _)| hash)
+    }
+
+    /// [`Self::hash`]; with `keep`, a file that is read keeps its content and capabilities for the copy that
+    /// follows (none when the record knew the file, or when it changed while being read).
+    pub(crate) fn hash_keeping(
+        &self,
+        abs: &Path,
+        meta: &fs::Metadata,
+        keep: bool,
+    ) -> Result<(String, Option<KeptFile>)> {
         let id = identity(meta);
         if let Ok(entries) = self.entries.lock()
             && let Some((known, hash)) = entries.get(abs.as_os_str())
             && *known == id
         {
             self.reused.fetch_add(1, Ordering::Relaxed);
-            return Ok(hash.clone());
+            return Ok((hash.clone(), None));
         }
         let mut f = fs::File::open(abs).map_err(Error::io("open", abs))?;
-        let mut h = Sha256::new();
-        // Up to the size the identity has (checked again below), without probing for the end.
-        let mut buf = vec![0u8; meta.size().min(1 << 16) as usize];
-        let mut left = meta.size();
-        while left > 0 {
-            let want = left.min(buf.len() as u64) as usize;
-            let n = f.read(&mut buf[..want]).map_err(Error::io("read", abs))?;
-            if n == 0 {
-                break;
-            }
-            h.update(&buf[..n]);
-            left -= n as u64;
-        }
-        let hash = hex::encode(h.finalize());
+        let (hash, kept) = if keep {
+            let data = crate::fsops::read_known_size(&mut f, meta.size()).map_err(Error::io("read", abs))?;
+            let hash = hex::encode(Sha256::digest(&data));
+            (hash, Some(KeptFile { data: data.into(), capabilities: capabilities_of(&f) }))
+        } else {
+            (hash_stream(&mut f, meta.size()).map_err(Error::io("read", abs))?, None)
+        };
         self.hashed.fetch_add(1, Ordering::Relaxed);
-        // A file modified while being read keeps no record (its identity would not match the content).
-        let after = fs::symlink_metadata(abs).map(|m| identity(&m)).ok();
-        if after == Some(id)
+        // A file modified while being read keeps no record (its identity would not match the content), nor its
+        // content for the copy.
+        let unchanged = f.metadata().is_ok_and(|m| identity(&m) == id);
+        if unchanged
             && self.file.is_some()
             && let Ok(mut entries) = self.entries.lock()
         {
             entries.insert(abs.as_os_str().to_os_string(), (id, hash.clone()));
         }
-        Ok(hash)
+        Ok((hash, kept.filter(|_| unchanged)))
     }
 
     /// Write the record back (atomically), if this build hashed anything new.
@@ -114,4 +119,40 @@ impl FileHashes {
         // Only a cache: after a crash an empty or missing record costs reads, never a wrong hash.
         crate::fsops::write_atomically_unsynced(file, &bytes)
     }
+}
+
+/// A small context file as the checksum read it: what its copy writes and the layer's entry holds, so the copy
+/// and the layer writer need not open it (or the copy) again.
+#[derive(Debug, Clone)]
+pub(crate) struct KeptFile {
+    pub data: std::sync::Arc<[u8]>,
+    /// Its file capabilities (or the record of them a rootless copy left), the one xattr a copy carries.
+    pub capabilities: Option<Vec<u8>>,
+}
+
+/// The sha256 (hex) of up to `size` bytes of `f` (the size its identity has), without probing for the end.
+fn hash_stream(f: &mut fs::File, size: u64) -> std::io::Result<String> {
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; size.min(1 << 16) as usize];
+    let mut left = size;
+    while left > 0 {
+        let want = left.min(buf.len() as u64) as usize;
+        let n = f.read(&mut buf[..want])?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// An open file's capabilities as a copy carries them: one call when it has no xattrs at all (the usual case).
+pub(crate) fn capabilities_of(f: &fs::File) -> Option<Vec<u8>> {
+    use crate::layer::tree::{CAPABILITY_RECORD_XATTR, CAPABILITY_XATTR};
+    use xattr::FileExt as _;
+    if rustix::fs::flistxattr_query(f).is_ok_and(|n| n == 0) {
+        return None;
+    }
+    [CAPABILITY_XATTR, CAPABILITY_RECORD_XATTR].iter().find_map(|n| f.get_xattr(n).ok().flatten())
 }

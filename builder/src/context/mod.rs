@@ -21,3 +21,6 @@ pub fn default_dockerfile(context: &std::path::Path) -> std::path::PathBuf {
     let lower = context.join("dockerfile");
     if !upper.exists() && lower.is_file() { lower } else { upper }
 }
+
+#[cfg(test)]
+mod copy_known_tests;

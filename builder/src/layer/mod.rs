@@ -5,6 +5,7 @@
 
 pub mod apply;
 pub mod compress;
+pub mod known_files;
 pub mod rootless_owner;
 pub mod tar_writer;
 pub mod tree;
@@ -15,10 +16,11 @@ pub use apply::{
     ApplyMode, ApplyOptions, ApplyReport, apply_tar, decompressed, overlay_xattr_namespace, use_user_overlay_xattrs,
 };
 pub use compress::{Compression, Compressor};
+pub use known_files::{KnownFile, KnownFiles};
 pub use tree::{
-    EntryKind, IdMap, TreeEntry, collect_tree, collect_tree_mapped, collect_tree_picked, diff_overlay_upper,
-    diff_overlay_upper_mapped, diff_overlay_upper_within, diff_trees, diff_trees_mapped, overlay_opaque,
-    overlay_whiteout,
+    EntryKind, IdMap, TreeEntry, collect_tree, collect_tree_known, collect_tree_mapped, collect_tree_picked,
+    diff_overlay_upper, diff_overlay_upper_mapped, diff_overlay_upper_within, diff_trees, diff_trees_mapped,
+    overlay_opaque, overlay_whiteout,
 };
 
 use crate::digest::{Digest, HashingWriter};
@@ -60,9 +62,19 @@ pub struct LayerInfo {
 
 /// Write `entries` as a layer into `out`: returns the diff_id and the writer (with the compressed stream in it).
 pub fn write_layer<W: Write>(entries: &[TreeEntry], out: W, opts: &LayerOptions) -> Result<(Digest, W)> {
+    write_layer_with(entries, out, opts, &KnownFiles::new())
+}
+
+/// [`write_layer`], taking the contents of the files `known` holds from memory.
+pub fn write_layer_with<W: Write>(
+    entries: &[TreeEntry],
+    out: W,
+    opts: &LayerOptions,
+    known: &KnownFiles,
+) -> Result<(Digest, W)> {
     let compressor =
         Compressor::new(opts.compression, opts.thread_count(), out).map_err(Error::io("start compressor", "layer"))?;
-    let hashing = tar_writer::write_tar(entries, HashingWriter::new(compressor), opts.source_date_epoch)?;
+    let hashing = tar_writer::write_tar_with(entries, HashingWriter::new(compressor), opts.source_date_epoch, known)?;
     let (diff_id, _, compressor) = hashing.finish();
     let out = compressor.finish().map_err(Error::io("finish compression", "layer"))?;
     Ok((diff_id, out))

@@ -8,19 +8,35 @@ use std::io::{self, Write};
 
 use tar::{EntryType, Header};
 
+use super::known_files::KnownFiles;
 use super::tree::{EntryKind, TreeEntry};
 use crate::error::{Error, Result};
 
 /// Write `entries` as a tar stream into `out`; `clamp_mtime` caps every mtime (SOURCE_DATE_EPOCH).
 pub fn write_tar<W: Write>(entries: &[TreeEntry], out: W, clamp_mtime: Option<i64>) -> Result<W> {
+    write_tar_with(entries, out, clamp_mtime, &KnownFiles::new())
+}
+
+/// [`write_tar`], taking the contents of the files `known` holds from memory.
+pub fn write_tar_with<W: Write>(
+    entries: &[TreeEntry],
+    out: W,
+    clamp_mtime: Option<i64>,
+    known: &KnownFiles,
+) -> Result<W> {
     let mut builder = tar::Builder::new(out);
     for e in entries {
-        append_entry(&mut builder, e, clamp_mtime)?;
+        append_entry(&mut builder, e, clamp_mtime, known)?;
     }
     builder.into_inner().map_err(Error::io("finish tar stream", "layer"))
 }
 
-fn append_entry<W: Write>(b: &mut tar::Builder<W>, e: &TreeEntry, clamp: Option<i64>) -> Result<()> {
+fn append_entry<W: Write>(
+    b: &mut tar::Builder<W>,
+    e: &TreeEntry,
+    clamp: Option<i64>,
+    known: &KnownFiles,
+) -> Result<()> {
     let mut path = e.path.clone();
     if matches!(e.kind, EntryKind::Dir) {
         path.push(b'/');
@@ -79,6 +95,9 @@ fn append_entry<W: Write>(b: &mut tar::Builder<W>, e: &TreeEntry, clamp: Option<
     }
     h.set_cksum();
     match &e.kind {
+        EntryKind::File { source, size } if let Some(data) = known.content(source, *size) => {
+            b.append(&h, data).map_err(Error::io("write layer entry", source))?;
+        }
         EntryKind::File { source, size } => {
             let f = File::open(source).map_err(Error::io("open", source))?;
             // The size was taken when the tree was read: a file that changed since would corrupt the stream.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+use super::known_files::{KnownFile, KnownFiles};
 use crate::error::{Error, Result};
 
 /// What an entry is.
@@ -241,11 +242,18 @@ fn entry_with_xattrs(
     Ok(Some(TreeEntry { path: rel.to_vec(), kind, mode: meta.mode() & 0o7777, uid, gid, mtime: meta.mtime(), xattrs }))
 }
 
-fn sorted_children(dir: &Path) -> Result<Vec<(Vec<u8>, PathBuf)>> {
+/// The entries of `dir` by name: (name, path, whether it is a regular file: only with `types`, from the directory
+/// itself where the filesystem says).
+fn sorted_children(dir: &Path, types: bool) -> Result<Vec<(Vec<u8>, PathBuf, bool)>> {
     use std::os::unix::ffi::OsStrExt;
-    let mut out: Vec<(Vec<u8>, PathBuf)> = fs::read_dir(dir)
+    let mut out: Vec<(Vec<u8>, PathBuf, bool)> = fs::read_dir(dir)
         .map_err(Error::io("read directory", dir))?
-        .map(|e| e.map(|e| (e.file_name().as_bytes().to_vec(), e.path())))
+        .map(|e| {
+            e.map(|e| {
+                let is_file = types && e.file_type().is_ok_and(|t| t.is_file());
+                (e.file_name().as_bytes().to_vec(), e.path(), is_file)
+            })
+        })
         .collect::<std::io::Result<_>>()
         .map_err(Error::io("read directory", dir))?;
     out.sort();
@@ -261,7 +269,17 @@ pub fn collect_tree(root: &Path) -> Result<Vec<TreeEntry>> {
 pub fn collect_tree_mapped(root: &Path, ids: &IdMap) -> Result<Vec<TreeEntry>> {
     let mut out = Vec::new();
     let mut links = Hardlinks::default();
-    walk(root, b"", &mut links, ids, &mut out, &mut |_, _, _| Ok(Visit::Keep))?;
+    walk(root, b"", &mut links, ids, &mut out, &mut |_, _, _| Ok(Visit::Keep), None)?;
+    Ok(out)
+}
+
+/// [`collect_tree`] of a tree this process wrote, taking the entries of the regular files `known` holds from
+/// there instead of from the disk.
+pub fn collect_tree_known(root: &Path, known: &KnownFiles) -> Result<Vec<TreeEntry>> {
+    let mut out = Vec::new();
+    let mut links = Hardlinks::default();
+    let ids = IdMap::for_current_user();
+    walk(root, b"", &mut links, &ids, &mut out, &mut |_, _, _| Ok(Visit::Keep), Some(known))?;
     Ok(out)
 }
 
@@ -274,9 +292,15 @@ pub fn collect_tree_picked(
     let mut out = Vec::new();
     let mut links = Hardlinks::default();
     let ids = IdMap { uids: Vec::new(), gids: Vec::new() };
-    walk(root, b"", &mut links, &ids, &mut out, &mut |abs, rel, meta| {
-        Ok(if include(abs, rel, meta) { Visit::Keep } else { Visit::Skip })
-    })?;
+    walk(
+        root,
+        b"",
+        &mut links,
+        &ids,
+        &mut out,
+        &mut |abs, rel, meta| Ok(if include(abs, rel, meta) { Visit::Keep } else { Visit::Skip }),
+        None,
+    )?;
     Ok(out)
 }
 
@@ -289,6 +313,27 @@ enum Visit {
 
 type Visitor<'a> = dyn FnMut(&Path, &[u8], &fs::Metadata) -> Result<Visit> + 'a;
 
+/// A child of a directory being walked: read from the disk, or a regular file whose entry is known.
+enum Child<'k> {
+    Read(fs::Metadata, Xattrs),
+    Known(&'k KnownFile),
+}
+
+/// The layer entry of a known file at `rel` in the layer, read from `abs`.
+fn known_entry(file: &KnownFile, abs: &Path, rel: Vec<u8>) -> TreeEntry {
+    TreeEntry {
+        path: rel,
+        kind: EntryKind::File { source: abs.to_path_buf(), size: file.data.len() as u64 },
+        mode: file.mode,
+        uid: file.uid,
+        gid: file.gid,
+        mtime: file.mtime,
+        xattrs: Vec::new(),
+    }
+}
+
+/// The entries below `dir`, depth first; `visit` sees each read entry first. Regular files `known` holds are
+/// taken from there (without a visit).
 fn walk(
     dir: &Path,
     rel: &[u8],
@@ -296,18 +341,29 @@ fn walk(
     ids: &IdMap,
     out: &mut Vec<TreeEntry>,
     visit: &mut Visitor,
+    known: Option<&KnownFiles>,
 ) -> Result<()> {
     // The children's metadata and xattrs are read on all CPUs (most of a walk's time is these calls).
-    let children: Vec<(Vec<u8>, PathBuf, fs::Metadata, Xattrs)> = sorted_children(dir)?
+    let children: Vec<(Vec<u8>, PathBuf, Child)> = sorted_children(dir, known.is_some_and(|k| !k.is_empty()))?
         .into_par_iter()
-        .map(|(name, abs)| {
+        .map(|(name, abs, is_file)| {
+            if is_file && let Some(file) = known.and_then(|k| k.get(&abs)) {
+                return Ok((name, abs, Child::Known(file)));
+            }
             let meta = fs::symlink_metadata(&abs).map_err(Error::io("stat", &abs))?;
             let xattrs = entry_xattrs(&abs, &meta);
-            Ok((name, abs, meta, xattrs))
+            Ok((name, abs, Child::Read(meta, xattrs)))
         })
         .collect::<Result<_>>()?;
-    for (name, abs, meta, xattrs) in children {
+    for (name, abs, child) in children {
         let child_rel = join(rel, &name);
+        let (meta, xattrs) = match child {
+            Child::Known(file) => {
+                out.push(known_entry(file, &abs, child_rel));
+                continue;
+            }
+            Child::Read(meta, xattrs) => (meta, xattrs),
+        };
         match visit(&abs, &child_rel, &meta)? {
             Visit::Skip => continue,
             Visit::Replace(entries) => out.extend(entries),
@@ -318,7 +374,7 @@ fn walk(
             }
         }
         if meta.is_dir() {
-            walk(&abs, &child_rel, links, ids, out, visit)?;
+            walk(&abs, &child_rel, links, ids, out, visit, known)?;
         }
     }
     Ok(())
@@ -379,7 +435,7 @@ fn on_or_below(rel: &[u8], path: &[u8]) -> bool {
 fn diff_upper(upper: &Path, ids: &IdMap, within: Option<&[Vec<u8>]>) -> Result<Vec<TreeEntry>> {
     let mut out = Vec::new();
     let mut links = Hardlinks::default();
-    walk(upper, b"", &mut links, ids, &mut out, &mut |abs, rel, meta| {
+    let mut visit = |abs: &Path, rel: &[u8], meta: &fs::Metadata| {
         if within.is_some_and(|w| !w.iter().any(|p| on_or_below(rel, p))) {
             return Ok(Visit::Skip);
         }
@@ -394,7 +450,8 @@ fn diff_upper(upper: &Path, ids: &IdMap, within: Option<&[Vec<u8>]>) -> Result<V
             return Ok(Visit::Replace(entries));
         }
         Ok(Visit::Keep)
-    })?;
+    };
+    walk(upper, b"", &mut links, ids, &mut out, &mut visit, None)?;
     Ok(out)
 }
 

@@ -224,8 +224,18 @@ impl Store {
     /// Write `entries` as a layer blob into the store, in one pass (the tar, its diff_id, the compressed blob and
     /// its digest).
     pub fn write_layer(&self, entries: &[TreeEntry], opts: &LayerOptions) -> Result<LayerInfo> {
+        self.write_layer_with(entries, opts, &crate::layer::KnownFiles::new())
+    }
+
+    /// [`Self::write_layer`], taking the contents of the files `known` holds from memory (a copy wrote them).
+    pub fn write_layer_with(
+        &self,
+        entries: &[TreeEntry],
+        opts: &LayerOptions,
+        known: &crate::layer::KnownFiles,
+    ) -> Result<LayerInfo> {
         let blob = self.blob_writer()?;
-        let (diff_id, blob) = crate::layer::write_layer(entries, blob, opts)?;
+        let (diff_id, blob) = crate::layer::write_layer_with(entries, blob, opts, known)?;
         let (digest, size) = blob.commit()?;
         Ok(LayerInfo { digest, size, diff_id, compression: opts.compression })
     }

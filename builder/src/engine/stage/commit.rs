@@ -126,6 +126,18 @@ impl StageBuilder<'_> {
         entries: Vec<crate::layer::TreeEntry>,
         origin: LayerDir,
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
+        self.commit_dir_with(dir, entries, origin, &crate::layer::KnownFiles::new())
+    }
+
+    /// [`Self::commit_dir`], the layer taking the contents of the files `known` holds from memory (a copy wrote
+    /// them).
+    pub(super) fn commit_dir_with(
+        &self,
+        dir: &Path,
+        entries: Vec<crate::layer::TreeEntry>,
+        origin: LayerDir,
+        known: &crate::layer::KnownFiles,
+    ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let usable_as_snapshot = match origin {
             LayerDir::Sandbox => true,
             // Under subordinate ids the caller's own ids are root's, and only those are real on disk.
@@ -138,7 +150,7 @@ impl StageBuilder<'_> {
             self.tree_ops.remove(dir)?;
             return Ok(None);
         }
-        let info = self.store.write_layer(&entries, &self.req.layers)?;
+        let info = self.store.write_layer_with(&entries, &self.req.layers, known)?;
         self.keep_layer(dir, info, usable_as_snapshot).map(Some)
     }
 

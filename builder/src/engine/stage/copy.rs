@@ -13,7 +13,7 @@ use crate::context::copy;
 use crate::context::copy_reuse::{Incremental, PriorCopy};
 use crate::context::git::is_git_url;
 use crate::dockerfile::CopySpec;
-use crate::layer::{ApplyMode, ApplyOptions, apply_tar, collect_tree};
+use crate::layer::{ApplyMode, ApplyOptions, apply_tar, collect_tree_known};
 use crate::sandbox::snapshotter::merge_snapshots_for;
 
 /// What wrote the files of a [`Stage::copy_generated`] step, and so what keys them.
@@ -288,28 +288,30 @@ impl StageBuilder<'_> {
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
         let layer_dir = self.store.tmp().path("add");
         fs::create_dir_all(&layer_dir).map_err(Error::io("create", &layer_dir))?;
-        let outcome = (|| -> Result<copy::EntryModes> {
+        let outcome = (|| -> Result<copy::Copied> {
             let rest = selection.without(archives);
-            let mut modes = Vec::new();
+            let mut copied = copy::Copied::default();
             if !rest.is_empty() {
-                modes = rest
+                copied = rest
                     .copy_into(&layer_dir, dest_abs, owner, chmod, None)
                     .map_err(|e| self.fail(ins, &e.to_string()))?;
             }
+            // What the archives unpack may replace copied files: the layer reads them all from the disk.
+            copied.known = crate::layer::KnownFiles::new();
             let dest = layer_dir.join(clean_path(dest_abs.trim_start_matches('/')));
-            modes.extend(copy::make_dest_dirs(&layer_dir, &dest, owner, chmod)?);
+            copied.modes.extend(copy::make_dest_dirs(&layer_dir, &dest, owner, chmod)?);
             for a in archives {
                 // --chown gives every unpacked entry its owner (testDockerfileAddChownArchive).
                 let opts = ApplyOptions { owner, ..ApplyOptions::new(ApplyMode::Merge, a.display().to_string()) };
                 let report = apply_tar(copy::archive_reader(a)?, &dest, &opts)
                     .map_err(|e| self.fail(ins, &format!("cannot unpack {}: {e}", a.display())))?;
                 // Rootless, links keep their owners in the layer's entries.
-                modes.extend(report.link_owners.into_iter().map(|(p, u, g)| (p, copy::EntryAttr::Owner(u, g))));
+                copied.modes.extend(report.link_owners.into_iter().map(|(p, u, g)| (p, copy::EntryAttr::Owner(u, g))));
             }
-            Ok(modes)
+            Ok(copied)
         })();
         match outcome {
-            Ok(modes) => self.commit_copied(&layer_dir, dest_abs, &modes),
+            Ok(copied) => self.commit_copied(&layer_dir, dest_abs, &copied),
             Err(e) => {
                 let _ = crate::fsops::remove_path(&layer_dir);
                 Err(e)
@@ -318,15 +320,16 @@ impl StageBuilder<'_> {
     }
 
     /// Commit a directory a COPY/ADD filled for `dest_abs`. The destination's parents that the stage already has
-    /// keep their attributes; what the copy itself brings keeps its own; `modes` are the entries' modes the files
-    /// on disk could not have (the layer's snapshot is then unpacked from it).
+    /// keep their attributes; what the copy itself brings keeps its own; `copied.modes` are the entries' modes the
+    /// files on disk could not have (the layer's snapshot is then unpacked from it).
     pub(super) fn commit_copied(
         &self,
         layer_dir: &Path,
         dest_abs: &str,
-        modes: &copy::EntryModes,
+        copied: &copy::Copied,
     ) -> Result<Option<(LayerRef, Digest, PathBuf)>> {
-        let mut entries = collect_tree(layer_dir)?;
+        let modes = &copied.modes;
+        let mut entries = collect_tree_known(layer_dir, &copied.known)?;
         for e in entries.iter_mut() {
             let path = layer_dir.join(std::ffi::OsStr::from_bytes(&e.path));
             for (_, fix) in modes.iter().filter(|(p, _)| *p == path) {
@@ -344,7 +347,7 @@ impl StageBuilder<'_> {
             dest_rel.starts_with(&format!("{p}/")) || (into_dir && p == dest_rel)
         });
         let origin = if modes.is_empty() { origin } else { LayerDir::Adjusted };
-        self.commit_dir(layer_dir, entries, origin)
+        self.commit_dir_with(layer_dir, entries, origin, &copied.known)
     }
 
     /// Copy a selection into a new layer directory and commit it. With `record` (a COPY from a context), the files
@@ -367,19 +370,19 @@ impl StageBuilder<'_> {
             snap.is_dir().then_some(snap)
         };
         let reuse = record.map(|r| Incremental::new(&layer_dir, PriorCopy::load(r, &snapshot_of)));
-        let modes = if parents {
+        let copied = if parents {
             selection.copy_into_with_parents(&layer_dir, dest_abs, owner, chmod, reuse.as_ref())
         } else {
             selection.copy_into(&layer_dir, dest_abs, owner, chmod, reuse.as_ref())
         };
-        let modes = match modes {
-            Ok(modes) => modes,
+        let copied = match copied {
+            Ok(copied) => copied,
             Err(e) => {
                 let _ = crate::fsops::remove_path(&layer_dir);
                 return Err(self.fail(ins, &e.to_string()));
             }
         };
-        let layer = self.commit_copied(&layer_dir, dest_abs, &modes)?;
+        let layer = self.commit_copied(&layer_dir, dest_abs, &copied)?;
         if let (Some(reuse), Some(record), Some((_, diff_id, _))) = (&reuse, record, &layer) {
             self.session.files_linked.fetch_add(reuse.linked(), Ordering::Relaxed);
             // Only a hint for the next run: one that cannot be written costs that run copies, not this build.
