@@ -109,15 +109,26 @@ impl FileHashes {
             .entries
             .lock()
             .map_err(|_| Error::WorkerPanicked { what: "a thread writing the context hash record".into() })?;
-        let map: HashMap<&str, (u64, u64, u64, i64, i64, &str)> = entries
-            .iter()
-            .take(MAX_ENTRIES)
-            .filter_map(|(path, (id, hash))| Some((path.to_str()?, (id.0, id.1, id.2, id.3, id.4, hash.as_str()))))
-            .collect();
-        let bytes =
-            serde_json::to_vec(&map).map_err(|source| Error::Json { what: "context hash record".into(), source })?;
+        // Written straight from the map (a build of many files saves tens of thousands of rows at its end).
+        let mut bytes = Vec::with_capacity(entries.len() * 160);
+        serde_json::to_writer(&mut bytes, &Rows(&entries))
+            .map_err(|source| Error::Json { what: "context hash record".into(), source })?;
         // Only a cache: after a crash an empty or missing record costs reads, never a wrong hash.
         crate::fsops::write_atomically_unsynced(file, &bytes)
+    }
+}
+
+/// The record's rows as a JSON object: path -> (device, inode, size, mtime, ctime, hash), at most `MAX_ENTRIES`.
+struct Rows<'a>(&'a HashMap<OsString, (Identity, String)>);
+
+impl serde::Serialize for Rows<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            self.0
+                .iter()
+                .take(MAX_ENTRIES)
+                .filter_map(|(path, (id, hash))| Some((path.to_str()?, (id.0, id.1, id.2, id.3, id.4, hash.as_str())))),
+        )
     }
 }
 
