@@ -388,14 +388,20 @@ pub fn test_apt_repo(packages: &[&str]) -> PathBuf {
 }
 
 /// Python's file server, except that files under `no-last-modified/` are served without a `Last-Modified`
-/// header (as many servers serve generated files).
+/// header (as many servers serve generated files); with a second argument, each request's method and path are
+/// appended to that file.
 const FILE_SERVER: &str = r#"
 import http.server, sys
+LOG = sys.argv[2] if len(sys.argv) > 2 else None
 class Handler(http.server.SimpleHTTPRequestHandler):
     def send_header(self, key, value):
         if key == "Last-Modified" and self.path.startswith("/no-last-modified/"):
             return
         super().send_header(key, value)
+    def log_message(self, *args):
+        if LOG:
+            with open(LOG, "a") as log:
+                log.write(self.command + " " + self.path + "\n")
 http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
 "#;
 
@@ -409,9 +415,20 @@ pub struct FileServer {
 
 impl FileServer {
     pub fn start(dir: &std::path::Path) -> FileServer {
+        Self::serve(dir, None)
+    }
+
+    /// [`Self::start`], appending each request's method and path (`GET /foo`) to `log`, a line each.
+    pub fn start_logging(dir: &std::path::Path, log: &std::path::Path) -> FileServer {
+        Self::serve(dir, Some(log))
+    }
+
+    fn serve(dir: &std::path::Path, log: Option<&std::path::Path>) -> FileServer {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut args = vec!["-c".to_string(), FILE_SERVER.to_string(), port.to_string()];
+        args.extend(log.map(|l| l.display().to_string()));
         let child = Command::new("python3")
-            .args(["-c", FILE_SERVER, &port.to_string()])
+            .args(&args)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())

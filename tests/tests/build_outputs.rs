@@ -525,32 +525,10 @@ fn add_url_is_revalidated_with_head_not_downloaded_again() {
     fs::create_dir_all(&www).unwrap();
     fs::write(www.join("foo"), "content1").unwrap();
     let log = b.work.join("requests.log");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    // python's file server (ETag-less: Last-Modified and Content-Length), logging each request's method and path.
-    let script = format!(
-        "import functools, http.server\n\
-         class H(http.server.SimpleHTTPRequestHandler):\n    \
-             def log_message(self, *a):\n        open({log:?}, 'a').write(self.command + ' ' + self.path + '\\n')\n\
-         http.server.ThreadingHTTPServer(('127.0.0.1', {port}), functools.partial(H, directory={www:?})).serve_forever()\n",
-        log = log.display().to_string(),
-        www = www.display().to_string()
-    );
-    /// Stops the server even when an assertion fails.
-    struct Server(std::process::Child);
-    impl Drop for Server {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _server = Server(Command::new("python3").arg("-c").arg(&script).stdout(Stdio::null()).spawn().unwrap());
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let url = format!("http://127.0.0.1:{port}/foo");
+    // python's file server (ETag-less: Last-Modified and Content-Length), logging each request's method and path;
+    // it waits for the server to listen (this test's own server gave up after 5 s: a flaky "error sending request").
+    let server = FileServer::start_logging(&www, &log);
+    let url = format!("http://127.0.0.1:{}/foo", server.port);
     let ctx = b.context("add-url-head", &[("Dockerfile", &format!("FROM busybox\nADD {url} /dest/\n"))]);
     let build = |tag: &str| {
         let out =
