@@ -57,13 +57,9 @@ impl FileHashes {
         FileHashes { file: Some(file), entries: Mutex::new(entries), ..FileHashes::default() }
     }
 
-    /// The sha256 (hex) of a regular file's content, from the record when its identity is unchanged.
-    pub fn hash(&self, abs: &Path, meta: &fs::Metadata) -> Result<String> {
-        self.hash_keeping(abs, meta, false).map(|(hash, _)| hash)
-    }
-
-    /// [`Self::hash`]; with `keep`, a file that is read keeps its content and capabilities for the copy that
-    /// follows (none when the record knew the file, or when it changed while being read).
+    /// The sha256 (hex) of a regular file's content, from the record when its identity is unchanged; with `keep`,
+    /// a file that is read keeps its content and capabilities for the copy that follows (none when the record knew
+    /// the file, or when it changed while being read).
     pub(crate) fn hash_keeping(
         &self,
         abs: &Path,
